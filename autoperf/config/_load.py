@@ -1,0 +1,71 @@
+"""load(): read, compose, validate autoperf.yaml and build the Config."""
+import os
+
+from . import Config, ConfigError
+from .schema import Errors
+
+
+def _compose(text, name):
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.compose(text, Loader=loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{mark.line + 1}:{mark.column + 1}" if mark is not None else "1:1"
+        problem = " ".join(p for p in (e.context, e.problem) if p) or str(e)
+        raise ConfigError([f"{name}:{where}: <yaml>: syntax error: {problem}"]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{name}:1:1: <yaml>: {e}"]) from None
+
+
+def _target_lines(root):
+    """1-based line of each ``targets:`` entry, in order."""
+    if root is None or root.id != "mapping":
+        return []
+    for key, value in root.value:
+        if key.id == "scalar" and key.value == "targets" and value.id == "sequence":
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+def build_targets(entries, lines=()):
+    """TargetSpec objects from validated ``targets`` dicts."""
+    from .capture import compile_capture
+    from .spec import parse_target
+    from .targetspec import TargetSpec
+
+    out = []
+    for i, t in enumerate(entries):
+        module, qualname = parse_target(t["target"])
+        out.append(TargetSpec(
+            target=t["target"], module=module, qualname=qualname, kind=t["kind"], name=t["name"],
+            threshold_ms=t["threshold_ms"], sla_ms=t["sla_ms"],
+            capture={k: compile_capture(v) for k, v in t["capture"].items()},
+            statement_arg=t["statement_arg"], enabled=t["enabled"],
+            line=lines[i] if i < len(lines) else None,
+        ))
+    return out
+
+
+def load(path):
+    from .spec import root_schema
+
+    schema = root_schema()
+    if path is None:
+        return Config(schema.empty(), None, [])
+    from pathlib import Path
+
+    path = Path(os.fspath(path))
+    name = str(path)
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise ConfigError([f"{name}:1:1: <file>: cannot read: {e.strerror or e}"]) from None
+    root = _compose(text, name)
+    errors = Errors(name)
+    data = schema.validate(root, "", errors)
+    if len(errors):
+        raise ConfigError(errors.messages())
+    return Config(data, path, build_targets(data["targets"], _target_lines(root)))

@@ -1,0 +1,463 @@
+"""A small declarative schema DSL that validates PyYAML nodes.
+
+Every schema node has ``validate(node, path, errors) -> value`` (``node`` is a node from
+``yaml.compose``, or ``None`` when the key is absent) and ``json_schema() -> dict``.
+Problems are added to ``errors`` (an :class:`Errors`) with the node's line and column; all of
+them are collected, validation never stops at the first. ``${ENV}`` / ``${ENV:-default}`` in
+scalar values is expanded before type conversion. Only the standard library is imported here:
+PyYAML is imported lazily, when there is a node to convert.
+"""
+import os
+import re
+
+MISSING = type("Missing", (), {"__repr__": lambda self: "MISSING", "__bool__": lambda self: False})()
+_BAD = object()  # a value that failed to convert (the error is already reported)
+_ENV = re.compile(r"\$\$\{|\$\{([^}]*)\}")
+_ENV_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.S)
+_ENV_REF = {"type": "string", "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"}
+_T = "tag:yaml.org,2002:"
+
+
+class Errors:
+    """Collects ``file:line:col: path: message`` strings; ``messages()`` sorts them by position."""
+
+    def __init__(self, file="<config>"):
+        self.file, self._items = file, []
+
+    def add(self, node, path, message):
+        mark = getattr(node, "start_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        self._items.append((line, col, len(self._items), f"{self.file}:{line}:{col}: {path or '<root>'}: {message}"))
+
+    def messages(self):
+        return [item[3] for item in sorted(self._items)]
+
+    def __len__(self):
+        return len(self._items)
+
+
+def join(path, key):
+    return f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
+
+
+def show(value):
+    """How a value is named in messages: 'flo', 1.5, true, null."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)
+
+
+def _expand(node, path, errors):
+    def repl(m):
+        if m.group(0) == "$${":
+            return "${"
+        ref = _ENV_NAME.fullmatch(m.group(1))
+        if ref is None:
+            errors.add(node, path, f"malformed environment reference {m.group(0)!r}")
+            return ""
+        value = os.environ.get(ref.group(1))
+        if value is None or (value == "" and ref.group(2) is not None):
+            if ref.group(2) is None:
+                errors.add(node, path, f"environment variable {ref.group(1)} is not set (write ${{{ref.group(1)}:-default}} for a default)")
+                return ""
+            value = ref.group(2)
+        return value
+
+    before = len(errors)
+    text = _ENV.sub(repl, node.value)
+    return _BAD if len(errors) > before else text
+
+
+def scalar(node, path, errors):
+    """The Python value of a scalar node (env expanded, YAML 1.1 types) or ``_BAD``."""
+    from yaml.constructor import SafeConstructor, ConstructorError
+    from yaml.resolver import Resolver
+    from yaml.nodes import ScalarNode
+
+    text, tag = node.value, node.tag
+    if "${" in text:
+        text = _expand(node, path, errors)
+        if text is _BAD:
+            return _BAD
+        tag = Resolver().resolve(ScalarNode, text, (True, False))  # the expanded text decides the type
+    if tag in (_T + "str", _T + "timestamp"):
+        return text
+    kind = {_T + "null": "null", _T + "bool": "bool", _T + "int": "int", _T + "float": "float"}.get(tag)
+    if kind is None:
+        errors.add(node, path, f"unsupported YAML tag {tag}")
+        return _BAD
+    try:
+        return getattr(SafeConstructor(), "construct_yaml_" + kind)(ScalarNode(tag, text, node.start_mark))
+    except (ConstructorError, ValueError) as e:
+        errors.add(node, path, f"cannot read {text!r}: {e}")
+        return _BAD
+
+
+def describe_node(node):
+    if node.id == "mapping":
+        return "a mapping"
+    if node.id == "sequence":
+        return "a list"
+    return show(scalar(node, "", Errors()))
+
+
+def mapping_items(node, path, errors):
+    """[(key, key_node, value_node)] in file order; reports duplicate and non-string keys; applies ``<<`` merges."""
+    items, seen, merges = [], {}, []
+    for knode, vnode in node.value:
+        if knode.tag == _T + "merge":
+            merges.extend(vnode.value if vnode.id == "sequence" else [vnode])
+        elif knode.id != "scalar":
+            errors.add(knode, path, "mapping keys must be strings")
+        elif knode.value in seen:
+            errors.add(knode, join(path, knode.value), f"duplicate key (first defined at line {seen[knode.value].start_mark.line + 1})")
+        else:
+            seen[knode.value] = knode
+            items.append((knode.value, knode, vnode))
+    for merged in merges:
+        if merged.id != "mapping":
+            errors.add(merged, path, "'<<' expects a mapping or a list of mappings")
+            continue
+        for key, knode, vnode in mapping_items(merged, path, Errors()):
+            if key not in seen:
+                seen[key] = knode
+                items.append((key, knode, vnode))
+    return items
+
+
+def _null(node):
+    return node is None or (node.id == "scalar" and node.tag == _T + "null")
+
+
+class Schema:
+    """Base class: a scalar schema implements ``check(value, node, path, errors)``."""
+
+    container = False
+
+    def validate(self, node, path, errors):
+        if node is None:
+            return self.empty()
+        if node.id != "scalar":
+            errors.add(node, path, f"expected {self.describe()}, got {describe_node(node)}")
+            return None
+        value = scalar(node, path, errors)
+        return None if value is _BAD else self.check(value, node, path, errors)
+
+    def wrong(self, value, node, path, errors):
+        errors.add(node, path, f"expected {self.describe()}, got {show(value)}")
+
+    def empty(self):
+        return None
+
+    def describe(self):
+        return "a value"
+
+    def json_schema(self):
+        return {}
+
+
+class Any(Schema):
+    """Any YAML value, converted to plain Python (dict / list / scalar)."""
+
+    def validate(self, node, path, errors):
+        if node is None:
+            return None
+        if node.id == "mapping":
+            return {k: self.validate(v, join(path, k), errors) for k, _, v in mapping_items(node, path, errors)}
+        if node.id == "sequence":
+            return [self.validate(v, join(path, i), errors) for i, v in enumerate(node.value)]
+        value = scalar(node, path, errors)
+        return None if value is _BAD else value
+
+
+class Str(Schema):
+    """A string; ``pattern`` must match it whole; ``check(value) -> message | None`` adds a custom test."""
+
+    def __init__(self, pattern=None, check=None, doc_pattern=None):
+        self.pattern, self.check_fn = pattern, check
+        self._re = re.compile(pattern) if pattern else None
+        self.doc_pattern = doc_pattern or pattern
+
+    def validate(self, node, path, errors):
+        if node is not None and node.id == "scalar" and "${" in node.value:  # a string field takes the text as is
+            text = _expand(node, path, errors)
+            return None if text is _BAD else self.check(text, node, path, errors)
+        return super().validate(node, path, errors)
+
+    def check(self, value, node, path, errors):
+        if not isinstance(value, str):
+            errors.add(node, path, f"expected a string, got {show(value)} (quote it)")
+            return None
+        if self._re is not None and not self._re.fullmatch(value):
+            errors.add(node, path, f"{value!r} does not match {self.pattern}")
+        elif self.check_fn is not None:
+            problem = self.check_fn(value)
+            if problem:
+                errors.add(node, path, problem)
+        return value
+
+    def describe(self):
+        return "a string"
+
+    def json_schema(self):
+        out = {"type": "string"}
+        if self.doc_pattern:
+            out["pattern"] = f"^(?:{self.doc_pattern})$"
+        return out
+
+
+class _Number(Schema):
+    types, name, json_type = (int,), "an integer", "integer"
+
+    def __init__(self, min=None, max=None, min_exclusive=False):
+        self.min, self.max, self.min_exclusive = min, max, min_exclusive
+
+    def check(self, value, node, path, errors):
+        if isinstance(value, bool) or not isinstance(value, self.types) or value != value:
+            self.wrong(value, node, path, errors)
+            return None
+        value = self.types[0](value)
+        if self.min is not None and (value <= self.min if self.min_exclusive else value < self.min):
+            errors.add(node, path, f"must be {'>' if self.min_exclusive else '>='} {self.min}, got {show(value)}")
+        elif self.max is not None and value > self.max:
+            errors.add(node, path, f"must be <= {self.max}, got {show(value)}")
+        return value
+
+    def describe(self):
+        return self.name
+
+    def json_schema(self):
+        out = {"type": self.json_type}
+        if self.min is not None:
+            out["exclusiveMinimum" if self.min_exclusive else "minimum"] = self.min
+        if self.max is not None:
+            out["maximum"] = self.max
+        return {"anyOf": [out, _ENV_REF]}
+
+
+class Int(_Number):
+    """An integer (not a bool), optionally bounded: ``min <= value <= max``."""
+
+
+class Float(_Number):
+    """A number (ints accepted, returned as float); ``min_exclusive=True`` makes ``min`` strict."""
+
+    types, name, json_type = (float, int), "a number", "number"
+
+
+class Bool(Schema):
+    """A YAML boolean (true/false/yes/no/on/off)."""
+
+    def check(self, value, node, path, errors):
+        if not isinstance(value, bool):
+            return self.wrong(value, node, path, errors)
+        return value
+
+    def describe(self):
+        return "a boolean"
+
+    def json_schema(self):
+        return {"anyOf": [{"type": "boolean"}, _ENV_REF]}
+
+
+class Enum(Schema):
+    """One of ``values`` (compared with their type, so ``true`` never equals ``1``)."""
+
+    def __init__(self, *values):
+        self.values = values
+
+    def check(self, value, node, path, errors):
+        for v in self.values:
+            if type(v) is type(value) and v == value:
+                return value
+        errors.add(node, path, f"expected {self.describe()}, got {show(value)}")
+        return None
+
+    def describe(self):
+        return "one of " + ", ".join(v if isinstance(v, str) else show(v) for v in self.values)
+
+    def json_schema(self):
+        return {"anyOf": [{"enum": list(self.values)}, _ENV_REF]}
+
+
+class OneOf(Schema):
+    """The first of ``schemas`` that accepts the value without errors."""
+
+    def __init__(self, *schemas):
+        self.schemas = schemas
+
+    def validate(self, node, path, errors):
+        for schema in self.schemas:
+            trial = Errors(errors.file)
+            value = schema.validate(node, path, trial)
+            if not len(trial):
+                return value
+        errors.add(node, path, f"expected {self.describe()}, got {describe_node(node)}")
+        return None
+
+    def describe(self):
+        return " or ".join(s.describe() for s in self.schemas)
+
+    def json_schema(self):
+        return {"anyOf": [s.json_schema() for s in self.schemas]}
+
+
+class List(Schema):
+    """A list of ``item`` (null counts as empty)."""
+
+    container = True
+
+    def __init__(self, item):
+        self.item = item
+
+    def validate(self, node, path, errors):
+        if _null(node):
+            return []
+        if node.id != "sequence":
+            errors.add(node, path, f"expected a list, got {describe_node(node)}")
+            return []
+        return [self.item.validate(v, join(path, i), errors) for i, v in enumerate(node.value)]
+
+    def empty(self):
+        return []
+
+    def describe(self):
+        return "a list"
+
+    def json_schema(self):
+        return {"type": ["array", "null"], "items": self.item.json_schema()}
+
+
+class Map(Schema):
+    """A mapping of string keys (optionally checked by ``keys``, a :class:`Str`) to ``value``."""
+
+    container = True
+
+    def __init__(self, value, keys=None):
+        self.value, self.keys = value, keys
+
+    def validate(self, node, path, errors):
+        if _null(node):
+            return {}
+        if node.id != "mapping":
+            errors.add(node, path, f"expected a mapping, got {describe_node(node)}")
+            return {}
+        out = {}
+        for key, knode, vnode in mapping_items(node, path, errors):
+            if self.keys is not None:
+                self.keys.check(key, knode, join(path, key), errors)
+            out[key] = self.value.validate(vnode, join(path, key), errors)
+        return out
+
+    def empty(self):
+        return {}
+
+    def describe(self):
+        return "a mapping"
+
+    def json_schema(self):
+        out = {"type": ["object", "null"], "additionalProperties": self.value.json_schema()}
+        if self.keys is not None:
+            out["propertyNames"] = self.keys.json_schema()
+        return out
+
+
+class Field:
+    """A key of an :class:`Obj`: its schema, default (``MISSING``: the schema's empty value) and doc."""
+
+    def __init__(self, schema, default=MISSING, required=False, doc=""):
+        if isinstance(schema, Float) and type(default) is int:
+            default = float(default)
+        self.schema, self.default, self.required, self.doc = schema, default, required, doc
+
+    def default_value(self):
+        if self.default is MISSING:
+            return self.schema.empty()
+        return _copy(self.default)
+
+    def json_schema(self):
+        out = dict(self.schema.json_schema())
+        if self.doc:
+            out["description"] = self.doc
+        if self.default is not MISSING and self.default is not None:
+            out["default"] = self.default
+        return out
+
+
+class Obj(Schema):
+    """A mapping with known keys. Unknown keys are errors unless ``extra`` (then kept as :class:`Any`).
+
+    ``rules``: functions ``rule(value_dict) -> [(key, message)]`` run on the converted mapping, for
+    checks across keys; the error points at ``key`` when present in the file, else at the mapping.
+    """
+
+    container = True
+
+    def __init__(self, fields, extra=False, rules=(), doc=""):
+        self.fields, self.extra, self.rules, self.doc = dict(fields), extra, tuple(rules), doc
+
+    def validate(self, node, path, errors):
+        if not _null(node) and node.id != "mapping":
+            errors.add(node, path, f"expected a mapping, got {describe_node(node)}")
+            return self.empty()
+        given, found, extra = {}, {}, {}
+        for key, knode, vnode in () if _null(node) else mapping_items(node, path, errors):
+            field = self.fields.get(key)
+            if field is not None:
+                found[key] = knode
+                given[key] = field.schema.validate(vnode, join(path, key), errors)
+            elif self.extra:
+                extra[key] = Any().validate(vnode, join(path, key), errors)
+            else:
+                errors.add(knode, join(path, key), self._unknown(key))
+        out = {}
+        for name, field in self.fields.items():
+            if name in given:
+                out[name] = given[name]
+            else:
+                if field.required:
+                    errors.add(node, path, f"missing required key {name!r}")
+                out[name] = field.default_value()
+        out.update(extra)
+        for rule in self.rules:
+            for key, message in rule(out):
+                errors.add(found.get(key, node), join(path, key) if key in found else path, message)
+        return out
+
+    def _unknown(self, key):
+        import difflib
+
+        close = difflib.get_close_matches(key, list(self.fields), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "expected one of " + ", ".join(self.fields)
+        return f"unknown key {key!r} ({hint})"
+
+    def empty(self):
+        return {name: field.default_value() for name, field in self.fields.items()}
+
+    def describe(self):
+        return "a mapping"
+
+    def json_schema(self):
+        out = {
+            "type": ["object", "null"],
+            "properties": {name: field.json_schema() for name, field in self.fields.items()},
+            "additionalProperties": bool(self.extra),
+        }
+        required = [name for name, field in self.fields.items() if field.required]
+        if required:
+            out["required"] = required
+        if self.doc:
+            out["description"] = self.doc
+        return out
+
+
+def _copy(value):
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+__all__ = ["Obj", "Field", "Str", "Int", "Float", "Bool", "Enum", "List", "Map", "Any", "OneOf",
+           "Schema", "Errors", "MISSING"]

@@ -1,0 +1,195 @@
+"""The schema of autoperf.yaml, built with the DSL (section providers are imported lazily)."""
+import importlib
+import re
+
+from .capture import CaptureError, compile_capture
+from .schema import Any, Bool, Enum, Field, Float, Int, List, Map, Obj, Str, join, mapping_items
+
+LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+KINDS = ("flow", "span", "db", "cycle")
+SECTION_PROVIDERS = {
+    "slo": ("autoperf.analysis.slo", "CONFIG_SCHEMA"),
+    "alerts": ("autoperf.alerts", "CONFIG_SCHEMA"),
+    "store": ("autoperf.store", "CONFIG_SCHEMA"),
+}
+_WILD = re.compile(r"[\w*?\[\]!-]+")
+_MODULE_DOC = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+_PART_DOC = r"[A-Za-z0-9_*?\[\]!-]+"
+TARGET_PATTERN = f"{_MODULE_DOC}:{_PART_DOC}(\\.{_PART_DOC})*"
+
+
+def parse_target(text):
+    """Split ``'pkg.mod:Class.method'`` into ``(module, qualname)``; raises ValueError with the reason.
+
+    The module is dotted identifiers (``__main__`` included); each qualname part is an identifier
+    or an fnmatch pattern (``*``, ``?``, ``[...]``), e.g. ``pkg.mod:Class.*`` or ``pkg.mod:get_*``.
+    """
+    if text.count(":") != 1:
+        raise ValueError(f"malformed target {text!r}: expected 'module:qualname', e.g. 'pkg.mod:Class.method'"
+                         if ":" not in text else f"malformed target {text!r}: more than one ':'")
+    module, qualname = text.split(":")
+    if not module:
+        raise ValueError(f"malformed target {text!r}: missing module before ':'")
+    if not qualname:
+        raise ValueError(f"malformed target {text!r}: missing qualname after ':'")
+    for part in module.split("."):
+        if not part.isidentifier():
+            raise ValueError(f"malformed target {text!r}: module {module!r} is not a dotted name ({part!r})")
+    for part in qualname.split("."):
+        if not part:
+            raise ValueError(f"malformed target {text!r}: empty qualname part")
+        if any(c in part for c in "*?["):
+            if not _WILD.fullmatch(part) or part.count("[") != part.count("]"):
+                raise ValueError(f"malformed target {text!r}: {part!r} is not a valid wildcard pattern")
+        elif not part.isidentifier():
+            raise ValueError(f"malformed target {text!r}: {part!r} is not an identifier or wildcard pattern")
+    return module, qualname
+
+
+def _target_problem(text):
+    try:
+        parse_target(text)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _capture_problem(text):
+    try:
+        compile_capture(text)
+    except CaptureError as e:
+        return f"bad capture path {text!r}: {e}"
+    return None
+
+
+def _statement_arg_only_db(target):
+    if target.get("statement_arg") is not None and target.get("kind") not in (None, "db"):
+        return [("statement_arg", f"only allowed when kind is db (kind is {target.get('kind')!r})")]
+    return []
+
+
+def _levels_ordered(levels):
+    names = ("debug_ms", "warning_ms", "error_ms")
+    values = [levels.get(n) for n in names]
+    if None in values:
+        return []
+    return [(b, f"must be >= {a} ({vb} < {va})") for (a, va), (b, vb) in zip(zip(names, values), zip(names[1:], values[1:])) if vb < va]
+
+
+def _module(name):
+    """The imported module ``name``, or None when it (or a parent package) does not exist."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name and (name == e.name or name.startswith(e.name + ".")):
+            return None
+        raise
+
+
+def _provided(module, attr):
+    """``module:attr`` when it exists and is a schema, else None (the section accepts anything)."""
+    schema = getattr(_module(module), attr, None)
+    return schema if hasattr(schema, "validate") and hasattr(schema, "json_schema") else None
+
+
+def integration_options(name, module=None):
+    """The option schema of integration ``name`` with ``enabled`` added (any options when unknown).
+
+    ``enabled`` defaults to the module's ``DEFAULT_ENABLED`` (True when it has none).
+    """
+    mod = _module(module or f"autoperf.integrations.{name}") if module or name.isidentifier() else None
+    options = getattr(mod, "OPTIONS", None)
+    default = getattr(mod, "DEFAULT_ENABLED", True)
+    enabled = Field(Bool(), default=default is not False, doc="Turn this integration on or off.")
+    if not isinstance(options, Obj):
+        return Obj({"enabled": enabled}, extra=True, doc=f"Options of the {name} integration.")
+    fields = {"enabled": enabled, **{k: v for k, v in options.fields.items() if k != "enabled"}}
+    return Obj(fields, extra=options.extra, rules=options.rules, doc=options.doc or f"Options of the {name} integration.")
+
+
+class _Integrations(Map):
+    """Any integration name (no registry yet); each validated with its module's OPTIONS if present."""
+
+    def __init__(self):
+        super().__init__(Obj({"enabled": Field(Bool(), default=True)}, extra=True))
+
+    def validate(self, node, path, errors):
+        if node is None or node.id != "mapping":
+            return super().validate(node, path, errors)
+        return {k: integration_options(k).validate(v, join(path, k), errors) for k, _, v in mapping_items(node, path, errors)}
+
+
+def _integrations():
+    try:
+        registry = getattr(importlib.import_module("autoperf.integrations"), "REGISTRY", None)
+    except ModuleNotFoundError as e:
+        if e.name not in ("autoperf.integrations", "autoperf"):
+            raise
+        registry = None
+    doc = "Per-integration options, by integration name; each has `enabled` (default true)."
+    if not isinstance(registry, dict):
+        return Field(_Integrations(), default={}, doc=doc)
+    fields = {}
+    for name, module in registry.items():
+        schema = integration_options(name, module if isinstance(module, str) and "." in module else None)
+        fields[name] = Field(schema, doc=schema.doc)
+    return Field(Obj(fields), doc=doc)
+
+
+def _section(name):
+    schema = _provided(*SECTION_PROVIDERS[name])
+    if schema is None:
+        return Field(Map(Any()), default={}, doc=f"`{name}` settings (schema provided by {SECTION_PROVIDERS[name][0]}).")
+    return Field(schema, doc=getattr(schema, "doc", "") or f"`{name}` settings.")
+
+
+def target_schema():
+    pos = dict(min=0, min_exclusive=True)
+    return Obj({
+        "target": Field(Str(check=_target_problem, doc_pattern=TARGET_PATTERN), required=True,
+                        doc="What to time: `module:qualname`; qualname parts may be fnmatch wildcards (`pkg.mod:Class.*`)."),
+        "kind": Field(Enum(*KINDS), default="span", doc="Record kind: flow (root of a tree), span, db, cycle (periodic loop body)."),
+        "name": Field(Str(), default=None, doc="Span name (default: `module.qualname`)."),
+        "threshold_ms": Field(Float(**pos), default=None, doc="Duration above which the span is logged at WARNING."),
+        "sla_ms": Field(Float(**pos), default=None, doc="Target duration; flows report `sla_met`."),
+        "capture": Field(Map(Str(check=_capture_problem), keys=Str(r"[A-Za-z_][A-Za-z0-9_.]*")), default={},
+                         doc="Attributes to record: name -> capture path (`interaction.user.id`, `len(return)`, `args[0]`)."),
+        "statement_arg": Field(Str(), default=None, doc="kind db only: the argument holding the SQL statement."),
+        "enabled": Field(Bool(), default=True, doc="Set false to keep the entry but not instrument it."),
+    }, rules=[_statement_arg_only_db], doc="One function or method to time.")
+
+
+def root_schema():
+    """The whole-file schema (imports section providers; call it when loading, not at import)."""
+    level = Enum(*LEVELS)
+    return Obj({
+        "version": Field(Enum(1), default=1, doc="Config format version; must be 1."),
+        "service": Field(Str(), default=None, doc="Service name, added to every record as `service`."),
+        "tags": Field(Map(Str()), default={}, doc="Extra string fields added to every record (e.g. `variant: A` for A/B comparisons)."),
+        "log": Field(Obj({
+            "dir": Field(Str(), default="logs", doc="Directory of `performance_{YYYY-MM-DD}.log`."),
+            "console": Field(Enum("auto", True, False), default="auto", doc="Console output: auto (when stderr is a terminal), true, false."),
+            "console_level": Field(level, default="INFO", doc="Lowest level printed on the console."),
+            "file_level": Field(level, default="TRACE", doc="Lowest level written to the log file."),
+            "buffer_records": Field(Int(min=100), default=100000, doc="Records buffered before new ones are dropped (and counted)."),
+            "flush_interval_ms": Field(Float(min=0, max=250, min_exclusive=True), default=250, doc="How often the writer thread flushes."),
+        }), doc="Where and how records are written."),
+        "levels": Field(Obj({
+            "debug_ms": Field(Float(min=0), default=1, doc="Spans up to this are TRACE, longer ones DEBUG."),
+            "warning_ms": Field(Float(min=0), default=500, doc="Spans from this are WARNING."),
+            "error_ms": Field(Float(min=0), default=3000, doc="Spans from this are ERROR."),
+        }, rules=[_levels_ordered]), doc="Duration thresholds that pick a span's level."),
+        "sampler": Field(Obj({
+            "enabled": Field(Bool(), default=True, doc="Write periodic `resource` records."),
+            "interval_s": Field(Float(min=0, min_exclusive=True), default=5, doc="Seconds between samples."),
+        }), doc="Periodic resource sampling."),
+        "loop": Field(Obj({
+            "lag_interval_ms": Field(Float(min=0, min_exclusive=True), default=100, doc="How often event-loop lag is probed."),
+            "blocking_threshold_ms": Field(Float(min=0, min_exclusive=True), default=100, doc="Loop held longer than this -> `loop_blocked` record."),
+        }), doc="Event-loop monitoring."),
+        "targets": Field(List(target_schema()), default=[], doc="Functions and methods to instrument."),
+        "integrations": _integrations(),
+        "slo": _section("slo"),
+        "alerts": _section("alerts"),
+        "store": _section("store"),
+    })
