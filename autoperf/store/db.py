@@ -1,0 +1,320 @@
+"""Schema migrations, record -> row conversion, batch insert and rollup (asyncpg, any event loop).
+
+Everything here is a plain coroutine over an ``asyncpg.Connection``; the sink runs them on its own
+thread's loop, the CLI with ``asyncio.run``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import re
+import sys
+from importlib import resources
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
+
+UTC = _dt.timezone.utc
+
+COLUMNS = (
+    "id", "timestamp", "type", "level", "flow_name", "operation_name", "kind", "duration_ms",
+    "user_id", "status", "flow_id", "parent_id", "pid", "metadata", "record",
+)
+_COLS = ", ".join(COLUMNS)
+STAGING = "autoperf_staging"
+MIGRATION_LOCK = 0x6175746F70657266  # 'autoperf' as a bigint advisory lock key
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+_INT32 = (-(2 ** 31), 2 ** 31 - 1)
+_NUL_ESC = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+_DUMP_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+# ---------------------------------------------------------------- diagnostics
+
+def report_warning(code: str, message: str, **fields) -> None:
+    """Report once through autoperf.diagnostics (or the pipeline); never raises. No DSNs in `message`."""
+    try:
+        from autoperf import diagnostics
+
+        diagnostics.warn_once(code, message, **fields)
+        return
+    except Exception:  # noqa: BLE001 - diagnostics missing or broken: fall back
+        pass
+    try:
+        from autoperf import pipeline
+
+        pipeline.emit({"type": "warning", "level": "WARNING", "code": code, "message": message, **fields})
+    except Exception:  # noqa: BLE001
+        try:
+            sys.stderr.write(f"autoperf: {code}: {message}\n")
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def describe_dsn(dsn: str) -> str:
+    """``host:port/db`` of a DSN — safe to print (no user, password or parameters)."""
+    try:
+        u = urlsplit(dsn)
+        q = parse_qs(u.query)
+        host = (q.get("host") or [None])[-1] or (u.hostname or "localhost")
+        port = (q.get("port") or [None])[-1] or u.port or 5432
+        db = unquote(u.path.lstrip("/")) or (q.get("dbname") or [""])[-1] or "?"
+        return f"{host}:{port}/{db}"
+    except Exception:  # noqa: BLE001
+        return "<unparsable DSN>"
+
+
+# ---------------------------------------------------------------- migrations
+
+def migrations() -> list[tuple[int, str, str]]:
+    """All bundled migrations as (version, name, sql), in order."""
+    out = []
+    for entry in resources.files("autoperf.store").joinpath("migrations").iterdir():
+        m = re.match(r"^(\d{4})_(.+)\.sql$", entry.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+async def applied_versions(conn) -> list[int]:
+    exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+    if not exists:
+        return []
+    return [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")]
+
+
+async def migrate(conn) -> list[int]:
+    """Apply the missing migrations (each in its own transaction, serialized by an advisory lock).
+
+    Returns the versions applied now (empty when the schema was already current).
+    """
+    done = []
+    latest = migrations()[-1][0]
+    current = await applied_versions(conn)
+    if current and current[-1] >= latest:
+        return done
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+    for version, name, sql in migrations():
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            if await conn.fetchval("SELECT 1 FROM schema_version WHERE version = $1", version):
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_version (version, name) VALUES ($1, $2)", version, name)
+            done.append(version)
+    return done
+
+
+# ---------------------------------------------------------------- records -> rows
+
+def canonical(record: dict) -> bytes:
+    """The canonical serialization the record id is hashed from (sorted keys, orjson)."""
+    return orjson.dumps(record, option=_DUMP_OPTS, default=str)
+
+
+def record_id(record: dict) -> str:
+    """Stable id: `span_id` of a span, else the record's `id`, else blake2b-128 hex of :func:`canonical`."""
+    if record.get("type") == "span" and record.get("span_id"):
+        return str(record["span_id"])
+    rid = record.get("id")
+    if rid is not None and rid != "":
+        return str(rid)
+    return hashlib.blake2b(canonical(record), digest_size=16).hexdigest()
+
+
+def _text(v):
+    if v is None:
+        return None
+    s = v if isinstance(v, str) else str(v)
+    return s.replace("\x00", "\ufffd") if "\x00" in s else s
+
+
+def _int(v, bounds):
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        i = int(v)
+    except (TypeError, ValueError):
+        return None
+    return i if bounds[0] <= i <= bounds[1] else None
+
+
+def _float(v):
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f and f not in (float("inf"), float("-inf")) else None
+
+
+def _json(v) -> str:
+    b = orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS, default=str)
+    if b"\\u0000" in b:  # jsonb refuses NUL characters
+        b = _NUL_ESC.sub(rb"\1\\ufffd", b)
+    return b.decode()
+
+
+def parse_ts(value) -> _dt.datetime | None:
+    if isinstance(value, _dt.datetime):
+        ts = value
+    elif isinstance(value, str) and value:
+        try:
+            ts = _dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        ts = _dt.datetime.fromtimestamp(value, UTC)
+    else:
+        return None
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC)
+
+
+def record_to_row(rec: dict) -> tuple:
+    """One `performance_metrics` row (in :data:`COLUMNS` order) for a record dict.
+
+    A record without a usable timestamp gets the current time, written back into the record so a
+    spilled-and-replayed copy maps to the same (id, timestamp) key.
+    """
+    ts = parse_ts(rec.get("timestamp"))
+    if ts is None:
+        ts = _dt.datetime.now(UTC)
+        rec["timestamp"] = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    rtype = rec.get("type")
+    name = rec.get("name") or rec.get("operation_name")
+    if not name and rtype == "flow_complete":
+        name = rec.get("flow_name")
+    meta = rec.get("metadata")
+    if not isinstance(meta, dict):
+        meta = rec.get("attrs")
+    return (
+        _text(record_id(rec)),
+        ts,
+        _text(rtype),
+        _text(rec.get("level")),
+        _text(rec.get("flow_name")),
+        _text(name),
+        _text(rec.get("kind")),
+        _float(rec.get("duration_ms")),
+        _int(rec.get("user_id"), _INT64),
+        _text(rec.get("status")),
+        _text(rec.get("flow_id")),
+        _text(rec.get("parent_id")),
+        _int(rec.get("pid"), _INT32),
+        _json(meta) if isinstance(meta, dict) else None,
+        _json(rec),
+    )
+
+
+# ---------------------------------------------------------------- writing
+
+async def prepare_connection(conn) -> None:
+    """Per-connection setup for :func:`insert_rows`: the temp staging table."""
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} (LIKE performance_metrics) ON COMMIT DELETE ROWS"
+    )
+
+
+async def ensure_partitions(conn, days, known: set) -> None:
+    for day in sorted(set(days) - known):
+        await conn.execute("SELECT autoperf_ensure_partition($1::date)", day)
+        known.add(day)
+
+
+async def insert_rows(conn, rows: list[tuple], known_days: set) -> int:
+    """COPY ``rows`` into the staging table, then INSERT … ON CONFLICT DO NOTHING in one transaction.
+
+    Returns the number of rows actually inserted (rows already present are skipped: replays are
+    idempotent). Creates missing day partitions first.
+    """
+    if not rows:
+        return 0
+    await ensure_partitions(conn, {r[1].date() for r in rows}, known_days)
+    for attempt in (0, 1):
+        try:
+            async with conn.transaction():
+                await conn.copy_records_to_table(STAGING, records=rows, columns=COLUMNS)
+                status = await conn.execute(
+                    f"INSERT INTO performance_metrics ({_COLS}) SELECT {_COLS} FROM {STAGING} "
+                    "ON CONFLICT DO NOTHING"
+                )
+            return int(status.rsplit(" ", 1)[-1])
+        except Exception as exc:  # a partition dropped behind our back: recreate once
+            if attempt == 0 and getattr(exc, "sqlstate", None) == "23514":
+                known_days.clear()
+                await ensure_partitions(conn, {r[1].date() for r in rows}, known_days)
+                continue
+            raise
+    return 0  # pragma: no cover
+
+
+# ---------------------------------------------------------------- rollup
+
+ROLLUP_SQL = """
+INSERT INTO performance_stats AS s (date, flow_name, operation_name, count, avg_duration_ms,
+    min_duration_ms, max_duration_ms, p50_duration_ms, p95_duration_ms, p99_duration_ms, computed_at)
+SELECT $1::date, coalesce(flow_name, ''), coalesce(operation_name, ''), count(*), avg(duration_ms),
+    min(duration_ms), max(duration_ms),
+    percentile_cont(0.50) WITHIN GROUP (ORDER BY duration_ms),
+    percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms),
+    percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms),
+    now()
+FROM performance_metrics
+WHERE timestamp >= $2 AND timestamp < $3 AND type = 'span' AND duration_ms IS NOT NULL
+GROUP BY 2, 3
+ON CONFLICT (date, flow_name, operation_name) DO UPDATE SET
+    count = EXCLUDED.count, avg_duration_ms = EXCLUDED.avg_duration_ms,
+    min_duration_ms = EXCLUDED.min_duration_ms, max_duration_ms = EXCLUDED.max_duration_ms,
+    p50_duration_ms = EXCLUDED.p50_duration_ms, p95_duration_ms = EXCLUDED.p95_duration_ms,
+    p99_duration_ms = EXCLUDED.p99_duration_ms, computed_at = EXCLUDED.computed_at
+"""
+
+
+async def rollup(conn, day: _dt.date) -> int:
+    """(Re)compute `performance_stats` for one UTC day from its `span` records; returns the row count."""
+    start = _dt.datetime.combine(day, _dt.time(0), UTC)
+    end = start + _dt.timedelta(days=1)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK + 1)
+        status = await conn.execute(ROLLUP_SQL, day, start, end)
+    return int(status.rsplit(" ", 1)[-1])
+
+
+# ---------------------------------------------------------------- status
+
+async def status(conn) -> dict:
+    """Schema version, partitions, approximate row count, newest record, stats coverage."""
+    out: dict = {"schema_version": None, "latest_version": migrations()[-1][0]}
+    versions = await applied_versions(conn)
+    out["schema_version"] = versions[-1] if versions else None
+    if not versions:
+        return out
+    parts = await conn.fetch(
+        "SELECT c.relname, c.reltuples FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'performance_metrics'::regclass ORDER BY c.relname"
+    )
+    out["partitions"] = len(parts)
+    out["first_partition"] = parts[0]["relname"] if parts else None
+    out["last_partition"] = parts[-1]["relname"] if parts else None
+    out["approx_rows"] = int(sum(max(p["reltuples"], 0) for p in parts))
+    try:  # exact when it is cheap enough
+        async with conn.transaction():
+            await conn.execute("SET LOCAL statement_timeout = '3s'")
+            out["rows"] = await conn.fetchval("SELECT count(*) FROM performance_metrics")
+    except Exception:  # noqa: BLE001 - too big: the estimate will do
+        out["rows"] = None
+    newest = await conn.fetchval("SELECT max(timestamp) FROM performance_metrics")
+    out["newest_record"] = newest.isoformat() if newest else None
+    row = await conn.fetchrow("SELECT count(*) AS n, min(date) AS lo, max(date) AS hi FROM performance_stats")
+    out["stats_rows"] = row["n"]
+    out["stats_dates"] = [str(row["lo"]), str(row["hi"])] if row["n"] else []
+    return out

@@ -1,0 +1,446 @@
+"""`PostgresSink`: batches records into PostgreSQL from its own thread, event loop and connection.
+
+``write()`` (pipeline writer thread) only appends to a bounded in-memory queue. The sink thread
+takes batches, COPYs them into a temp staging table and ``INSERT … ON CONFLICT DO NOTHING`` into
+``performance_metrics``. While the database is unreachable every batch goes to a JSON-lines spill
+file ``<log_dir>/pg_spill_<pid>_<time>.log``; once it answers again the spill files are replayed
+(idempotently: a record maps to the same primary key every time) and deleted.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as _dt
+import glob
+import os
+import threading
+import time
+
+import orjson
+
+from autoperf.store import db
+
+_SPILL_OPTS = orjson.OPT_NON_STR_KEYS
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_transient(exc: BaseException, conn) -> bool:
+    """True when ``exc`` means "the server is (temporarily) not there" rather than "this data is bad"."""
+    if conn is None or conn.is_closed():
+        return True
+    if isinstance(exc, (OSError, asyncio.TimeoutError, ConnectionError, EOFError)):
+        return True
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover
+        return True
+    if isinstance(exc, (asyncpg.InterfaceError, asyncpg.exceptions.ConnectionDoesNotExistError,
+                        asyncpg.exceptions.PostgresConnectionError)):
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    # 08 connection, 40 serialization/deadlock, 53 resources, 57 operator intervention, 58 system,
+    # 42P01/3F000 schema not there (yet), 55P03 lock not available
+    return state[:2] in ("08", "40", "53", "57", "58") or state in ("42P01", "3F000", "55P03")
+
+
+class PostgresSink:
+    """Pipeline sink writing records to PostgreSQL (see module docstring and docs/store.md)."""
+
+    def __init__(self, dsn: str, log_dir="logs", *, batch_records: int = 5000, flush_interval_ms: float = 1000,
+                 max_buffer_records: int = 200000, rollup: bool = True, connect_timeout_s: float = 5.0,
+                 retry_max_s: float = 10.0, max_spill_mb: float = 1024, command_timeout_s: float = 60.0,
+                 start: bool = True):
+        self._dsn = dsn
+        self.where = db.describe_dsn(dsn)       # host:port/db — the only form ever shown
+        self.log_dir = os.fspath(log_dir)
+        self.batch_records = max(1, int(batch_records))
+        self.flush_interval = max(0.01, float(flush_interval_ms) / 1000.0)
+        self.max_buffer = max(1, int(max_buffer_records))
+        self.rollup_enabled = bool(rollup)
+        self.connect_timeout = float(connect_timeout_s)
+        self.retry_max = float(retry_max_s)
+        self.max_spill_bytes = int(max_spill_mb * 1024 * 1024)
+        self.command_timeout = float(command_timeout_s)
+        self.counters = collections.Counter()
+        self._init_state()
+        if start:
+            self.start()
+
+    def _init_state(self):
+        self._pid = os.getpid()
+        self._q: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._flush_req = False
+        self._stop = False
+        self._thread = None
+        self._loop = None
+        self._conn = None
+        self._known_days: set = set()
+        self._next_connect = 0.0
+        self._backoff = 0.25
+        self._down_since = None
+        self._spill_path = None
+        self._spill_file = None
+        self._replay: list = []           # [path, offset] of the spill file being replayed
+        self._replay_pending = True       # look for spill files (ours or of dead processes)
+        self._last_batch = time.monotonic()
+        self._rolled_day = None
+
+    # ------------------------------------------------------------ pipeline interface (any thread)
+
+    def start(self):
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="autoperf-pg-sink", daemon=True)
+            self._thread.start()
+
+    def write(self, records) -> None:
+        """Enqueue records; never blocks on I/O, never raises. Beyond `max_buffer_records` they are dropped."""
+        if os.getpid() != self._pid:  # forked child: fresh queue, thread and connection
+            self._init_state()
+            self.start()
+        with self._cond:
+            room = self.max_buffer - len(self._q)
+            n = len(records)
+            if n > room:
+                self.counters["dropped"] += n - max(room, 0)
+                records = records[:max(room, 0)]
+            self._q.extend(records)
+            self.counters["enqueued"] += len(records)
+            if len(self._q) >= self.batch_records:
+                self._cond.notify_all()
+        if n > room:
+            db.report_warning("store_dropped", "PostgreSQL sink buffer full; records dropped (counted in sink stats)")
+
+    def flush(self) -> None:
+        """Ask the sink thread to write what is queued now (does not wait: the writer calls this often)."""
+        with self._cond:
+            if self._q:
+                self._flush_req = True
+                self._cond.notify_all()
+
+    def sync(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued so far is written or spilled and spills are replayed when possible."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._flush_req = True
+            self._cond.notify_all()
+            while self._q or self._in_flight or (self._conn is not None and (self._replay or self._replay_pending
+                                                                                and self._spill_exists())):
+                left = deadline - time.monotonic()
+                if left <= 0 or not (self._thread and self._thread.is_alive()):
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write (or spill) what is queued, stop the thread, close the connection."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        t = self._thread
+        if t is not None and t.is_alive() and t is not threading.current_thread():
+            t.join(timeout)
+
+    def stats(self) -> dict:
+        with self._cond:
+            out = dict(self.counters)
+            out["queued"] = len(self._q)
+        out["connected"] = self._conn is not None and not self._conn.is_closed()
+        return out
+
+    # ------------------------------------------------------------ sink thread
+
+    def _run(self):
+        self._loop = asyncio.new_event_loop()
+        try:
+            while True:
+                with self._cond:
+                    while not self._ready():
+                        if self._q:
+                            timeout = self._last_batch + self.flush_interval - time.monotonic()
+                        else:
+                            timeout = self.flush_interval
+                        if timeout <= 0 or not self._cond.wait(timeout):
+                            break  # flush interval elapsed: write what is queued, then housekeeping
+                    n = min(len(self._q), self.batch_records)
+                    batch = [self._q.popleft() for _ in range(n)]
+                    self._in_flight = n
+                    if not self._q:
+                        self._flush_req = False
+                    stopping = self._stop and not self._q
+                try:
+                    if batch:
+                        self._last_batch = time.monotonic()
+                        self._process(batch)
+                    self._housekeeping()
+                except Exception as exc:  # noqa: BLE001 - never let the thread die
+                    self.counters["internal_errors"] += 1
+                    db.report_warning("internal_error", f"PostgreSQL sink: {type(exc).__name__}: {str(exc)[:200]}")
+                finally:
+                    with self._cond:
+                        self._in_flight = 0
+                        self._cond.notify_all()
+                if stopping:
+                    break
+        finally:
+            self._shutdown()
+
+    def _ready(self) -> bool:
+        return bool(self._stop or self._flush_req or len(self._q) >= self.batch_records
+                    or (self._conn is not None and (self._replay or self._replay_pending)))
+
+    def _run_coro(self, coro):
+        return self._loop.run_until_complete(coro)
+
+    def _connect(self) -> bool:
+        if self._conn is not None and not self._conn.is_closed():
+            return True
+        now = time.monotonic()
+        if now < self._next_connect:
+            return False
+        try:
+            import asyncpg
+
+            async def connect():
+                conn = await asyncpg.connect(self._dsn, timeout=self.connect_timeout,
+                                             command_timeout=self.command_timeout)
+                try:
+                    await db.migrate(conn)
+                    await db.prepare_connection(conn)
+                except BaseException:
+                    await conn.close()
+                    raise
+                return conn
+
+            self._conn = self._run_coro(connect())
+        except Exception as exc:  # noqa: BLE001
+            self._conn = None
+            self._note_down(exc)
+            return False
+        self._known_days = set()
+        self._backoff = 0.25
+        self._replay_pending = True
+        if self._down_since is not None:
+            self.counters["reconnects"] += 1
+            self._down_since = None
+        return True
+
+    def _note_down(self, exc):
+        self.counters["connect_failures"] += 1
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            db.report_warning("store_unavailable",
+                              f"PostgreSQL store {self.where} unavailable ({type(exc).__name__}); "
+                              f"records spill to {self.log_dir}/pg_spill_*.log and are replayed when it returns")
+        self._next_connect = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.retry_max)
+
+    def _lost(self, exc):
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.terminate()
+            except Exception:  # noqa: BLE001
+                pass
+        self._next_connect = 0.0
+        self._note_down(exc)
+
+    def _process(self, batch):
+        rows, recs = [], []
+        for rec in batch:
+            try:
+                rows.append(db.record_to_row(rec))
+                recs.append(rec)
+            except Exception:  # noqa: BLE001 - unconvertible record
+                self.counters["rejected"] += 1
+        if not rows:
+            return
+        if self._connect():
+            try:
+                self._run_coro(self._insert_bisect(rows, recs))
+                self.counters["batches"] += 1
+                return
+            except Exception as exc:  # noqa: BLE001 - server went away: keep the batch on disk
+                self._lost(exc)
+        self._spill(recs)
+
+    async def _insert_bisect(self, rows, recs):
+        """Insert; a data error (not a connection error) splits the batch to isolate bad records."""
+        try:
+            n = await db.insert_rows(self._conn, rows, self._known_days)
+            self.counters["inserted"] += n
+            self.counters["duplicates"] += len(rows) - n
+        except Exception as exc:  # noqa: BLE001
+            if _is_transient(exc, self._conn):
+                raise
+            if len(rows) == 1:
+                self.counters["rejected"] += 1
+                self._write_lines(os.path.join(self.log_dir, f"pg_rejected_{os.getpid()}.log"), recs)
+                db.report_warning("store_rejected",
+                                  f"PostgreSQL refused a record ({type(exc).__name__}); kept in pg_rejected_*.log")
+                return
+            mid = len(rows) // 2
+            await self._insert_bisect(rows[:mid], recs[:mid])
+            await self._insert_bisect(rows[mid:], recs[mid:])
+
+    # ------------------------------------------------------------ spill + replay
+
+    def _write_lines(self, path, recs):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "ab") as f:
+            f.write(b"".join(orjson.dumps(r, option=_SPILL_OPTS, default=str) + b"\n" for r in recs))
+
+    def _spill(self, recs):
+        try:
+            if self._spill_file is None:
+                os.makedirs(self.log_dir, exist_ok=True)
+                stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+                self._spill_path = os.path.join(self.log_dir, f"pg_spill_{os.getpid()}_{stamp}.log")
+                self._spill_file = open(self._spill_path, "ab")
+            if self._spill_file.tell() > self.max_spill_bytes:
+                self.counters["dropped"] += len(recs)
+                db.report_warning("store_spill_full", "PostgreSQL spill file reached max_spill_mb; records dropped")
+                return
+            self._spill_file.write(b"".join(orjson.dumps(r, option=_SPILL_OPTS, default=str) + b"\n" for r in recs))
+            self._spill_file.flush()
+            self.counters["spilled"] += len(recs)
+            self._replay_pending = True
+        except Exception as exc:  # noqa: BLE001 - disk trouble: the records are lost, say so
+            self.counters["dropped"] += len(recs)
+            db.report_warning("store_spill_failed", f"cannot write PostgreSQL spill file: {type(exc).__name__}")
+
+    def _spill_exists(self) -> bool:
+        return bool(self._spill_file is not None or self._claimable())
+
+    def _claimable(self) -> list[str]:
+        out = []
+        for path in sorted(glob.glob(os.path.join(self.log_dir, "pg_spill_*.log"))):
+            try:
+                pid = int(os.path.basename(path).split("_")[2])
+            except (IndexError, ValueError):
+                continue
+            if pid == os.getpid() or not _pid_alive(pid):
+                out.append(path)
+        return out
+
+    def _replay_step(self):
+        """Replay at most one batch of spilled records; delete a spill file once fully replayed."""
+        if not self._replay:
+            if self._spill_file is not None:  # stop appending to the current spill file; replay it
+                self._spill_file.close()
+                self._spill_file = None
+            files = self._claimable()
+            if not files:
+                self._replay_pending = False
+                return
+            self._replay = [files[0], 0]
+        path, offset = self._replay
+        recs, rows = [], []
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                while len(recs) < self.batch_records:
+                    line = f.readline()
+                    if not line:
+                        break
+                    if not line.endswith(b"\n"):  # torn last line from a crash: take it as is
+                        pass
+                    offset = f.tell()
+                    try:
+                        rec = orjson.loads(line)
+                        rows.append(db.record_to_row(rec))
+                        recs.append(rec)
+                    except Exception:  # noqa: BLE001
+                        self.counters["spill_bad_lines"] += 1
+        except FileNotFoundError:
+            self._replay = []
+            return
+        if rows:
+            try:
+                self._run_coro(self._insert_bisect(rows, recs))
+            except Exception as exc:  # noqa: BLE001 - gone again; resume from the same offset later
+                self._lost(exc)
+                return
+            self.counters["replayed"] += len(rows)
+            self._replay[1] = offset
+        else:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            self._replay = []
+
+    # ------------------------------------------------------------ housekeeping
+
+    def _housekeeping(self):
+        if self._conn is None:
+            if self._q or self._replay_pending:
+                self._connect()
+            if self._conn is None:
+                return
+        if self._replay or self._replay_pending:
+            self._replay_step()
+        if self.rollup_enabled and self._conn is not None:
+            self._maybe_rollup()
+
+    def _maybe_rollup(self):
+        now = _dt.datetime.now(_dt.timezone.utc)
+        today = now.date()
+        if self._rolled_day == today or now.time() < _dt.time(0, 5):
+            return
+        self._rolled_day = today
+        day = today - _dt.timedelta(days=1)
+        done_after = _dt.datetime.combine(today, _dt.time(0, 4), _dt.timezone.utc)
+
+        async def run():
+            fresh = await self._conn.fetchval(
+                "SELECT 1 FROM performance_stats WHERE date = $1 AND computed_at >= $2 LIMIT 1", day, done_after)
+            if not fresh:
+                await db.rollup(self._conn, day)
+
+        try:
+            self._run_coro(run())
+            self.counters["rollups"] += 1
+        except Exception as exc:  # noqa: BLE001
+            if _is_transient(exc, self._conn):
+                self._lost(exc)
+                self._rolled_day = None
+            else:
+                db.report_warning("store_rollup_failed", f"daily rollup failed: {type(exc).__name__}")
+
+    def _shutdown(self):
+        # last chance: anything still queued goes to the database or the spill file
+        try:
+            with self._cond:
+                rest = list(self._q)
+                self._q.clear()
+            if rest:
+                self._process(rest)
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            if self._spill_file is not None:
+                self._spill_file.close()
+                self._spill_file = None
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            if self._conn is not None:
+                self._run_coro(self._conn.close(timeout=2))
+        except Exception:  # noqa: BLE001
+            pass
+        self._conn = None
+        try:
+            self._loop.close()
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,320 @@
+"""PostgreSQL store: migrations, sink, idempotent replay, outage + spill, rollup, CLI (real PostgreSQL)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import glob
+import math
+import os
+import random
+import time
+
+import asyncpg
+import orjson
+import pytest
+
+try:
+    from tests import pgserver as pgs
+except ImportError:  # tests/ on sys.path (rootdir-less invocation)
+    import pgserver as pgs
+
+from autoperf.store import db, start_from_config
+from autoperf.store.sink import PostgresSink
+
+pytestmark = pytest.mark.postgres
+pg_db = pgs.fresh_db_fixture()
+
+
+def q(dsn, sql, *args):
+    """Run one query on a short-lived connection and return all rows."""
+    async def run():
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+    return asyncio.run(run())
+
+
+def span(i, day="2025-01-20", flow="queue_command", name="db.fetch", dur=None, **extra):
+    """A span record like the pipeline writes."""
+    rec = {
+        "timestamp": f"{day}T15:30:{i % 60:02d}.{i % 1000:03d}Z", "level": "INFO", "type": "span", "pid": 4242,
+        "name": name, "kind": "db", "span_id": f"{i:016x}", "parent_id": "00000000000000ff",
+        "flow_id": "00000000000000ff", "flow_name": flow, "duration_ms": float(i % 97) + 0.5 if dur is None else dur,
+        "status": "success", "error": None, "attrs": {"statement": "SELECT 1", "rows": i},
+    }
+    rec.update(extra)
+    return rec
+
+
+def wait_rows(dsn, n, timeout=30.0):
+    """Poll until performance_metrics holds n rows; return the last count."""
+    deadline = time.monotonic() + timeout
+    count = -1
+    while time.monotonic() < deadline:
+        try:
+            count = q(dsn, "SELECT count(*) FROM performance_metrics")[0][0]
+        except asyncpg.UndefinedTableError:  # the sink has not connected (and migrated) yet
+            count = 0
+        if count >= n:
+            return count
+        time.sleep(0.1)
+    return count
+
+
+def test_migrations_idempotent(pg_db):
+    """Applying the migrations twice creates the schema once and records version 1 once."""
+    async def run():
+        conn = await asyncpg.connect(pg_db)
+        try:
+            first = await db.migrate(conn)
+            second = await db.migrate(conn)
+            versions = await db.applied_versions(conn)
+            relkind = await conn.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'performance_metrics'")
+            idx = {r[0] for r in await conn.fetch(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'performance_metrics'")}
+            pk = await conn.fetchval(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'performance_metrics'::regclass "
+                "AND contype = 'p'")
+            return first, second, versions, relkind, idx, pk
+        finally:
+            await conn.close()
+
+    first, second, versions, relkind, idx, pk = asyncio.run(run())
+    assert first == [1] and second == [] and versions == [1]
+    assert relkind == "p"  # declaratively partitioned
+    assert {"performance_metrics_flow_ts_idx", "performance_metrics_op_ts_idx",
+            "performance_metrics_duration_idx"} <= idx
+    assert pk == 'PRIMARY KEY (id, "timestamp")'
+
+
+def test_record_id_rules():
+    """Spans use span_id, records with an id use it, others a blake2b-128 hash independent of key order."""
+    assert db.record_id({"type": "span", "span_id": "abcd"}) == "abcd"
+    assert db.record_id({"type": "resource", "id": 7}) == "7"
+    a = {"type": "resource", "timestamp": "2025-01-20T00:00:00.000Z", "rss_mb": 12.5, "pid": 1}
+    b = dict(reversed(list(a.items())))
+    assert db.record_id(a) == db.record_id(b)
+    assert len(db.record_id(a)) == 32 and int(db.record_id(a), 16) >= 0
+    assert db.record_id(a) != db.record_id(dict(a, rss_mb=12.6))
+
+
+def test_sink_writes_n_records_into_day_partitions(pg_db, tmp_path):
+    """N records over three days become N rows, one partition per day, columns mapped from the record."""
+    recs = [span(i, day=("2025-01-20", "2025-01-21", "2025-01-22")[i % 3]) for i in range(12000)]
+    recs.append({"timestamp": "2025-01-21T10:00:00.000Z", "type": "flow_complete", "level": "INFO", "pid": 1,
+                 "flow_name": "queue_command", "flow_id": "00000000000000ff", "user_id": 123456789012345678,
+                 "duration_ms": 245.67, "status": "success", "metadata": {"command": "queue", "guild_id": None},
+                 "checkpoints": []})
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=1000, flush_interval_ms=50)
+    try:
+        for i in range(0, len(recs), 700):
+            sink.write(recs[i:i + 700])
+        assert sink.sync(30)
+    finally:
+        sink.close()
+    assert q(pg_db, "SELECT count(*) FROM performance_metrics")[0][0] == len(recs)
+    parts = [r[0] for r in q(pg_db, "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                    "WHERE i.inhparent = 'performance_metrics'::regclass ORDER BY 1")]
+    assert parts == ["performance_metrics_p20250120", "performance_metrics_p20250121", "performance_metrics_p20250122"]
+    row = q(pg_db, "SELECT * FROM performance_metrics WHERE type = 'flow_complete'")[0]
+    assert row["user_id"] == 123456789012345678 and row["operation_name"] == "queue_command"
+    assert orjson.loads(row["metadata"]) == {"command": "queue", "guild_id": None}
+    assert row["timestamp"] == dt.datetime(2025, 1, 21, 10, tzinfo=dt.timezone.utc)
+    s = q(pg_db, "SELECT * FROM performance_metrics WHERE id = $1", f"{5:016x}")[0]
+    assert (s["flow_name"], s["operation_name"], s["kind"], s["duration_ms"], s["pid"]) == \
+        ("queue_command", "db.fetch", "db", 5.5, 4242)
+    assert orjson.loads(s["record"]) == recs[5]
+    assert not glob.glob(str(tmp_path / "pg_spill_*"))
+
+
+def test_same_records_twice_no_duplicates(pg_db, tmp_path):
+    """Writing the same records twice (even from two sinks) leaves each record exactly once."""
+    recs = [span(i) for i in range(3000)] + [
+        {"timestamp": "2025-01-20T10:00:00.000Z", "type": "resource", "pid": 1, "rss_mb": float(i)} for i in range(500)]
+    for _ in range(2):
+        sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=800, flush_interval_ms=50)
+        try:
+            sink.write(recs)
+            sink.write(recs[:100])            # duplicates inside one run too
+            assert sink.sync(30)
+        finally:
+            sink.close()
+    assert q(pg_db, "SELECT count(*), count(DISTINCT id) FROM performance_metrics")[0][:] == (3500, 3500)
+    assert sink.counters["duplicates"] == 3600 and sink.counters["inserted"] == 0
+
+
+def test_outage_spills_and_replays_without_loss_or_duplicates(pg_db, tmp_path):
+    """The server refuses connections mid-run (real TCP proxy), records spill to disk, then all land exactly once."""
+    proxy = pgs.TcpProxy(pg_db)
+    sink = PostgresSink(proxy.dsn(), log_dir=tmp_path, batch_records=500, flush_interval_ms=50, retry_max_s=0.3)
+    recs = [span(i) for i in range(6000)]
+    try:
+        sink.write(recs[:2000])
+        assert sink.sync(30)
+        assert q(pg_db, "SELECT count(*) FROM performance_metrics")[0][0] == 2000
+
+        proxy.refuse()                          # outage: connections reset, new ones refused
+        for i in range(2000, 4500, 250):
+            sink.write(recs[i:i + 250])
+            time.sleep(0.02)
+        assert sink.sync(30)
+        spills = glob.glob(str(tmp_path / "pg_spill_*.log"))
+        assert spills, "records must be spilled while the database is away"
+        spilled = sum(1 for p in spills for _ in open(p, "rb"))
+        assert spilled >= 2500 - 500           # at most one batch could have landed before the cut
+        assert q(pg_db, "SELECT count(*) FROM performance_metrics")[0][0] < 4500
+
+        proxy.restore()                         # back: the spill is replayed
+        sink.write(recs[4000:6000])             # 500 of these were spilled already: overlap on purpose
+        assert wait_rows(pg_db, 6000) == 6000
+        assert sink.sync(30)
+    finally:
+        sink.close()
+        proxy.close()
+    ids = [r[0] for r in q(pg_db, "SELECT id FROM performance_metrics")]
+    assert len(ids) == len(set(ids)) == 6000
+    assert set(ids) == {r["span_id"] for r in recs}
+    assert not glob.glob(str(tmp_path / "pg_spill_*.log")), "replayed spill files are deleted"
+    assert sink.counters["reconnects"] >= 1 and sink.counters["replayed"] >= 2000
+
+
+def test_database_down_at_start_then_up(pg_db, tmp_path):
+    """A sink started while the database refuses connections spills, then replays once it answers."""
+    proxy = pgs.TcpProxy(pg_db)
+    proxy.refuse()
+    sink = PostgresSink(proxy.dsn(), log_dir=tmp_path, batch_records=200, flush_interval_ms=30, retry_max_s=0.2)
+    try:
+        sink.write([span(i) for i in range(1000)])
+        assert sink.sync(20)
+        assert glob.glob(str(tmp_path / "pg_spill_*.log"))
+        proxy.restore()
+        assert wait_rows(pg_db, 1000) == 1000
+    finally:
+        sink.close()
+        proxy.close()
+
+
+def test_spill_of_dead_process_is_replayed(pg_db, tmp_path):
+    """A spill file left by a process that no longer exists is replayed and removed by the next sink."""
+    dead = 2 ** 22 + 12345                       # above pid_max defaults: never alive
+    path = tmp_path / f"pg_spill_{dead}_20250120T000000000000.log"
+    recs = [span(i) for i in range(700)]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs) + b'{"torn":')
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=300, flush_interval_ms=30)
+    try:
+        assert wait_rows(pg_db, 700) == 700
+        assert sink.sync(20)
+    finally:
+        sink.close()
+    assert not path.exists()
+    assert sink.counters["spill_bad_lines"] == 1
+
+
+def _pct(sorted_vals, p):
+    """percentile_cont exactly as PostgreSQL computes it (linear interpolation)."""
+    pos = p * (len(sorted_vals) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
+
+
+def test_rollup_matches_python(pg_db, tmp_path):
+    """`performance_stats` count/avg/min/max/p50/p95/p99 per (date, flow, operation) equal values computed in Python."""
+    rnd = random.Random(7)
+    groups = {("queue_command", "db.fetch"): 1000, ("queue_command", "http.post"): 37, (None, "cycle"): 5}
+    recs, expect, i = [], {}, 0
+    for (flow, name), n in groups.items():
+        vals = [rnd.randrange(0, 40000) / 8 for _ in range(n)]    # multiples of 1/8: sums are exact
+        expect[(flow or "", name)] = vals
+        for v in vals:
+            recs.append(span(i, flow=flow, name=name, dur=v))
+            i += 1
+    recs.append(span(i, day="2025-01-21", dur=99999.0))          # another day: not counted
+    recs.append({"timestamp": "2025-01-20T01:00:00.000Z", "type": "flow_complete", "flow_name": "queue_command",
+                 "duration_ms": 88888.0})                         # not a span: not counted
+    sink = PostgresSink(pg_db, log_dir=tmp_path, flush_interval_ms=30)
+    try:
+        sink.write(recs)
+        assert sink.sync(30)
+    finally:
+        sink.close()
+
+    async def run():
+        conn = await asyncpg.connect(pg_db)
+        try:
+            n1 = await db.rollup(conn, dt.date(2025, 1, 20))
+            n2 = await db.rollup(conn, dt.date(2025, 1, 20))        # idempotent upsert
+            return n1, n2, await conn.fetch("SELECT * FROM performance_stats WHERE date = '2025-01-20'")
+        finally:
+            await conn.close()
+
+    n1, n2, rows = asyncio.run(run())
+    assert n1 == n2 == 3 and len(rows) == 3
+    for r in rows:
+        vals = sorted(expect[(r["flow_name"], r["operation_name"])])
+        assert r["count"] == len(vals)
+        assert r["avg_duration_ms"] == sum(vals) / len(vals)
+        assert (r["min_duration_ms"], r["max_duration_ms"]) == (vals[0], vals[-1])
+        assert r["p50_duration_ms"] == _pct(vals, 0.50)
+        assert r["p95_duration_ms"] == _pct(vals, 0.95)
+        assert r["p99_duration_ms"] == _pct(vals, 0.99)
+
+
+def _cli(argv):
+    """Parse argv with a parser carrying only the `db` command and run its handler."""
+    from autoperf.store import cli
+
+    parser = argparse.ArgumentParser(prog="autoperf")
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+def test_cli_init_rollup_status_never_print_dsn(pg_db, capsys, monkeypatch):
+    """`db init` twice, `db rollup`, `db status` succeed and print host/db but never the user or password."""
+    p = pgs.dsn_parts(pg_db)
+    secret_dsn = pgs.make_dsn("postgres", "Sup3rSecretPw", p["host"], p["port"], p["database"], p["query"])
+    monkeypatch.setenv("AUTOPERF_PG_DSN", secret_dsn)
+    assert _cli(["db", "init"]) == 0
+    assert _cli(["db", "init"]) == 0
+    assert _cli(["db", "rollup", "--date", "2025-01-20"]) == 0
+    assert _cli(["db", "status"]) == 0
+    assert _cli(["db", "rollup", "--date", "nope"]) == 2
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "applied migrations 1" in text and "schema up to date (version 1)" in text
+    assert p["database"] in text
+    assert "Sup3rSecretPw" not in text and "postgres@" not in text and "postgresql://" not in text
+
+
+def test_cli_unreachable_exit_code_without_dsn(capsys):
+    """An unreachable server gives exit code 1 and an error naming host/port only."""
+    code = _cli(["db", "status", "--dsn", "postgresql://bob:HiddenPw@127.0.0.1:1/nodb", "--timeout", "2"])
+    out = capsys.readouterr()
+    assert code == 1
+    assert "127.0.0.1:1/nodb" in out.err and "HiddenPw" not in out.err + out.out
+
+
+def test_start_from_config(pg_db, tmp_path, monkeypatch):
+    """start_from_config returns None without a DSN and a working sink with one (from the environment)."""
+    monkeypatch.delenv("AUTOPERF_PG_DSN", raising=False)
+    assert start_from_config({"store": {"dsn": ""}}, tmp_path) is None
+    monkeypatch.setenv("AUTOPERF_PG_DSN", pg_db)
+    sink = start_from_config({"store": {"batch_records": 100, "flush_interval_ms": 20}}, tmp_path)
+    try:
+        assert isinstance(sink, PostgresSink) and sink.batch_records == 100
+        sink.write([span(i) for i in range(250)])
+        assert sink.sync(20)
+    finally:
+        sink.close()
+    assert q(pg_db, "SELECT count(*) FROM performance_metrics")[0][0] == 250
+
+
+def test_buffer_overflow_is_counted(tmp_path):
+    """write() beyond max_buffer_records drops and counts instead of growing or blocking."""
+    sink = PostgresSink("postgresql://x@127.0.0.1:1/none", log_dir=tmp_path, max_buffer_records=100, start=False)
+    sink.write([{"type": "resource"}] * 80)
+    sink.write([{"type": "resource"}] * 80)
+    assert sink.stats()["queued"] == 100 and sink.counters["dropped"] == 60
