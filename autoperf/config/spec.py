@@ -131,7 +131,7 @@ def _integrations():
         return Field(_Integrations(), default={}, doc=doc)
     fields = {}
     for name, module in registry.items():
-        schema = integration_options(name, module if isinstance(module, str) and "." in module else None)
+        schema = integration_options(name, module if isinstance(module, str) else None)
         fields[name] = Field(schema, doc=schema.doc)
     return Field(Obj(fields), doc=doc)
 
