@@ -1,0 +1,276 @@
+"""Install autoperf into this process: pipeline, sinks, import hooks, integrations, signals.
+
+``install()`` is what ``autoperf run`` (and the child-process sitecustomize) calls; it never
+raises into the program except for a bad config, which ``autoperf run`` reports before start.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+
+import wrapt
+
+from autoperf import diagnostics, pipeline, records, sinks, targets
+
+ENV_CONFIG = "AUTOPERF_CONFIG"
+ENV_LOG_DIR = "AUTOPERF_LOG_DIR"
+ENV_CONSOLE = "AUTOPERF_CONSOLE"
+ENV_DISABLE = "AUTOPERF_DISABLE"
+ENV_CHILD = "AUTOPERF_CHILD"      # set for child processes: instrument them on start
+BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
+
+_lock = threading.RLock()
+_generation = 0          # bumped by uninstall(): hooks of an older install do nothing
+_installed = False
+_config = None
+_specs_by_module: dict = {}
+_file_sink = None
+_console_sink = None
+_previous_sigterm = None
+_pipeline_ready = False
+
+
+def installed() -> bool:
+    return _installed
+
+
+def config():
+    return _config
+
+
+def log_path():
+    """The file records go to today (None before anything was set up)."""
+    return _file_sink.current_path() if _file_sink is not None else None
+
+
+# -- the pipeline alone (manual API without ``autoperf run``) ---------------------------------
+def ensure_pipeline(log_dir=None, console=None, data=None):
+    """Start the writer with a file sink, once. Used by the manual API and by install()."""
+    global _pipeline_ready, _file_sink, _console_sink
+    if _pipeline_ready:
+        return
+    with _lock:
+        if _pipeline_ready:
+            return
+        data = data or {}
+        log = data.get("log") or {}
+        pipeline.configure(records.Settings.from_config(data), log.get("buffer_records"),
+                           log.get("flush_interval_ms"))
+        directory = log_dir or os.environ.get(ENV_LOG_DIR) or log.get("dir") or "logs"
+        _file_sink = sinks.JsonLinesFile(directory, min_level=log.get("file_level", "TRACE"))
+        pipeline.add_sink(_file_sink)
+        if console is None:
+            setting = os.environ.get(ENV_CONSOLE, log.get("console", "auto"))
+            console = _console_wanted(setting)
+        if console:
+            _console_sink = sinks.Console(log.get("console_level", "INFO"))
+            pipeline.add_sink(_console_sink)
+        _hook("asyncio", _on_asyncio)
+        _hook("multiprocessing.util", pipeline.register_mp_finalizer)
+        pipeline.ensure_started()
+        _pipeline_ready = True
+
+
+def _console_wanted(setting):
+    if setting in (True, "1", "true", "yes", "on"):
+        return True
+    if setting in (False, "0", "false", "no", "off"):
+        return False
+    try:
+        return os.isatty(1)
+    except Exception:
+        return False
+
+
+def _on_asyncio(module):
+    pipeline.use_asyncio()
+
+
+# -- import hooks --------------------------------------------------------------------------
+def _hook(module_name, fn):
+    """A post-import hook that can never fail the program's import and dies with uninstall()."""
+    generation = _generation
+
+    def hook(module):
+        if generation != _generation:
+            return
+        try:
+            fn(module)
+        except Exception as exc:
+            diagnostics.internal_error(f"import hook for {module_name}", exc)
+
+    wrapt.register_post_import_hook(hook, module_name)
+
+
+def _patch_targets(module):
+    specs = _specs_by_module.get(module.__name__, ())
+    if specs:
+        targets.patch_module(module, specs)
+
+
+def main_specs(*module_names):
+    """Target specs that apply to the program's ``__main__`` (``__main__:f`` or its real name)."""
+    out = []
+    for name in ("__main__",) + tuple(module_names):
+        out.extend(_specs_by_module.get(name, ()))
+    return out
+
+
+# -- install / uninstall -------------------------------------------------------------------
+def install(cfg=None, *, log_dir=None, console=None, disable=(), child=False):
+    """Instrument this process according to ``cfg`` (a loaded Config, a path, or None)."""
+    global _installed, _config, _specs_by_module
+    with _lock:
+        if _installed:
+            return False
+        if cfg is None or isinstance(cfg, (str, os.PathLike)):
+            from autoperf.config import load_config
+            cfg = load_config(cfg)
+        _config = cfg
+        data = cfg.data
+        disabled = set(disable) | {d for d in os.environ.get(ENV_DISABLE, "").split(",") if d}
+        ensure_pipeline(log_dir=log_dir, console=console, data=data)
+
+        _specs_by_module = {}
+        for spec in cfg.targets:
+            if not spec.enabled or spec.name in disabled or spec.target in disabled:
+                continue
+            _specs_by_module.setdefault(spec.module, []).append(spec)
+        for module_name in _specs_by_module:
+            if module_name not in ("__main__", "__mp_main__"):
+                _hook(module_name, _patch_targets)
+
+        from autoperf import integrations
+        for name in integrations.REGISTRY:
+            options = cfg.integration(name)
+            if name in disabled or not options.get("enabled", True):
+                continue
+            try:
+                module_name = integrations.target_module(name)
+            except Exception as exc:
+                diagnostics.internal_error(f"integration {name}", exc)
+                continue
+            _hook(module_name, lambda module, name=name, options=options:
+                  integrations.patch(name, module, options))
+        # A spawned multiprocessing child re-runs the main script as __mp_main__.
+        if not child or _specs_by_module.get("__main__"):
+            _hook("multiprocessing.spawn", _patch_spawn_main)
+
+        _start_extras(data, disabled)
+        _install_sigterm()
+        atexit.register(_before_exit)
+        _installed = True
+        return True
+
+
+def _start_extras(data, disabled):
+    """Live stats, alerts and the PostgreSQL store, when those packages are present."""
+    for name, path, fn in (("stats", "autoperf.analysis.live", "install"),
+                           ("alerts", "autoperf.alerts", "install"),
+                           ("store", "autoperf.store", "start_from_config")):
+        if name in disabled:
+            continue
+        try:
+            module = __import__(path, fromlist=[fn])
+        except ImportError:
+            continue
+        try:
+            if name == "stats":
+                getattr(module, fn)()
+            elif name == "store":
+                getattr(module, fn)(data, _file_sink.directory if _file_sink else "logs")
+            else:
+                getattr(module, fn)(data)
+        except Exception as exc:
+            diagnostics.internal_error(f"starting {name}", exc)
+
+
+def _patch_spawn_main(spawn_module):
+    from autoperf.integrations import base
+
+    def factory(original):
+        def _fixup_main_from_path(main_path):
+            original(main_path)
+            module = sys.modules.get("__mp_main__")
+            specs = main_specs()
+            if module is not None and specs:
+                targets.patch_module(module, specs)
+        return _fixup_main_from_path
+
+    if hasattr(spawn_module, "_fixup_main_from_path"):
+        base.wrap(spawn_module, "_fixup_main_from_path", factory)
+
+
+def _before_exit():
+    """Name targets whose module was never imported, then flush everything."""
+    try:
+        for module_name, specs in _specs_by_module.items():
+            if module_name in ("__main__", "__mp_main__") or module_name in sys.modules:
+                continue
+            for spec in specs:
+                diagnostics.warn_once("target_module_not_imported",
+                                      f"target {spec.target!r}: module {module_name} was never imported",
+                                      key=spec.target, target=spec.target)
+    except Exception as exc:
+        diagnostics.internal_error("exit report", exc)
+    pipeline.shutdown()
+
+
+def stop():
+    """Flush everything now (signals, the runner). Idempotent."""
+    _before_exit()
+
+
+# -- signals -------------------------------------------------------------------------------
+def _install_sigterm():
+    """Python's default SIGTERM skips atexit: flush first, then do what the default would."""
+    global _previous_sigterm
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        current = signal.getsignal(signal.SIGTERM)
+    except (ValueError, OSError):
+        return
+    if current not in (signal.SIG_DFL, None):
+        return  # the program (or a parent) handles SIGTERM itself; atexit will flush
+    _previous_sigterm = current
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum, frame):
+    try:
+        stop()
+    finally:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def uninstall():
+    """Restore every patched object and stop instrumenting new imports."""
+    global _installed, _generation, _specs_by_module
+    with _lock:
+        _generation += 1
+        targets.unpatch_all()
+        from autoperf import integrations
+        integrations.unpatch_all()
+        from autoperf.integrations import base
+        try:
+            base.unwrap(sys.modules["multiprocessing.spawn"], "_fixup_main_from_path")
+        except KeyError:
+            pass
+        _specs_by_module = {}
+        if threading.current_thread() is threading.main_thread():
+            try:
+                if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            except (ValueError, OSError):
+                pass
+        try:
+            atexit.unregister(_before_exit)
+        except Exception:
+            pass
+        _installed = False
+    pipeline.flush()

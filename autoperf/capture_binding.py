@@ -1,0 +1,107 @@
+"""Bind a target's ``capture:`` paths and ``statement_arg`` to a function's parameters.
+
+Parameter positions are worked out once, at patch time, so a call only indexes ``args``.
+"""
+from __future__ import annotations
+
+import inspect
+
+_MISSING = object()
+_SQL_PARAM_NAMES = ("query", "sql", "statement", "stmt", "command", "operation")
+
+
+def _parameters(fn):
+    try:
+        return list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+
+
+def _getter(params, root):
+    """A function ``(args, kwargs) -> value | _MISSING`` for a capture root."""
+    if root == "args":
+        return lambda args, kwargs: args
+    if root == "kwargs":
+        return lambda args, kwargs: kwargs
+    if params is None:
+        return None
+    for index, param in enumerate(params):
+        if param.name != root:
+            continue
+        default = param.default if param.default is not inspect.Parameter.empty else _MISSING
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            def get(args, kwargs, index=index, name=root, default=default):
+                if name in kwargs:
+                    return kwargs[name]
+                return args[index] if index < len(args) else default
+            return get
+        if param.kind is param.KEYWORD_ONLY:
+            return lambda args, kwargs, name=root, default=default: kwargs.get(name, default)
+    if root == "self" and params and params[0].kind in (
+            inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        return lambda args, kwargs: args[0] if args else _MISSING
+    return None
+
+
+def build_hooks(spec, fn, bound=False):
+    """``(arg_hooks, return_hooks)`` for a CallSite from a TargetSpec."""
+    from autoperf import diagnostics
+
+    params = _parameters(fn)
+    arg_hooks, return_hooks = [], []
+    for key, path in (spec.capture or {}).items():
+        root = path.root
+        if root == "return":
+            def on_return(span, result, key=key, path=path):
+                span.set(key, path.evaluate({}, result))
+            return_hooks.append(on_return)
+            continue
+        get = _getter(params, root)
+        if get is None:
+            diagnostics.warn_once("capture_failed",
+                                  f"target {spec.target!r}: capture {key}: no parameter named {root!r}",
+                                  key=(spec.target, key), target=spec.target)
+            continue
+
+        def on_call(span, args, kwargs, key=key, path=path, get=get, root=root):
+            value = get(args, kwargs)
+            if value is not _MISSING:
+                span.set(key, path.evaluate({root: value}))
+        arg_hooks.append(on_call)
+
+    if spec.kind == "db":
+        hook = _statement_hook(spec, params)
+        if hook is not None:
+            arg_hooks.insert(0, hook)
+    return tuple(arg_hooks), tuple(return_hooks)
+
+
+def _statement_hook(spec, params):
+    from autoperf import diagnostics, sql
+
+    names = [spec.statement_arg] if spec.statement_arg else list(_SQL_PARAM_NAMES)
+    get = None
+    for name in names:
+        get = _getter(params, name)
+        if get is not None:
+            break
+    if get is None and not spec.statement_arg and params:
+        # No conventional name: the first parameter after self/cls.
+        first = 1 if params[0].name in ("self", "cls") else 0
+        if len(params) > first:
+            get = _getter(params, params[first].name)
+    if get is None:
+        diagnostics.warn_once("capture_failed",
+                              f"target {spec.target!r}: no SQL argument {spec.statement_arg or ''!r}",
+                              key=(spec.target, "statement_arg"), target=spec.target)
+        return None
+
+    def on_call(span, args, kwargs):
+        text = get(args, kwargs)
+        if isinstance(text, (str, bytes)):
+            attrs = sql.describe(text if isinstance(text, str) else text.decode("utf-8", "replace"))
+            if span.attrs is None:
+                span.attrs = dict(attrs)
+            else:
+                span.attrs.update(attrs)
+    return on_call

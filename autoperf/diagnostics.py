@@ -1,0 +1,50 @@
+"""autoperf's own problems: counted always, reported once each as a ``warning`` record.
+
+Nothing here may raise: these functions are called from inside wrappers and hooks.
+"""
+from __future__ import annotations
+
+import threading
+
+_lock = threading.Lock()
+_counts: dict = {}
+
+
+def warn_once(code: str, message: str, key=None, **fields) -> bool:
+    """Emit one ``warning`` record per (code, key); later occurrences are only counted."""
+    ident = (code, key if key is not None else message)
+    try:
+        with _lock:
+            seen = _counts.get(ident, 0)
+            _counts[ident] = seen + 1
+        if seen:
+            return False
+        from autoperf import pipeline
+        rec = {"type": "warning", "level": "WARNING", "code": code, "message": message}
+        rec.update(fields)
+        pipeline.emit(rec)
+        return True
+    except Exception:  # pragma: no cover - diagnostics must never be the thing that breaks
+        return False
+
+
+def internal_error(where: str, exc: BaseException) -> None:
+    """An error inside autoperf: count it, report it once per place and type."""
+    warn_once("internal_error", f"autoperf error in {where}: {type(exc).__name__}: {exc}",
+              key=(where, type(exc).__name__), where=where, exception=type(exc).__name__)
+
+
+def counts() -> dict:
+    """How often each problem happened: ``{(code, key): count}``."""
+    with _lock:
+        return dict(_counts)
+
+
+def internal_error_count() -> int:
+    with _lock:
+        return sum(n for (code, _), n in _counts.items() if code == "internal_error")
+
+
+def reset() -> None:
+    with _lock:
+        _counts.clear()

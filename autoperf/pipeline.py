@@ -1,0 +1,305 @@
+"""The record pipeline: a bounded in-memory buffer and one writer thread.
+
+Producers (finished spans, ``emit()`` from samplers and integrations) only append to ``BUFFER``.
+The writer thread wakes at least every ``flush_interval_ms`` (≤ 250 ms), turns spans into record
+dicts, runs the processors (levels, alerts, live stats) and hands the batch to every sink.
+When the buffer is full, new items are dropped and counted; a ``dropped`` record says so.
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import sys
+import threading
+import time
+
+from autoperf import records
+
+BUFFER: collections.deque = collections.deque()
+_DEFAULT_CAPACITY = 100_000
+
+#: ``[high_water]`` — one-element list so the hot path reads it without a global lookup chain.
+high_water = [_DEFAULT_CAPACITY // 2]
+_capacity = _DEFAULT_CAPACITY
+
+_state_lock = threading.Lock()      # guards drop counters and start/stop
+_process_lock = threading.RLock()   # one drain at a time (writer thread, flush(), shutdown)
+_wake = threading.Event()
+_dropped = 0
+_dropped_since_ns = None
+
+_processors: list = []
+_sinks: list = []
+_settings = records.Settings()
+_writer: threading.Thread | None = None
+_flush_interval = 0.25
+_pid = os.getpid()
+
+
+def current_task():
+    """Replaced by a fast asyncio lookup once asyncio is imported (see ``use_asyncio``)."""
+    return None
+
+
+def use_asyncio():
+    """Called when asyncio is imported: spans learn their task from then on."""
+    global current_task
+    try:
+        from _asyncio import _get_running_loop, current_task as _task
+    except ImportError:  # pragma: no cover - pure-Python asyncio
+        from asyncio import _get_running_loop, current_task as _task
+
+    def current_task():
+        loop = _get_running_loop()
+        return None if loop is None else _task(loop)
+
+    globals()["current_task"] = current_task
+
+
+# -- producers ------------------------------------------------------------------------------
+def overflow(item):
+    """Slow path of an append: above the high-water mark, wake the writer; above capacity, drop."""
+    if len(BUFFER) < _capacity:
+        BUFFER.append(item)
+        _wake.set()
+        return
+    global _dropped, _dropped_since_ns
+    with _state_lock:
+        if _dropped == 0:
+            _dropped_since_ns = time.time_ns()
+        _dropped += 1
+
+
+def emit(record: dict):
+    """Queue a record dict from any thread. Never blocks, never raises."""
+    if len(BUFFER) < high_water[0]:
+        BUFFER.append(record)
+    else:
+        overflow(record)
+
+
+def dropped_count():
+    return _dropped
+
+
+# -- configuration --------------------------------------------------------------------------
+def configure(settings: records.Settings, capacity=None, flush_interval_ms=None):
+    global _settings, _capacity, _flush_interval
+    _settings = settings
+    if capacity:
+        _capacity = int(capacity)
+        high_water[0] = max(1, _capacity // 2)
+    if flush_interval_ms:
+        _flush_interval = min(float(flush_interval_ms), 250.0) / 1000.0
+
+
+def settings() -> records.Settings:
+    return _settings
+
+
+def add_processor(fn):
+    with _process_lock:
+        if fn not in _processors:
+            _processors.append(fn)
+
+
+def remove_processor(fn):
+    with _process_lock:
+        if fn in _processors:
+            _processors.remove(fn)
+
+
+def add_sink(sink):
+    with _process_lock:
+        if sink not in _sinks:
+            _sinks.append(sink)
+
+
+def remove_sink(sink):
+    with _process_lock:
+        if sink in _sinks:
+            _sinks.remove(sink)
+        _call_quietly(sink, "flush")
+
+
+def sinks():
+    return list(_sinks)
+
+
+# -- the writer -----------------------------------------------------------------------------
+def _take_all():
+    popleft = BUFFER.popleft
+    items = []
+    append = items.append
+    try:
+        for _ in range(len(BUFFER)):
+            append(popleft())
+    except IndexError:  # pragma: no cover - only one consumer, but stay safe
+        pass
+    return items
+
+
+def _drop_record():
+    global _dropped, _dropped_since_ns
+    with _state_lock:
+        count, since = _dropped, _dropped_since_ns
+        _dropped, _dropped_since_ns = 0, None
+    if not count:
+        return None
+    return records.dropped_record(count, since, _settings)
+
+
+def _process_once():
+    """Drain the buffer through processors into sinks. Caller holds ``_process_lock``."""
+    items = _take_all()
+    batch = records.to_records(items, _settings) if items else []
+    dropped = _drop_record()
+    if dropped is not None:
+        batch.append(dropped)
+    if not batch:
+        return 0
+    for proc in list(_processors):
+        out = []
+        for rec in batch:
+            try:
+                rec = proc(rec)
+            except Exception as exc:  # a broken processor loses nothing
+                _internal_error(f"processor {getattr(proc, '__qualname__', proc)!r}", exc)
+            if rec is not None:
+                out.append(rec)
+        batch = out
+    for sink in list(_sinks):
+        try:
+            sink.write(batch)
+        except Exception as exc:
+            _internal_error(f"sink {type(sink).__name__}", exc)
+    return len(items)
+
+
+def _run_writer():
+    while True:
+        _wake.wait(_flush_interval)
+        _wake.clear()
+        with _process_lock:
+            try:
+                n = _process_once()
+                if n == 0 or len(BUFFER) < high_water[0]:
+                    for sink in list(_sinks):
+                        _call_quietly(sink, "flush")
+            except Exception as exc:  # pragma: no cover - last-resort guard, keep writing
+                _internal_error("writer", exc)
+
+
+def ensure_started():
+    """Start the writer thread (idempotent; restarted in a forked child)."""
+    global _writer
+    if _writer is not None and _writer.is_alive():
+        return
+    with _state_lock:
+        if _writer is not None and _writer.is_alive():
+            return
+        _writer = threading.Thread(target=_run_writer, name="autoperf-writer", daemon=True)
+        _writer.start()
+    _register_exit_flush()
+
+
+def flush():
+    """Process everything buffered so far and flush the sinks (any thread)."""
+    with _process_lock:
+        while True:
+            if not _process_once():
+                break
+        for sink in list(_sinks):
+            _call_quietly(sink, "flush")
+
+
+def shutdown():
+    """Flush and close the sinks. Safe to call more than once (atexit, signals, runner)."""
+    try:
+        flush()
+    finally:
+        with _process_lock:
+            for sink in list(_sinks):
+                _call_quietly(sink, "close")
+            _sinks.clear()
+
+
+def _call_quietly(obj, method):
+    try:
+        getattr(obj, method)()
+    except Exception as exc:
+        _internal_error(f"{type(obj).__name__}.{method}", exc)
+
+
+def _internal_error(where, exc):
+    from autoperf import diagnostics
+    diagnostics.internal_error(where, exc)
+
+
+_exit_registered = False
+
+
+def _register_exit_flush():
+    global _exit_registered
+    if _exit_registered:
+        return
+    _exit_registered = True
+    atexit.register(shutdown)
+    # multiprocessing workers leave through os._exit(): their finalizers are the last chance.
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        register_mp_finalizer(mp_util)
+
+
+class _ForkMarker:
+    """register_after_fork needs a live, weak-referenceable object."""
+
+
+_FORK_MARKER = _ForkMarker()
+
+
+def register_mp_finalizer(mp_util):
+    """Flush in multiprocessing children, which exit through os._exit() after their finalizers.
+
+    A child's bootstrap clears the finalizer registry and then runs the after-fork callbacks,
+    so the finalizer is registered again from one of those.
+    """
+    mp_util.Finalize(None, flush, exitpriority=-100)
+    mp_util.register_after_fork(_FORK_MARKER, lambda _m: mp_util.Finalize(None, flush, exitpriority=-100))
+
+
+# -- fork safety ----------------------------------------------------------------------------
+def _before_fork():
+    _process_lock.acquire()
+
+
+def _after_fork_parent():
+    _process_lock.release()
+
+
+def _after_fork_child():
+    global _process_lock, _state_lock, _writer, _dropped, _dropped_since_ns, _pid, _exit_registered
+    _process_lock = threading.RLock()
+    _state_lock = threading.Lock()
+    # The parent writes what it buffered; the child starts empty with a fresh writer.
+    BUFFER.clear()
+    _dropped, _dropped_since_ns = 0, None
+    _pid = os.getpid()
+    records.on_fork()
+    for sink in _sinks:
+        reopen = getattr(sink, "after_fork", None)
+        if reopen is not None:
+            try:
+                reopen()
+            except Exception:
+                pass
+    was_running = _writer is not None
+    _writer = None
+    _exit_registered = False
+    if was_running:
+        ensure_started()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
+                    after_in_child=_after_fork_child)

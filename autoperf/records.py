@@ -1,0 +1,268 @@
+"""The record model: finished spans become plain dicts (documented in README "Record schema").
+
+Runs in the writer thread only. Field names follow the seed plan's log format (section 5.2).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+FLOW_KINDS = ("flow", "cycle")
+
+
+class Site:
+    """Static facts about an instrumented place, shared by all its spans."""
+
+    __slots__ = ("threshold_ms", "sla_ms")
+
+    def __init__(self, threshold_ms=None, sla_ms=None):
+        self.threshold_ms = threshold_ms
+        self.sla_ms = sla_ms
+
+
+class Settings:
+    """What the writer needs from the config to turn spans into records."""
+
+    __slots__ = ("debug_ns", "warning_ns", "error_ns", "extra")
+
+    def __init__(self, debug_ms=1.0, warning_ms=500.0, error_ms=3000.0, service=None, tags=None):
+        self.debug_ns = debug_ms * 1e6
+        self.warning_ns = warning_ms * 1e6
+        self.error_ns = error_ms * 1e6
+        extra = {}
+        if service:
+            extra["service"] = service
+        if tags:
+            extra["tags"] = dict(tags)
+        self.extra = extra
+
+    @classmethod
+    def from_config(cls, data: dict) -> "Settings":
+        levels = data.get("levels") or {}
+        return cls(levels.get("debug_ms", 1.0), levels.get("warning_ms", 500.0),
+                   levels.get("error_ms", 3000.0), data.get("service"), data.get("tags"))
+
+
+_pid = os.getpid()
+
+
+def on_fork():
+    global _pid
+    _pid = os.getpid()
+
+
+# -- time ----------------------------------------------------------------------------------
+# perf_counter_ns() is CLOCK_MONOTONIC on Linux (shared by all processes); the offset to the wall
+# clock is measured again for every batch so that clock adjustments reach the timestamps.
+_wall_offset_ns = time.time_ns() - time.perf_counter_ns()
+_ts_cache_sec = -1
+_ts_cache_prefix = ""
+
+
+def _refresh_wall_offset():
+    global _wall_offset_ns
+    _wall_offset_ns = time.time_ns() - time.perf_counter_ns()
+
+
+def iso_from_wall_ns(wall_ns: int) -> str:
+    """``2025-01-20T15:30:45.123Z``; the seconds part is cached (most records share it)."""
+    global _ts_cache_sec, _ts_cache_prefix
+    sec, rem = divmod(wall_ns, 1_000_000_000)
+    if sec != _ts_cache_sec:
+        _ts_cache_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _ts_cache_sec = sec
+    return f"{_ts_cache_prefix}.{rem // 1_000_000:03d}Z"
+
+
+def now_iso() -> str:
+    return iso_from_wall_ns(time.time_ns())
+
+
+def wall_ns_of(perf_ns: int) -> int:
+    return perf_ns + _wall_offset_ns
+
+
+# -- names ---------------------------------------------------------------------------------
+_error_names: dict = {}
+
+
+def error_name(etype) -> str | None:
+    if etype is None:
+        return None
+    name = _error_names.get(etype)
+    if name is None:
+        mod = getattr(etype, "__module__", "builtins")
+        qual = getattr(etype, "__qualname__", repr(etype))
+        name = qual if mod in ("builtins", "__main__") else f"{mod}.{qual}"
+        _error_names[etype] = name
+    return name
+
+
+_thread_names: dict = {}
+
+
+def _thread_name(ident) -> str:
+    thread = threading._active.get(ident)  # noqa: SLF001 - a dict lookup; no lock needed to read
+    if thread is not None:
+        name = thread.name
+        _thread_names[ident] = name
+        return name
+    return _thread_names.get(ident) or str(ident)
+
+
+def _task_name(task):
+    if task is None:
+        return None
+    try:
+        return task.get_name()
+    except Exception:
+        return None
+
+
+def hex_id(value) -> str | None:
+    return None if value is None else f"{value:016x}"
+
+
+# -- levels --------------------------------------------------------------------------------
+def span_level(span, settings: Settings) -> str:
+    dur = span.duration_ns
+    site = span.site
+    threshold = settings.warning_ns
+    if site is not None and site.threshold_ms is not None:
+        threshold = site.threshold_ms * 1e6
+    if dur > settings.error_ns:
+        level = "ERROR"
+    elif dur > threshold:
+        level = "WARNING"
+    elif span.kind in FLOW_KINDS:
+        level = "INFO"
+    elif dur > settings.debug_ns:
+        level = "DEBUG"
+    else:
+        level = "TRACE"
+    if getattr(span, "status", "success") == "error":
+        floor = "ERROR" if span.kind in FLOW_KINDS and span.parent is None else "WARNING"
+        if LEVELS[floor] > LEVELS[level]:
+            level = floor
+    return level
+
+
+# -- conversion ----------------------------------------------------------------------------
+def span_record(span, settings: Settings) -> dict:
+    parent = span.parent
+    site = span.site
+    rec = {
+        "timestamp": iso_from_wall_ns(span.start_ns + _wall_offset_ns),
+        "level": span_level(span, settings),
+        "type": "span",
+        "name": span.name,
+        "kind": span.kind,
+        "span_id": f"{span.span_id:016x}",
+        "parent_id": None if parent is None else f"{parent.span_id:016x}",
+        "flow_id": f"{span.flow_id:016x}",
+        "flow_name": span.flow_name,
+        "duration_ms": round(span.duration_ns / 1e6, 3),
+        "status": getattr(span, "status", "success"),
+        "error": error_name(getattr(span, "error", None)),
+        "pid": _pid,
+        "thread": _thread_name(span.thread),
+        "task": _task_name(span.task),
+        "attrs": span.attrs if span.attrs is not None else {},
+    }
+    if site is not None:
+        if site.threshold_ms is not None:
+            rec["threshold_ms"] = site.threshold_ms
+        if site.sla_ms is not None:
+            rec["sla_ms"] = site.sla_ms
+    if settings.extra:
+        rec.update(settings.extra)
+    return rec
+
+
+def checkpoint_entries(span) -> list:
+    """The flow's checkpoints: manual ones (time since the previous) and its direct child spans."""
+    start = span.start_ns
+    entries = []
+    marks = getattr(span, "checkpoints", None)
+    if marks:
+        prev = start
+        for name, at_ns, metadata in marks:
+            entry = {"name": name, "kind": "checkpoint", "duration_ms": round((at_ns - prev) / 1e6, 3),
+                     "offset_ms": round((at_ns - start) / 1e6, 3)}
+            if metadata:
+                entry["metadata"] = metadata
+            entries.append((at_ns, entry))
+            prev = at_ns
+    for child in span.children or ():
+        entries.append((child.start_ns, {
+            "name": child.name, "kind": child.kind,
+            "duration_ms": round(child.duration_ns / 1e6, 3),
+            "offset_ms": round((child.start_ns - start) / 1e6, 3),
+            "status": getattr(child, "status", "success"),
+        }))
+    entries.sort(key=lambda pair: pair[0])
+    return [entry for _, entry in entries]
+
+
+def flow_complete_record(span, settings: Settings, span_rec: dict) -> dict:
+    attrs = span_rec["attrs"]
+    rec = {
+        "timestamp": span_rec["timestamp"],
+        "level": span_rec["level"],
+        "type": "flow_complete",
+        "flow_name": span.name,
+        "flow_kind": span.kind,
+        "flow_id": span_rec["span_id"],
+        "user_id": attrs.get("user_id"),
+        "duration_ms": span_rec["duration_ms"],
+        "checkpoints": checkpoint_entries(span),
+        "status": span_rec["status"],
+        "error": span_rec["error"],
+        "metadata": attrs,
+        "pid": _pid,
+    }
+    sla = span_rec.get("sla_ms")
+    if sla is not None:
+        rec["sla_ms"] = sla
+        rec["sla_met"] = span_rec["duration_ms"] <= sla
+    if settings.extra:
+        rec.update(settings.extra)
+    return rec
+
+
+def fill_record(rec: dict, settings: Settings) -> dict:
+    """Complete a record dict made by ``pipeline.emit``."""
+    if "timestamp" not in rec:
+        rec["timestamp"] = now_iso()
+    if "level" not in rec:
+        rec["level"] = "INFO"
+    rec.setdefault("pid", _pid)
+    if settings.extra:
+        for key, value in settings.extra.items():
+            rec.setdefault(key, value)
+    return rec
+
+
+def to_records(items, settings: Settings) -> list:
+    _refresh_wall_offset()
+    out = []
+    append = out.append
+    for item in items:
+        if type(item) is dict:
+            append(fill_record(item, settings))
+            continue
+        rec = span_record(item, settings)
+        append(rec)
+        if item.children is not None:  # a root flow or cycle
+            append(flow_complete_record(item, settings, rec))
+    return out
+
+
+def dropped_record(count: int, since_ns, settings: Settings) -> dict:
+    return fill_record({
+        "type": "dropped", "level": "WARNING", "count": count,
+        "since": iso_from_wall_ns(since_ns) if since_ns else None,
+        "message": f"{count} records dropped: the writer could not keep up (buffer full)",
+    }, settings)

@@ -1,0 +1,164 @@
+"""Where records go: the JSON-lines file (daily, UTC) and the coloured console view."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import orjson
+
+from autoperf.records import LEVELS
+
+_DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+# Write a few hundred lines per os.write(): very large joined batches page-fault heavily.
+_CHUNK = 256
+
+
+def _default(obj):
+    # Attributes are plain values already; anything odd is shown, never a crash.
+    return str(obj)[:200]
+
+
+def dumps(record: dict) -> bytes:
+    return orjson.dumps(record, default=_default, option=_DUMPS_OPTS)
+
+
+class JsonLinesFile:
+    """``{dir}/performance_{YYYY-MM-DD}.log``, appended (O_APPEND: whole lines from many processes)."""
+
+    def __init__(self, directory, prefix="performance_", min_level="TRACE"):
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.prefix = prefix
+        self.min_level = LEVELS.get(min_level, 0)
+        self._fd = None
+        self._day = None
+        self.path = None
+
+    def _day_now(self):
+        return time.strftime("%Y-%m-%d", time.gmtime())
+
+    def _open(self, day):
+        os.makedirs(self.directory, exist_ok=True)
+        if self._fd is not None:
+            os.close(self._fd)
+        self.path = os.path.join(self.directory, f"{self.prefix}{day}.log")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._day = day
+
+    def current_path(self):
+        return os.path.join(self.directory, f"{self.prefix}{self._day_now()}.log")
+
+    def write(self, records):
+        day = self._day_now()
+        if day != self._day or self._fd is None:
+            self._open(day)
+        min_level = self.min_level
+        if min_level:
+            records = [r for r in records if LEVELS.get(r.get("level"), 20) >= min_level]
+        dump = dumps
+        fd = self._fd
+        for i in range(0, len(records), _CHUNK):
+            data = b"".join([dump(r) for r in records[i:i + _CHUNK]])
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+
+    def flush(self):
+        pass  # os.write goes straight to the kernel
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._day = None
+
+    def after_fork(self):
+        # Keep appending to the same file, through a descriptor of our own.
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._day = None
+
+
+_COLOURS = {"TRACE": "\x1b[2m", "DEBUG": "\x1b[36m", "INFO": "\x1b[32m", "WARNING": "\x1b[33m",
+            "ERROR": "\x1b[31m", "CRITICAL": "\x1b[1;41m"}
+_RESET = "\x1b[0m"
+
+
+class Console:
+    """A human-readable view on stderr (the program's stdout stays untouched)."""
+
+    def __init__(self, min_level="INFO", colour=None, fd=2):
+        self.min_level = LEVELS.get(min_level, 20)
+        self.fd = fd
+        self.colour = os.isatty(fd) if colour is None else colour
+
+    def format(self, rec: dict) -> str | None:
+        level = rec.get("level", "INFO")
+        kind = rec.get("type")
+        ts = rec.get("timestamp", "")[11:23]
+        if kind == "span":
+            if rec.get("parent_id") is None and rec.get("kind") in ("flow", "cycle"):
+                return None  # the flow_complete line says it better
+            text = f"{rec['kind']:<5} {rec['name']} {rec['duration_ms']:.2f}ms"
+            if rec.get("status") != "success":
+                text += f" {rec.get('status')} {rec.get('error') or ''}".rstrip()
+            if rec.get("flow_name"):
+                text += f"  (in {rec['flow_name']})"
+        elif kind == "flow_complete":
+            steps = " ".join(f"{c['name']}={c['duration_ms']:.1f}" for c in rec.get("checkpoints", [])[:8])
+            text = f"flow  {rec['flow_name']} {rec['duration_ms']:.2f}ms {rec['status']}"
+            if rec.get("user_id") is not None:
+                text += f" user={rec['user_id']}"
+            if steps:
+                text += f"  [{steps}]"
+        elif kind == "resource":
+            text = "resource " + " ".join(
+                f"{k}={v}" for k, v in rec.items()
+                if k in ("rss_mb", "cpu_percent", "active_flows") and v is not None)
+        else:
+            text = f"{kind} {rec.get('message') or rec.get('location') or ''}"
+            if rec.get("duration_ms") is not None:
+                text += f" {rec['duration_ms']:.1f}ms"
+        if self.colour:
+            return f"{_COLOURS.get(level, '')}{ts} {level:<8}{_RESET} {text}\n"
+        return f"{ts} {level:<8} {text}\n"
+
+    def write(self, records):
+        min_level = self.min_level
+        lines = []
+        for rec in records:
+            if LEVELS.get(rec.get("level"), 20) < min_level:
+                continue
+            line = self.format(rec)
+            if line:
+                lines.append(line)
+        if lines:
+            data = "".join(lines).encode("utf-8", "replace")
+            try:
+                os.write(self.fd, data)
+            except OSError:
+                pass
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class Memory:
+    """Keeps records in a list (``autoperf.testing.capture_records``)."""
+
+    def __init__(self):
+        self.records = []
+
+    def write(self, records):
+        self.records.extend(records)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass

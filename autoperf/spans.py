@@ -1,0 +1,227 @@
+"""Spans and the current-span context: the hot path.
+
+Starting and finishing a span does no serialisation and no I/O: a finished span object is
+appended to the pipeline's in-memory buffer and everything else (ids as hex, timestamps, levels,
+JSON) happens later in the writer thread. Keep this module small and allocation-light.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import random
+from contextvars import ContextVar
+from threading import get_ident
+from time import perf_counter_ns
+
+from autoperf import pipeline
+
+__all__ = ["Span", "SpanRef", "CURRENT", "start", "start_detached", "span", "current"]
+
+_current: ContextVar = ContextVar("autoperf_current_span", default=None)
+_get_current = _current.get
+_set_current = _current.set
+_reset_current = _current.reset
+
+#: ``parent=CURRENT`` (the default) means "whatever span is current in this context".
+CURRENT = object()
+
+#: Kinds whose root span is a "flow" in reports (gets a ``flow_complete`` record).
+FLOW_KINDS = frozenset(("flow", "cycle"))
+#: A flow lists at most this many direct child spans in its ``flow_complete`` record (each one
+#: still gets its own ``span`` record); a long-lived flow must not grow without bound.
+MAX_CHECKPOINT_SPANS = 256
+
+_buffer = pipeline.BUFFER
+_append = _buffer.append
+_high_water = pipeline.high_water
+_overflow = pipeline.overflow
+
+
+def _id_source():
+    # A random 62-bit start per process keeps ids unique across processes without coordination;
+    # a counter keeps them cheap (~40 ns) and ordered within one process.
+    return itertools.count(random.getrandbits(62) | 1).__next__
+
+
+_next_id = _id_source()
+
+
+def _reseed_after_fork():
+    global _next_id
+    _next_id = _id_source()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
+
+
+class SpanRef:
+    """A picklable reference to a span, to parent spans in another thread or process."""
+
+    __slots__ = ("span_id", "flow_id", "flow_name")
+    children = None  # a remote parent collects no checkpoints here
+
+    @property
+    def root(self):
+        return self
+
+    def __init__(self, span_id, flow_id, flow_name=None):
+        self.span_id = span_id
+        self.flow_id = flow_id
+        self.flow_name = flow_name
+
+    def __reduce__(self):
+        return SpanRef, (self.span_id, self.flow_id, self.flow_name)
+
+    def __repr__(self):
+        return f"SpanRef({self.span_id:016x}, flow={self.flow_id:016x}, {self.flow_name!r})"
+
+
+class Span:
+    """One timed operation. Fields are read by the writer thread once the span has finished."""
+
+    __slots__ = (
+        "name", "kind", "attrs", "span_id", "parent", "root", "start_ns", "duration_ns",
+        "status", "error", "thread", "task", "site", "children", "checkpoints", "_token",
+        "__weakref__",
+    )
+    # Only what the hot path reads is initialised here; ``status``, ``error`` and ``checkpoints``
+    # stay unset until needed (the writer reads them with getattr defaults).
+
+    def __init__(self, name, kind, attrs, parent, site=None):
+        self.name = name
+        self.kind = kind
+        self.attrs = attrs
+        self.site = site
+        self.span_id = _next_id()
+        self.parent = parent
+        if parent is None:
+            self.root = self
+            self.children = [] if kind in FLOW_KINDS else None
+        else:
+            self.root = parent.root
+            self.children = None
+        self.thread = get_ident()
+        self.task = pipeline.current_task()
+        self._token = None
+        self.duration_ns = None
+        self.start_ns = perf_counter_ns()
+
+    @property
+    def flow_id(self):
+        root = self.root
+        return root.flow_id if type(root) is SpanRef else root.span_id
+
+    @property
+    def flow_name(self):
+        root = self.root
+        if type(root) is SpanRef:
+            return root.flow_name
+        return root.name if root.kind in FLOW_KINDS else None
+
+    # -- attributes -------------------------------------------------------------------------
+    def set(self, key, value):
+        attrs = self.attrs
+        if attrs is None:
+            self.attrs = {key: value}
+        else:
+            attrs[key] = value
+
+    def ref(self):
+        return SpanRef(self.span_id, self.flow_id, self.flow_name)
+
+    @property
+    def is_root(self):
+        return self.parent is None
+
+    @property
+    def duration_ms(self):
+        end = self.duration_ns
+        if end is None:
+            return (perf_counter_ns() - self.start_ns) / 1e6
+        return end / 1e6
+
+    # -- end ----------------------------------------------------------------------------------
+    def fail(self, exc):
+        """Mark the span failed with ``exc`` (an exception instance or class)."""
+        etype = exc if isinstance(exc, type) else type(exc)
+        self.status = "cancelled" if etype.__name__ == "CancelledError" else "error"
+        self.error = etype
+
+    def finish(self, duration_ns=None):
+        """End the span, restore the previous current span and hand the span to the writer."""
+        if self.duration_ns is not None:
+            return  # finished already: finishing twice must not record twice
+        self.duration_ns = (perf_counter_ns() - self.start_ns) if duration_ns is None else duration_ns
+        token = self._token
+        if token is not None:
+            self._token = None
+            try:
+                _reset_current(token)
+            except ValueError:
+                # Finished in another context than it started in (a span handed to a callback):
+                # the starting context keeps its own value, nothing to restore here.
+                pass
+        parent = self.parent
+        if parent is not None:
+            siblings = parent.children
+            if siblings is not None and len(siblings) < MAX_CHECKPOINT_SPANS:
+                siblings.append(self)
+        if len(_buffer) < _high_water[0]:
+            _append(self)
+        else:
+            _overflow(self)
+
+    # context-manager protocol (sync; also correct inside coroutines)
+    def __enter__(self):
+        return self
+
+    def __exit__(self, etype, exc, tb):
+        if etype is not None:
+            self.fail(etype)
+        self.finish()
+        return False
+
+    def __repr__(self):
+        return f"<Span {self.kind} {self.name!r} id={self.span_id:016x}>"
+
+
+def _resolve_parent(parent):
+    return _get_current() if parent is CURRENT else parent
+
+
+def start(name, kind="span", attrs=None, parent=CURRENT, site=None):
+    """Start a span that becomes the current span of this context until ``finish()``."""
+    if parent is CURRENT:
+        parent = _get_current()
+    s = Span(name, kind, attrs, parent, site)
+    s._token = _set_current(s)
+    return s
+
+
+def start_detached(name, kind="span", attrs=None, parent=CURRENT, site=None):
+    """Start a span without making it current (its end may happen anywhere)."""
+    if parent is CURRENT:
+        parent = _get_current()
+    return Span(name, kind, attrs, parent, site)
+
+
+def span(name, kind="span", attrs=None, parent=CURRENT):
+    """``with spans.span("name", "db") as s:`` — start() as a context manager."""
+    return start(name, kind, attrs, parent)
+
+
+def current():
+    """The span current in this context, or None."""
+    return _get_current()
+
+
+def activate(s):
+    """Make ``s`` current in this context; returns a token for ``deactivate``."""
+    return _set_current(s)
+
+
+def deactivate(token):
+    try:
+        _reset_current(token)
+    except ValueError:
+        pass

@@ -1,0 +1,193 @@
+"""Resolve ``module:qualname`` targets in a module and patch them, keeping every original.
+
+Resolution walks ``vars()`` (never ``getattr``) so nothing is bound or triggered by accident;
+each patch remembers the exact object it replaced so ``unpatch_all()`` restores it.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import threading
+
+from autoperf import diagnostics, wrappers
+from autoperf.capture_binding import build_hooks
+
+_WILDCARD = set("*?[")
+
+_lock = threading.Lock()
+#: (id(owner), attr) -> Patch ; owners are modules and classes
+_patches: dict = {}
+#: object adapters for targets that are not plain functions (e.g. discord.py commands)
+_adapters: list = []
+
+
+class Patch:
+    __slots__ = ("owner", "attr", "original", "replacement", "target")
+
+    def __init__(self, owner, attr, original, replacement, target):
+        self.owner, self.attr, self.original = owner, attr, original
+        self.replacement, self.target = replacement, target
+
+    def undo(self):
+        current = vars(self.owner).get(self.attr)
+        if current is self.replacement:
+            setattr(self.owner, self.attr, self.original)
+
+
+def register_adapter(adapter):
+    """``adapter(obj, site_factory) -> replacement | None`` for callables that are not functions.
+
+    An adapter may also instrument the object in place and return it unchanged.
+    """
+    if adapter not in _adapters:
+        _adapters.append(adapter)
+
+
+def _has_wildcard(part):
+    return any(ch in _WILDCARD for ch in part)
+
+
+def _members(owner, pattern, want_classes=False, module_name=None):
+    """Names in ``vars(owner)`` matching ``pattern``."""
+    space = vars(owner)
+    if not _has_wildcard(pattern):
+        return [pattern] if pattern in space else []
+    out = []
+    for key, value in list(space.items()):
+        if key.startswith("__") or not fnmatch.fnmatchcase(key, pattern):
+            continue
+        raw = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
+        if want_classes:
+            if isinstance(value, type) and (module_name is None or value.__module__ == module_name):
+                out.append(key)
+        elif inspect.isfunction(raw) and (module_name is None or raw.__module__ == module_name
+                                          or inspect.isclass(owner)):
+            out.append(key)
+    return out
+
+
+def _nearest(owner, name):
+    names = [k for k in vars(owner) if not k.startswith("__")]
+    return difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+
+
+def resolve(module, qualname):
+    """``[(owner, attr)]`` matching the qualname in ``module``; ``(None, missing, near)`` when not."""
+    parts = qualname.split(".")
+    owners = [module]
+    path = []
+    for part in parts[:-1]:
+        nxt = []
+        for owner in owners:
+            for key in _members(owner, part, want_classes=True,
+                                module_name=module.__name__ if owner is module else None):
+                value = vars(owner)[key]
+                if isinstance(value, type):
+                    nxt.append(value)
+        if not nxt:
+            near = _nearest(owners[0], part) if owners else []
+            return [], ".".join(path + [part]), near
+        owners = nxt
+        path.append(part)
+    last = parts[-1]
+    found = []
+    for owner in owners:
+        module_name = module.__name__ if owner is module else None
+        for key in _members(owner, last, module_name=module_name):
+            found.append((owner, key))
+    if not found:
+        near = _nearest(owners[0], last) if owners else []
+        return [], qualname, near
+    return found, None, []
+
+
+def _instrument_value(value, site):
+    """The replacement for a class/module attribute, or None when it cannot be instrumented."""
+    if isinstance(value, staticmethod):
+        inner = _instrument_value(value.__func__, site)
+        return None if inner is None else staticmethod(inner)
+    if isinstance(value, classmethod):
+        inner = _instrument_value(value.__func__, site)
+        return None if inner is None else classmethod(inner)
+    if inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value):
+        return wrappers.instrument(value, site)
+    for adapter in _adapters:
+        replacement = adapter(value, site)
+        if replacement is not None:
+            return replacement
+    if callable(value) and not isinstance(value, type):
+        return wrappers.instrument(value, site)
+    return None
+
+
+def make_site(spec, owner, attr, value):
+    default_name = f"{getattr(owner, '__module__', None) or owner.__name__}.{getattr(owner, '__qualname__', '')}.{attr}"
+    if inspect.ismodule(owner):
+        default_name = f"{owner.__name__}.{attr}"
+    name = spec.name or default_name
+    if spec.name and _has_wildcard(spec.qualname):
+        name = f"{spec.name}.{attr}"  # one name per matched method
+    site = wrappers.CallSite(name, spec.kind, spec.threshold_ms, spec.sla_ms)
+    raw = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
+    site.arg_hooks, site.return_hooks = build_hooks(spec, raw, bound=isinstance(value, classmethod))
+    return site
+
+
+def patch_module(module, specs, module_label=None):
+    """Patch every spec whose module is this one. Returns the number of objects wrapped."""
+    count = 0
+    for spec in specs:
+        try:
+            count += _patch_one(module, spec)
+        except Exception as exc:
+            diagnostics.internal_error(f"patching {spec.target}", exc)
+    return count
+
+
+def _patch_one(module, spec):
+    found, missing, near = resolve(module, spec.qualname)
+    if not found:
+        hint = f"; nearest names: {', '.join(near)}" if near else ""
+        diagnostics.warn_once("target_not_found",
+                              f"target {spec.target!r}: {missing!r} not found in module {module.__name__}{hint}",
+                              key=spec.target, target=spec.target, nearest=near)
+        return 0
+    count = 0
+    for owner, attr in found:
+        key = (id(owner), attr)
+        with _lock:
+            if key in _patches:
+                continue
+            value = vars(owner)[attr]
+            if wrappers.is_instrumented(getattr(value, "__func__", value)):
+                continue
+            site = make_site(spec, owner, attr, value)
+            replacement = _instrument_value(value, site)
+            if replacement is None:
+                diagnostics.warn_once("target_not_callable",
+                                      f"target {spec.target!r}: {attr} is {type(value).__name__}, not callable",
+                                      key=(spec.target, attr), target=spec.target)
+                continue
+            if replacement is not value:
+                setattr(owner, attr, replacement)
+            _patches[key] = Patch(owner, attr, value, replacement, spec.target)
+            count += 1
+    return count
+
+
+def patched():
+    with _lock:
+        return list(_patches.values())
+
+
+def unpatch_all():
+    """Restore every original object patched by targets."""
+    with _lock:
+        items = list(_patches.values())
+        _patches.clear()
+    for patch in reversed(items):
+        try:
+            patch.undo()
+        except Exception as exc:
+            diagnostics.internal_error(f"unpatching {patch.target}", exc)

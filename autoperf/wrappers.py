@@ -1,0 +1,271 @@
+"""Turn a callable into an instrumented one that the program cannot tell apart.
+
+The wrapper is a real function (or ``async def``, generator, async generator: the same kind as
+the original), with ``functools.update_wrapper`` metadata, so ``inspect.signature``,
+``iscoroutinefunction``, ``__name__``/``__qualname__``/``__doc__``/``__annotations__``/
+``__wrapped__`` all answer as before, methods bind as before, and it pickles by reference.
+(A ``wrapt.FunctionWrapper`` would refuse pickling and costs ~0.4 µs per call in binding
+look-ups; a closure costs one frame.)
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+
+from autoperf import diagnostics, spans
+from autoperf.records import Site
+
+_Span = spans.Span
+_get_current = spans._get_current
+_set_current = spans._set_current
+_start_detached = spans.start_detached
+_activate = spans.activate
+_deactivate = spans.deactivate
+_CURRENT = spans.CURRENT
+
+#: marks our wrappers: ``fn.__autoperf__`` is the Site.
+MARK = "__autoperf__"
+
+
+class CallSite(Site):
+    """A Site that also knows how to read attributes from arguments and the return value."""
+
+    __slots__ = ("name", "kind", "arg_hooks", "return_hooks")
+
+    def __init__(self, name, kind, threshold_ms=None, sla_ms=None):
+        super().__init__(threshold_ms, sla_ms)
+        self.name = name
+        self.kind = kind
+        self.arg_hooks = ()      # callables (span, args, kwargs) -> None
+        self.return_hooks = ()   # callables (span, result) -> None
+
+    def on_call(self, span, args, kwargs):
+        for hook in self.arg_hooks:
+            try:
+                hook(span, args, kwargs)
+            except Exception as exc:
+                diagnostics.warn_once("capture_failed", f"{self.name}: {type(exc).__name__}: {exc}",
+                                      key=(self.name, "args", type(exc).__name__), target=self.name)
+
+    def on_return(self, span, result):
+        for hook in self.return_hooks:
+            try:
+                hook(span, result)
+            except Exception as exc:
+                diagnostics.warn_once("capture_failed", f"{self.name}: {type(exc).__name__}: {exc}",
+                                      key=(self.name, "return", type(exc).__name__), target=self.name)
+
+
+def is_instrumented(obj) -> bool:
+    return getattr(obj, MARK, None) is not None
+
+
+def _finish(fn, wrapper, site):
+    functools.update_wrapper(wrapper, fn)
+    setattr(wrapper, MARK, site)
+    return wrapper
+
+
+def instrument(fn, site: CallSite):
+    """Return the instrumented twin of ``fn`` (a function, bound method or callable)."""
+    if is_instrumented(fn):
+        return fn
+    if inspect.isasyncgenfunction(fn):
+        return _finish(fn, _async_gen_wrapper(fn, site), site)
+    if inspect.iscoroutinefunction(fn):
+        return _finish(fn, _coroutine_wrapper(fn, site), site)
+    if inspect.isgeneratorfunction(fn):
+        return _finish(fn, _generator_wrapper(fn, site), site)
+    # A sync function that hands back an awaitable (a decorator that forgot to be async).
+    inner = inspect.unwrap(fn)
+    if inspect.iscoroutinefunction(inner) or inspect.isasyncgenfunction(inner):
+        return _finish(fn, _returns_awaitable_wrapper(fn, site), site)
+    return _finish(fn, _sync_wrapper(fn, site), site)
+
+
+def _sync_wrapper(fn, site):
+    name, kind = site.name, site.kind
+    if site.arg_hooks or site.return_hooks:
+        def wrapper(*args, **kwargs):
+            s = _Span(name, kind, None, _get_current(), site)
+            s._token = _set_current(s)
+            site.on_call(s, args, kwargs)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                s.fail(exc)
+                s.finish()
+                raise
+            site.on_return(s, result)
+            s.finish()
+            return result
+    else:
+        def wrapper(*args, **kwargs):
+            s = _Span(name, kind, None, _get_current(), site)
+            s._token = _set_current(s)
+            try:
+                return fn(*args, **kwargs)
+            except BaseException as exc:
+                s.fail(exc)
+                raise
+            finally:
+                s.finish()
+    return wrapper
+
+
+def _coroutine_wrapper(fn, site):
+    name, kind = site.name, site.kind
+    if site.arg_hooks or site.return_hooks:
+        async def wrapper(*args, **kwargs):
+            s = _Span(name, kind, None, _get_current(), site)
+            s._token = _set_current(s)
+            site.on_call(s, args, kwargs)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                s.fail(exc)
+                s.finish()
+                raise
+            site.on_return(s, result)
+            s.finish()
+            return result
+    else:
+        async def wrapper(*args, **kwargs):
+            s = _Span(name, kind, None, _get_current(), site)
+            s._token = _set_current(s)
+            try:
+                return await fn(*args, **kwargs)
+            except BaseException as exc:
+                s.fail(exc)
+                raise
+            finally:
+                s.finish()
+    return wrapper
+
+
+async def _await_in_span(awaitable, s, site):
+    token = _activate(s)
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        s.fail(exc)
+        raise
+    else:
+        site.on_return(s, result)
+        return result
+    finally:
+        _deactivate(token)
+        s.finish()
+
+
+def _returns_awaitable_wrapper(fn, site):
+    name, kind = site.name, site.kind
+
+    def wrapper(*args, **kwargs):
+        s = _start_detached(name, kind, None, _CURRENT, site)
+        site.on_call(s, args, kwargs)
+        token = _activate(s)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            s.fail(exc)
+            s.finish()
+            raise
+        finally:
+            _deactivate(token)
+        if isinstance(result, types.CoroutineType) or inspect.isawaitable(result):
+            return _await_in_span(result, s, site)
+        site.on_return(s, result)
+        s.finish()
+        return result
+    return wrapper
+
+
+def _generator_wrapper(fn, site):
+    name, kind = site.name, site.kind
+
+    # The span lives from the first next() until the generator is exhausted or closed; it is
+    # current only while the generator's own code runs, never in the consumer between items.
+    def wrapper(*args, **kwargs):
+        s = _start_detached(name, kind, None, _CURRENT, site)
+        site.on_call(s, args, kwargs)
+        try:
+            inner = fn(*args, **kwargs)
+            token = _activate(s)
+            try:
+                item = next(inner)
+            finally:
+                _deactivate(token)
+            while True:
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    inner.close()
+                    raise
+                except BaseException as exc:
+                    token = _activate(s)
+                    try:
+                        item = inner.throw(exc)
+                    finally:
+                        _deactivate(token)
+                else:
+                    token = _activate(s)
+                    try:
+                        item = inner.send(sent)
+                    finally:
+                        _deactivate(token)
+        except StopIteration as stop:
+            site.on_return(s, stop.value)
+            return stop.value
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            s.fail(exc)
+            raise
+        finally:
+            s.finish()
+    return wrapper
+
+
+def _async_gen_wrapper(fn, site):
+    name, kind = site.name, site.kind
+
+    async def wrapper(*args, **kwargs):
+        s = _start_detached(name, kind, None, _CURRENT, site)
+        site.on_call(s, args, kwargs)
+        try:
+            inner = fn(*args, **kwargs)
+            token = _activate(s)
+            try:
+                item = await inner.__anext__()
+            finally:
+                _deactivate(token)
+            while True:
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    await inner.aclose()
+                    raise
+                except BaseException as exc:
+                    token = _activate(s)
+                    try:
+                        item = await inner.athrow(exc)
+                    finally:
+                        _deactivate(token)
+                else:
+                    token = _activate(s)
+                    try:
+                        item = await inner.asend(sent)
+                    finally:
+                        _deactivate(token)
+        except StopAsyncIteration:
+            return
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            s.fail(exc)
+            raise
+        finally:
+            s.finish()
+    return wrapper
