@@ -394,10 +394,12 @@ def test_capture_args_and_kwargs_roots():
     assert (path.root, path.root_index) == ("args", 1)
     assert path.evaluate({"self": None, "user": _User()}) == 42
     assert path.evaluate({}, args=(None, _User())) == 42
+    assert path.evaluate({"args": (None, _User())}) == 42
     kw = compile_capture("kwargs['user_id']")
     assert (kw.root, kw.root_index) == ("kwargs", "user_id")
     assert kw.evaluate({}, kwargs={"user_id": 7}) == 7
     assert kw.evaluate({"user_id": 8}) == 8
+    assert kw.evaluate({"kwargs": {"user_id": 9}}) == 9
 
 
 def test_capture_private_and_bad_syntax_refused():

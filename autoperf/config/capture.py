@@ -70,9 +70,11 @@ class CapturePath:
     def evaluate(self, bound_arguments, return_value=MISSING, args=None, kwargs=None):
         """The captured, JSON-friendly value; raises :class:`CaptureError` on any failure.
 
-        ``bound_arguments``: argument name -> value (e.g. ``inspect.BoundArguments.arguments``).
-        ``args[N]`` reads ``args`` when given, else the N-th value of ``bound_arguments``;
-        ``kwargs['k']`` reads ``kwargs`` when given, else ``bound_arguments['k']``.
+        ``bound_arguments``: argument name -> value (e.g. ``inspect.BoundArguments.arguments``), or
+        ``{root: value}`` when the caller already picked the root's value.
+        ``args[N]`` reads the ``args`` keyword when given, else ``bound_arguments["args"]`` (the call's
+        positional arguments), else the N-th value of ``bound_arguments``. ``kwargs['k']`` reads the
+        ``kwargs`` keyword, else ``bound_arguments["kwargs"]`` (a dict), else ``bound_arguments['k']``.
         """
         try:
             root = self.root
@@ -86,9 +88,14 @@ class CapturePath:
                 except KeyError:
                     raise CaptureError(f"{self.text}: no argument named {root!r}") from None
             elif root == "args":
-                value = (args if args is not None else tuple(bound_arguments.values()))[self.root_index]
+                if args is None:
+                    args = bound_arguments["args"] if "args" in bound_arguments else tuple(bound_arguments.values())
+                value = args[self.root_index]
             else:
-                value = (kwargs if kwargs is not None else bound_arguments)[self.root_index]
+                if kwargs is None:
+                    kwargs = bound_arguments.get("kwargs")
+                    kwargs = kwargs if isinstance(kwargs, dict) else bound_arguments
+                value = kwargs[self.root_index]
             for step in self.steps:
                 value = step(value)
             if self.func is not None:
