@@ -1,0 +1,863 @@
+"""One-pass aggregation of records into a plain-dict report.
+
+``Aggregator().add(record)`` for every record, then ``result()``. Memory is bounded:
+durations are kept in :class:`~autoperf.analysis.stats.Reservoir` s (exact up to their cap,
+a uniform sample afterwards; counts, sums, min and max always exact), time series in at most
+``max_buckets`` buckets (auto-coarsened minute → 10 min → hour → day), and per-flow state for
+the suggestions in at most ``open_flows_cap`` in-flight flows.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Iterable
+
+from .stats import Reservoir
+
+__all__ = ["Aggregator", "aggregate", "HIST_EDGES", "DEADLINE_MS"]
+
+DEADLINE_MS = 3000.0           # Discord interaction deadline (first response)
+HIST_EDGES = [0, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 3000, 5000, 10000]
+_LEVELS = (16, 15, 13, 10)     # timestamp prefix lengths: minute, 10 minutes, hour, day
+_LEVEL_NAMES = ("minute", "10min", "hour", "day")
+
+# resource metrics: output key -> path in the record
+RESOURCE_METRICS = {
+    "rss_mb": ("rss_mb",),
+    "uss_mb": ("uss_mb",),
+    "cpu_percent": ("cpu_percent",),
+    "max_worker_rss_mb": ("max_worker_rss_mb",),
+    "active_flows": ("active_flows",),
+    "db_pool_utilisation_pct": ("db_pool", "utilisation_pct"),
+    "db_pool_waiters": ("db_pool", "waiters"),
+    "process_pool_pending": ("process_pool", "pending"),
+    "loop_lag_p95_ms": ("loop_lag_ms", "p95"),
+    "loop_lag_max_ms": ("loop_lag_ms", "max"),
+    "gateway_latency_ms": ("gateway_latency_ms",),
+}
+
+
+def _num(v):
+    return v if (type(v) is float or type(v) is int) else None
+
+
+def _label(key: str, level: int) -> str:
+    if level == 15:
+        return key + "0"
+    if level == 13:
+        return key + ":00"
+    return key
+
+
+def _ms_of_day(ts) -> float | None:
+    """'2025-01-20T15:30:45.123Z' -> milliseconds since the start of the day (fast, fixed positions)."""
+    try:
+        return (int(ts[11:13]) * 3600000 + int(ts[14:16]) * 60000 + int(ts[17:19]) * 1000
+                + (int(ts[20:23]) if ts[19:20] == "." else 0))
+    except (TypeError, ValueError):
+        return None
+
+
+class _Flow:
+    __slots__ = ("res", "errors", "sla_ms", "sla_known", "sla_missed", "over", "fr_n", "fr_ok", "fr_res",
+                 "statuses", "command")
+
+    def __init__(self, cap, n_thresholds):
+        self.res = Reservoir(cap)
+        self.errors = 0
+        self.sla_ms = None
+        self.sla_known = 0
+        self.sla_missed = 0
+        self.over = [0] * n_thresholds
+        self.fr_n = 0
+        self.fr_ok = 0
+        self.fr_res = None
+        self.statuses = Counter()
+        self.command = None
+
+
+class _Op:
+    __slots__ = ("res", "errors")
+
+    def __init__(self, cap):
+        self.res = Reservoir(cap)
+        self.errors = 0
+
+
+class _Db:
+    __slots__ = ("res", "errors", "statement", "operation", "system", "flows", "flow_names", "rows",
+                 "seq_scans", "explained")
+
+    def __init__(self, cap):
+        self.res = Reservoir(cap)
+        self.errors = 0
+        self.statement = None
+        self.operation = None
+        self.system = None
+        self.flows = 0              # distinct flows the fingerprint ran in (counted at flow end)
+        self.flow_names = Counter()
+        self.rows = 0
+        self.seq_scans = None       # list of (relation, plan_rows) from the most recent EXPLAIN
+        self.explained = 0
+
+
+class _OpenFlow:
+    __slots__ = ("name", "fps", "fp_ms", "io")
+
+    def __init__(self, name):
+        self.name = name
+        self.fps = {}               # fingerprint -> count
+        self.fp_ms = {}             # fingerprint -> total ms
+        self.io = {}                # parent_id -> list of (start_ms, duration_ms, name, kind, fingerprint)
+
+
+class _Buckets:
+    """Time-bucketed values with automatic coarsening (bounded number of buckets)."""
+
+    def __init__(self, new, merge, max_buckets=240):
+        self.level = 0
+        self.data: dict = {}        # (series key, bucket key) -> value
+        self.keys: set = set()
+        self.new = new
+        self.merge = merge
+        self.max_buckets = max_buckets
+
+    def get(self, series, ts):
+        L = _LEVELS[self.level]
+        b = ts[:L]
+        k = (series, b)
+        v = self.data.get(k)
+        if v is None:
+            if b not in self.keys:
+                self.keys.add(b)
+                if len(self.keys) > self.max_buckets and self.level < len(_LEVELS) - 1:
+                    self._coarsen()
+                    return self.get(series, ts)
+            v = self.data[k] = self.new()
+        return v
+
+    def _coarsen(self):
+        while len(self.keys) > self.max_buckets and self.level < len(_LEVELS) - 1:
+            self.level += 1
+            L = _LEVELS[self.level]
+            data = {}
+            for (s, b), v in self.data.items():
+                k = (s, b[:L])
+                if k in data:
+                    self.merge(data[k], v)
+                else:
+                    data[k] = v
+            self.data = data
+            self.keys = {b[:L] for b in self.keys}
+
+    def series(self):
+        L = _LEVELS[self.level]
+        labels = sorted(self.keys)
+        return labels, [_label(b, L) for b in labels]
+
+
+def _merge_res(a: Reservoir, b: Reservoir):
+    a.merge(b)
+
+
+def _seq_scans_from_explain(explain, min_rows) -> list | None:
+    """Walk an EXPLAIN (FORMAT JSON) plan; return [(relation, plan_rows, filter)] of big Seq Scans."""
+    if explain is None:
+        return None
+    if isinstance(explain, (str, bytes)):
+        try:
+            import orjson
+            explain = orjson.loads(explain)
+        except Exception:
+            return None
+    found = []
+
+    def walk(node):
+        if isinstance(node, list):
+            for n in node:
+                walk(n)
+        elif isinstance(node, dict):
+            if "Plan" in node and isinstance(node["Plan"], dict):
+                walk(node["Plan"])
+                return
+            if node.get("Node Type") == "Seq Scan":
+                rows = node.get("Plan Rows") or 0
+                if isinstance(rows, (int, float)) and rows >= min_rows:
+                    found.append((str(node.get("Relation Name") or "?"), rows, node.get("Filter")))
+            for child in node.get("Plans") or ():
+                walk(child)
+
+    walk(explain)
+    return found
+
+
+class Aggregator:
+    """Streaming, bounded-memory aggregation of autoperf records (see module doc).
+
+    Parameters: ``sla`` — {flow_name: sla_ms} used when a record carries no ``sla_ms``;
+    ``thresholds_ms`` — command durations counted exactly above each (for SLO checks);
+    ``reservoir`` / ``op_reservoir`` — sample caps per command / per operation or fingerprint.
+    """
+
+    def __init__(self, *, sla: dict | None = None, thresholds_ms=(500.0, 2000.0, 3000.0),
+                 reservoir: int = 100_000, op_reservoir: int = 20_000, series_reservoir: int = 400,
+                 daily_reservoir: int = 5_000, max_buckets: int = 240, open_flows_cap: int = 20_000,
+                 n_plus_one_min: int = 5, index_min_rows: int = 1000, io_overlap_tolerance_ms: float = 1.0):
+        self.sla = dict(sla or {})
+        self.thresholds = tuple(float(t) for t in thresholds_ms)
+        self.cap = reservoir
+        self.op_cap = op_reservoir
+        self.series_cap = series_reservoir
+        self.daily_cap = daily_reservoir
+        self.open_flows_cap = open_flows_cap
+        self.n_plus_one_min = n_plus_one_min
+        self.index_min_rows = index_min_rows
+        self.io_tol = io_overlap_tolerance_ms
+
+        self.records = 0
+        self.types = Counter()
+        self.levels = Counter()
+        self.first_ts = None
+        self.last_ts = None
+        self.flows: dict[str, _Flow] = {}
+        self.all_cmds = Reservoir(reservoir)
+        self.all_over = [0] * len(self.thresholds)
+        self.ops: dict[tuple, _Op] = {}
+        self.db: dict[str, _Db] = {}
+        self.db_count = 0
+        self.db_total = 0.0
+        self.jobs: dict[str, list] = {}
+        self.cycles: dict[str, list] = {}
+        self.res_n = 0
+        self.res_metrics = {k: [0, 0.0, -math.inf] for k in RESOURCE_METRICS}   # n, sum, max
+        self.res_series = _Buckets(lambda: {}, self._merge_res_bucket, max_buckets)
+        self.flow_series = _Buckets(lambda: Reservoir(self.series_cap), _merge_res, max_buckets)
+        self.daily: dict[tuple, Reservoir] = {}
+        self.blocked: dict[str, list] = {}
+        self.blocked_n = 0
+        self.blocked_worst = None
+        self.warnings = Counter()
+        self.dropped = 0
+        # suggestion state
+        self.open: dict[str, _OpenFlow] = {}
+        self.evicted_open = 0
+        self.n_plus_one: dict[tuple, list] = {}      # (flow, fp) -> [flows_hit, sum_repeats, max_repeats, sum_ms]
+        self.seq_io: dict[tuple, list] = {}          # (flow, names) -> [n, sum_saving, sum_total, max_saving]
+        self.flow_counts = Counter()                 # flow_name -> finished flows seen (for ratios)
+
+    # ------------------------------------------------------------------ ingest
+    def add_all(self, records: Iterable[dict]) -> "Aggregator":
+        add = self.add
+        for r in records:
+            add(r)
+        return self
+
+    def add(self, rec: dict) -> None:
+        self.records += 1
+        t = rec.get("type")
+        ts = rec.get("timestamp")
+        if type(ts) is str:
+            if self.first_ts is None or ts < self.first_ts:
+                self.first_ts = ts
+            if self.last_ts is None or ts > self.last_ts:
+                self.last_ts = ts
+        else:
+            ts = None
+        if t == "span":
+            self._span(rec, ts)
+        elif t == "flow_complete":
+            self._flow_complete(rec, ts)
+        elif t == "resource":
+            self._resource(rec, ts)
+        elif t == "loop_blocked":
+            self._blocked(rec)
+        elif t == "warning":
+            self.warnings[str(rec.get("code"))] += rec.get("count") if type(rec.get("count")) is int else 1
+        elif t == "dropped":
+            c = rec.get("count")
+            self.dropped += c if type(c) is int else 0
+        self.types[t] += 1
+        lv = rec.get("level")
+        if lv is not None:
+            self.levels[lv] += 1
+
+    def _flow_complete(self, rec, ts):
+        name = rec.get("flow_name") or "?"
+        d = rec.get("duration_ms")
+        if type(d) is not float and type(d) is not int:
+            return
+        f = self.flows.get(name)
+        if f is None:
+            f = self.flows[name] = _Flow(self.cap, len(self.thresholds))
+        f.res.add(d)
+        self.all_cmds.add(d)
+        th = self.thresholds
+        for i in range(len(th)):
+            if d > th[i]:
+                f.over[i] += 1
+                self.all_over[i] += 1
+        status = rec.get("status")
+        f.statuses[status] += 1
+        if status != "success" and status is not None:
+            f.errors += 1
+        sla = rec.get("sla_ms")
+        if type(sla) is not float and type(sla) is not int:
+            sla = self.sla.get(name)
+        if sla is not None:
+            f.sla_ms = sla
+            f.sla_known += 1
+            if d > sla:
+                f.sla_missed += 1
+        md = rec.get("metadata")
+        if type(md) is dict:
+            fr = md.get("first_response_ms")
+            if type(fr) is float or type(fr) is int:
+                f.fr_n += 1
+                if fr < DEADLINE_MS:
+                    f.fr_ok += 1
+                if f.fr_res is None:
+                    f.fr_res = Reservoir(self.op_cap)
+                f.fr_res.add(fr)
+            if f.command is None and md.get("command") is not None:
+                f.command = str(md.get("command"))
+        if ts is not None:
+            self.flow_series.get(name, ts).add(d)
+            dk = (name, ts[:10])
+            r = self.daily.get(dk)
+            if r is None:
+                r = self.daily[dk] = Reservoir(self.daily_cap)
+            r.add(d)
+        fid = rec.get("flow_id")
+        if fid is not None:
+            self._finish_flow(fid, name)
+
+    def _span(self, rec, ts):
+        kind = rec.get("kind")
+        name = rec.get("name") or "?"
+        d = rec.get("duration_ms")
+        if type(d) is not float and type(d) is not int:
+            return
+        err = rec.get("status") not in ("success", None)
+        if kind != "flow":
+            k = (name, kind)
+            op = self.ops.get(k)
+            if op is None:
+                op = self.ops[k] = _Op(self.op_cap)
+            op.res.add(d)
+            if err:
+                op.errors += 1
+        attrs = rec.get("attrs")
+        if type(attrs) is not dict:
+            attrs = {}
+        fid = rec.get("flow_id")
+        sid = rec.get("span_id")
+        if kind == "db" or kind == "http":
+            fp = None
+            if kind == "db":
+                fp = attrs.get("fingerprint") or attrs.get("statement") or name
+                fp = str(fp)
+                db = self.db.get(fp)
+                if db is None:
+                    db = self.db[fp] = _Db(self.op_cap)
+                    db.statement = attrs.get("statement")
+                    db.operation = attrs.get("operation")
+                    db.system = attrs.get("system")
+                db.res.add(d)
+                self.db_count += 1
+                self.db_total += d
+                if err:
+                    db.errors += 1
+                rows = attrs.get("rows")
+                if type(rows) is int:
+                    db.rows += rows
+                ex = attrs.get("explain")
+                if ex is not None:
+                    scans = _seq_scans_from_explain(ex, self.index_min_rows)
+                    if scans is not None:
+                        db.seq_scans = scans
+                        db.explained += 1
+            if fid is not None and sid != fid:
+                of = self.open.get(fid)
+                if of is None:
+                    of = self._open_flow(fid, rec.get("flow_name"))
+                if fp is not None:
+                    of.fps[fp] = of.fps.get(fp, 0) + 1
+                    of.fp_ms[fp] = of.fp_ms.get(fp, 0.0) + d
+                if ts is not None:
+                    start = _ms_of_day(ts)
+                    if start is not None:
+                        pid = rec.get("parent_id")
+                        lst = of.io.get(pid)
+                        if lst is None:
+                            lst = of.io[pid] = []
+                        if len(lst) < 200:
+                            lst.append((start, d, name, kind, fp))
+        elif kind == "job":
+            j = self.jobs.get(name)
+            if j is None:
+                c = self.op_cap
+                j = self.jobs[name] = [Reservoir(c), Reservoir(c), Reservoir(c), Reservoir(c), Counter()]
+            j[0].add(d)
+            for i, key in ((1, "queue_wait_ms"), (2, "run_ms"), (3, "transfer_ms")):
+                v = attrs.get(key)
+                if type(v) is float or type(v) is int:
+                    j[i].add(v)
+            ex = attrs.get("executor")
+            if ex is not None:
+                j[4][str(ex)] += 1
+        elif kind == "cycle":
+            c = self.cycles.get(name)
+            if c is None:
+                c = self.cycles[name] = [Reservoir(self.op_cap), {}, 0]
+            c[0].add(d)
+            if err:
+                c[2] += 1
+            sums = c[1]
+            for k2, v in attrs.items():
+                if (type(v) is int or type(v) is float) and type(v) is not bool:
+                    sums[k2] = sums.get(k2, 0) + v
+            if sid is not None and sid == fid:
+                self._finish_flow(fid, name)
+        elif kind == "flow" and sid is not None and sid == fid:
+            # the root span of a flow: its flow_complete normally follows; finish on either
+            pass
+
+    def _open_flow(self, fid, name):
+        if len(self.open) >= self.open_flows_cap:
+            old = next(iter(self.open))
+            self.evicted_open += 1
+            self._finish_flow(old, None)
+        of = self.open[fid] = _OpenFlow(name)
+        return of
+
+    def _finish_flow(self, fid, name):
+        of = self.open.pop(fid, None)
+        if name is not None:
+            self.flow_counts[name] += 1
+        if of is None:
+            return
+        fname = name or of.name or "?"
+        n1 = self.n_plus_one_min
+        for fp, n in of.fps.items():
+            db = self.db.get(fp)
+            if db is not None:
+                db.flows += 1
+                if len(db.flow_names) < 50 or fname in db.flow_names:
+                    db.flow_names[fname] += 1
+            if n >= n1:
+                k = (fname, fp)
+                s = self.n_plus_one.get(k)
+                if s is None:
+                    s = self.n_plus_one[k] = [0, 0, 0, 0.0]
+                s[0] += 1
+                s[1] += n
+                if n > s[2]:
+                    s[2] = n
+                s[3] += of.fp_ms.get(fp, 0.0)
+        tol = self.io_tol
+        for lst in of.io.values():
+            if len(lst) < 2:
+                continue
+            lst.sort()
+            fps = {x[4] for x in lst}
+            if len(fps) == 1 and lst[0][4] is not None:
+                continue                      # one repeated query: that is an N+1, not a gather
+            sequential = True
+            prev_end = lst[0][0] + lst[0][1]
+            for st, d, _n, _k, _f in lst[1:]:
+                if st + tol < prev_end:
+                    sequential = False
+                    break
+                prev_end = st + d
+            if not sequential:
+                continue
+            durs = [x[1] for x in lst]
+            total = sum(durs)
+            saving = total - max(durs)
+            names = []                       # run-length: "db.fetch ×2"
+            for x in lst:
+                if names and names[-1][0] == x[2]:
+                    names[-1][1] += 1
+                else:
+                    names.append([x[2], 1])
+            labels = tuple(n if c == 1 else f"{n} ×{c}" for n, c in names[:8])
+            k = (fname, labels, len(lst) if len(lst) <= 8 else 9)
+            s = self.seq_io.get(k)
+            if s is None:
+                if len(self.seq_io) > 5000:
+                    continue
+                s = self.seq_io[k] = [0, 0.0, 0.0, 0.0]
+            s[0] += 1
+            s[1] += saving
+            s[2] += total
+            if saving > s[3]:
+                s[3] = saving
+
+    def _resource(self, rec, ts):
+        self.res_n += 1
+        bucket = self.res_series.get("r", ts) if ts is not None else None
+        metrics = self.res_metrics
+        for key, path in RESOURCE_METRICS.items():
+            v = rec.get(path[0])
+            if len(path) > 1:
+                v = v.get(path[1]) if type(v) is dict else None
+            if (type(v) is float or type(v) is int) and type(v) is not bool:
+                m = metrics[key]
+                m[0] += 1
+                m[1] += v
+                if v > m[2]:
+                    m[2] = v
+                if bucket is not None:
+                    b = bucket.get(key)
+                    if b is None:
+                        bucket[key] = [1, v, v]
+                    else:
+                        b[0] += 1
+                        b[1] += v
+                        if v > b[2]:
+                            b[2] = v
+
+    @staticmethod
+    def _merge_res_bucket(a: dict, b: dict):
+        for k, v in b.items():
+            x = a.get(k)
+            if x is None:
+                a[k] = v
+            else:
+                x[0] += v[0]
+                x[1] += v[1]
+                x[2] = max(x[2], v[2])
+
+    def _blocked(self, rec):
+        d = rec.get("duration_ms")
+        if type(d) is not float and type(d) is not int:
+            d = 0.0
+        self.blocked_n += 1
+        if self.blocked_worst is None or d > self.blocked_worst[0]:
+            self.blocked_worst = (d, rec.get("location"), rec.get("flow_name"))
+        loc = str(rec.get("location") or "?")
+        b = self.blocked.get(loc)
+        if b is None:
+            if len(self.blocked) >= 2000:
+                loc = "(other locations)"
+                b = self.blocked.get(loc)
+            if b is None:
+                b = self.blocked[loc] = [0, 0.0, 0.0, Counter()]
+        b[0] += 1
+        b[1] += d
+        if d > b[2]:
+            b[2] = d
+        fn = rec.get("flow_name")
+        if fn is not None and (len(b[3]) < 20 or fn in b[3]):
+            b[3][fn] += 1
+
+    # ------------------------------------------------------------------ merge (parallel readers)
+    def merge(self, other: "Aggregator") -> "Aggregator":
+        """Fold another Aggregator (e.g. from another file / process) into this one."""
+        self.records += other.records
+        self.types.update(other.types)
+        self.levels.update(other.levels)
+        if other.first_ts is not None and (self.first_ts is None or other.first_ts < self.first_ts):
+            self.first_ts = other.first_ts
+        if other.last_ts is not None and (self.last_ts is None or other.last_ts > self.last_ts):
+            self.last_ts = other.last_ts
+        for name, f in other.flows.items():
+            mine = self.flows.get(name)
+            if mine is None:
+                self.flows[name] = f
+                continue
+            mine.res.merge(f.res)
+            mine.errors += f.errors
+            mine.sla_ms = mine.sla_ms if mine.sla_ms is not None else f.sla_ms
+            mine.sla_known += f.sla_known
+            mine.sla_missed += f.sla_missed
+            mine.over = [a + b for a, b in zip(mine.over, f.over)]
+            mine.fr_n += f.fr_n
+            mine.fr_ok += f.fr_ok
+            if f.fr_res is not None:
+                if mine.fr_res is None:
+                    mine.fr_res = f.fr_res
+                else:
+                    mine.fr_res.merge(f.fr_res)
+            mine.statuses.update(f.statuses)
+            mine.command = mine.command or f.command
+        self.all_cmds.merge(other.all_cmds)
+        self.all_over = [a + b for a, b in zip(self.all_over, other.all_over)]
+        for k, op in other.ops.items():
+            mine = self.ops.get(k)
+            if mine is None:
+                self.ops[k] = op
+            else:
+                mine.res.merge(op.res)
+                mine.errors += op.errors
+        for k, db in other.db.items():
+            mine = self.db.get(k)
+            if mine is None:
+                self.db[k] = db
+            else:
+                mine.res.merge(db.res)
+                mine.errors += db.errors
+                mine.flows += db.flows
+                mine.flow_names.update(db.flow_names)
+                mine.rows += db.rows
+                mine.seq_scans = db.seq_scans if db.seq_scans is not None else mine.seq_scans
+                mine.explained += db.explained
+        self.db_count += other.db_count
+        self.db_total += other.db_total
+        for k, j in other.jobs.items():
+            mine = self.jobs.get(k)
+            if mine is None:
+                self.jobs[k] = j
+            else:
+                for i in range(4):
+                    mine[i].merge(j[i])
+                mine[4].update(j[4])
+        for k, c in other.cycles.items():
+            mine = self.cycles.get(k)
+            if mine is None:
+                self.cycles[k] = c
+            else:
+                mine[0].merge(c[0])
+                for a, v in c[1].items():
+                    mine[1][a] = mine[1].get(a, 0) + v
+                mine[2] += c[2]
+        self.res_n += other.res_n
+        for k, m in other.res_metrics.items():
+            x = self.res_metrics[k]
+            x[0] += m[0]
+            x[1] += m[1]
+            x[2] = max(x[2], m[2])
+        for mine, theirs in ((self.res_series, other.res_series), (self.flow_series, other.flow_series)):
+            L = _LEVELS[max(mine.level, theirs.level)]
+            merged = {}
+            for src in (mine.data, theirs.data):
+                for (s, b), v in src.items():
+                    k = (s, b[:L])
+                    if k in merged:
+                        mine.merge(merged[k], v)
+                    else:
+                        merged[k] = v
+            mine.data = merged
+            mine.level = max(mine.level, theirs.level)
+            mine.keys = {b for (_s, b) in merged}
+            if len(mine.keys) > mine.max_buckets:
+                mine._coarsen()
+        for k, r in other.daily.items():
+            mine = self.daily.get(k)
+            if mine is None:
+                self.daily[k] = r
+            else:
+                mine.merge(r)
+        for loc, b in other.blocked.items():
+            mine = self.blocked.get(loc)
+            if mine is None:
+                self.blocked[loc] = b
+            else:
+                mine[0] += b[0]
+                mine[1] += b[1]
+                mine[2] = max(mine[2], b[2])
+                mine[3].update(b[3])
+        self.blocked_n += other.blocked_n
+        if other.blocked_worst is not None and (self.blocked_worst is None
+                                                 or other.blocked_worst[0] > self.blocked_worst[0]):
+            self.blocked_worst = other.blocked_worst
+        self.warnings.update(other.warnings)
+        self.dropped += other.dropped
+        for k, s in other.n_plus_one.items():
+            mine = self.n_plus_one.get(k)
+            if mine is None:
+                self.n_plus_one[k] = s
+            else:
+                mine[0] += s[0]
+                mine[1] += s[1]
+                mine[2] = max(mine[2], s[2])
+                mine[3] += s[3]
+        for k, s in other.seq_io.items():
+            mine = self.seq_io.get(k)
+            if mine is None:
+                self.seq_io[k] = s
+            else:
+                mine[0] += s[0]
+                mine[1] += s[1]
+                mine[2] += s[2]
+                mine[3] = max(mine[3], s[3])
+        self.flow_counts.update(other.flow_counts)
+        for fid, of in other.open.items():
+            self.open.setdefault(fid, of)
+        return self
+
+    # ------------------------------------------------------------------ output
+    def flush_open(self) -> None:
+        """Finish flows whose root record never arrived (crash, time window edge)."""
+        for fid in list(self.open):
+            self._finish_flow(fid, None)
+
+    def command_rows(self) -> list[dict]:
+        rows = []
+        for name, f in self.flows.items():
+            s = f.res.summary()
+            n = s["count"]
+            row = {"name": name, "command": f.command, "count": n, "errors": f.errors,
+                   "error_rate_pct": 100.0 * f.errors / n if n else None,
+                   "avg_ms": s["avg_ms"], "p50_ms": s["p50_ms"], "p95_ms": s["p95_ms"], "p99_ms": s["p99_ms"],
+                   "min_ms": s["min_ms"], "max_ms": s["max_ms"], "exact": f.res.exact,
+                   "sla_ms": f.sla_ms,
+                   "sla_met_pct": (100.0 * (f.sla_known - f.sla_missed) / f.sla_known) if f.sla_known else None,
+                   "over_sla": f.sla_missed if f.sla_known else None,
+                   "sla_status": (None if f.sla_ms is None or s["p95_ms"] is None
+                                  else ("ok" if s["p95_ms"] <= f.sla_ms else "over")),
+                   "over_ms": {f"{t:g}": c for t, c in zip(self.thresholds, f.over)},
+                   "first_response": ({"measured": f.fr_n, "within_deadline": f.fr_ok,
+                                       "pct": 100.0 * f.fr_ok / f.fr_n,
+                                       "p95_ms": f.fr_res.percentile(95) if f.fr_res else None}
+                                      if f.fr_n else None),
+                   "statuses": {str(k): v for k, v in f.statuses.items()}}
+            rows.append(row)
+        rows.sort(key=lambda r: (-r["count"], r["name"]))
+        return rows
+
+    def histogram(self, res: Reservoir) -> dict:
+        import bisect
+        counts = [0] * len(HIST_EDGES)
+        for v in res.values:
+            counts[max(0, bisect.bisect_right(HIST_EDGES, v) - 1)] += 1
+        scale = res.count / len(res.values) if len(res.values) else 1.0
+        if scale != 1.0:
+            counts = [round(c * scale) for c in counts]
+        return {"edges": list(HIST_EDGES), "counts": counts}
+
+    def result(self, top: int = 10, suggestions: bool = True, suggest_options: dict | None = None) -> dict:
+        cmds = self.command_rows()
+        total_cmds = self.all_cmds.count
+        total_err = sum(f.errors for f in self.flows.values())
+        fr_n = sum(f.fr_n for f in self.flows.values())
+        fr_ok = sum(f.fr_ok for f in self.flows.values())
+        allc = self.all_cmds.summary()
+        allc["over_ms"] = {f"{t:g}": c for t, c in zip(self.thresholds, self.all_over)}
+        allc["under_pct"] = {f"{t:g}": (100.0 * (total_cmds - c) / total_cmds if total_cmds else None)
+                             for t, c in zip(self.thresholds, self.all_over)}
+        allc["exact"] = self.all_cmds.exact
+
+        ops = []
+        for (name, kind), op in self.ops.items():
+            s = op.res.summary()
+            ops.append({"name": name, "kind": kind, "count": s["count"], "avg_ms": s["avg_ms"],
+                        "p50_ms": s["p50_ms"], "p95_ms": s["p95_ms"], "p99_ms": s["p99_ms"],
+                        "max_ms": s["max_ms"], "total_ms": op.res.total, "errors": op.errors})
+        ops.sort(key=lambda r: (-(r["p95_ms"] or 0), r["name"]))
+
+        queries = []
+        for fp, db in self.db.items():
+            s = db.res.summary()
+            queries.append({"fingerprint": fp, "statement": db.statement, "operation": db.operation,
+                            "system": db.system, "count": s["count"], "avg_ms": s["avg_ms"],
+                            "p50_ms": s["p50_ms"], "p95_ms": s["p95_ms"], "max_ms": s["max_ms"],
+                            "total_ms": db.res.total, "errors": db.errors, "rows": db.rows,
+                            "flows": db.flows})
+        queries.sort(key=lambda r: (-r["total_ms"], r["fingerprint"]))
+
+        jobs = []
+        for name, j in self.jobs.items():
+            def sm(r):
+                s = r.summary()
+                return {"count": s["count"], "avg_ms": s["avg_ms"], "p50_ms": s["p50_ms"],
+                        "p95_ms": s["p95_ms"], "max_ms": s["max_ms"]}
+            jobs.append({"name": name, "count": j[0].count, "total": sm(j[0]), "queue_wait": sm(j[1]),
+                         "run": sm(j[2]), "transfer": sm(j[3]), "executors": dict(j[4])})
+        jobs.sort(key=lambda r: -r["count"])
+
+        cycles = []
+        for name, c in self.cycles.items():
+            s = c[0].summary()
+            cycles.append({"name": name, "count": s["count"], "avg_ms": s["avg_ms"], "p50_ms": s["p50_ms"],
+                           "p95_ms": s["p95_ms"], "max_ms": s["max_ms"], "errors": c[2],
+                           "sums": dict(sorted(c[1].items()))})
+        cycles.sort(key=lambda r: -r["count"])
+
+        resources = None
+        if self.res_n:
+            metrics = {}
+            for k, (n, sm_, mx) in self.res_metrics.items():
+                if n:
+                    metrics[k] = {"peak": mx, "avg": sm_ / n, "samples": n}
+            keys, labels = self.res_series.series()
+            series = {}
+            for k in RESOURCE_METRICS:
+                vals = []
+                any_v = False
+                for b in keys:
+                    bucket = self.res_series.data.get(("r", b))
+                    x = bucket.get(k) if bucket else None
+                    if x is None:
+                        vals.append(None)
+                    else:
+                        any_v = True
+                        vals.append(x[2] if k not in ("rss_mb", "uss_mb", "cpu_percent") else x[1] / x[0])
+                if any_v:
+                    series[k] = vals
+            resources = {"samples": self.res_n, "metrics": metrics,
+                         "series": {"labels": labels, "bucket": _LEVEL_NAMES[self.res_series.level],
+                                    "values": series}}
+
+        blocked = {"count": self.blocked_n,
+                   "worst_ms": self.blocked_worst[0] if self.blocked_worst else None,
+                   "worst_location": self.blocked_worst[1] if self.blocked_worst else None,
+                   "by_location": sorted(({"location": loc, "count": b[0], "total_ms": b[1], "max_ms": b[2],
+                                           "flows": dict(b[3].most_common(5))}
+                                          for loc, b in self.blocked.items()),
+                                         key=lambda r: (-r["total_ms"], r["location"]))}
+
+        keys, labels = self.flow_series.series()
+        fseries = {"labels": labels, "bucket": _LEVEL_NAMES[self.flow_series.level], "p95_ms": {}, "count": {}}
+        for name in self.flows:
+            p95s, counts = [], []
+            for b in keys:
+                r = self.flow_series.data.get((name, b))
+                p95s.append(r.percentile(95) if r is not None and r.count else None)
+                counts.append(r.count if r is not None else 0)
+            fseries["p95_ms"][name] = p95s
+            fseries["count"][name] = counts
+
+        daily = {}
+        for (name, day), r in sorted(self.daily.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            daily.setdefault(name, []).append({"day": day, "count": r.count, "avg_ms": r.avg,
+                                               "p50_ms": r.percentile(50), "p95_ms": r.percentile(95)})
+
+        out = {
+            "range": {"first": self.first_ts, "last": self.last_ts},
+            "totals": {"records": self.records, "commands": total_cmds, "errors": total_err,
+                       "error_rate_pct": 100.0 * total_err / total_cmds if total_cmds else None,
+                       "by_type": {str(k): v for k, v in self.types.most_common()},
+                       "by_level": {str(k): v for k, v in self.levels.most_common()}},
+            "all_commands": allc,
+            "commands": cmds,
+            "deadline": ({"deadline_ms": DEADLINE_MS, "measured": fr_n, "within": fr_ok,
+                          "pct": 100.0 * fr_ok / fr_n} if fr_n else None),
+            "slowest_operations": ops[:top],
+            "operations_total": len(ops),
+            "db": {"count": self.db_count, "total_ms": self.db_total,
+                   "avg_ms": self.db_total / self.db_count if self.db_count else None,
+                   "fingerprints": len(queries)},
+            "slow_queries": sorted(queries, key=lambda r: (-(r["p95_ms"] or 0), r["fingerprint"]))[:max(top, 20)],
+            "jobs": jobs,
+            "cycles": cycles,
+            "resources": resources,
+            "loop_blocked": blocked,
+            "series": fseries,
+            "histograms": {name: self.histogram(f.res) for name, f in self.flows.items()},
+            "daily": daily,
+            "warnings": dict(self.warnings),
+            "dropped": self.dropped,
+        }
+        if suggestions:
+            from .suggest import suggestions_from
+            out["suggestions"] = suggestions_from(self, **(suggest_options or {}))
+        return out
+
+
+def aggregate(records: Iterable[dict], **kw) -> dict:
+    """Convenience: ``Aggregator(**kw).add_all(records).result()``."""
+    agg = Aggregator(**kw)
+    agg.add_all(records)
+    agg.flush_open()
+    return agg.result()

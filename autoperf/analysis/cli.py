@@ -1,0 +1,374 @@
+"""`autoperf report | check | regress | compare | suggest`.
+
+``register(subparsers)`` adds the sub-commands; each sets ``handler`` (``args.handler(args) -> exit code``).
+Module import is light: the analysis modules are imported inside the handlers.
+Run standalone with ``python -m autoperf.analysis.cli report ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["register", "main", "build_parser"]
+
+_EPILOG_INPUTS = ("Inputs: LOG files or directories (performance_*.log, .gz too); default --log-dir logs. "
+                  "--dsn reads the PostgreSQL store instead (table performance_metrics).")
+
+
+def _add_inputs(p, positional=True, window=True):
+    if positional:
+        p.add_argument("inputs", nargs="*", metavar="LOG", help="log files or directories")
+    p.add_argument("--log-dir", default="logs", help="directory with performance_*.log (default: logs)")
+    p.add_argument("--dsn", default=None, help="read from the PostgreSQL store (default table performance_metrics); "
+                                               "also $AUTOPERF_DSN with --dsn env")
+    p.add_argument("--table", default="performance_metrics", help=argparse.SUPPRESS)
+    p.add_argument("--config", default=None, help="autoperf.yaml (default: $AUTOPERF_CONFIG or ./autoperf.yaml)")
+    p.add_argument("--progress", action="store_true", default=None, help="progress on stderr (default: when a TTY)")
+    p.add_argument("--now", default=None, help=argparse.SUPPRESS)   # pin "now" (tests)
+    if window:
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--day", default=None, help="one UTC day: YYYY-MM-DD, today, yesterday")
+        g.add_argument("--week", action="store_true", help="the last 7 days")
+        p.add_argument("--since", default=None, help="start (ISO time, or an age like 24h / 7d)")
+        p.add_argument("--until", default=None, help="end, exclusive (ISO time or age)")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _now(args):
+    import datetime as dt
+    from .reader import parse_time
+    if getattr(args, "now", None):
+        return parse_time(args.now)
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _window(args):
+    import datetime as dt
+    from .reader import parse_time
+    now = _now(args)
+    since = until = None
+    if getattr(args, "day", None):
+        d = parse_time(args.day, now).replace(hour=0, minute=0, second=0, microsecond=0)
+        since, until = d, d + dt.timedelta(days=1)
+    elif getattr(args, "week", False):
+        since, until = now - dt.timedelta(days=7), None
+    if getattr(args, "since", None):
+        since = parse_time(args.since, now)
+    if getattr(args, "until", None):
+        until = parse_time(args.until, now)
+    return since, until
+
+
+def _config(args):
+    """(config data dict, slo settings)."""
+    from .slo import slo_settings
+    data = {}
+    path = args.config
+    if path is None:
+        path = os.environ.get("AUTOPERF_CONFIG") or ("autoperf.yaml" if os.path.isfile("autoperf.yaml") else None)
+    if path:
+        if not os.path.isfile(path):
+            raise UsageError(f"config file not found: {path}")
+        try:
+            from autoperf.config import ConfigError, load_config
+        except ImportError:      # config package unavailable: plain YAML
+            import yaml
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        else:
+            try:
+                data = load_config(path).data
+            except ConfigError as e:
+                raise UsageError(str(e)) from None
+    return data, slo_settings(data)
+
+
+def _progress(args):
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    if not show:
+        return None
+
+    def cb(done, total):
+        sys.stderr.write(f"\rread {done / 1e6:,.0f} / {total / 1e6:,.0f} MB")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+    return cb
+
+
+def _source(args, since, until, inputs=None):
+    """An iterable of records with .stats()."""
+    from .reader import expand_inputs, iter_records_from_pg, read_records
+    dsn = args.dsn
+    if dsn == "env":
+        dsn = os.environ.get("AUTOPERF_DSN")
+        if not dsn:
+            raise UsageError("--dsn env: $AUTOPERF_DSN is not set")
+    if dsn:
+        return iter_records_from_pg(dsn, since, until, table=args.table)
+    paths = expand_inputs(inputs if inputs is not None else args.inputs, args.log_dir)
+    if not paths:
+        where = ", ".join(inputs if inputs is not None else args.inputs) or args.log_dir
+        raise UsageError(f"no log files found in {where} (expected performance_*.log)")
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise UsageError(f"no such file: {missing[0]}")
+    return read_records(paths, since=since, until=until, progress=_progress(args))
+
+
+def _write(args, text):
+    out = getattr(args, "output", None)
+    if out and out != "-":
+        d = os.path.dirname(os.path.abspath(out))
+        os.makedirs(d, exist_ok=True)
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _colour(args):
+    out = getattr(args, "output", None)
+    return (not out or out == "-") and sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
+
+
+def _guard(fn):
+    def run(args):
+        try:
+            return fn(args)
+        except UsageError as e:
+            print(f"autoperf {args.command_name}: {e}", file=sys.stderr)
+            return 2
+        except ConnectionError as e:
+            print(f"autoperf {args.command_name}: {e}", file=sys.stderr)
+            return 2
+        except ValueError as e:
+            print(f"autoperf {args.command_name}: {e}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:
+            return 0
+    run.__name__ = fn.__name__
+    return run
+
+
+def _aggregator(cfg, slo):
+    from .aggregate import Aggregator
+    from .slo import sla_from_config
+    return Aggregator(sla=sla_from_config(cfg),
+                      thresholds_ms=(float(slo["commands_p95_ms"]), float(slo["commands_p99_ms"]),
+                                     float(slo["deadline_ms"])))
+
+
+# ---------------------------------------------------------------- handlers
+@_guard
+def cmd_report(args):
+    from .render import render
+    cfg, slo = _config(args)
+    since, until = _window(args)
+    src = _source(args, since, until)
+    agg = _aggregator(cfg, slo)
+    agg.add_all(src)
+    agg.flush_open()
+    r = agg.result(top=args.top, suggest_options={"slow_query_ms": slo["slow_query_ms"]})
+    r["source"] = src.stats()
+    from .reader import to_ts
+    r["window"] = {"since": to_ts(since), "until": to_ts(until)}
+    kw = {"colour": _colour(args)} if args.format == "terminal" else {}
+    _write(args, render(r, args.format, **kw))
+    return 0
+
+
+@_guard
+def cmd_check(args):
+    from .render import render_check
+    from .slo import evaluate
+    cfg, slo = _config(args)
+    since, until = _window(args)
+    src = _source(args, since, until)
+    agg = _aggregator(cfg, slo)
+    agg.add_all(src)
+    res = evaluate(agg, slo)
+    res["source"] = src.stats()
+    _write(args, render_check(res, "json" if args.json else "terminal", _colour(args)))
+    return 0 if res["ok"] else 1
+
+
+def _threshold(text):
+    t = str(text).strip()
+    if t.endswith("%"):
+        return float(t[:-1]) / 100.0
+    v = float(t)
+    return v / 100.0 if v > 1 else v
+
+
+@_guard
+def cmd_regress(args):
+    import datetime as dt
+    from .aggregate import Aggregator
+    from .reader import parse_time, to_ts
+    from .regress import compare_aggregators, trend
+    from .render import render_compare
+    cfg, slo = _config(args)
+    now = _now(args)
+    w = args.window.strip().lower()
+    if w == "today":
+        ws, we = now.replace(hour=0, minute=0, second=0, microsecond=0), now
+    elif w == "yesterday":
+        we = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        ws = we - dt.timedelta(days=1)
+    elif w[-1:] in "smhdw" and w[:-1].replace(".", "").isdigit():
+        ws, we = parse_time(w, now), now
+    else:                                            # a date: that UTC day
+        ws = parse_time(args.window, now).replace(hour=0, minute=0, second=0, microsecond=0)
+        we = ws + dt.timedelta(days=1)
+    b = args.baseline.strip().lower()
+    if b[-1:] not in "smhdw":
+        raise UsageError("--baseline must be a duration like 7d or 48h")
+    bs = ws - (now - parse_time(b, now))
+    src = _source(args, bs, we)
+    base, cur = Aggregator(), Aggregator()
+    ws_s = to_ts(ws)
+    for rec in src:
+        ts = rec.get("timestamp")
+        if type(ts) is str and ts >= ws_s:
+            cur.add(rec)
+        else:
+            base.add(rec)
+    res = compare_aggregators(base, cur, threshold=_threshold(args.threshold), min_samples=args.min_samples,
+                              alpha=args.alpha, slow_query_ms=slo["slow_query_ms"])
+    res["trend"] = trend(base, cur)
+    res["window"] = {"start": to_ts(ws), "end": to_ts(we)}
+    res["baseline_window"] = {"start": to_ts(bs), "end": to_ts(ws)}
+    res["source"] = src.stats()
+    _write(args, render_compare(res, args.format, _colour(args),
+                                title=f"Regressions: {res['window']['start']} → {res['window']['end']} vs "
+                                      f"{res['baseline_window']['start']} → {res['baseline_window']['end']}"))
+    return 1 if res["regressions"] else 0
+
+
+@_guard
+def cmd_compare(args):
+    from .aggregate import Aggregator
+    from .regress import compare_aggregators, split_by_tag
+    from .render import render_compare
+    cfg, slo = _config(args)
+    since, until = _window(args)
+    tags = args.tag or []
+    if tags:
+        if len(tags) != 2:
+            raise UsageError("give --tag twice: --tag variant=A --tag variant=B")
+        kv = [t.split("=", 1) for t in tags]
+        if any(len(x) != 2 for x in kv) or kv[0][0] != kv[1][0]:
+            raise UsageError("--tag must be KEY=VALUE with the same KEY twice")
+        src = _source(args, since, until, inputs=args.sides)
+        a, b = split_by_tag(src, kv[0][0], kv[0][1], kv[1][1])
+        labels = (tags[0], tags[1])
+        stats = {"source": src.stats()}
+    else:
+        if len(args.sides) != 2:
+            raise UsageError("give two inputs A and B (each a file, directory, glob or comma-separated list), "
+                             "or --tag KEY=A --tag KEY=B")
+        a, b = Aggregator(), Aggregator()
+        stats = {}
+        for agg, side, key in ((a, args.sides[0], "a"), (b, args.sides[1], "b")):
+            parts = [x for x in side.split(",") if x]
+            src = _source(args, since, until, inputs=parts)
+            agg.add_all(src)
+            stats[key] = src.stats()
+        labels = tuple(args.sides)
+    res = compare_aggregators(a, b, threshold=_threshold(args.threshold), min_samples=args.min_samples,
+                              alpha=args.alpha, slow_query_ms=slo["slow_query_ms"])
+    res["labels"] = {"a": labels[0], "b": labels[1]}
+    res["sources"] = stats
+    _write(args, render_compare(res, args.format, _colour(args), title=f"Compare A={labels[0]} (baseline) with "
+                                                                         f"B={labels[1]}"))
+    return 1 if res["regressions"] else 0
+
+
+@_guard
+def cmd_suggest(args):
+    from .render import render_suggestions
+    from .suggest import suggestions_from
+    cfg, slo = _config(args)
+    since, until = _window(args)
+    src = _source(args, since, until)
+    agg = _aggregator(cfg, slo)
+    agg.add_all(src)
+    agg.flush_open()
+    items = suggestions_from(agg, slow_query_ms=slo["slow_query_ms"])
+    _write(args, render_suggestions(items, args.format, _colour(args)))
+    return 0
+
+
+# ---------------------------------------------------------------- wiring
+def register(subparsers) -> None:
+    """Add report / check / regress / compare / suggest to an argparse subparsers object."""
+    p = subparsers.add_parser("report", help="performance report (terminal, markdown, json, html)",
+                              description="Performance report over JSON-line logs or the PostgreSQL store.",
+                              epilog=_EPILOG_INPUTS)
+    _add_inputs(p)
+    p.add_argument("--format", "-f", choices=["terminal", "markdown", "json", "html"], default="terminal")
+    p.add_argument("-o", "--output", default=None, help="write to FILE instead of stdout")
+    p.add_argument("--top", type=int, default=10, help="rows in the slowest-operations table (default 10)")
+    p.set_defaults(handler=cmd_report, command_name="report")
+
+    p = subparsers.add_parser("check", help="SLO / performance-budget gate (exit 1 on violations)",
+                              description="Check the SLOs of autoperf.yaml `slo:` (defaults: seed plan 12.1/12.2).",
+                              epilog=_EPILOG_INPUTS)
+    _add_inputs(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output for CI")
+    p.set_defaults(handler=cmd_check, command_name="check")
+
+    def stat_opts(q):
+        q.add_argument("--threshold", default="20%", help="slower than this counts (default 20%%)")
+        q.add_argument("--min-samples", type=int, default=30, help="samples needed per side (default 30)")
+        q.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+        q.add_argument("--format", "-f", choices=["terminal", "markdown", "json"], default="terminal")
+        q.add_argument("-o", "--output", default=None)
+
+    p = subparsers.add_parser("regress", help="regressions of today vs the previous 7 days (exit 1 if any)",
+                              description="Compare a recent window with a baseline per flow and operation.",
+                              epilog=_EPILOG_INPUTS)
+    _add_inputs(p, window=False)
+    p.add_argument("--window", default="today", help="today (default), yesterday, a date, or an age like 24h")
+    p.add_argument("--baseline", default="7d", help="length of the baseline before the window (default 7d)")
+    stat_opts(p)
+    p.set_defaults(handler=cmd_regress, command_name="regress")
+
+    p = subparsers.add_parser("compare", help="compare two runs A and B (files/dirs, or --tag k=A --tag k=B)",
+                              description="A/B comparison: A is the baseline, B the candidate.")
+    p.add_argument("sides", nargs="*", metavar="A B",
+                   help="two inputs (file, dir, glob or comma-separated list); with --tag: the log inputs")
+    _add_inputs(p, positional=False)
+    p.add_argument("--tag", action="append", help="KEY=VALUE (twice) to split records by their tags")
+    stat_opts(p)
+    p.set_defaults(handler=cmd_compare, command_name="compare")
+
+    p = subparsers.add_parser("suggest", help="optimisation suggestions (N+1, caching, gather, indexes, blocking, scaling)",
+                              epilog=_EPILOG_INPUTS)
+    _add_inputs(p)
+    p.add_argument("--format", "-f", choices=["terminal", "markdown", "json"], default="terminal")
+    p.add_argument("-o", "--output", default=None)
+    p.set_defaults(handler=cmd_suggest, command_name="suggest")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autoperf")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Run-time statistics a program can ask for (seed plan 14: user-facing performance metrics).
+
+``install()`` registers a pipeline processor that sees every record in the writer thread and keeps,
+per flow name (and per ``metadata.command`` alias) and per operation name, a bounded ring buffer of
+``(monotonic arrival time, duration_ms, error)``. Reads are thread-safe and never touch I/O::
+
+    from autoperf.analysis import live            # exposed as autoperf.stats by the lead
+    live.install()
+    live.command("queue", minutes=10)   # {"count", "avg_ms", "p50_ms", "p95_ms", "max_ms", "error_rate_pct"}
+
+Memory: at most ``max_names`` names × ``maxlen`` entries per kind (defaults 500 × 10 000, each entry a
+small tuple); older entries fall off the ring. Percentiles are exact over the entries in the window.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from .stats import percentile
+
+__all__ = ["LiveStats", "install", "uninstall", "command", "flow", "operation", "commands", "names", "reset",
+           "STATS"]
+
+
+def _empty():
+    return {"count": 0, "avg_ms": None, "p50_ms": None, "p95_ms": None, "max_ms": None, "error_rate_pct": None}
+
+
+class LiveStats:
+    def __init__(self, maxlen: int = 10_000, max_names: int = 500, clock=time.monotonic):
+        self.maxlen = maxlen
+        self.max_names = max_names
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._flows: dict[str, deque] = {}
+        self._ops: dict[str, deque] = {}
+        self._alias: dict[str, str] = {}      # metadata.command -> flow_name
+        self.overflow = 0                     # records not kept because max_names was reached
+
+    # -- the processor (writer thread) --------------------------------------------------------------
+    def process(self, rec):
+        try:
+            t = rec.get("type")
+            if t == "flow_complete":
+                d = rec.get("duration_ms")
+                name = rec.get("flow_name")
+                if name is not None and (type(d) is float or type(d) is int):
+                    err = rec.get("status") not in ("success", None)
+                    md = rec.get("metadata")
+                    cmd = md.get("command") if type(md) is dict else None
+                    self._add(self._flows, str(name), (self.clock(), float(d), err))
+                    if cmd is not None and str(cmd) != name:
+                        with self._lock:
+                            if len(self._alias) < self.max_names:
+                                self._alias.setdefault(str(cmd), str(name))
+            elif t == "span" and rec.get("kind") != "flow":
+                d = rec.get("duration_ms")
+                name = rec.get("name")
+                if name is not None and (type(d) is float or type(d) is int):
+                    self._add(self._ops, str(name), (self.clock(), float(d), rec.get("status") not in ("success", None)))
+        except Exception:      # never break the pipeline
+            pass
+        return rec
+
+    __call__ = process
+
+    def _add(self, table, name, item):
+        with self._lock:
+            q = table.get(name)
+            if q is None:
+                if len(table) >= self.max_names:
+                    self.overflow += 1
+                    return
+                q = table[name] = deque(maxlen=self.maxlen)
+            q.append(item)
+
+    # -- reads (any thread) --------------------------------------------------------------------------
+    def _window(self, table, name, minutes):
+        cutoff = self.clock() - minutes * 60.0
+        with self._lock:
+            q = table.get(name)
+            if q is None:
+                return []
+            out = []
+            for item in reversed(q):
+                if item[0] < cutoff:
+                    break
+                out.append(item)
+        return out
+
+    @staticmethod
+    def _summ(items):
+        if not items:
+            return _empty()
+        durs = sorted(i[1] for i in items)
+        errs = sum(1 for i in items if i[2])
+        n = len(durs)
+        return {"count": n, "avg_ms": sum(durs) / n, "p50_ms": percentile(durs, 50), "p95_ms": percentile(durs, 95),
+                "max_ms": durs[-1], "error_rate_pct": 100.0 * errs / n}
+
+    def flow(self, name: str, minutes: float = 10) -> dict:
+        return self._summ(self._window(self._flows, name, minutes))
+
+    def command(self, name: str, minutes: float = 10) -> dict:
+        """By flow name, or by the ``metadata.command`` of the flow (``"queue"`` → ``queue_command``);
+        a leading ``/`` is ignored."""
+        with self._lock:
+            if name not in self._flows:
+                key = name.lstrip("/")
+                name = self._alias.get(name) or self._alias.get(key) or (key if key in self._flows else name)
+        return self.flow(name, minutes)
+
+    def operation(self, name: str, minutes: float = 10) -> dict:
+        return self._summ(self._window(self._ops, name, minutes))
+
+    def commands(self, minutes: float = 10) -> dict:
+        with self._lock:
+            names = list(self._flows)
+        return {n: self.flow(n, minutes) for n in names}
+
+    def names(self) -> dict:
+        with self._lock:
+            return {"flows": sorted(self._flows), "operations": sorted(self._ops), "aliases": dict(self._alias)}
+
+    def reset(self):
+        with self._lock:
+            self._flows.clear()
+            self._ops.clear()
+            self._alias.clear()
+            self.overflow = 0
+
+
+STATS = LiveStats()
+_installed = False
+_install_lock = threading.Lock()
+
+
+def install(stats: LiveStats | None = None) -> LiveStats:
+    """Register the processor with the pipeline (idempotent). Returns the LiveStats in use."""
+    global _installed, STATS
+    from autoperf import pipeline
+    with _install_lock:
+        if stats is not None and stats is not STATS:
+            if _installed:
+                pipeline.remove_processor(STATS.process)
+                _installed = False
+            STATS = stats
+        if not _installed:
+            pipeline.add_processor(STATS.process)
+            _installed = True
+    return STATS
+
+
+def uninstall() -> None:
+    global _installed
+    from autoperf import pipeline
+    with _install_lock:
+        if _installed:
+            pipeline.remove_processor(STATS.process)
+            _installed = False
+
+
+def command(name: str, minutes: float = 10) -> dict:
+    return STATS.command(name, minutes)
+
+
+def flow(name: str, minutes: float = 10) -> dict:
+    return STATS.flow(name, minutes)
+
+
+def operation(name: str, minutes: float = 10) -> dict:
+    return STATS.operation(name, minutes)
+
+
+def commands(minutes: float = 10) -> dict:
+    return STATS.commands(minutes)
+
+
+def names() -> dict:
+    return STATS.names()
+
+
+def reset() -> None:
+    STATS.reset()

@@ -1,0 +1,227 @@
+"""Optimisation suggestions (seed plan 11.3) derived from an :class:`Aggregator`'s state.
+
+Every suggestion is a plain dict:
+``{kind, severity, flow, title, evidence, saving_ms, saving, details}`` where ``saving_ms`` is the
+estimated saving *per affected flow* (None when it cannot be estimated) and ``saving`` explains it.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+__all__ = ["suggestions_from", "suggest", "DEFAULTS"]
+
+DEFAULTS = {
+    "cache_min_flows": 10,         # a read fingerprint seen in at least this many flows …
+    "cache_min_calls": 20,         # … and at least this many calls is a cache candidate
+    "concurrency_min_flows": 3,    # sequential sibling I/O seen in at least this many flows
+    "concurrency_min_saving_ms": 5.0,
+    "slow_query_ms": 100.0,        # p95 above which a query counts as slow (index advice)
+    "db_pool_pct": 80.0,
+    "process_pool_pending": 5,
+    "worker_rss_mb": 500.0,
+    "loop_lag_ms": 100.0,
+    "limit_per_kind": 5,
+}
+
+
+def _fmt(ms):
+    if ms is None:
+        return "n/a"
+    return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
+
+
+def _short(stmt, n=90):
+    if not stmt:
+        return "?"
+    stmt = " ".join(str(stmt).split())
+    return stmt if len(stmt) <= n else stmt[: n - 1] + "…"
+
+
+def suggestions_from(agg, **options) -> list[dict]:
+    o = dict(DEFAULTS)
+    o.update({k: v for k, v in options.items() if v is not None})
+    lim = int(o["limit_per_kind"])
+    out: list[dict] = []
+
+    # N+1: the same fingerprint >= n_plus_one_min times inside one flow
+    items = []
+    for (flow, fp), (hit, sum_rep, max_rep, sum_ms) in agg.n_plus_one.items():
+        db = agg.db.get(fp)
+        avg_rep = sum_rep / hit
+        per_flow_ms = sum_ms / hit
+        saving = per_flow_ms * (1 - 1 / avg_rep)      # batch N calls into one of ~ one call's cost
+        total_flows = agg.flow_counts.get(flow) or hit
+        items.append({
+            "kind": "n_plus_one", "severity": "high" if saving >= 50 else "medium", "flow": flow,
+            "title": f"N+1 query in {flow}: the same query runs {avg_rep:.0f}× per flow (max {max_rep})",
+            "evidence": (f"{hit} of {total_flows} {flow} flows ran fingerprint {fp} ≥ {agg.n_plus_one_min} times "
+                         f"({_fmt(per_flow_ms)} per flow): {_short(db.statement if db else None)}"),
+            "saving_ms": saving,
+            "saving": f"≈{_fmt(saving)} per affected flow by fetching all rows in one query (WHERE … = ANY($1) / JOIN)",
+            "details": {"fingerprint": fp, "statement": db.statement if db else None, "flows_affected": hit,
+                        "avg_repeats": avg_rep, "max_repeats": max_rep, "ms_per_flow": per_flow_ms},
+            "_rank": saving * hit})
+    items.sort(key=lambda s: -s["_rank"])
+    out.extend(items[:lim])
+
+    # cache candidates: a read fingerprint repeated across many flows
+    items = []
+    for fp, db in agg.db.items():
+        op = (db.operation or (str(db.statement or "").split(None, 1) or [""])[0]).upper()
+        if op not in ("SELECT", "WITH", "FETCH"):
+            continue
+        if db.flows < o["cache_min_flows"] or db.res.count < o["cache_min_calls"]:
+            continue
+        avg = db.res.total / db.res.count
+        top_flows = ", ".join(f"{n} ({c})" for n, c in db.flow_names.most_common(3))
+        per_flow = db.res.total / db.flows
+        items.append({
+            "kind": "cache", "severity": "medium" if db.res.total >= 1000 else "low",
+            "flow": db.flow_names.most_common(1)[0][0] if db.flow_names else None,
+            "title": f"Cache candidate: read query run {db.res.count}× across {db.flows} flows",
+            "evidence": f"{_short(db.statement)} — avg {_fmt(avg)}, {db.res.total / 1000:.1f} s total; flows: {top_flows}",
+            "saving_ms": per_flow,
+            "saving": (f"up to {_fmt(per_flow)} per flow and {db.res.total / 1000:.1f} s in total with a cache "
+                       f"(minus misses and invalidation)"),
+            "details": {"fingerprint": fp, "statement": db.statement, "calls": db.res.count, "flows": db.flows,
+                        "avg_ms": avg, "total_ms": db.res.total},
+            "_rank": db.res.total})
+    items.sort(key=lambda s: -s["_rank"])
+    out.extend(items[:lim])
+
+    # awaits that could run concurrently: sequential sibling db/http spans in one parent
+    items = []
+    for (flow, names, n_items), (n, sum_saving, sum_total, max_saving) in agg.seq_io.items():
+        if n < o["concurrency_min_flows"]:
+            continue
+        avg_saving = sum_saving / n
+        if avg_saving < o["concurrency_min_saving_ms"]:
+            continue
+        seq = " → ".join(names) + (" → …" if n_items > 8 else "")
+        items.append({
+            "kind": "concurrency", "severity": "medium" if avg_saving >= 50 else "low", "flow": flow,
+            "title": f"{flow}: {n_items if n_items <= 8 else '9+'} I/O calls are awaited one after another",
+            "evidence": (f"in {n} flows these sibling calls never overlapped: {seq} "
+                         f"(avg {_fmt(sum_total / n)} sequential)"),
+            "saving_ms": avg_saving,
+            "saving": (f"≈{_fmt(avg_saving)} per flow (sum − max of the calls; max {_fmt(max_saving)}) "
+                       f"with asyncio.gather / TaskGroup, if the calls are independent"),
+            "details": {"calls": list(names), "flows": n, "avg_sequential_ms": sum_total / n},
+            "_rank": sum_saving})
+    items.sort(key=lambda s: -s["_rank"])
+    out.extend(items[:lim])
+
+    # indexes: slow reads whose captured EXPLAIN shows a big Seq Scan
+    items = []
+    for fp, db in agg.db.items():
+        if not db.seq_scans:
+            continue
+        p95 = db.res.percentile(95)
+        if p95 is None or p95 < o["slow_query_ms"]:
+            continue
+        scans = sorted(db.seq_scans, key=lambda s: -s[1])
+        rel, rows, flt = scans[0]
+        avg = db.res.total / db.res.count
+        items.append({
+            "kind": "index", "severity": "high",
+            "flow": db.flow_names.most_common(1)[0][0] if db.flow_names else None,
+            "title": f"Index candidate on {rel}: slow query does a sequential scan of ~{rows:,.0f} rows",
+            "evidence": (f"{_short(db.statement)} — p95 {_fmt(p95)}, {db.res.count} calls; EXPLAIN: Seq Scan on {rel} "
+                         f"(Plan Rows {rows:,.0f})" + (f", Filter: {flt}" if flt else "")),
+            "saving_ms": max(0.0, avg - 1.0),
+            "saving": (f"most of the {_fmt(avg)} average ({db.res.total / 1000:.1f} s in total) if an index on the "
+                       f"filtered column(s) of {rel} turns the scan into an index lookup"),
+            "details": {"fingerprint": fp, "statement": db.statement, "relation": rel, "plan_rows": rows,
+                        "filter": flt, "p95_ms": p95},
+            "_rank": db.res.total})
+    items.sort(key=lambda s: -s["_rank"])
+    out.extend(items[:lim])
+
+    # event-loop blocking culprits
+    items = []
+    for loc, (n, total, mx, flows) in agg.blocked.items():
+        fl = ", ".join(f"{k} ({v})" for k, v in flows.most_common(3)) or "outside any flow"
+        items.append({
+            "kind": "loop_blocking", "severity": "high" if mx >= 1000 else "medium",
+            "flow": flows.most_common(1)[0][0] if flows else None,
+            "title": f"Blocking call at {loc}",
+            "evidence": f"held the event loop {n}× (worst {_fmt(mx)}, {total / 1000:.2f} s total); flows: {fl}",
+            "saving_ms": total / n,
+            "saving": (f"≈{_fmt(total / n)} of loop stall per occurrence for every concurrent user "
+                       f"(move it to asyncio.to_thread / run_in_executor or use an async API)"),
+            "details": {"location": loc, "count": n, "max_ms": mx, "total_ms": total},
+            "_rank": total})
+    items.sort(key=lambda s: -s["_rank"])
+    out.extend(items[:lim])
+
+    # resources that need scaling
+    m = {k: v for k, v in agg.res_metrics.items() if v[0]}
+
+    def peak(k):
+        return m[k][2] if k in m else None
+
+    def avg(k):
+        return m[k][1] / m[k][0] if k in m else None
+
+    p = peak("db_pool_utilisation_pct")
+    w = peak("db_pool_waiters")
+    if (p is not None and p >= o["db_pool_pct"]) or (w is not None and w > 0):
+        out.append({
+            "kind": "scale_db_pool", "severity": "high" if (p or 0) >= 90 else "medium", "flow": None,
+            "title": "Database connection pool is saturating",
+            "evidence": (f"utilisation peak {p if p is not None else 'n/a'}% (avg {avg('db_pool_utilisation_pct') or 0:.0f}%)"
+                         f", peak waiters {w if w is not None else 'n/a'} over {agg.res_n} samples"),
+            "saving_ms": None,
+            "saving": "removes pool-acquire waits (see `wait` spans) — raise max_size or shorten transactions",
+            "details": {"peak_pct": p, "peak_waiters": w}})
+    p = peak("process_pool_pending")
+    if p is not None and p >= o["process_pool_pending"]:
+        waits = [(name, j[1].percentile(95)) for name, j in agg.jobs.items() if j[1].count]
+        wtxt = "; ".join(f"{n}: queue wait p95 {_fmt(v)}" for n, v in waits[:3])
+        out.append({
+            "kind": "scale_process_pool", "severity": "medium", "flow": None,
+            "title": "Process pool queue is backing up",
+            "evidence": f"pending jobs peak {p} (avg {avg('process_pool_pending'):.1f})" + (f"; {wtxt}" if wtxt else ""),
+            "saving_ms": max((v for _n, v in waits), default=None),
+            "saving": "the queue wait of each job — add workers (max_workers) or make jobs cheaper",
+            "details": {"peak_pending": p}})
+    else:
+        for name, j in agg.jobs.items():
+            qw, run = j[1].percentile(95), j[2].percentile(95)
+            if qw is not None and run is not None and j[1].count >= 10 and qw > run and qw >= 50:
+                out.append({
+                    "kind": "scale_process_pool", "severity": "medium", "flow": None,
+                    "title": f"Jobs {name} wait longer in the queue than they run",
+                    "evidence": f"queue wait p95 {_fmt(qw)} vs run p95 {_fmt(run)} over {j[1].count} jobs",
+                    "saving_ms": qw, "saving": f"up to {_fmt(qw)} per job with more workers",
+                    "details": {"job": name, "queue_wait_p95_ms": qw, "run_p95_ms": run}})
+    p = peak("max_worker_rss_mb")
+    if p is not None and p >= o["worker_rss_mb"]:
+        out.append({
+            "kind": "worker_memory", "severity": "medium", "flow": None,
+            "title": "A worker process uses too much memory",
+            "evidence": f"max worker RSS peak {p:.0f} MB (limit {o['worker_rss_mb']:.0f} MB)",
+            "saving_ms": None, "saving": "avoids swapping / OOM kills — recycle workers (max_tasks_per_child)",
+            "details": {"peak_mb": p}})
+    p = peak("loop_lag_p95_ms")
+    if p is not None and p >= o["loop_lag_ms"]:
+        out.append({
+            "kind": "loop_lag", "severity": "medium", "flow": None,
+            "title": "Event-loop lag is high",
+            "evidence": f"loop lag p95 peak {_fmt(p)} (avg {_fmt(avg('loop_lag_p95_ms'))})",
+            "saving_ms": p, "saving": "every await is delayed by the lag — look at the blocking calls above or scale out",
+            "details": {"peak_p95_ms": p}})
+
+    for s in out:
+        s.pop("_rank", None)
+    return out
+
+
+def suggest(records: Iterable[dict], **options) -> list[dict]:
+    """Pure function: suggestions for an iterable of records."""
+    from .aggregate import Aggregator
+    agg_kw = {k: options.pop(k) for k in ("n_plus_one_min", "index_min_rows") if k in options}
+    agg = Aggregator(**agg_kw)
+    agg.add_all(records)
+    agg.flush_open()
+    return suggestions_from(agg, **options)
