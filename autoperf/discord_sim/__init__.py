@@ -1,0 +1,20 @@
+"""Loopback Discord: measure a discord.py bot's SLAs on your own machine before deploying.
+
+    from autoperf.discord_sim import start_in_thread, point_discord_at
+    handle = start_in_thread("scenario.yaml")       # server + driver in a background thread
+    point_discord_at(handle.base_url)                # discord.py now talks to 127.0.0.1
+    bot.run(token)                                   # returns when the scenario is over
+    print(handle.wait().format())
+
+See docs/discord_sim.md.
+"""
+from .driver import SimHandle, Simulation, run_scenario, start_in_thread
+from .redirect import close_clients, point_discord_at, restore
+from .report import SimReport, StepResult, StepStats
+from .scenario import Scenario, ScenarioError, load_scenario
+from .server import SimServer
+
+__all__ = [
+    "SimHandle", "Simulation", "run_scenario", "start_in_thread", "point_discord_at", "restore", "close_clients",
+    "SimReport", "StepResult", "StepStats", "Scenario", "ScenarioError", "load_scenario", "SimServer",
+]

@@ -1,0 +1,134 @@
+"""Point an imported discord.py (2.0–2.7) at the loopback Discord.
+
+    point_discord_at("http://127.0.0.1:PORT")   # after `import discord`; safe to call repeatedly
+
+Patches three class attributes, nothing else of discord.py's behaviour:
+- `discord.http.Route.BASE` -> `http://127.0.0.1:PORT/api/v10` (every REST call);
+- `discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY` -> `ws://127.0.0.1:PORT/gateway` (2.7 connects there
+  directly; 2.0 too; sharded clients ask `GET /gateway/bot`, which the sim answers with the same URL);
+  READY's `resume_gateway_url` also points at the sim;
+- `discord.Client.login` is wrapped to remember each client that logs in (and its loop), so that
+  `close_clients()` can close them when the simulation is over (`bot.run()` then returns normally).
+
+`restore()` undoes all three. None of these functions raises: a failure is reported once through
+autoperf.diagnostics (or logging) and the function returns False.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import weakref
+from typing import Any, Dict, Optional
+
+__all__ = ["point_discord_at", "restore", "close_clients", "tracked_clients"]
+
+log = logging.getLogger("autoperf.discord_sim")
+
+_originals: Dict[str, Any] = {}
+_clients: "weakref.WeakKeyDictionary[Any, asyncio.AbstractEventLoop]" = weakref.WeakKeyDictionary()
+
+
+def _report(where: str, exc: BaseException) -> None:
+    try:
+        from autoperf import diagnostics  # type: ignore
+
+        diagnostics.internal_error(where, exc)
+    except Exception:
+        log.warning("autoperf discord_sim: %s failed: %s: %s", where, type(exc).__name__, exc)
+
+
+def point_discord_at(base_url: str, discord_module: Optional[Any] = None) -> bool:
+    """Make discord.py talk to the sim at `base_url` ("http://127.0.0.1:PORT"). Returns True on success."""
+    try:
+        discord = discord_module or sys.modules.get("discord")
+        if discord is None:
+            import discord  # noqa: F811
+        import discord.gateway as gateway_mod
+        import discord.http as http_mod
+
+        base = base_url.rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            base = "http://" + base
+        ws_url = "ws" + base[len("http"):] + "/gateway"
+        route = http_mod.Route
+        version = getattr(http_mod, "INTERNAL_API_VERSION", 10)
+        _originals.setdefault("Route.BASE", route.BASE)
+        route.BASE = f"{base}/api/v{version}"
+        dws = gateway_mod.DiscordWebSocket
+        old = dws.DEFAULT_GATEWAY
+        _originals.setdefault("DEFAULT_GATEWAY", old)
+        if isinstance(old, str):
+            dws.DEFAULT_GATEWAY = ws_url
+        else:  # yarl.URL in 2.1+
+            dws.DEFAULT_GATEWAY = type(old)(ws_url)
+        _track_clients(discord)
+        return True
+    except Exception as exc:
+        _report("discord_sim.point_discord_at", exc)
+        return False
+
+
+def _track_clients(discord: Any) -> None:
+    client_cls = discord.Client
+    login = client_cls.__dict__.get("login")
+    if login is None or getattr(login, "_autoperf_sim", False):
+        return
+    _originals.setdefault("Client.login", login)
+
+    async def tracked_login(self: Any, token: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            _clients[self] = asyncio.get_running_loop()
+        except Exception:  # pragma: no cover
+            pass
+        return await login(self, token, *args, **kwargs)
+
+    tracked_login._autoperf_sim = True  # type: ignore[attr-defined]
+    tracked_login.__wrapped__ = login  # type: ignore[attr-defined]
+    tracked_login.__doc__ = login.__doc__
+    client_cls.login = tracked_login
+
+
+def tracked_clients() -> list:
+    """discord.Client objects that logged in since point_discord_at()."""
+    return list(_clients.keys())
+
+
+def close_clients() -> int:
+    """Close every tracked client from any thread (schedules `client.close()` on its loop). Returns the count."""
+    n = 0
+    for client, loop in list(_clients.items()):
+        try:
+            if client.is_closed() or loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                loop.create_task(client.close())
+            else:
+                asyncio.run_coroutine_threadsafe(client.close(), loop)
+            n += 1
+        except Exception as exc:
+            _report("discord_sim.close_clients", exc)
+    return n
+
+
+def restore() -> bool:
+    """Undo point_discord_at()."""
+    try:
+        import discord
+        import discord.gateway as gateway_mod
+        import discord.http as http_mod
+
+        if "Route.BASE" in _originals:
+            http_mod.Route.BASE = _originals.pop("Route.BASE")
+        if "DEFAULT_GATEWAY" in _originals:
+            gateway_mod.DiscordWebSocket.DEFAULT_GATEWAY = _originals.pop("DEFAULT_GATEWAY")
+        if "Client.login" in _originals:
+            discord.Client.login = _originals.pop("Client.login")
+        return True
+    except Exception as exc:
+        _report("discord_sim.restore", exc)
+        return False
