@@ -14,6 +14,7 @@ DEFAULTS = {
     "rollup": True,
     "connect_timeout_s": 5.0,
     "retry_max_s": 10.0,
+    "max_spill_mb": 1024,
 }
 
 try:  # the config DSL is written concurrently; without it the section accepts any mapping
@@ -29,6 +30,8 @@ try:  # the config DSL is written concurrently; without it the section accepts a
         "rollup": Field(Bool(), default=True, doc="Compute performance_stats for the previous UTC day once a day."),
         "connect_timeout_s": Field(Float(min=0.1), default=5.0, doc="Timeout of one connection attempt."),
         "retry_max_s": Field(Float(min=0.1), default=10.0, doc="Longest pause between reconnection attempts."),
+        "max_spill_mb": Field(Float(min=1), default=1024,
+                              doc="Largest spill file (records kept on disk while PostgreSQL is unreachable)."),
     })
 except ImportError:  # pragma: no cover - only while autoperf.config is missing
     pass
@@ -70,6 +73,7 @@ def start_from_config(config_data: dict, log_dir) -> "object | None":
             rollup=bool(cfg["rollup"]),
             connect_timeout_s=float(cfg["connect_timeout_s"]),
             retry_max_s=float(cfg["retry_max_s"]),
+            max_spill_mb=float(cfg["max_spill_mb"]),
         )
     except Exception as exc:  # noqa: BLE001 - never break the host program
         from autoperf.store.db import report_warning

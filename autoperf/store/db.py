@@ -182,6 +182,8 @@ def parse_ts(value) -> _dt.datetime | None:
 def record_to_row(rec: dict) -> tuple:
     """One `performance_metrics` row (in :data:`COLUMNS` order) for a record dict.
 
+    `metadata` is left None here: the INSERT derives it from `record` (its `metadata` object, else `attrs`).
+
     A record without a usable timestamp gets the current time, written back into the record so a
     spilled-and-replayed copy maps to the same (id, timestamp) key.
     """
@@ -193,9 +195,6 @@ def record_to_row(rec: dict) -> tuple:
     name = rec.get("name") or rec.get("operation_name")
     if not name and rtype == "flow_complete":
         name = rec.get("flow_name")
-    meta = rec.get("metadata")
-    if not isinstance(meta, dict):
-        meta = rec.get("attrs")
     return (
         _text(record_id(rec)),
         ts,
@@ -210,7 +209,7 @@ def record_to_row(rec: dict) -> tuple:
         _text(rec.get("flow_id")),
         _text(rec.get("parent_id")),
         _int(rec.get("pid"), _INT32),
-        _json(meta) if isinstance(meta, dict) else None,
+        None,                 # metadata: derived from `record` by the INSERT (one JSON parse, not two)
         _json(rec),
     )
 
@@ -230,6 +229,14 @@ async def ensure_partitions(conn, days, known: set) -> None:
         known.add(day)
 
 
+_SELECT_COLS = _COLS.replace(
+    "metadata",
+    "CASE WHEN jsonb_typeof(record->'metadata') = 'object' THEN record->'metadata' "
+    "WHEN jsonb_typeof(record->'attrs') = 'object' THEN record->'attrs' END")
+_INSERT_SQL = (f"INSERT INTO performance_metrics ({_COLS}) SELECT {_SELECT_COLS} FROM {STAGING} "
+               "ON CONFLICT DO NOTHING")
+
+
 async def insert_rows(conn, rows: list[tuple], known_days: set) -> int:
     """COPY ``rows`` into the staging table, then INSERT … ON CONFLICT DO NOTHING in one transaction.
 
@@ -243,10 +250,7 @@ async def insert_rows(conn, rows: list[tuple], known_days: set) -> int:
         try:
             async with conn.transaction():
                 await conn.copy_records_to_table(STAGING, records=rows, columns=COLUMNS)
-                status = await conn.execute(
-                    f"INSERT INTO performance_metrics ({_COLS}) SELECT {_COLS} FROM {STAGING} "
-                    "ON CONFLICT DO NOTHING"
-                )
+                status = await conn.execute(_INSERT_SQL)
             return int(status.rsplit(" ", 1)[-1])
         except Exception as exc:  # a partition dropped behind our back: recreate once
             if attempt == 0 and getattr(exc, "sqlstate", None) == "23514":

@@ -213,7 +213,9 @@ class PostgresSink:
 
             async def connect():
                 conn = await asyncpg.connect(self._dsn, timeout=self.connect_timeout,
-                                             command_timeout=self.command_timeout)
+                                             command_timeout=self.command_timeout,
+                                             server_settings={"temp_buffers": "64MB",
+                                                              "application_name": "autoperf-sink"})
                 try:
                     await db.migrate(conn)
                     await db.prepare_connection(conn)
