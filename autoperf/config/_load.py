@@ -65,7 +65,10 @@ def load(path):
         raise ConfigError([f"{name}:1:1: <file>: cannot read: {e.strerror or e}"]) from None
     root = _compose(text, name)
     errors = Errors(name)
-    data = schema.validate(root, "", errors)
+    try:
+        data = schema.validate(root, "", errors)
+    except RecursionError:
+        errors.add(root, "", "the document is nested too deeply (a recursive alias?)")
     if len(errors):
         raise ConfigError(errors.messages())
     return Config(data, path, build_targets(data["targets"], _target_lines(root)))

@@ -68,18 +68,25 @@ def _expand(node, path, errors):
     return _BAD if len(errors) > before else text
 
 
+_yaml = None  # (SafeConstructor(), Resolver(), ScalarNode, ConstructorError), made on first use
+
+
 def scalar(node, path, errors):
     """The Python value of a scalar node (env expanded, YAML 1.1 types) or ``_BAD``."""
-    from yaml.constructor import SafeConstructor, ConstructorError
-    from yaml.resolver import Resolver
-    from yaml.nodes import ScalarNode
+    global _yaml
+    if _yaml is None:
+        from yaml.constructor import ConstructorError, SafeConstructor
+        from yaml.nodes import ScalarNode
+        from yaml.resolver import Resolver
 
+        _yaml = (SafeConstructor(), Resolver(), ScalarNode, ConstructorError)
+    constructor, resolver, ScalarNode, ConstructorError = _yaml
     text, tag = node.value, node.tag
     if "${" in text:
         text = _expand(node, path, errors)
         if text is _BAD:
             return _BAD
-        tag = Resolver().resolve(ScalarNode, text, (True, False))  # the expanded text decides the type
+        tag = resolver.resolve(ScalarNode, text, (True, False))  # the expanded text decides the type
     if tag in (_T + "str", _T + "timestamp"):
         return text
     kind = {_T + "null": "null", _T + "bool": "bool", _T + "int": "int", _T + "float": "float"}.get(tag)
@@ -87,7 +94,7 @@ def scalar(node, path, errors):
         errors.add(node, path, f"unsupported YAML tag {tag}")
         return _BAD
     try:
-        return getattr(SafeConstructor(), "construct_yaml_" + kind)(ScalarNode(tag, text, node.start_mark))
+        return getattr(constructor, "construct_yaml_" + kind)(ScalarNode(tag, text, node.start_mark))
     except (ConstructorError, ValueError) as e:
         errors.add(node, path, f"cannot read {text!r}: {e}")
         return _BAD
@@ -98,7 +105,8 @@ def describe_node(node):
         return "a mapping"
     if node.id == "sequence":
         return "a list"
-    return show(scalar(node, "", Errors()))
+    value = scalar(node, "", Errors())
+    return repr(node.value) if value is _BAD else show(value)
 
 
 def mapping_items(node, path, errors):
@@ -132,7 +140,6 @@ def _null(node):
 class Schema:
     """Base class: a scalar schema implements ``check(value, node, path, errors)``."""
 
-    container = False
 
     def validate(self, node, path, errors):
         if node is None:
@@ -186,7 +193,7 @@ class Str(Schema):
 
     def check(self, value, node, path, errors):
         if not isinstance(value, str):
-            errors.add(node, path, f"expected a string, got {show(value)} (quote it)")
+            errors.add(node, path, f"expected a string, got {show(value)}" + (" (quote it)" if value is not None else ""))
             return None
         if self._re is not None and not self._re.fullmatch(value):
             errors.add(node, path, f"{value!r} does not match {self.pattern}")
@@ -305,7 +312,6 @@ class OneOf(Schema):
 class List(Schema):
     """A list of ``item`` (null counts as empty)."""
 
-    container = True
 
     def __init__(self, item):
         self.item = item
@@ -331,7 +337,6 @@ class List(Schema):
 class Map(Schema):
     """A mapping of string keys (optionally checked by ``keys``, a :class:`Str`) to ``value``."""
 
-    container = True
 
     def __init__(self, value, keys=None):
         self.value, self.keys = value, keys
@@ -391,7 +396,6 @@ class Obj(Schema):
     checks across keys; the error points at ``key`` when present in the file, else at the mapping.
     """
 
-    container = True
 
     def __init__(self, fields, extra=False, rules=(), doc=""):
         self.fields, self.extra, self.rules, self.doc = dict(fields), extra, tuple(rules), doc
