@@ -155,6 +155,11 @@ def _json_response(data: Any, status: int = 200, headers: Optional[Dict[str, str
     return web.Response(body=_dumps(data), status=status, headers=h)
 
 
+def _no_content() -> web.Response:
+    # no Content-Type: discord.py 2.0 parses any "application/json" body, even an empty one
+    return web.Response(status=204)
+
+
 class SimServer:
     """The loopback Discord. `await start()`, then point discord.py at `base_url`."""
 
@@ -594,7 +599,7 @@ class SimServer:
         return _json_response({"items": []})
 
     async def h_no_content(self, request: web.Request) -> web.Response:
-        return web.Response(status=204, headers={"Content-Type": "application/json"})
+        return _no_content()
 
     async def h_channel(self, request: web.Request) -> web.Response:
         return _json_response(self.channel_payload(self._channel_id(request)))
@@ -730,7 +735,7 @@ class SimServer:
     async def h_delete_command(self, request: web.Request) -> web.Response:
         cmds, i = self._find_command(request)
         del cmds[i]
-        return web.Response(status=204, headers={"Content-Type": "application/json"})
+        return _no_content()
 
     def all_commands(self) -> List[Dict[str, Any]]:
         out = list(self.global_commands)
@@ -815,7 +820,7 @@ class SimServer:
                             message_id=int(message["id"]) if message else None)
         st.first_event.set()
         if request.query.get("with_response") not in ("1", "true", "True"):
-            return web.Response(status=204, headers={"Content-Type": "application/json"})
+            return _no_content()
         inter: Dict[str, Any] = {"id": str(st.id), "type": st.type}
         resource: Dict[str, Any] = {"type": cb_type}
         if message is not None:
@@ -850,7 +855,7 @@ class SimServer:
         self._mark_response(st, now, final=True, message_id=int(msg["id"]))
         if request.query.get("wait") in ("true", "1", "True"):
             return _json_response(msg)
-        return web.Response(status=204, headers={"Content-Type": "application/json"})
+        return _no_content()
 
     async def h_webhook_message(self, request: web.Request) -> web.Response:
         now = self.now()
@@ -874,7 +879,7 @@ class SimServer:
         if request.method == "DELETE":
             self.messages.pop(mid, None)
             self._mark_response(st, now, final=True)
-            return web.Response(status=204, headers={"Content-Type": "application/json"})
+            return _no_content()
         body, files = await self._read_body(request)
         try:
             self._validate_message(body, files, allow_empty=True)
@@ -909,7 +914,7 @@ class SimServer:
         now = self.now()
         cid = self._channel_id(request)
         self._note_reply(cid, now, request.match_info["message_id"])
-        return web.Response(status=204, headers={"Content-Type": "application/json"})
+        return _no_content()
 
     def _note_reply(self, channel_id: int, now: float, ref_id: Any) -> None:
         wait = None
@@ -948,7 +953,7 @@ class SimServer:
             return _json_response(msg)
         if request.method == "DELETE":
             self.messages.pop(mid, None)
-            return web.Response(status=204, headers={"Content-Type": "application/json"})
+            return _no_content()
         body, files = await self._read_body(request)
         self._validate_message(body, files, allow_empty=True)
         self._apply_edit(msg, body or {}, files)
