@@ -4,142 +4,19 @@ Every schema node has ``validate(node, path, errors) -> value`` (``node`` is a n
 ``yaml.compose``, or ``None`` when the key is absent) and ``json_schema() -> dict``.
 Problems are added to ``errors`` (an :class:`Errors`) with the node's line and column; all of
 them are collected, validation never stops at the first. ``${ENV}`` / ``${ENV:-default}`` in
-scalar values is expanded before type conversion. Only the standard library is imported here:
-PyYAML is imported lazily, when there is a node to convert.
+scalar values is expanded before type conversion (see :mod:`autoperf.config.nodes`). PyYAML is
+only imported when there is a node to convert.
 """
-import os
 import re
 
+from .nodes import BAD, Errors, describe_node, expand, is_null, join, mapping_items, scalar, show
+
 MISSING = type("Missing", (), {"__repr__": lambda self: "MISSING", "__bool__": lambda self: False})()
-_BAD = object()  # a value that failed to convert (the error is already reported)
-_ENV = re.compile(r"\$\$\{|\$\{([^}]*)\}")
-_ENV_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.S)
 _ENV_REF = {"type": "string", "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"}
-_T = "tag:yaml.org,2002:"
-
-
-class Errors:
-    """Collects ``file:line:col: path: message`` strings; ``messages()`` sorts them by position."""
-
-    def __init__(self, file="<config>"):
-        self.file, self._items = file, []
-
-    def add(self, node, path, message):
-        mark = getattr(node, "start_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        self._items.append((line, col, len(self._items), f"{self.file}:{line}:{col}: {path or '<root>'}: {message}"))
-
-    def messages(self):
-        return [item[3] for item in sorted(self._items)]
-
-    def __len__(self):
-        return len(self._items)
-
-
-def join(path, key):
-    return f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
-
-
-def show(value):
-    """How a value is named in messages: 'flo', 1.5, true, null."""
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    return repr(value)
-
-
-def _expand(node, path, errors):
-    def repl(m):
-        if m.group(0) == "$${":
-            return "${"
-        ref = _ENV_NAME.fullmatch(m.group(1))
-        if ref is None:
-            errors.add(node, path, f"malformed environment reference {m.group(0)!r}")
-            return ""
-        value = os.environ.get(ref.group(1))
-        if value is None or (value == "" and ref.group(2) is not None):
-            if ref.group(2) is None:
-                errors.add(node, path, f"environment variable {ref.group(1)} is not set (write ${{{ref.group(1)}:-default}} for a default)")
-                return ""
-            value = ref.group(2)
-        return value
-
-    before = len(errors)
-    text = _ENV.sub(repl, node.value)
-    return _BAD if len(errors) > before else text
-
-
-_yaml = None  # (SafeConstructor(), Resolver(), ScalarNode, ConstructorError), made on first use
-
-
-def scalar(node, path, errors):
-    """The Python value of a scalar node (env expanded, YAML 1.1 types) or ``_BAD``."""
-    global _yaml
-    if _yaml is None:
-        from yaml.constructor import ConstructorError, SafeConstructor
-        from yaml.nodes import ScalarNode
-        from yaml.resolver import Resolver
-
-        _yaml = (SafeConstructor(), Resolver(), ScalarNode, ConstructorError)
-    constructor, resolver, ScalarNode, ConstructorError = _yaml
-    text, tag = node.value, node.tag
-    if "${" in text:
-        text = _expand(node, path, errors)
-        if text is _BAD:
-            return _BAD
-        tag = resolver.resolve(ScalarNode, text, (True, False))  # the expanded text decides the type
-    if tag in (_T + "str", _T + "timestamp"):
-        return text
-    kind = {_T + "null": "null", _T + "bool": "bool", _T + "int": "int", _T + "float": "float"}.get(tag)
-    if kind is None:
-        errors.add(node, path, f"unsupported YAML tag {tag}")
-        return _BAD
-    try:
-        return getattr(constructor, "construct_yaml_" + kind)(ScalarNode(tag, text, node.start_mark))
-    except (ConstructorError, ValueError) as e:
-        errors.add(node, path, f"cannot read {text!r}: {e}")
-        return _BAD
-
-
-def describe_node(node):
-    if node.id == "mapping":
-        return "a mapping"
-    if node.id == "sequence":
-        return "a list"
-    value = scalar(node, "", Errors())
-    return repr(node.value) if value is _BAD else show(value)
-
-
-def mapping_items(node, path, errors):
-    """[(key, key_node, value_node)] in file order; reports duplicate and non-string keys; applies ``<<`` merges."""
-    items, seen, merges = [], {}, []
-    for knode, vnode in node.value:
-        if knode.tag == _T + "merge":
-            merges.extend(vnode.value if vnode.id == "sequence" else [vnode])
-        elif knode.id != "scalar":
-            errors.add(knode, path, "mapping keys must be strings")
-        elif knode.value in seen:
-            errors.add(knode, join(path, knode.value), f"duplicate key (first defined at line {seen[knode.value].start_mark.line + 1})")
-        else:
-            seen[knode.value] = knode
-            items.append((knode.value, knode, vnode))
-    for merged in merges:
-        if merged.id != "mapping":
-            errors.add(merged, path, "'<<' expects a mapping or a list of mappings")
-            continue
-        for key, knode, vnode in mapping_items(merged, path, Errors()):
-            if key not in seen:
-                seen[key] = knode
-                items.append((key, knode, vnode))
-    return items
-
-
-def _null(node):
-    return node is None or (node.id == "scalar" and node.tag == _T + "null")
 
 
 class Schema:
     """Base class: a scalar schema implements ``check(value, node, path, errors)``."""
-
 
     def validate(self, node, path, errors):
         if node is None:
@@ -148,7 +25,7 @@ class Schema:
             errors.add(node, path, f"expected {self.describe()}, got {describe_node(node)}")
             return None
         value = scalar(node, path, errors)
-        return None if value is _BAD else self.check(value, node, path, errors)
+        return None if value is BAD else self.check(value, node, path, errors)
 
     def wrong(self, value, node, path, errors):
         errors.add(node, path, f"expected {self.describe()}, got {show(value)}")
@@ -174,7 +51,7 @@ class Any(Schema):
         if node.id == "sequence":
             return [self.validate(v, join(path, i), errors) for i, v in enumerate(node.value)]
         value = scalar(node, path, errors)
-        return None if value is _BAD else value
+        return None if value is BAD else value
 
 
 class Str(Schema):
@@ -187,8 +64,8 @@ class Str(Schema):
 
     def validate(self, node, path, errors):
         if node is not None and node.id == "scalar" and "${" in node.value:  # a string field takes the text as is
-            text = _expand(node, path, errors)
-            return None if text is _BAD else self.check(text, node, path, errors)
+            text = expand(node, path, errors)
+            return None if text is BAD else self.check(text, node, path, errors)
         return super().validate(node, path, errors)
 
     def check(self, value, node, path, errors):
@@ -317,7 +194,7 @@ class List(Schema):
         self.item = item
 
     def validate(self, node, path, errors):
-        if _null(node):
+        if is_null(node):
             return []
         if node.id != "sequence":
             errors.add(node, path, f"expected a list, got {describe_node(node)}")
@@ -342,7 +219,7 @@ class Map(Schema):
         self.value, self.keys = value, keys
 
     def validate(self, node, path, errors):
-        if _null(node):
+        if is_null(node):
             return {}
         if node.id != "mapping":
             errors.add(node, path, f"expected a mapping, got {describe_node(node)}")
@@ -401,11 +278,11 @@ class Obj(Schema):
         self.fields, self.extra, self.rules, self.doc = dict(fields), extra, tuple(rules), doc
 
     def validate(self, node, path, errors):
-        if not _null(node) and node.id != "mapping":
+        if not is_null(node) and node.id != "mapping":
             errors.add(node, path, f"expected a mapping, got {describe_node(node)}")
             return self.empty()
         given, found, extra = {}, {}, {}
-        for key, knode, vnode in () if _null(node) else mapping_items(node, path, errors):
+        for key, knode, vnode in () if is_null(node) else mapping_items(node, path, errors):
             field = self.fields.get(key)
             if field is not None:
                 found[key] = knode
