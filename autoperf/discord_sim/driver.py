@@ -17,7 +17,7 @@ import inspect
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from .report import SimReport, StepResult
 from .scenario import Flow, Scenario, Step, load_scenario
@@ -138,6 +138,25 @@ class Simulation:
         except asyncio.TimeoutError:
             pass
 
+    def plan(self, n: Optional[int] = None) -> "Iterator[Tuple[float, Flow, int, int]]":
+        """The arrival plan, a pure function of the seed: (gap_s before it, flow, user id, flow seed).
+
+        Rate mode only (think-time mode draws per user). `n` limits the count; the driver stops at
+        duration_s / max_flows."""
+        scn = self.scenario
+        rng = random.Random(scn.seed)
+        weights = [f.weight for f in scn.mix]
+        rate = scn.rate or 1.0
+        i = 0
+        while n is None or i < n:
+            if scn.mix_order == "round_robin":
+                flow = scn.mix[i % len(scn.mix)]
+            else:
+                flow = rng.choices(scn.mix, weights=weights)[0]
+            user = rng.choice(scn.users).id
+            yield (0.0 if i == 0 else rng.expovariate(rate)), flow, user, rng.getrandbits(64)
+            i += 1
+
     async def _play(self) -> None:
         scn = self.scenario
         loop = asyncio.get_running_loop()
@@ -150,27 +169,32 @@ class Simulation:
             return (not self._stop.is_set() and loop.time() < deadline and self.server.connected
                     and (scn.max_flows is None or self._flows_started < scn.max_flows))
 
-        def launch(user_id: int, rng: random.Random) -> asyncio.Task:
-            flow = rng.choices(scn.mix, weights=weights)[0]
+        def launch(flow: Flow, user_id: int, flow_seed: int) -> asyncio.Task:
             self._flows_started += 1
-            return asyncio.ensure_future(self._run_flow(flow, user_id, rng))
+            return asyncio.ensure_future(self._run_flow(flow, user_id, random.Random(flow_seed)))
 
         if scn.think_time_s is not None:
             async def user_loop(idx: int, uid: int) -> None:
                 rng = random.Random(f"{scn.seed}:{uid}")
                 await self._sleep(rng.uniform(0, min(scn.think_time_s or 0.0, 1.0)))
+                k = 0
                 while can_start():
-                    await launch(uid, rng)
+                    if scn.mix_order == "round_robin":
+                        flow = scn.mix[(idx + k) % len(scn.mix)]
+                    else:
+                        flow = rng.choices(scn.mix, weights=weights)[0]
+                    k += 1
+                    await launch(flow, uid, rng.getrandbits(64))
                     await self._sleep(rng.expovariate(1.0 / scn.think_time_s) if scn.think_time_s else 0.0)
 
             tasks = [asyncio.ensure_future(user_loop(i, u.id)) for i, u in enumerate(scn.users)]
             await asyncio.wait(tasks, timeout=scn.duration_s + scn.grace_s)
         else:
-            rate = scn.rate or 1.0
-            while can_start():
-                tasks.append(launch(self.rng.choice(scn.users).id, self.rng))
-                gap = self.rng.expovariate(rate)
+            for gap, flow, user_id, flow_seed in self.plan():
                 await self._sleep(min(gap, max(0.0, deadline - loop.time())))
+                if not can_start():
+                    break
+                tasks.append(launch(flow, user_id, flow_seed))
             if tasks:
                 await asyncio.wait(tasks, timeout=scn.grace_s)
         for t in tasks:

@@ -134,6 +134,7 @@ class Scenario:
     step_gap_s: float = 0.25
     sync_timeout_s: float = 10.0
     max_flows: Optional[int] = None
+    mix_order: str = "random"             # random (weighted) | round_robin (each flow in turn)
     users: List[UserSpec] = field(default_factory=list)
     guilds: List[GuildSpec] = field(default_factory=list)
     mix: List[Flow] = field(default_factory=list)
@@ -148,7 +149,7 @@ class Scenario:
 
 _TOP_KEYS = {
     "seed", "duration_s", "rate", "think_time_s", "grace_s", "step_timeout_s", "final_timeout_s", "warmup_s",
-    "sync_timeout_s", "step_gap_s", "max_flows", "users", "guilds", "mix", "rate_limits", "bot", "heartbeat_interval_ms",
+    "sync_timeout_s", "step_gap_s", "max_flows", "mix_order", "users", "guilds", "mix", "rate_limits", "bot", "heartbeat_interval_ms",
 }
 
 
@@ -456,6 +457,9 @@ def load_scenario(source: Union[str, os.PathLike, dict, Scenario]) -> Scenario:
     scn.warmup_s = _num(data, "warmup_s", 2.5, "")
     scn.sync_timeout_s = _num(data, "sync_timeout_s", 10.0, "")
     scn.step_gap_s = _num(data, "step_gap_s", 0.25, "")
+    scn.mix_order = str(data.get("mix_order", "random"))
+    if scn.mix_order not in ("random", "round_robin"):
+        raise ScenarioError("mix_order: expected random or round_robin")
     scn.max_flows = _num(data, "max_flows", None, "", minimum=1, integer=True)
     scn.heartbeat_interval_ms = _num(data, "heartbeat_interval_ms", 41250, "", minimum=100, integer=True)
     scn.users = _users(data.get("users"))
