@@ -15,7 +15,8 @@ DEFAULTS = {
     "cache_min_calls": 20,         # … and at least this many calls is a cache candidate
     "concurrency_min_flows": 3,    # sequential sibling I/O seen in at least this many flows
     "concurrency_min_saving_ms": 5.0,
-    "slow_query_ms": 100.0,        # p95 above which a query counts as slow (index advice)
+    "slow_query_ms": 100.0,        # p95 above which a query counts as slow (reports)
+    "index_min_ms": 20.0,          # a read with a big Seq Scan in its EXPLAIN and p95 >= this: index advice
     "db_pool_pct": 80.0,
     "process_pool_pending": 5,
     "worker_rss_mb": 500.0,
@@ -117,7 +118,7 @@ def suggestions_from(agg, **options) -> list[dict]:
         if not db.seq_scans:
             continue
         p95 = db.res.percentile(95)
-        if p95 is None or p95 < o["slow_query_ms"]:
+        if p95 is None or p95 < min(o["index_min_ms"], o["slow_query_ms"]):
             continue
         scans = sorted(db.seq_scans, key=lambda s: -s[1])
         rel, rows, flt = scans[0]
