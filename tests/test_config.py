@@ -499,7 +499,10 @@ def test_json_schema_is_valid_and_accepts_the_example(monkeypatch):
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema" and schema["title"] == "autoperf.yaml"
     validator = jsonschema.Draft202012Validator(schema)
     jsonschema.Draft202012Validator.check_schema(schema)
-    for text in (EXAMPLE, "", "log: {console: false, buffer_records: '${BUF:-500}'}\n", "integrations:\n  asyncpg:\n"):
+    from pathlib import Path
+
+    doc_example = (Path(__file__).parent.parent / "docs" / "config.md").read_text().split("```yaml\n", 1)[1].split("```")[0]
+    for text in (EXAMPLE, doc_example, "", "log: {console: false, buffer_records: '${BUF:-500}'}\n", "integrations:\n  asyncpg:\n"):
         validator.validate(yaml.safe_load(text))
     assert not validator.is_valid({"bogus": 1})
     assert not validator.is_valid({"targets": [{"target": "pkg.mod"}]})
@@ -536,3 +539,16 @@ def test_docs_cover_every_key_and_example_loads(tmp_path, monkeypatch):
     cfg = load(tmp_path, example)
     assert [t.kind for t in cfg.targets] == ["flow", "cycle", "db"]
     assert cfg.integration("discord")["enabled"] is False
+
+
+def test_broken_provider_falls_back_and_is_reported(tmp_path, monkeypatch):
+    """A section provider that fails to import does not stop loading: the section accepts any mapping and the error is counted."""
+    from autoperf import diagnostics
+    from autoperf.config import spec
+
+    monkeypatch.setitem(spec.SECTION_PROVIDERS, "alerts", ("ap_broken_provider", "CONFIG_SCHEMA"))
+    (tmp_path / "ap_broken_provider.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = load(tmp_path, "alerts: {anything: 1}\n")
+    assert cfg.data["alerts"] == {"anything": 1}
+    assert any(key[0] == "internal_error" and "ap_broken_provider" in str(key[1]) for key in diagnostics.counts())

@@ -77,13 +77,21 @@ def _levels_ordered(levels):
 
 
 def _module(name):
-    """The imported module ``name``, or None when it (or a parent package) does not exist."""
+    """The imported module ``name``; None when it (or a parent package) does not exist, or when
+    importing it fails (reported once as an ``internal_error`` warning: a broken provider must not
+    stop the program; its section then accepts any mapping)."""
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
         if e.name and (name == e.name or name.startswith(e.name + ".")):
             return None
-        raise
+        error = e
+    except Exception as e:
+        error = e
+    from autoperf import diagnostics
+
+    diagnostics.internal_error(f"config: importing {name}", error)
+    return None
 
 
 def _provided(module, attr):
@@ -120,12 +128,7 @@ class _Integrations(Map):
 
 
 def _integrations():
-    try:
-        registry = getattr(importlib.import_module("autoperf.integrations"), "REGISTRY", None)
-    except ModuleNotFoundError as e:
-        if e.name not in ("autoperf.integrations", "autoperf"):
-            raise
-        registry = None
+    registry = getattr(_module("autoperf.integrations"), "REGISTRY", None)
     doc = "Per-integration options, by integration name; each has `enabled` (default true)."
     if not isinstance(registry, dict):
         return Field(_Integrations(), default={}, doc=doc)
