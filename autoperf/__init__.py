@@ -13,6 +13,9 @@ __all__ = ["measure_time", "FlowTracker", "checkpoint", "flow", "span", "cycle",
 def install(config=None, **options):
     """Instrument this process from ``config`` (path, Config or None for autoperf.yaml lookup)."""
     from autoperf import bootstrap
+    if config is None:
+        from autoperf.config import find_config
+        config = find_config(None, None)
     return bootstrap.install(config, **options)
 
 

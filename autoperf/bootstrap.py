@@ -70,8 +70,28 @@ def ensure_pipeline(log_dir=None, console=None, data=None):
             pipeline.add_sink(_console_sink)
         _hook("asyncio", _on_asyncio)
         _hook("multiprocessing.util", pipeline.register_mp_finalizer)
+        _flush_before_os_exit()
         pipeline.ensure_started()
         _pipeline_ready = True
+
+
+def _flush_before_os_exit():
+    """Forked children often leave through os._exit(), which skips atexit: flush first."""
+    original = os._exit
+    if getattr(original, "__autoperf__", False):
+        return
+
+    def _exit(status):
+        try:
+            pipeline.flush()
+        except BaseException:
+            pass
+        original(status)
+
+    _exit.__autoperf__ = True
+    _exit.__wrapped__ = original
+    _exit.__doc__ = original.__doc__
+    os._exit = _exit
 
 
 def _console_wanted(setting):

@@ -25,6 +25,18 @@ REGISTRY = {
     "discord": "autoperf.integrations.discord",
 }
 
+#: name -> the library import that triggers it (kept here so start-up imports no patch code).
+LIBRARIES = {
+    "asyncio": "asyncio",
+    "asyncpg": "asyncpg",
+    "process_pool": "concurrent.futures.process",
+    "thread_pool": "concurrent.futures.thread",
+    "resources": "autoperf",
+    "aiohttp": "aiohttp",
+    "httpx": "httpx",
+    "discord": "discord",
+}
+
 _lock = threading.Lock()
 _patched: dict = {}   # name -> (integration module, target module)
 
@@ -99,8 +111,7 @@ def patched_names():
 
 
 def target_module(name):
-    integration = load(name)
-    return integration.MODULE
+    return LIBRARIES.get(name) or load(name).MODULE
 
 
 def imported(name):

@@ -1,0 +1,5 @@
+import sys
+
+from autoperf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,201 @@
+"""``autoperf`` / ``python -m autoperf``: run, validate, schema, and the analysis commands."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+_RUN_VALUE_OPTIONS = {"--config", "--log-dir", "--disable", "--simulate"}
+
+RUN_USAGE = ("autoperf run [--config PATH] [--log-dir DIR] [--console | --no-console] "
+             "[--disable NAME] [--simulate SCENARIO] [--summary] (script.py | -m module) [args ...]")
+
+
+def _run_parser():
+    parser = argparse.ArgumentParser(
+        prog="autoperf run", usage=RUN_USAGE,
+        description="Run a Python program with autoperf instrumentation, exactly as `python` would.")
+    parser.add_argument("--config", help="autoperf.yaml (default: $AUTOPERF_CONFIG, ./autoperf.yaml, "
+                                         "else next to the script)")
+    parser.add_argument("--log-dir", help="directory for performance_{date}.log (default: log.dir or ./logs)")
+    console = parser.add_mutually_exclusive_group()
+    console.add_argument("--console", dest="console", action="store_true", default=None,
+                         help="show records on stderr (default: when stdout is a terminal)")
+    console.add_argument("--no-console", dest="console", action="store_false")
+    parser.add_argument("--disable", action="append", default=[], metavar="NAME",
+                        help="turn off an integration or a target (by name or target string); repeatable")
+    parser.add_argument("--simulate", metavar="SCENARIO",
+                        help="run the bot against a loopback Discord playing SCENARIO (YAML)")
+    parser.add_argument("--summary", action="store_true",
+                        help="print a per-flow summary and the log path when the program ends")
+    return parser
+
+
+def _split_run_argv(argv):
+    """Options before the program; the program (script or -m module) and its own arguments after."""
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "-m":
+            if i + 1 >= len(argv):
+                return argv[:i], None, None, []
+            return argv[:i], None, argv[i + 1], argv[i + 2:]
+        if tok == "--":
+            if i + 1 >= len(argv):
+                return argv[:i], None, None, []
+            return argv[:i], argv[i + 1], None, argv[i + 2:]
+        if tok in _RUN_VALUE_OPTIONS:
+            i += 2
+            continue
+        if tok.startswith("-"):
+            i += 1
+            continue
+        return argv[:i], tok, None, argv[i + 1:]
+    return argv, None, None, []
+
+
+def cmd_run(argv) -> int:
+    options, script, module, args = _split_run_argv(argv)
+    parser = _run_parser()
+    opts = parser.parse_args(options)  # exits 2 with the usage on a bad option
+    if script is None and module is None:
+        parser.error("a script or -m module is required")
+
+    from autoperf import bootstrap, runner
+    from autoperf.config import ConfigError, find_config, load_config
+
+    path = find_config(opts.config, script)
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            sys.stderr.write(f"autoperf: {line}\n")
+        sys.stderr.write("autoperf: the program was not started\n")
+        return 2
+
+    log_dir = os.path.abspath(opts.log_dir or os.environ.get(bootstrap.ENV_LOG_DIR)
+                              or cfg.data.get("log", {}).get("dir") or "logs")
+    _export_to_children(path, log_dir, opts.disable)
+    bootstrap.install(cfg, log_dir=log_dir, console=opts.console, disable=opts.disable)
+    if opts.summary:
+        from autoperf import summary
+        summary.install()
+
+    if module is not None:
+        program = lambda: runner.run_module(module, args, lambda name: bootstrap.main_specs(name))
+    else:
+        program = lambda: runner.run_path(script, args, bootstrap.main_specs())
+    if opts.simulate:
+        from autoperf import simulate
+        code = simulate.run(opts.simulate, program)
+    else:
+        code = program()
+    from autoperf import pipeline
+    pipeline.flush()
+    if opts.summary:
+        from autoperf import summary
+        summary.print_summary(bootstrap.log_path())
+    return code
+
+
+def _export_to_children(config_path, log_dir, disabled):
+    """Child Python processes load our sitecustomize and instrument themselves the same way."""
+    from autoperf import bootstrap
+
+    env = os.environ
+    env[bootstrap.ENV_CHILD] = "1"
+    if config_path is not None:
+        env[bootstrap.ENV_CONFIG] = os.path.abspath(config_path)
+    env[bootstrap.ENV_LOG_DIR] = log_dir
+    if disabled:
+        env[bootstrap.ENV_DISABLE] = ",".join(disabled)
+    env.setdefault(bootstrap.ENV_CONSOLE, "0")  # one console: the parent's
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != bootstrap.BOOTSTRAP_DIR]
+    env["PYTHONPATH"] = os.pathsep.join([bootstrap.BOOTSTRAP_DIR, *paths])
+
+
+def cmd_validate(opts) -> int:
+    """Check autoperf.yaml; import each target's module and say whether the target resolves."""
+    import importlib
+
+    from autoperf import targets
+    from autoperf.config import ConfigError, find_config, load_config
+
+    path = find_config(opts.config, None)
+    if path is None:
+        print("autoperf: no autoperf.yaml found (use --config)", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 2
+    print(f"{path}: valid, {len(cfg.targets)} targets")
+    sys.path.insert(0, os.getcwd())
+    missing = 0
+    for spec in cfg.targets:
+        if spec.module == "__main__":
+            print(f"  ?  {spec.target}  (the program's __main__: checked when it runs)")
+            continue
+        try:
+            module = importlib.import_module(spec.module)
+        except Exception as exc:
+            missing += 1
+            print(f"  ✗  {spec.target}  module {spec.module} cannot be imported: {type(exc).__name__}: {exc}")
+            continue
+        found, gone, near = targets.resolve(module, spec.qualname)
+        if found:
+            names = ", ".join(sorted({attr for _, attr in found}))
+            print(f"  ✓  {spec.target}  [{spec.kind}] -> {names}")
+        else:
+            missing += 1
+            hint = f"; nearest: {', '.join(near)}" if near else ""
+            print(f"  ✗  {spec.target}  {gone!r} not found{hint}")
+    return 1 if missing else 0
+
+
+def cmd_schema(opts) -> int:
+    import json
+
+    from autoperf.config import json_schema
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="autoperf", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="run a program instrumented (autoperf run --help)", add_help=False)
+    validate = sub.add_parser("validate", help="check autoperf.yaml and resolve its targets")
+    validate.add_argument("--config")
+    validate.set_defaults(handler=cmd_validate)
+    schema = sub.add_parser("schema", help="print the JSON Schema of autoperf.yaml")
+    schema.set_defaults(handler=cmd_schema)
+    for path in ("autoperf.analysis.cli", "autoperf.store.cli"):
+        try:
+            module = __import__(path, fromlist=["register"])
+        except ImportError:
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":
+        if argv[1:2] in (["-h"], ["--help"]):
+            _run_parser().print_help()
+            return 0
+        return cmd_run(argv[1:])
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    handler = getattr(opts, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    return handler(opts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

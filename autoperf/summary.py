@@ -1,0 +1,48 @@
+"""A short per-flow summary printed when ``autoperf run --summary`` ends (the quick-start demo).
+
+It keeps flow and span durations from this run in memory (bounded) through a pipeline processor
+and prints them with the report's terminal renderer when the program ends.
+"""
+from __future__ import annotations
+
+import sys
+
+from autoperf import pipeline
+
+_MAX_RECORDS = 200_000
+_records: list = []
+
+
+def _collect(record):
+    if len(_records) < _MAX_RECORDS and record.get("type") in ("flow_complete", "span", "resource", "loop_blocked"):
+        _records.append(record)
+    return record
+
+
+def install():
+    pipeline.add_processor(_collect)
+
+
+def print_summary(log_path, stream=None):
+    stream = stream or sys.stderr
+    pipeline.flush()
+    try:
+        from autoperf.analysis import summarize_for_terminal
+        text = summarize_for_terminal(_records)
+    except ImportError:
+        text = _fallback(_records)
+    stream.write(f"\nautoperf: log written to {log_path}\n{text}\n")
+    stream.flush()
+
+
+def _fallback(records):
+    flows: dict = {}
+    for rec in records:
+        if rec.get("type") == "flow_complete":
+            flows.setdefault(rec["flow_name"], []).append(rec["duration_ms"])
+    lines = [f"{'flow':<32} {'count':>6} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9}"]
+    for name, values in sorted(flows.items()):
+        values.sort()
+        p = lambda q: values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))]
+        lines.append(f"{name:<32} {len(values):>6} {p(0.5):>9.2f} {p(0.95):>9.2f} {values[-1]:>9.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,376 @@
+"""``python -m autoperf run`` through real subprocesses: parity with plain python, flushing, children."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_records(log_dir: Path) -> list[dict]:
+    out = []
+    for path in sorted(Path(log_dir).glob("performance_*.log")):
+        for line in path.read_bytes().splitlines():
+            out.append(orjson.loads(line))
+    return out
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPERF_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+class Program:
+    """A script and its autoperf.yaml in a temp dir, run with and without autoperf."""
+
+    def __init__(self, tmp_path: Path, source: str, config: str = "targets: []\n"):
+        self.dir = tmp_path
+        self.script = tmp_path / "prog.py"
+        self.script.write_text(textwrap.dedent(source))
+        self.config = tmp_path / "autoperf.yaml"
+        self.config.write_text(textwrap.dedent(config))
+        self.log_dir = tmp_path / "logs"
+
+    def autoperf_cmd(self, *args, options=()):
+        return [sys.executable, "-m", "autoperf", "run", "--config", str(self.config),
+                "--log-dir", str(self.log_dir), "--no-console", *options, str(self.script), *args]
+
+    def run(self, *args, options=(), plain=False, **kwargs):
+        cmd = [sys.executable, str(self.script), *args] if plain else self.autoperf_cmd(*args, options=options)
+        kwargs.setdefault("timeout", 120)
+        return subprocess.run(cmd, cwd=self.dir, env=clean_env(), capture_output=True, text=True, **kwargs)
+
+    def records(self):
+        return read_records(self.log_dir)
+
+
+PARITY = """
+    import json, sys
+    def main():
+        print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "name": __name__,
+                          "file": __file__, "main_is_module": sys.modules["__main__"].__dict__ is globals(),
+                          "stdin": sys.stdin.read()}))
+    if __name__ == "__main__":
+        main()
+"""
+
+
+class TestParity:
+    def test_script_sees_what_plain_python_shows(self, tmp_path):
+        """argv, sys.path[0], __name__, __file__, __main__ and stdin are exactly as under plain python."""
+        prog = Program(tmp_path, PARITY, "targets:\n  - target: '__main__:main'\n    kind: flow\n")
+        plain = prog.run("a", "--flag", "b c", plain=True, input="hello\n")
+        wrapped = prog.run("a", "--flag", "b c", input="hello\n")
+        assert plain.returncode == wrapped.returncode == 0, wrapped.stderr
+        assert json.loads(wrapped.stdout) == json.loads(plain.stdout)
+        flows = [r for r in prog.records() if r["type"] == "flow_complete"]
+        assert [f["flow_name"] for f in flows] == ["__main__.main"]
+
+    def test_module_mode_matches_python_dash_m(self, tmp_path):
+        """``run -m pkg.mod`` matches ``python -m pkg.mod``, and targets naming the module apply to it."""
+        pkg = tmp_path / "pkg"
+        pkg.mkdir()
+        (pkg / "__init__.py").write_text("")
+        (pkg / "mod.py").write_text(textwrap.dedent(PARITY))
+        config = tmp_path / "autoperf.yaml"
+        config.write_text("targets:\n  - target: 'pkg.mod:main'\n    kind: flow\n    name: modmain\n")
+        env = clean_env()
+        plain = subprocess.run([sys.executable, "-m", "pkg.mod", "x"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, input="in")
+        wrapped = subprocess.run([sys.executable, "-m", "autoperf", "run", "--no-console",
+                                  "--log-dir", str(tmp_path / "logs"), "-m", "pkg.mod", "x"],
+                                 cwd=tmp_path, env=env, capture_output=True, text=True, input="in")
+        assert wrapped.returncode == 0, wrapped.stderr
+        a, b = json.loads(plain.stdout), json.loads(wrapped.stdout)
+        assert a == b
+        names = [r["flow_name"] for r in read_records(tmp_path / "logs") if r["type"] == "flow_complete"]
+        assert names == ["modmain"]
+
+    @pytest.mark.parametrize("body, code", [
+        ("sys.exit(3)", 3),
+        ("sys.exit()", 0),
+        ("sys.exit('fatal message')", 1),
+        ("raise ValueError('boom')", 1),
+        ("raise KeyboardInterrupt", 130),
+    ])
+    def test_exit_codes_match(self, tmp_path, body, code):
+        """Exit codes and error output are those of plain python."""
+        prog = Program(tmp_path, f"import sys\n{body}\n")
+        plain = prog.run(plain=True)
+        wrapped = prog.run()
+        assert wrapped.returncode == code
+        if code != 130:
+            assert plain.returncode == code
+        if "ValueError" in body:
+            assert "ValueError: boom" in wrapped.stderr
+            assert 'prog.py", line 2, in <module>' in wrapped.stderr
+            assert "autoperf" not in wrapped.stderr.replace(str(prog.dir), "")
+        if "fatal" in body:
+            assert "fatal message" in wrapped.stderr
+
+    def test_bad_option_prints_usage_and_exits_2(self, tmp_path):
+        """An unknown option is a usage error (exit 2) and the program does not run."""
+        prog = Program(tmp_path, "open('ran', 'w').write('x')\n")
+        proc = prog.run(options=["--no-such-option"])
+        assert proc.returncode == 2
+        assert "usage:" in proc.stderr
+        assert not (tmp_path / "ran").exists()
+
+    def test_missing_program_is_a_usage_error(self, tmp_path):
+        """``autoperf run`` with no script is a usage error."""
+        proc = subprocess.run([sys.executable, "-m", "autoperf", "run", "--no-console"], cwd=tmp_path,
+                              env=clean_env(), capture_output=True, text=True)
+        assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+class TestBadConfig:
+    @pytest.mark.parametrize("config, where", [
+        ("targets:\n  - target: 'mod:f'\n    kind: flo\n", ":3:"),
+        ("targets:\n  - target: 'mod'\n", ":2:"),
+        ("log:\n  buffer_recordz: 5\n", ":2:"),
+        ("targets: [\n", ":"),
+        ("levels:\n  warning_ms: fast\n", ":2:"),
+    ])
+    def test_bad_yaml_stops_before_the_program(self, tmp_path, config, where):
+        """Every class of bad YAML exits 2 naming file:line, and the program never starts."""
+        prog = Program(tmp_path, "open('ran', 'w').write('x')\n", config)
+        proc = prog.run()
+        assert proc.returncode == 2, proc.stderr
+        assert f"autoperf.yaml{where}" in proc.stderr
+        assert "not started" in proc.stderr
+        assert not (tmp_path / "ran").exists()
+
+    def test_several_problems_are_all_reported(self, tmp_path):
+        """One error line per problem, not just the first."""
+        prog = Program(tmp_path, "pass\n", "bogus: 1\nlevels:\n  debug_ms: x\n")
+        proc = prog.run()
+        assert proc.returncode == 2
+        assert "autoperf.yaml:1:" in proc.stderr and "autoperf.yaml:3:" in proc.stderr
+
+
+FLUSH_PROGRAM = """
+    import os, signal, sys, time
+    def work(i):
+        return i * 2
+    def command(i):
+        return work(i) + work(i + 1)
+    def main(mode):
+        for i in range(500):
+            command(i)
+        print("produced", flush=True)
+        if mode == "exit":
+            sys.exit(4)
+        if mode == "raise":
+            raise RuntimeError("unhandled")
+        if mode == "wait":
+            time.sleep(60)
+    if __name__ == "__main__":
+        main(sys.argv[1])
+"""
+FLUSH_CONFIG = """
+targets:
+  - target: "__main__:command"
+    kind: flow
+  - target: "__main__:work"
+"""
+
+
+class TestLosslessStop:
+    def _expect_all(self, prog):
+        records = prog.records()
+        spans = [r for r in records if r["type"] == "span"]
+        flows = [r for r in records if r["type"] == "flow_complete"]
+        assert len(flows) == 500
+        assert len(spans) == 1500
+
+    @pytest.mark.parametrize("mode, code", [("exit", 4), ("raise", 1), ("normal", 0)])
+    def test_exit_paths_flush_every_record(self, tmp_path, mode, code):
+        """sys.exit, an unhandled exception and a normal end leave every record on disk."""
+        prog = Program(tmp_path, FLUSH_PROGRAM, FLUSH_CONFIG)
+        proc = prog.run(mode)
+        assert proc.returncode == code, proc.stderr
+        self._expect_all(prog)
+
+    @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)])
+    def test_signals_flush_every_record(self, tmp_path, sig, code):
+        """SIGTERM (default action kept: the process dies by the signal) and SIGINT (130) flush first."""
+        prog = Program(tmp_path, FLUSH_PROGRAM, FLUSH_CONFIG)
+        proc = subprocess.Popen(prog.autoperf_cmd("wait"), cwd=tmp_path, env=clean_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "produced"
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        assert proc.returncode == code, proc.stderr.read()
+        self._expect_all(prog)
+
+    def test_program_sigterm_handler_still_runs(self, tmp_path):
+        """A program that handles SIGTERM itself keeps its handler; records still land at exit."""
+        prog = Program(tmp_path, """
+            import signal, sys, time
+            def command():
+                return 1
+            def on_term(signum, frame):
+                print("graceful", flush=True)
+                sys.exit(7)
+            signal.signal(signal.SIGTERM, on_term)
+            for _ in range(10):
+                command()
+            print("ready", flush=True)
+            time.sleep(60)
+        """, "targets:\n  - target: '__main__:command'\n    kind: flow\n")
+        proc = subprocess.Popen(prog.autoperf_cmd(), cwd=tmp_path, env=clean_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert proc.returncode == 7
+        assert proc.stdout.read().strip() == "graceful"
+        assert len([r for r in prog.records() if r["type"] == "flow_complete"]) == 10
+
+
+CHILDREN_PROGRAM = """
+    import multiprocessing as mp, os, subprocess, sys
+    import worker_mod
+    if __name__ == "__main__":
+        ctx = mp.get_context(sys.argv[1])
+        with ctx.Pool(2) as pool:
+            print(sorted(pool.map(worker_mod.square, range(6))))
+        out = subprocess.run([sys.executable, "-c", "import worker_mod; print(worker_mod.square(7))"],
+                             capture_output=True, text=True)
+        print(out.stdout.strip(), out.stderr.strip())
+        pid = os.fork()
+        if pid == 0:
+            worker_mod.square(100)
+            os._exit(0)
+        os.waitpid(pid, 0)
+"""
+WORKER_MODULE = """
+def square(x):
+    return x * x
+"""
+
+
+class TestChildren:
+    @pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+    def test_child_processes_are_instrumented_once(self, tmp_path, method):
+        """multiprocessing children, a ``python -c`` subprocess and an os.fork child record their spans once each."""
+        (tmp_path / "worker_mod.py").write_text(WORKER_MODULE)
+        prog = Program(tmp_path, CHILDREN_PROGRAM, "targets:\n  - target: 'worker_mod:square'\n")
+        proc = prog.run(method)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[0] == "[0, 1, 4, 9, 16, 25]"
+        assert proc.stdout.splitlines()[1].strip() == "49"
+        spans = [r for r in prog.records() if r["type"] == "span" and r["name"] == "worker_mod.square"]
+        # 6 pool calls + 1 subprocess call + 1 fork child call, each recorded exactly once.
+        assert len(spans) == 8, [(s["pid"]) for s in spans]
+        parent_pid = {r["pid"] for r in prog.records() if r.get("code") == "internal_error"}
+        assert not parent_pid
+        assert len({s["pid"] for s in spans}) >= 3
+
+    def test_existing_sitecustomize_is_chained(self, tmp_path):
+        """A sitecustomize already on PYTHONPATH still runs in instrumented children."""
+        site = tmp_path / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text("import os\nos.environ['CHAINED_SITE'] = 'yes'\n")
+        (tmp_path / "worker_mod.py").write_text(WORKER_MODULE)
+        prog = Program(tmp_path, """
+            import subprocess, sys
+            code = "import os, worker_mod, autoperf.bootstrap as b; worker_mod.square(3); print(os.environ.get('CHAINED_SITE'), b.installed())"
+            print(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip())
+        """, "targets:\n  - target: 'worker_mod:square'\n")
+        env = clean_env(PYTHONPATH=f"{site}{os.pathsep}{ROOT}")
+        proc = subprocess.run(prog.autoperf_cmd(), cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "yes True"
+        assert [r["name"] for r in prog.records() if r["type"] == "span"] == ["worker_mod.square"]
+
+
+class TestTargetsAtRunTime:
+    def test_unresolved_targets_warn_and_the_program_runs(self, tmp_path):
+        """A missing attribute and a never-imported module each give one warning record; exit code unchanged."""
+        (tmp_path / "helpers.py").write_text("def compute():\n    return 41\n")
+        prog = Program(tmp_path, """
+            import helpers
+            print(helpers.compute() + 1)
+        """, """
+            targets:
+              - target: "helpers:compute"
+              - target: "helpers:compute_all"
+              - target: "never_imported_mod:f"
+        """)
+        proc = prog.run()
+        assert proc.returncode == 0 and proc.stdout.strip() == "42", proc.stderr
+        warnings = {r["code"]: r for r in prog.records() if r["type"] == "warning"}
+        assert "compute_all" in warnings["target_not_found"]["message"]
+        assert "compute" in warnings["target_not_found"]["nearest"]
+        assert warnings["target_module_not_imported"]["target"] == "never_imported_mod:f"
+        assert [r["name"] for r in prog.records() if r["type"] == "span"] == ["helpers.compute"]
+
+    def test_main_functions_are_wrapped_before_the_main_block_calls_them(self, tmp_path):
+        """``__main__:Class.method`` targets are wrapped as soon as the class exists."""
+        prog = Program(tmp_path, """
+            import asyncio
+            class Bot:
+                async def on_command(self, user):
+                    await asyncio.sleep(0)
+                    return user
+            if __name__ == "__main__":
+                print(asyncio.run(Bot().on_command(5)))
+        """, """
+            targets:
+              - target: "__main__:Bot.on_command"
+                kind: flow
+                name: on_command
+                capture: {user_id: user}
+        """)
+        proc = prog.run()
+        assert proc.returncode == 0 and proc.stdout.strip() == "5", proc.stderr
+        flows = [r for r in prog.records() if r["type"] == "flow_complete"]
+        assert len(flows) == 1 and flows[0]["user_id"] == 5
+
+
+class TestOtherCommands:
+    def test_validate_reports_resolution_with_nearest_names(self, tmp_path):
+        """``autoperf validate`` imports each target's module and names the nearest existing names."""
+        (tmp_path / "svc.py").write_text("def fetch_profile():\n    pass\n")
+        (tmp_path / "autoperf.yaml").write_text(
+            "targets:\n  - target: 'svc:fetch_profile'\n  - target: 'svc:fetch_profil'\n")
+        proc = subprocess.run([sys.executable, "-m", "autoperf", "validate"], cwd=tmp_path,
+                              env=clean_env(), capture_output=True, text=True)
+        assert proc.returncode == 1, proc.stderr
+        assert "✓  svc:fetch_profile" in proc.stdout
+        assert "✗  svc:fetch_profil" in proc.stdout and "nearest: fetch_profile" in proc.stdout
+
+    def test_schema_is_json_schema(self, tmp_path):
+        """``autoperf schema`` prints a JSON Schema describing the targets list."""
+        proc = subprocess.run([sys.executable, "-m", "autoperf", "schema"], cwd=tmp_path,
+                              env=clean_env(), capture_output=True, text=True)
+        assert proc.returncode == 0
+        schema = json.loads(proc.stdout)
+        assert "targets" in schema["properties"]
+
+
+def test_console_view_is_human_readable(tmp_path):
+    """``--console`` prints coloured-or-plain lines for flows on stderr, leaving stdout alone."""
+    prog = Program(tmp_path, """
+        def command():
+            return 1
+        command()
+        print("out")
+    """, "targets:\n  - target: '__main__:command'\n    kind: flow\n")
+    proc = subprocess.run([sys.executable, "-m", "autoperf", "run", "--config", str(prog.config),
+                           "--log-dir", str(prog.log_dir), "--console", str(prog.script)],
+                          cwd=tmp_path, env=clean_env(), capture_output=True, text=True)
+    assert proc.stdout == "out\n"
+    assert "flow  __main__.command" in proc.stderr and "INFO" in proc.stderr
