@@ -202,6 +202,12 @@ class Simulation:
                 t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        # timed-out interactions: keep listening a little to see (and reject) late callbacks
+        t_end = loop.time() + scn.late_window_s
+        while loop.time() < t_end and not self._stop.is_set() and self.server.connected:
+            if not any(p.st is not None and p.st.t_first is None and p.st.t_late is None for p in self._pending):
+                break
+            await asyncio.sleep(0.02)
 
     # ------------------------------------------------------------------ flows and steps
     def _pick_channel(self, rng: random.Random, step: Step) -> Tuple[int, Optional[int]]:
@@ -700,6 +706,8 @@ class Simulation:
                 r.first_ms = st.first_ms()
                 r.final_ms = st.final_ms()
                 r.callback_type = st.first_type
+                if st.t_late is not None:
+                    r.late_ms = (st.t_late - st.t_dispatch) * 1000.0
                 if st.errors and r.status == "ok":
                     r.status = "error"
                     r.error = "; ".join(st.errors[:3])

@@ -32,6 +32,7 @@ class StepResult:
     status: str = "ok"                   # ok | timeout | error | skipped
     first_ms: Optional[float] = None     # dispatch -> interaction callback (or first reply to a message)
     final_ms: Optional[float] = None     # dispatch -> last followup / edit / reply
+    late_ms: Optional[float] = None      # a callback after the 3 s deadline (Discord rejects it)
     callback_type: Optional[int] = None
     error: Optional[str] = None
     interaction_id: Optional[int] = None

@@ -132,6 +132,7 @@ class Scenario:
     final_timeout_s: float = 15.0
     warmup_s: float = 2.5
     step_gap_s: float = 0.25
+    late_window_s: float = 1.0
     sync_timeout_s: float = 10.0
     max_flows: Optional[int] = None
     mix_order: str = "random"             # random (weighted) | round_robin (each flow in turn)
@@ -149,7 +150,7 @@ class Scenario:
 
 _TOP_KEYS = {
     "seed", "duration_s", "rate", "think_time_s", "grace_s", "step_timeout_s", "final_timeout_s", "warmup_s",
-    "sync_timeout_s", "step_gap_s", "max_flows", "mix_order", "users", "guilds", "mix", "rate_limits", "bot", "heartbeat_interval_ms",
+    "sync_timeout_s", "step_gap_s", "late_window_s", "max_flows", "mix_order", "users", "guilds", "mix", "rate_limits", "bot", "heartbeat_interval_ms",
 }
 
 
@@ -457,6 +458,7 @@ def load_scenario(source: Union[str, os.PathLike, dict, Scenario]) -> Scenario:
     scn.warmup_s = _num(data, "warmup_s", 2.5, "")
     scn.sync_timeout_s = _num(data, "sync_timeout_s", 10.0, "")
     scn.step_gap_s = _num(data, "step_gap_s", 0.25, "")
+    scn.late_window_s = _num(data, "late_window_s", 1.0, "")
     scn.mix_order = str(data.get("mix_order", "random"))
     if scn.mix_order not in ("random", "round_robin"):
         raise ScenarioError("mix_order: expected random or round_robin")

@@ -108,6 +108,7 @@ class InteractionState:
     source_message_id: Optional[int] = None      # component/modal: the message the user clicked on
     name: str = ""
     t_first: Optional[float] = None
+    t_late: Optional[float] = None               # a callback that came after the 3 s deadline (rejected)
     first_type: Optional[int] = None
     t_final: Optional[float] = None
     original_id: Optional[int] = None            # message of the interaction response
@@ -153,6 +154,11 @@ def _json_response(data: Any, status: int = 200, headers: Optional[Dict[str, str
     if headers:
         h.update(headers)
     return web.Response(body=_dumps(data), status=status, headers=h)
+
+
+_RequestKey = getattr(web, "RequestKey", None)
+_CALL_KEY: Any = _RequestKey("autoperf_sim_call", object) if _RequestKey else "autoperf_sim_call"
+_BODY_KEY: Any = _RequestKey("autoperf_sim_body", object) if _RequestKey else "autoperf_sim_body"
 
 
 def _no_content() -> web.Response:
@@ -410,6 +416,8 @@ class SimServer:
         canonical = resource.canonical if resource is not None else path
         cparts = canonical.split("/", 3)
         template = "/" + cparts[3] if len(cparts) > 3 else canonical
+        if "{tail}" in template:          # not implemented by the sim: keep the real path
+            template = rel
         route = f"{request.method} {template}"
         call = RecordedCall(t=self.now(), method=request.method, route=route, path=rel,
                             query=dict(request.query))
@@ -431,7 +439,7 @@ class SimServer:
                         hdrs["X-RateLimit-Global"] = "true"
                     return _json_response({"message": "You are being rate limited.", "retry_after": rule.retry_after,
                                            "global": rule.is_global, "code": 0}, 429, hdrs)
-            request["sim_call"] = call
+            request[_CALL_KEY] = call
             try:
                 resp = await handler(request)
             except _ApiError as exc:
@@ -441,7 +449,7 @@ class SimServer:
                 resp = _json_response(body, exc.status)
             except web.HTTPException as exc:
                 if exc.status == 404:
-                    self.unhandled.append(route if resource is not None else f"{request.method} {rel}")
+                    self.unhandled.append(route)
                 resp = _json_response({"message": f"{exc.status}: {exc.reason}", "code": 0}, exc.status)
             except Exception as exc:  # a sim bug must not hang the bot
                 log.exception("discord_sim: internal error on %s", route)
@@ -477,9 +485,9 @@ class SimServer:
         }
 
     async def _read_body(self, request: web.Request, call: Optional[RecordedCall] = None) -> Tuple[Any, List[Dict[str, Any]]]:
-        if "sim_body" in request:
-            return request["sim_body"]
-        call = call or request.get("sim_call")
+        if _BODY_KEY in request:
+            return request[_BODY_KEY]
+        call = call or request.get(_CALL_KEY)
         body: Any = None
         files: List[Dict[str, Any]] = []
         if request.body_exists:
@@ -509,7 +517,7 @@ class SimServer:
         if call is not None:
             call.json = body
             call.files = [{"filename": f["filename"], "size": f["size"]} for f in files]
-        request["sim_body"] = (body, files)
+        request[_BODY_KEY] = (body, files)
         return body, files
 
     # ------------------------------------------------------------------ routes
@@ -772,6 +780,7 @@ class SimServer:
             st.errors.append("callback: interaction already acknowledged (40060)")
             raise _ApiError(400, 40060, "Interaction has already been acknowledged.")
         if now - st.t_dispatch > INTERACTION_DEADLINE_S:
+            st.t_late = now
             st.errors.append(f"callback after {now - st.t_dispatch:.2f}s: Unknown interaction (10062)")
             raise _ApiError(404, 10062, "Unknown interaction")
         if not isinstance(body, dict) or body.get("type") not in CALLBACK_TYPES:
