@@ -1,0 +1,251 @@
+"""AlertEngine: a pipeline processor that evaluates rules and a delivery thread that sends messages.
+
+* :meth:`AlertEngine.process` runs in the pipeline's writer thread: it evaluates the rules and only
+  enqueues events (bounded queue, overflow counted). It never blocks and never raises.
+* The delivery thread groups events per (rule, key): the first message waits `group_wait_s` to
+  collect a burst, then at most one message per (rule, key) per `window_s`; occurrences in between
+  are counted and reported by the next message (`count`). Each message becomes an `alert` record and
+  is sent to every channel that wants it, retried with exponential backoff; a delivery that fails for
+  good becomes a `warning` record (`alert_delivery_failed`). Nothing here raises into the program.
+"""
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import queue
+import threading
+import time
+
+from autoperf.alerts.channels import DeliveryError, build_channel, scrub
+from autoperf.alerts.rules import build_rules
+
+
+def _default_emit(record: dict) -> None:
+    from autoperf import pipeline
+
+    pipeline.emit(record)
+
+
+class _Group:
+    __slots__ = ("due", "window_end", "count", "last", "max_value", "first_ts")
+
+    def __init__(self, now, group_wait, event):
+        self.due = now + group_wait
+        self.window_end = None
+        self.count = 1
+        self.last = event
+        self.max_value = event["value"]
+        self.first_ts = event.get("timestamp")
+
+
+class AlertEngine:
+    def __init__(self, cfg: dict, emit=None, start: bool = True):
+        self.cfg = cfg
+        self.emit = emit or _default_emit
+        self.rules = build_rules(cfg)
+        self.channels = [build_channel(c) for c in cfg.get("channels") or []]
+        self.group_wait = float(cfg.get("group_wait_s", 1.0))
+        self.window = float(cfg.get("window_s", 300.0))
+        self.max_attempts = max(1, int(cfg.get("max_attempts", 4)))
+        self.retry_base = float(cfg.get("retry_base_s", 1.0))
+        self.counters = collections.Counter()
+        self._secrets = [s for ch in self.channels for s in ch.secrets() if s]
+        self._q: queue.Queue = queue.Queue(maxsize=int(cfg.get("queue_size", 10000)))
+        self._groups: dict = {}
+        self._retries: list = []
+        self._seq = itertools.count()
+        self._stop = threading.Event()
+        self._idle = threading.Condition()
+        self._thread = None
+        for ch in self.channels:
+            if ch.problem:
+                self._warn("alert_channel_disabled", f"alert channel {ch.name!r} ({ch.kind}) disabled: {ch.problem}",
+                           channel=ch.name)
+        if start:
+            self.start()
+
+    # ------------------------------------------------------------ writer thread side
+
+    def process(self, record: dict) -> dict:
+        """Pipeline processor: evaluate the rules on ``record``, enqueue events, return the record unchanged."""
+        try:
+            rtype = record.get("type")
+            if rtype in ("alert", "warning", "dropped"):
+                return record
+            for rule in self.rules:
+                ev = rule.check(record)
+                if ev is not None:
+                    try:
+                        self._q.put_nowait(ev)
+                        self.counters["events"] += 1
+                    except queue.Full:
+                        self.counters["events_dropped"] += 1
+        except Exception:  # noqa: BLE001 - alerting must never hurt the pipeline
+            self.counters["internal_errors"] += 1
+        return record
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self):
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="autoperf-alerts", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float = 5.0):
+        """Send what is grouped now (one attempt each within ``timeout``) and stop the thread."""
+        self._stop.set()
+        try:
+            self._q.put_nowait(None)
+        except queue.Full:
+            pass
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no event is queued, grouped-and-due or awaiting a retry (for tests and shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._q.empty() and not self._retries and all(g.count == 0 for g in self._groups.values()):
+                return True
+            time.sleep(0.02)
+        return False
+
+    # ------------------------------------------------------------ delivery thread
+
+    def _run(self):
+        while True:
+            timeout = self._next_wakeup()
+            try:
+                ev = self._q.get(timeout=timeout)
+                if ev is not None:
+                    self._ingest(ev)
+                while True:  # drain the burst
+                    ev = self._q.get_nowait()
+                    if ev is not None:
+                        self._ingest(ev)
+            except queue.Empty:
+                pass
+            try:
+                stopping = self._stop.is_set()
+                self._tick(final=stopping)
+                self._deliver_due(final=stopping)
+            except Exception as exc:  # noqa: BLE001
+                self.counters["internal_errors"] += 1
+                self._warn("internal_error", f"alert delivery thread: {type(exc).__name__}")
+            if self._stop.is_set():
+                return
+
+    def _next_wakeup(self) -> float:
+        now = time.monotonic()
+        t = now + 0.5
+        for g in self._groups.values():
+            if g.count and g.due is not None:
+                t = min(t, g.due)
+            elif g.window_end is not None:
+                t = min(t, g.window_end)
+        if self._retries:
+            t = min(t, self._retries[0][0])
+        return max(0.0, t - now)
+
+    def _ingest(self, ev: dict):
+        k = (ev["rule"], ev["key"])
+        g = self._groups.get(k)
+        now = time.monotonic()
+        if g is None:
+            self._groups[k] = _Group(now, self.group_wait, ev)
+            if len(self._groups) > 10000:  # bound memory: forget the oldest idle group
+                for kk, gg in list(self._groups.items()):
+                    if gg.count == 0:
+                        del self._groups[kk]
+                        break
+            return
+        if g.count == 0:
+            g.first_ts = ev.get("timestamp")
+        g.count += 1
+        g.last = ev
+        g.max_value = max(g.max_value, ev["value"]) if g.count > 1 else ev["value"]
+
+    def _tick(self, final=False):
+        now = time.monotonic()
+        for k, g in list(self._groups.items()):
+            if g.count and (final or (g.due is not None and now >= g.due)):
+                self._send_group(g)
+                g.due = None
+                g.window_end = now + self.window
+            elif g.window_end is not None and now >= g.window_end:
+                if g.count:
+                    self._send_group(g)
+                    g.window_end = now + self.window
+                else:
+                    del self._groups[k]
+
+    def _send_group(self, g: _Group):
+        alert = dict(g.last)
+        alert["count"] = g.count
+        alert["max_value"] = g.max_value
+        alert["first_timestamp"] = g.first_ts
+        alert["window_s"] = self.window
+        g.count = 0
+        self.counters["messages"] += 1
+        try:
+            from autoperf.alerts.channels import format_text
+
+            text = format_text(alert)
+        except Exception:  # noqa: BLE001
+            text = f"{alert['rule']} {alert.get('key', '')}"
+        rec = {"type": "alert", "level": alert["severity"], "rule": alert["rule"], "severity": alert["severity"],
+               "key": alert["key"], "count": alert["count"], "value": alert["value"], "max_value": alert["max_value"],
+               "threshold": alert["threshold"], "message": text}
+        if alert.get("baseline") is not None:
+            rec["baseline"] = alert["baseline"]
+        if alert.get("flow_name"):
+            rec["flow_name"] = alert["flow_name"]
+        rec["channels"] = [ch.name for ch in self.channels if ch.wants(alert)]
+        self._emit(rec)
+        now = time.monotonic()
+        for ch in self.channels:
+            if ch.wants(alert):
+                heapq.heappush(self._retries, (now, next(self._seq), ch, alert, 1))
+
+    def _deliver_due(self, final=False):
+        deadline = time.monotonic() + 5.0
+        while self._retries and (self._retries[0][0] <= time.monotonic() or final):
+            if final and time.monotonic() > deadline:
+                break
+            _, _, ch, alert, attempt = heapq.heappop(self._retries)
+            self.counters["attempts"] += 1
+            try:
+                ch.send(alert)
+                self.counters["delivered"] += 1
+                continue
+            except DeliveryError as exc:
+                reason, retryable = exc.reason, exc.retryable
+            except Exception as exc:  # noqa: BLE001 - a channel bug must not stop delivery
+                reason, retryable = type(exc).__name__, False
+            if retryable and attempt < self.max_attempts and not final:
+                delay = self.retry_base * (2 ** (attempt - 1))
+                heapq.heappush(self._retries, (time.monotonic() + delay, next(self._seq), ch, alert, attempt + 1))
+                self.counters["retries"] += 1
+                continue
+            self.counters["failed"] += 1
+            self._emit({
+                "type": "warning", "level": "WARNING", "code": "alert_delivery_failed",
+                "message": scrub(f"alert {alert['rule']!r} could not be delivered to channel {ch.name!r} "
+                                 f"({ch.kind}) after {attempt} attempt{'s' if attempt > 1 else ''}: {reason}",
+                                 self._secrets),
+                "channel": ch.name, "rule": alert["rule"], "attempts": attempt, "count": 1,
+            })
+
+    # ------------------------------------------------------------ output
+
+    def _emit(self, record: dict):
+        try:
+            self.emit(record)
+        except Exception:  # noqa: BLE001
+            self.counters["emit_errors"] += 1
+
+    def _warn(self, code, message, **fields):
+        self._emit({"type": "warning", "level": "WARNING", "code": code, "message": scrub(message, self._secrets),
+                    "count": 1, **fields})

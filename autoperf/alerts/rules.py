@@ -1,0 +1,136 @@
+"""Alert rules: pure evaluation of one record against threshold / baseline rules (no I/O).
+
+A rule matches records whose dotted-path fields equal the `match` values, reads a numeric `field`
+and fires when it is `above` a threshold and/or above `baseline_factor` × the rolling median of the
+last `baseline_samples` values of the same key (once `baseline_min_samples` are known).
+"""
+from __future__ import annotations
+
+import collections
+import statistics
+
+SEVERITIES = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+MAX_KEYS = 10000          # baselines kept per rule (oldest key evicted beyond that)
+
+# Seed plan table 10.1
+DEFAULT_RULES = [
+    {"name": "command_slow", "severity": "CRITICAL", "match": {"type": "flow_complete"},
+     "field": "duration_ms", "above": 3000.0, "key": "flow_name",
+     "description": "a command took longer than 3000 ms (interaction timeout risk)"},
+    {"name": "command_baseline", "severity": "WARNING", "match": {"type": "flow_complete"},
+     "field": "duration_ms", "baseline_factor": 2.0, "baseline_samples": 100, "baseline_min_samples": 20,
+     "key": "flow_name", "description": "a command took more than 2x its recent median"},
+    {"name": "db_query_slow", "severity": "WARNING", "match": {"type": "span", "kind": "db"},
+     "field": "duration_ms", "above": 500.0, "key": "attrs.fingerprint",
+     "description": "a database query took longer than 500 ms"},
+    {"name": "db_pool_saturated", "severity": "CRITICAL", "match": {"type": "resource"},
+     "field": "db_pool.utilisation_pct", "above": 90.0, "key": "",
+     "description": "database connection pool more than 90% in use"},
+    {"name": "process_pool_queue", "severity": "WARNING", "match": {"type": "resource"},
+     "field": "process_pool.pending", "above": 10.0, "key": "",
+     "description": "more than 10 jobs waiting for the process pool"},
+]
+
+
+def get_path(record: dict, path: str):
+    """``record['a']['b']`` for ``'a.b'``; None when any step is missing."""
+    if not path:
+        return None
+    cur = record
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+        if cur is None:
+            return None
+    return cur
+
+
+def _number(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if v == v else None
+
+
+class Rule:
+    """One compiled rule; :meth:`check` returns an event dict or None."""
+
+    def __init__(self, spec: dict):
+        self.name = str(spec["name"])
+        self.severity = str(spec.get("severity") or "WARNING").upper()
+        self.field = spec.get("field") or "duration_ms"
+        self.above = _number(spec.get("above"))
+        self.factor = _number(spec.get("baseline_factor"))
+        self.samples = int(spec.get("baseline_samples") or 100)
+        self.min_samples = int(spec.get("baseline_min_samples") or 20)
+        self.key_path = spec.get("key")
+        if self.key_path is None:
+            self.key_path = "flow_name"
+        self.description = spec.get("description") or ""
+        self.channels = list(spec.get("channels") or [])
+        self.match = []
+        for path, want in (spec.get("match") or {}).items():
+            allowed = tuple(want) if isinstance(want, (list, tuple)) else (want,)
+            self.match.append((path, allowed))
+        self._hist: collections.OrderedDict = collections.OrderedDict()
+        if self.above is None and self.factor is None:
+            raise ValueError(f"alert rule {self.name!r} needs `above` or `baseline_factor`")
+
+    def check(self, record: dict):
+        for path, allowed in self.match:
+            if get_path(record, path) not in allowed:
+                return None
+        value = _number(get_path(record, self.field))
+        if value is None:
+            return None
+        key = get_path(record, self.key_path) if self.key_path else None
+        if key is None and self.key_path == "attrs.fingerprint":
+            key = record.get("name")
+        key = "" if key is None else str(key)
+        event = None
+        if self.above is not None and value > self.above:
+            event = self._event(record, key, value, self.above, None)
+        if self.factor is not None:
+            hist = self._hist.get(key)
+            if hist is None:
+                hist = self._hist[key] = collections.deque(maxlen=self.samples)
+                if len(self._hist) > MAX_KEYS:
+                    self._hist.popitem(last=False)
+            if event is None and len(hist) >= self.min_samples:
+                median = statistics.median(hist)
+                if median > 0 and value > self.factor * median:
+                    event = self._event(record, key, value, self.factor * median, median)
+            hist.append(value)
+        return event
+
+    def _event(self, record, key, value, threshold, baseline):
+        ev = {
+            "rule": self.name, "severity": self.severity, "key": key, "field": self.field,
+            "value": round(value, 3), "threshold": round(threshold, 3),
+            "record_type": record.get("type"), "timestamp": record.get("timestamp"),
+            "description": self.description,
+        }
+        if baseline is not None:
+            ev["baseline"] = round(baseline, 3)
+        for extra in ("flow_name", "flow_id", "name", "service"):
+            if record.get(extra) is not None:
+                ev[extra] = record[extra]
+        return ev
+
+
+def build_rules(cfg: dict) -> list[Rule]:
+    """Default rules (unless `default_rules: false`), overridden/extended by name by `rules`, minus `disable`."""
+    specs: dict = {}
+    if cfg.get("default_rules", True):
+        for r in DEFAULT_RULES:
+            specs[r["name"]] = dict(r)
+    for r in cfg.get("rules") or []:
+        base = specs.get(r["name"], {})
+        merged = dict(base)
+        merged.update({k: v for k, v in r.items() if v is not None and v != [] and v != {}})
+        if r.get("match"):
+            merged["match"] = r["match"]
+        specs[r["name"]] = merged
+    for name in cfg.get("disable") or []:
+        specs.pop(name, None)
+    return [Rule(s) for s in specs.values()]
