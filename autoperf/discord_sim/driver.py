@@ -190,8 +190,14 @@ class Simulation:
             tasks = [asyncio.ensure_future(user_loop(i, u.id)) for i, u in enumerate(scn.users)]
             await asyncio.wait(tasks, timeout=scn.duration_s + scn.grace_s)
         else:
+            next_t = loop.time()
             for gap, flow, user_id, flow_seed in self.plan():
-                await self._sleep(min(gap, max(0.0, deadline - loop.time())))
+                next_t += gap       # absolute schedule: loop lag does not lower the rate
+                if next_t >= deadline:
+                    break
+                wait = next_t - loop.time()
+                if wait > 0:
+                    await self._sleep(wait)
                 if not can_start():
                     break
                 tasks.append(launch(flow, user_id, flow_seed))
