@@ -1,0 +1,168 @@
+"""Shared fixtures for the in-process tests of autoperf's spine.
+
+- ``autoperf_pipeline``: the in-process pipeline writes into a temporary directory, never
+  ``./logs``, and the console sink is off;
+- ``records``: a live view of the records produced during the test (flushes on read);
+- ``make_specs``: TargetSpecs from an ``autoperf.yaml`` text, through ``load_config``;
+- ``make_module``: write a module file into ``tmp_path``, make it importable (``sys.path`` and
+  ``PYTHONPATH`` for spawned workers) and import it; removed from ``sys.modules`` afterwards;
+- ``patch``: patch a module's targets with ``autoperf.targets`` and restore everything afterwards;
+- ``run_script``: run a Python script in a fresh interpreter (for process-global install tests).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: install(..., disable=NO_EXTRAS) keeps a test about targets free of integrations and extras.
+NO_EXTRAS = ("stats", "alerts", "store", "asyncio", "asyncpg", "process_pool", "thread_pool",
+             "resources", "aiohttp", "httpx", "discord")
+
+
+@pytest.fixture(scope="session")
+def autoperf_pipeline(tmp_path_factory):
+    """Start this process's pipeline once, writing into a temporary directory (never ./logs).
+
+    Not autouse (other test files may want to start it their own way): the spine test modules
+    request it with ``pytestmark = pytest.mark.usefixtures("autoperf_pipeline")``.
+    Returns the log directory.
+    """
+    from autoperf import bootstrap
+
+    directory = tmp_path_factory.mktemp("autoperf-logs")
+    bootstrap.ensure_pipeline(log_dir=str(directory), console=False)
+    return directory
+
+
+class Records:
+    """The records produced since the fixture started; every read flushes the pipeline first."""
+
+    def __init__(self):
+        from autoperf import bootstrap, pipeline, sinks
+
+        bootstrap.ensure_pipeline()
+        pipeline.flush()  # what earlier tests left in the buffer is not ours
+        self._pipeline = pipeline
+        self._memory = sinks.Memory()
+        pipeline.add_sink(self._memory)
+
+    def all(self, type=None):
+        self._pipeline.flush()
+        recs = list(self._memory.records)
+        return recs if type is None else [r for r in recs if r.get("type") == type]
+
+    def spans(self, name=None):
+        return [r for r in self.all("span") if name is None or r["name"] == name]
+
+    def one_span(self, name):
+        found = self.spans(name)
+        assert len(found) == 1, f"expected one span {name!r}, got {len(found)}: {found}"
+        return found[0]
+
+    def warnings(self, code=None):
+        return [r for r in self.all("warning") if code is None or r.get("code") == code]
+
+    def clear(self):
+        self._pipeline.flush()
+        self._memory.records.clear()
+
+    def close(self):
+        self._pipeline.flush()
+        self._pipeline.remove_sink(self._memory)
+
+
+@pytest.fixture
+def records(autoperf_pipeline):
+    """Records produced during the test (``records.all()``, ``.spans(name)``, ``.warnings(code)``)."""
+    from autoperf import diagnostics
+
+    diagnostics.reset()  # "reported once" is per test
+    rec = Records()
+    try:
+        yield rec
+    finally:
+        rec.close()
+        diagnostics.reset()
+
+
+@pytest.fixture
+def make_specs(tmp_path):
+    """``make_specs(yaml_text) -> [TargetSpec]`` through a real autoperf.yaml and ``load_config``."""
+    from autoperf.config import load_config
+
+    counter = iter(range(1000))
+
+    def make(text):
+        path = tmp_path / f"autoperf_{next(counter)}.yaml"
+        path.write_text(textwrap.dedent(text))
+        return load_config(path).targets
+    return make
+
+
+@pytest.fixture
+def make_module(tmp_path, monkeypatch):
+    """``make_module(name, source) -> module``: an importable module file in ``tmp_path``."""
+    made = []
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p))
+
+    def make(name, source, import_it=True):
+        path = tmp_path / (name.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+        made.append(name)
+        importlib.invalidate_caches()
+        return importlib.import_module(name) if import_it else path
+
+    yield make
+    for name in made:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def patch(make_specs):
+    """``patch(module, yaml_text) -> count``: wrap the module's targets; unpatched at teardown."""
+    from autoperf import targets
+
+    def do(module, text):
+        specs = [s for s in make_specs(text) if s.module == module.__name__]
+        assert specs, "the yaml names no target in this module"
+        return targets.patch_module(module, specs)
+
+    yield do
+    targets.unpatch_all()
+
+
+@pytest.fixture
+def run_script(tmp_path):
+    """Run ``source`` in a fresh interpreter (cwd ``tmp_path``); returns (CompletedProcess, records).
+
+    ``records`` are the JSON lines the script's pipeline wrote into ``tmp_path/logs``.
+    """
+    def run(source, *, timeout=60, check=True, env=None):
+        script = tmp_path / "script_main.py"
+        script.write_text(textwrap.dedent(source))
+        logs = tmp_path / "logs"
+        full_env = dict(os.environ, AUTOPERF_LOG_DIR=str(logs), AUTOPERF_CONSOLE="0",
+                        PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
+        full_env.update(env or {})
+        proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+        if check:
+            assert proc.returncode == 0, f"script failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        recs = []
+        if logs.is_dir():
+            for path in sorted(logs.glob("performance_*.log")):
+                recs.extend(json.loads(line) for line in path.read_text().splitlines() if line)
+        return proc, recs
+    return run
