@@ -1,0 +1,378 @@
+"""Process pools: one ``job`` span per call, linked to the flow that submitted it.
+
+Covers ``concurrent.futures.ProcessPoolExecutor`` (``submit``, ``map``, ``loop.run_in_executor``)
+and ``multiprocessing.Pool`` (``apply_async``/``apply``, ``map``/``map_async``/``starmap``,
+``imap``/``imap_unordered``). ``patch(module)`` looks at the module it is given: the registry
+entry ``process_pool`` hands it ``concurrent.futures.process``; a second entry for
+``multiprocessing.pool`` (see ``docs/integrations_runtime.md``) uses the same functions.
+
+How a job travels:
+
+* In the parent, the job span starts (detached) at submit time, as a child of the current span.
+  The function is replaced by ``_Job(fn, span.ref())`` — a picklable wrapper.
+* In the worker (fork, spawn or forkserver; with or without ``autoperf run``), unpickling ``_Job``
+  imports this module; the first job starts the worker's pipeline (``bootstrap.ensure_pipeline``,
+  log directory from ``AUTOPERF_LOG_DIR``). While ``fn`` runs, a stand-in span carrying the job
+  span's id is current, so spans made in the worker hang directly under the job span (same
+  ``flow_id``). ``_Job`` returns ``_Outcome(result, start, end, pid, attrs)``; on an exception it
+  attaches the same outcome to the exception (removed again in the parent) and re-raises it with
+  its own frame cut from the traceback.
+* Back in the parent the outcome is unwrapped *before* anyone can see the result: for
+  ``ProcessPoolExecutor`` the future (swapped to a ``Future`` subclass when its work item is made,
+  i.e. before the job is queued) unwraps in ``set_result``/``set_exception``; for
+  ``multiprocessing.Pool`` the result objects' ``_set`` unwrap. The user gets exactly the original
+  result or exception. The job span then gets ``queue_wait_ms`` (submit -> start in the worker),
+  ``run_ms``, ``transfer_ms`` (worker end -> result in the parent), ``worker_pid``; its duration is
+  the total. ``perf_counter_ns`` is CLOCK_MONOTONIC, one clock for all processes on Linux.
+* A broken executor (a worker killed) fails every pending future with ``BrokenProcessPool``
+  through ``set_exception``: each job span is recorded with that error, nothing waits on autoperf.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import weakref
+from time import perf_counter_ns
+
+from autoperf import diagnostics, spans
+from autoperf.integrations import base
+from autoperf.integrations.thread_pool import job_name, trim_own_frame
+
+NAME = "process_pool"
+MODULE = "concurrent.futures.process"
+POOL_MODULE = "multiprocessing.pool"
+REQUIRES = None
+DEFAULT_ENABLED = True
+
+#: The one list of what is wrapped, per target module (patch and unpatch both read it).
+WRAPS = {
+    MODULE: [(MODULE, "ProcessPoolExecutor.submit"), (MODULE, "_WorkItem")],
+    POOL_MODULE: [(POOL_MODULE, "Pool.apply_async"), (POOL_MODULE, "Pool._guarded_task_generation"),
+                  (POOL_MODULE, "ApplyResult._set"), (POOL_MODULE, "MapResult._set"),
+                  (POOL_MODULE, "IMapIterator._set"), (POOL_MODULE, "IMapUnorderedIterator._set")],
+}
+
+#: Jobs of ``multiprocessing.Pool`` in flight: span_id -> (span, id(pool)). Bounded: a task
+#: whose worker died never reports back (Pool itself never fails it).
+MAX_INFLIGHT = 10_000
+_inflight: dict = {}
+_executors: "weakref.WeakSet" = weakref.WeakSet()
+_pools: "weakref.WeakSet" = weakref.WeakSet()
+
+_Span = spans.Span
+_get_current = spans._get_current
+_set_current = spans._set_current
+_reset_current = spans._reset_current
+_OUTCOME_ATTR = "_autoperf_outcome"
+
+
+# -- the worker side ------------------------------------------------------------------------
+class _Outcome:
+    """What a job sends back: the real result plus its timings in the worker."""
+
+    __slots__ = ("result", "span_id", "start_ns", "end_ns", "pid", "attrs")
+
+    def __init__(self, result, span_id, start_ns, end_ns, pid, attrs):
+        self.result = result
+        self.span_id = span_id
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.pid = pid
+        self.attrs = attrs
+
+    def __reduce__(self):
+        return _Outcome, (self.result, self.span_id, self.start_ns, self.end_ns, self.pid, self.attrs)
+
+
+_worker_pid = None
+
+
+def _init_worker():
+    """First job in this process: start the pipeline; forget a span inherited through fork."""
+    global _worker_pid
+    _worker_pid = os.getpid()
+    _set_current(None)
+    try:
+        from autoperf import bootstrap
+        bootstrap.ensure_pipeline(console=False)
+    except Exception as exc:  # never fail the job for autoperf's sake
+        diagnostics.internal_error("process_pool worker pipeline", exc)
+
+
+class _Job:
+    """The picklable callable a pool really runs: ``fn`` under the job span's id, timed."""
+
+    __slots__ = ("fn", "ref", "span")
+
+    def __init__(self, fn, ref, span=None):
+        self.fn = fn
+        self.ref = ref
+        self.span = span  # parent process only; never pickled
+
+    def __reduce__(self):
+        return _Job, (self.fn, self.ref)
+
+    def __repr__(self):
+        return repr(self.fn)
+
+    def __call__(self, *args, **kwargs):
+        start = perf_counter_ns()
+        if _worker_pid != os.getpid():
+            _init_worker()
+        ref = self.ref
+        stand_in = _Span("job", "job", None, ref)
+        stand_in.span_id = ref.span_id  # children get parent_id = the job span, flow_id = its flow
+        token = _set_current(stand_in)
+        try:
+            result = self.fn(*args, **kwargs)
+        except BaseException as exc:
+            end = perf_counter_ns()
+            _reset_current(token)
+            try:
+                setattr(exc, _OUTCOME_ATTR, _Outcome(None, ref.span_id, start, end, _worker_pid,
+                                                     stand_in.attrs))
+            except Exception:
+                pass  # an exception type without __dict__: the parent records it without timings
+            trim_own_frame(exc, sys._getframe())
+            raise
+        end = perf_counter_ns()
+        _reset_current(token)
+        return _Outcome(result, ref.span_id, start, end, _worker_pid, stand_in.attrs)
+
+
+# -- the parent side ------------------------------------------------------------------------
+def _pop_outcome(exc):
+    d = getattr(exc, "__dict__", None)
+    return d.pop(_OUTCOME_ATTR, None) if d else None
+
+
+def _finish(span, outcome, exc=None, cancelled=False):
+    """Complete the job span from the worker's outcome. Never raises."""
+    if span is None:
+        return
+    try:
+        now = perf_counter_ns()
+        if outcome is not None:
+            if outcome.attrs:
+                for key, value in outcome.attrs.items():
+                    span.set(key, value)
+            span.set("queue_wait_ms", round((outcome.start_ns - span.start_ns) / 1e6, 3))
+            span.set("run_ms", round((outcome.end_ns - outcome.start_ns) / 1e6, 3))
+            span.set("transfer_ms", round((now - outcome.end_ns) / 1e6, 3))
+            span.set("worker_pid", outcome.pid)
+        if exc is not None:
+            span.fail(exc)
+        elif cancelled:
+            span.status = "cancelled"
+        span.finish(now - span.start_ns)
+    except Exception as err:
+        diagnostics.internal_error("process_pool finish", err)
+
+
+def _new_span(fn, parent=spans.CURRENT):
+    return spans.start_detached(job_name(fn), "job", {"executor": "process"}, parent=parent)
+
+
+# ProcessPoolExecutor ------------------------------------------------------------------------
+def _job_future_class(future_class):
+    class Future(future_class):
+        """The executor's own future, unwrapping ``_Outcome`` before anyone can see the result."""
+
+        def set_result(self, result):
+            outcome = None
+            if type(result) is _Outcome:
+                outcome, result = result, result.result
+            try:
+                super().set_result(result)
+            finally:
+                job = self.__dict__.pop("_autoperf_job", None)
+                _finish(job and job.span, outcome)
+
+        def set_exception(self, exception):
+            outcome = _pop_outcome(exception)
+            try:
+                super().set_exception(exception)
+            finally:
+                job = self.__dict__.pop("_autoperf_job", None)
+                _finish(job and job.span, outcome, exception)
+
+        def cancel(self):
+            cancelled = super().cancel()
+            if cancelled:
+                job = self.__dict__.pop("_autoperf_job", None)
+                _finish(job and job.span, None, cancelled=True)
+            return cancelled
+
+    Future.__module__ = future_class.__module__
+    return Future
+
+
+def _submit_factory(original):
+    def submit(self, fn, /, *args, **kwargs):
+        if self not in _executors:
+            _executors.add(self)
+        span = _new_span(fn)
+        try:
+            return original(self, _Job(fn, span.ref(), span), *args, **kwargs)
+        except BaseException as exc:  # broken or shut down: the job failed right here
+            _finish(span, None, exc)
+            raise
+    return submit
+
+
+def _work_item_factory(original):
+    from concurrent.futures import _base
+    plain_future, job_future = _base.Future, _job_future_class(_base.Future)
+
+    class _WorkItem(original):
+        # Runs inside submit(), before the item is queued: no result can arrive before the swap.
+        def __init__(self, future, fn, args, kwargs):
+            if type(fn) is _Job and type(future) is plain_future:
+                future.__class__ = job_future
+                future._autoperf_job = fn
+            original.__init__(self, future, fn, args, kwargs)
+
+    _WorkItem.__qualname__ = _WorkItem.__name__ = original.__name__
+    _WorkItem.__module__ = original.__module__
+    return _WorkItem
+
+
+# multiprocessing.Pool -----------------------------------------------------------------------
+def _track(span, pool):
+    if len(_inflight) >= MAX_INFLIGHT:
+        try:
+            _inflight.pop(next(iter(_inflight)))
+        except (StopIteration, KeyError, RuntimeError):
+            pass
+    _inflight[span.span_id] = (span, id(pool))
+
+
+def _apply_async_factory(original):
+    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):  # noqa: B006 - mirrors Pool
+        if self not in _pools:
+            _pools.add(self)
+        span = _new_span(func)
+        _track(span, self)
+        try:
+            return original(self, _Job(func, span.ref()), args, kwds, callback, error_callback)
+        except BaseException:
+            _inflight.pop(span.span_id, None)
+            raise
+    return apply_async
+
+
+def _task_generation_factory(original):
+    from multiprocessing import pool as mp_pool
+    star = (mp_pool.mapstar, mp_pool.starmapstar)
+    reraise = mp_pool._helper_reraises_exception
+
+    def _jobs(pool, tasks, parent, submit_ns):
+        name = None
+        for task in tasks:
+            result_job, i, func, args, kwds = task
+            if func is reraise:
+                yield task
+                continue
+            if name is None:
+                name = job_name(args[0][0] if func in star else func)
+            span = _Span(name, "job", {"executor": "process"}, parent)
+            span.start_ns = submit_ns
+            _track(span, pool)
+            yield result_job, i, _Job(func, span.ref()), args, kwds
+
+    def _guarded_task_generation(self, result_job, func, iterable):
+        # Called by map/imap in the caller's thread; the tasks are made later in Pool's task thread.
+        if self not in _pools:
+            _pools.add(self)
+        return _jobs(self, original(self, result_job, func, iterable), _get_current(), perf_counter_ns())
+    return _guarded_task_generation
+
+
+def _set_factory(original):
+    def _set(self, i, obj):
+        outcome = exc = None
+        try:
+            success, value = obj
+            if success:
+                if type(value) is _Outcome:
+                    outcome = value
+                    obj = (True, value.result)
+            else:
+                outcome, exc = _pop_outcome(value), value
+        except Exception:
+            pass
+        try:
+            return original(self, i, obj)
+        finally:
+            if outcome is not None:
+                entry = _inflight.pop(outcome.span_id, None)
+                if entry is not None:
+                    _finish(entry[0], outcome, exc)
+    return _set
+
+
+FACTORIES = {
+    "ProcessPoolExecutor.submit": _submit_factory,
+    "_WorkItem": _work_item_factory,
+    "Pool.apply_async": _apply_async_factory,
+    "Pool._guarded_task_generation": _task_generation_factory,
+    "ApplyResult._set": _set_factory,
+    "MapResult._set": _set_factory,
+    "IMapIterator._set": _set_factory,
+    "IMapUnorderedIterator._set": _set_factory,
+}
+
+
+def _wraps_for(module):
+    name = getattr(module, "__name__", module)
+    if name not in WRAPS:
+        raise ValueError(f"process_pool cannot patch {name!r}; it patches {' and '.join(WRAPS)}")
+    return WRAPS[name]
+
+
+def patch(module, options):
+    """Patch ``concurrent.futures.process`` or ``multiprocessing.pool`` (whichever is given)."""
+    for mod, qualname in _wraps_for(module):
+        owner, attr = base.resolve(mod, qualname)
+        base.wrap(owner, attr, FACTORIES[qualname], keep_metadata=not isinstance(getattr(owner, attr), type))
+
+
+def unpatch(module):
+    base.unwrap_all(_wraps_for(module))
+
+
+# -- metrics for the resource sampler --------------------------------------------------------
+def pool_stats() -> list:
+    """One dict per live pool: ``kind``, ``pending`` (queued, not running), ``busy`` workers,
+    ``workers`` (count), ``pids``. Read from another thread; never raises."""
+    out = []
+    for ex in list(_executors):
+        try:
+            processes = ex._processes or {}
+            pids = list(processes)
+            if not pids and ex._shutdown_thread:
+                continue
+            items = list(ex._pending_work_items.values())
+            running = sum(1 for w in items if w.future.running())
+            busy = min(running, len(pids)) if pids else 0
+            out.append({"kind": "ProcessPoolExecutor", "pending": len(items) - busy, "busy": busy,
+                        "workers": len(pids), "pids": pids})
+        except Exception as exc:
+            diagnostics.internal_error("process_pool.pool_stats", exc)
+    if _pools:
+        counts: dict = {}
+        for _, pool_id in list(_inflight.values()):
+            counts[pool_id] = counts.get(pool_id, 0) + 1
+        for pool in list(_pools):
+            try:
+                if pool._state != "RUN" and not pool._pool:
+                    continue
+                pids = [p.pid for p in list(pool._pool) if p.pid is not None]
+                outstanding = counts.get(id(pool), 0)
+                busy = min(outstanding, len(pids))
+                out.append({"kind": "multiprocessing.Pool", "pending": outstanding - busy, "busy": busy,
+                            "workers": len(pids), "pids": pids})
+            except Exception as exc:
+                diagnostics.internal_error("process_pool.pool_stats", exc)
+    return out
+
