@@ -11,9 +11,7 @@ import signal
 import sys
 import threading
 
-import wrapt
-
-from autoperf import diagnostics, pipeline, records, sinks, targets
+from autoperf import diagnostics, importhooks, pipeline, records, sinks, targets
 
 ENV_CONFIG = "AUTOPERF_CONFIG"
 ENV_LOG_DIR = "AUTOPERF_LOG_DIR"
@@ -122,7 +120,7 @@ def _hook(module_name, fn):
         except Exception as exc:
             diagnostics.internal_error(f"import hook for {module_name}", exc)
 
-    wrapt.register_post_import_hook(hook, module_name)
+    importhooks.register(module_name, hook)
 
 
 def _patch_targets(module):

@@ -68,7 +68,7 @@ class Checkpoint:
 
 def _add_checkpoint(span, name, metadata):
     now = time.perf_counter_ns()
-    marks = getattr(span, "checkpoints", None)
+    marks = span.checkpoints
     if marks is None:
         marks = span.checkpoints = []
     previous = marks[-1][1] if marks else span.start_ns

@@ -142,7 +142,7 @@ def span_level(span, settings: Settings) -> str:
         level = "DEBUG"
     else:
         level = "TRACE"
-    if getattr(span, "status", "success") == "error":
+    if span.status == "error":
         floor = "ERROR" if span.kind in FLOW_KINDS and span.parent is None else "WARNING"
         if LEVELS[floor] > LEVELS[level]:
             level = floor
@@ -164,8 +164,8 @@ def span_record(span, settings: Settings) -> dict:
         "flow_id": f"{span.flow_id:016x}",
         "flow_name": span.flow_name,
         "duration_ms": round(span.duration_ns / 1e6, 3),
-        "status": getattr(span, "status", "success"),
-        "error": error_name(getattr(span, "error", None)),
+        "status": span.status,
+        "error": error_name(span.error),
         "pid": _pid,
         "thread": _thread_name(span.thread),
         "task": _task_name(span.task),
@@ -185,7 +185,7 @@ def checkpoint_entries(span) -> list:
     """The flow's checkpoints: manual ones (time since the previous) and its direct child spans."""
     start = span.start_ns
     entries = []
-    marks = getattr(span, "checkpoints", None)
+    marks = span.checkpoints
     if marks:
         prev = start
         for name, at_ns, metadata in marks:
@@ -200,7 +200,7 @@ def checkpoint_entries(span) -> list:
             "name": child.name, "kind": child.kind,
             "duration_ms": round(child.duration_ns / 1e6, 3),
             "offset_ms": round((child.start_ns - start) / 1e6, 3),
-            "status": getattr(child, "status", "success"),
+            "status": child.status,
         }))
     entries.sort(key=lambda pair: pair[0])
     return [entry for _, entry in entries]

@@ -84,8 +84,6 @@ class Span:
         "status", "error", "thread", "task", "site", "children", "checkpoints", "_token",
         "__weakref__",
     )
-    # Only what the hot path reads is initialised here; ``status``, ``error`` and ``checkpoints``
-    # stay unset until needed (the writer reads them with getattr defaults).
 
     def __init__(self, name, kind, attrs, parent, site=None):
         self.name = name
@@ -100,6 +98,9 @@ class Span:
         else:
             self.root = parent.root
             self.children = None
+        self.status = "success"
+        self.error = None
+        self.checkpoints = None
         self.thread = get_ident()
         self.task = pipeline.current_task()
         self._token = None

@@ -1,0 +1,200 @@
+"""The spine's costs, measured side by side in one run (medians of interleaved repetitions).
+
+1. Per call, inside a flow: a wrapped sync function and an awaited async function, against
+   (a) the bare call, (b) a bare ``wrapt.FunctionWrapper`` pass-through, (c) the OpenTelemetry SDK's
+   ``start_as_current_span`` with a BatchSpanProcessor and an exporter that discards.
+   Each repetition times a burst of calls, then lets the background thread (our writer, OTel's
+   batch processor) drain outside the timed region — the hot path is what the caller pays.
+2. The writer: records per second serialised with orjson and appended to a file, on one core.
+3. Start-up of ``autoperf run`` against plain ``python``.
+
+Run: ``python tests/bench/bench_spine.py`` (or ``make bench``).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("AUTOPERF_LOG_DIR", tempfile.mkdtemp(prefix="autoperf-bench-"))
+
+import wrapt  # noqa: E402
+
+from autoperf import bootstrap, pipeline, records, sinks, spans, wrappers  # noqa: E402
+
+BURST = 20_000
+REPEATS = 15
+
+
+def plain(a, b=1):
+    return a + b
+
+
+async def plain_async(a, b=1):
+    return a + b
+
+
+def _passthrough(wrapped, instance, args, kwargs):
+    return wrapped(*args, **kwargs)
+
+
+def _otel():
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    except ImportError:
+        return None, None
+
+    class Discard(SpanExporter):
+        def export(self, spans_):
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=BURST * 2))
+    tracer = provider.get_tracer("bench")
+
+    def otel_sync(a, b=1):
+        with tracer.start_as_current_span("plain"):
+            return a + b
+
+    async def otel_async(a, b=1):
+        with tracer.start_as_current_span("plain"):
+            return a + b
+
+    return (otel_sync, otel_async), provider
+
+
+def time_sync(fn):
+    t0 = time.perf_counter_ns()
+    for i in range(BURST):
+        fn(i)
+    return (time.perf_counter_ns() - t0) / BURST
+
+
+def time_async(fn):
+    async def burst():
+        t0 = time.perf_counter_ns()
+        for i in range(BURST):
+            await fn(i)
+        return (time.perf_counter_ns() - t0) / BURST
+    return burst
+
+
+def per_call_table():
+    bootstrap.ensure_pipeline()
+    pipeline.configure(pipeline.settings(), capacity=BURST * 4)
+    site = wrappers.CallSite("plain", "span")
+    ours_sync = wrappers.instrument(plain, site)
+    ours_async = wrappers.instrument(plain_async, wrappers.CallSite("plain_async", "span"))
+    wrapt_sync = wrapt.FunctionWrapper(plain, _passthrough)
+    wrapt_async = wrapt.FunctionWrapper(plain_async, _passthrough)
+    otel, provider = _otel()
+
+    sync_variants = {"bare": plain, "wrapt pass-through": wrapt_sync, "autoperf": ours_sync}
+    async_variants = {"bare": plain_async, "wrapt pass-through": wrapt_async, "autoperf": ours_async}
+    if otel:
+        sync_variants["OpenTelemetry SDK"] = otel[0]
+        async_variants["OpenTelemetry SDK"] = otel[1]
+
+    flow = spans.start("bench_flow", "flow")  # every call below happens inside a flow
+    results = {("sync", k): [] for k in sync_variants} | {("async", k): [] for k in async_variants}
+    loop = asyncio.new_event_loop()
+    for _ in range(REPEATS):
+        for name, fn in sync_variants.items():
+            results[("sync", name)].append(time_sync(fn))
+            _drain(provider)
+        for name, fn in async_variants.items():
+            results[("async", name)].append(loop.run_until_complete(time_async(fn)()))
+            _drain(provider)
+    loop.close()
+    flow.finish()
+    dropped = pipeline.dropped_count()
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"\nPer call inside a flow (median of {REPEATS} interleaved bursts of {BURST:,}):")
+    print(f"{'':8} {'variant':<22} {'ns/call':>9} {'added ns':>9}")
+    for kind in ("sync", "async"):
+        bare = med[(kind, "bare")]
+        for name in (sync_variants if kind == "sync" else async_variants):
+            value = med[(kind, name)]
+            print(f"{kind:8} {name:<22} {value:>9.0f} {value - bare:>9.0f}")
+        ours, wr = med[(kind, "autoperf")], med[(kind, "wrapt pass-through")]
+        line = f"{kind:8} autoperf / wrapt pass-through = {ours / wr:.2f}x (goal <= 2)"
+        if (kind, "OpenTelemetry SDK") in med:
+            otel_cost = med[(kind, "OpenTelemetry SDK")]
+            line += f";  autoperf / OTel = 1/{otel_cost / ours:.1f} (goal <= 1/15)"
+        print(line)
+    print(f"records dropped during the run: {dropped}")
+
+
+def _drain(provider):
+    pipeline.flush()
+    if provider is not None:
+        provider.force_flush()
+
+
+def writer_table():
+    # Records as the writer sees them after conversion: serialise + append, a few hundred per write.
+    settings = records.Settings()
+    sample = []
+    for i in range(1000):
+        s = spans.Span(f"op{i % 7}", "span", {"rows": i}, None)
+        s.duration_ns = 1_234_567
+        sample.append(records.span_record(s, settings))
+    batch = sample * 200  # 200k records
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = sinks.JsonLinesFile(tmp)
+        rates = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for i in range(0, len(batch), 5000):
+                sink.write(batch[i:i + 5000])
+            rates.append(len(batch) / (time.perf_counter() - t0))
+        sink.close()
+        # The whole writer stage: finished spans -> record dicts -> JSON lines.
+        items = []
+        for i in range(100_000):
+            s = spans.Span(f"op{i % 7}", "span", None, None)
+            s.duration_ns = 1000
+            items.append(s)
+        sink = sinks.JsonLinesFile(tmp, prefix="full_")
+        t0 = time.perf_counter()
+        for i in range(0, len(items), 5000):
+            sink.write(records.to_records(items[i:i + 5000], settings))
+        full = len(items) / (time.perf_counter() - t0)
+        sink.close()
+    print("\nWriter (one thread):")
+    print(f"  serialise + write record dicts : {statistics.median(rates):>12,.0f} records/s (goal >= 1,000,000)")
+    print(f"  span -> dict -> serialise -> write: {full:>9,.0f} records/s")
+
+
+def startup_table():
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "empty.py")
+        with open(script, "w") as handle:
+            handle.write("pass\n")
+        env = dict(os.environ, AUTOPERF_LOG_DIR=tmp)
+        plain_cmd = [sys.executable, script]
+        ours_cmd = [sys.executable, "-m", "autoperf", "run", "--no-console", "--config",
+                    os.path.join(os.path.dirname(__file__), "..", "..", "examples", "quickstart", "autoperf.yaml"),
+                    script]
+        subprocess.run(ours_cmd, env=env, check=True)  # warm caches
+        samples = {"python": [], "autoperf run": []}
+        for _ in range(15):
+            for name, cmd in (("python", plain_cmd), ("autoperf run", ours_cmd)):
+                t0 = time.perf_counter()
+                subprocess.run(cmd, env=env, check=True)
+                samples[name].append((time.perf_counter() - t0) * 1000)
+    a, b = statistics.median(samples["python"]), statistics.median(samples["autoperf run"])
+    print("\nStart-up (median of 15 interleaved runs):")
+    print(f"  python empty.py              {a:7.1f} ms")
+    print(f"  autoperf run empty.py        {b:7.1f} ms   (+{b - a:.1f} ms, goal <= +50 ms)")
+
+
+if __name__ == "__main__":
+    per_call_table()
+    writer_table()
+    startup_table()
