@@ -104,6 +104,11 @@ _thread_names: dict = {}
 
 
 def _thread_name(ident) -> str:
+    if type(ident) is not int:  # the Thread object the span started in (see spans.Span)
+        try:
+            return ident.name
+        except Exception:
+            return str(ident)
     thread = threading._active.get(ident)  # noqa: SLF001 - a dict lookup; no lock needed to read
     if thread is not None:
         name = thread.name

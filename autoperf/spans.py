@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import threading
 from contextvars import ContextVar
 from threading import get_ident
 from time import perf_counter_ns
@@ -30,6 +31,9 @@ FLOW_KINDS = frozenset(("flow", "cycle"))
 #: A flow lists at most this many direct child spans in its ``flow_complete`` record (each one
 #: still gets its own ``span`` record); a long-lived flow must not grow without bound.
 MAX_CHECKPOINT_SPANS = 256
+
+#: ident -> Thread of the live threads (threading keeps this dict in place, also after fork).
+_live_thread = threading._active.get  # noqa: SLF001 - a dict lookup, no lock needed to read
 
 _buffer = pipeline.BUFFER
 _append = _buffer.append
@@ -101,7 +105,10 @@ class Span:
         self.status = "success"
         self.error = None
         self.checkpoints = None
-        self.thread = get_ident()
+        # The Thread itself (its name is read later by the writer, when the thread may be gone
+        # and its ident reused); the bare ident for threads that threading does not know.
+        ident = get_ident()
+        self.thread = _live_thread(ident) or ident
         self.task = pipeline.current_task()
         self._token = None
         self.duration_ns = None
