@@ -245,20 +245,31 @@ async def insert_rows(conn, rows: list[tuple], known_days: set) -> int:
     """
     if not rows:
         return 0
-    await ensure_partitions(conn, {r[1].date() for r in rows}, known_days)
-    for attempt in (0, 1):
+    days = {r[1].date() for r in rows}
+    await ensure_partitions(conn, days, known_days)
+    # One day (the usual case): insert straight into that day's partition, skipping tuple routing.
+    sql = _INSERT_SQL
+    if len(days) == 1:
+        sql = _INSERT_SQL.replace("INTO performance_metrics ", f"INTO {partition_name(next(iter(days)))} ", 1)
+    for attempt in (0, 1, 2):
         try:
             async with conn.transaction():
                 await conn.copy_records_to_table(STAGING, records=rows, columns=COLUMNS)
-                status = await conn.execute(_INSERT_SQL)
+                status = await conn.execute(sql)
             return int(status.rsplit(" ", 1)[-1])
-        except Exception as exc:  # a partition dropped behind our back: recreate once
-            if attempt == 0 and getattr(exc, "sqlstate", None) == "23514":
+        except Exception as exc:
+            state = getattr(exc, "sqlstate", None)
+            if attempt < 2 and state in ("23514", "42P01"):  # partition dropped/renamed behind our back
+                sql = _INSERT_SQL
                 known_days.clear()
-                await ensure_partitions(conn, {r[1].date() for r in rows}, known_days)
+                await ensure_partitions(conn, days, known_days)
                 continue
             raise
     return 0  # pragma: no cover
+
+
+def partition_name(day: _dt.date) -> str:
+    return f"performance_metrics_p{day:%Y%m%d}"
 
 
 # ---------------------------------------------------------------- rollup
