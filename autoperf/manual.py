@@ -144,6 +144,10 @@ def checkpoint(name: str, metadata: dict | None = None) -> Checkpoint | None:
     if current is None:
         return None
     root = current.root if current.root is not None else current
+    if type(root) is not spans.Span or root.kind not in spans.FLOW_KINDS:
+        # A tree without a flow (nothing would report the mark), or one whose flow lives in
+        # another process (a SpanRef has nowhere to keep marks): no flow here.
+        return None
     return _add_checkpoint(root, name, metadata)
 
 
