@@ -1,0 +1,476 @@
+"""The event loop: lag monitor and blocking detection for every running asyncio loop.
+
+Where loops are found: ``asyncio.events._set_running_loop`` — every ``run_forever`` (so
+``asyncio.run``, ``run_until_complete`` on a loop from ``new_event_loop``, loops in other threads)
+calls it with the loop when it starts and with ``None`` when it stops. uvloop calls the copy it
+took of ``asyncio._set_running_loop`` when it was imported, so that one is wrapped too (uvloop
+imported after the patch — always the case under ``autoperf run`` — is covered; a loop already
+running when ``patch()`` is called in its own thread is picked up at once).
+
+Lag monitor: a timer callback every ``lag_interval_ms`` on each running loop measures how late it
+runs. ``lag_stats()`` (read by the resource sampler) returns avg/p50/p95/max since the last call.
+
+Blocking detection (default loops): ``Handle._run`` — every callback and task step — is wrapped to
+store "running since" and the handle in a per-thread slot (a dict get, two clock reads, three
+attribute stores; no locks). A watchdog thread polls the slots; when one callback has held its loop
+longer than ``blocking_threshold_ms`` it samples that thread's stack *while it is still blocked*
+(``sys._current_frames()``) and reads the current span from the handle's context (the blocked
+task's flow). When the callback returns, a ``loop_blocked`` record with the exact duration is
+emitted; a callback that never returns is reported by the watchdog (``ongoing: true``) after
+``max(1 s, 5 x threshold)``.
+
+uvloop runs its own Cython handles, so ``Handle._run`` is never called there: blocking is detected
+from the lag monitor's heartbeat instead (the watchdog sees the tick overdue and samples the stack
+during the block; the late tick emits the record, ``duration_ms`` = its lag, a lower bound;
+``detector: lag``). The blocked task's flow cannot be read from outside the loop under uvloop
+(``flow_id`` is null); location and stack are sampled the same way.
+"""
+from __future__ import annotations
+
+import contextvars
+import os
+import sys
+import sysconfig
+import threading
+import time
+import weakref
+from threading import get_ident
+from time import perf_counter_ns
+
+from autoperf import diagnostics, pipeline, spans
+from autoperf.config.schema import Field, Float, Obj
+from autoperf.integrations import base
+
+NAME = "asyncio"
+MODULE = "asyncio"
+REQUIRES = None
+DEFAULT_ENABLED = True
+OPTIONS = Obj({
+    "lag_interval_ms": Field(Float(min=0, min_exclusive=True), default=None,
+                             doc="How often loop lag is probed (default: `loop.lag_interval_ms`, 100)."),
+    "blocking_threshold_ms": Field(Float(min=0, min_exclusive=True), default=None,
+                                   doc="A callback holding the loop longer than this gives a `loop_blocked` record "
+                                       "(default: `loop.blocking_threshold_ms`, 100)."),
+}, doc="Event-loop lag monitor and blocking detection.")
+WRAPS = [("asyncio.events", "_set_running_loop"), ("asyncio", "_set_running_loop"),
+         ("asyncio.events", "Handle._run")]
+
+DEFAULT_LAG_INTERVAL_MS = 100.0
+DEFAULT_BLOCKING_THRESHOLD_MS = 100.0
+MAX_STACK = 40          # frames kept in a loop_blocked record (innermost ones)
+MAX_LAG_SAMPLES = 4096  # per loop between two lag_stats() calls (a ring beyond that)
+
+_settings = {"interval_s": 0.1, "threshold_ns": 100_000_000}
+_slots: dict = {}                       # thread ident -> _LoopState of the loop running there
+_slots_get = _slots.get
+_keep: dict = {}                        # id(loop) -> _LoopState (forgotten once the loop is gone)
+_current_var = spans._current
+_watchdog = None
+_active = False
+
+
+class _LoopState:
+    """One running loop: its lag samples, its heartbeat and its "running since" slot."""
+
+    __slots__ = ("loop", "tid", "since", "handle", "sampled", "sample", "ongoing_reported",
+                 "timer", "expected", "lags", "nlags", "heartbeat", "hb_sampled", "handles",
+                 "__weakref__")
+
+    def __init__(self, loop):
+        self.loop = weakref.ref(loop)
+        self.tid = get_ident()
+        self.since = 0          # perf_counter_ns when the running callback started; 0 = idle
+        self.handle = None      # the running asyncio Handle
+        self.sampled = 0        # `since` of the block whose stack is in `sample`
+        self.sample = None
+        self.ongoing_reported = 0
+        self.timer = None
+        self.expected = 0.0
+        self.lags = []
+        self.nlags = 0
+        self.heartbeat = 0      # perf_counter_ns of the last lag tick
+        self.hb_sampled = 0
+        import asyncio
+        self.handles = isinstance(loop, asyncio.BaseEventLoop)  # Handle._run is ours to time
+
+    # -- lag monitor (runs on the loop) -------------------------------------------------------
+    def start(self, loop):
+        self.heartbeat = perf_counter_ns()
+        self._schedule(loop, loop.time())
+
+    def _schedule(self, loop, now):
+        self.expected = now + _settings["interval_s"]
+        self.timer = loop.call_at(self.expected, self.tick, context=_EMPTY_CONTEXT)
+
+    def tick(self):
+        loop = self.loop()
+        if loop is None or not _active:
+            return
+        now = loop.time()
+        lag_ms = max(0.0, (now - self.expected) * 1e3)
+        previous_beat = self.heartbeat
+        self.heartbeat = perf_counter_ns()
+        lags = self.lags
+        if len(lags) < MAX_LAG_SAMPLES:
+            lags.append(lag_ms)
+        else:
+            lags[self.nlags % MAX_LAG_SAMPLES] = lag_ms
+        self.nlags += 1
+        if not self.handles and lag_ms * 1e6 >= _settings["threshold_ns"]:
+            self._lag_blocked(lag_ms, previous_beat)
+        self._schedule(loop, now)
+
+    def stop(self):
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()
+        self.since = 0
+        self.handle = None
+
+    def _lag_blocked(self, lag_ms, previous_beat):
+        sample = self.sample if self.hb_sampled == previous_beat else None
+        _emit_blocked(lag_ms, sample, None, detector="lag")
+
+
+_EMPTY_CONTEXT = contextvars.Context()
+
+
+# -- finding loops -----------------------------------------------------------------------------
+def _loop_started(loop):
+    tid = get_ident()
+    state = _keep.get(id(loop))
+    if state is None or state.loop() is not loop:
+        state = _LoopState(loop)
+        _keep[id(loop)] = state
+    state.tid = tid
+    _slots[tid] = state
+    state.start(loop)
+    _ensure_watchdog()
+
+
+def _loop_stopped():
+    state = _slots.pop(get_ident(), None)
+    if state is not None:
+        state.stop()
+
+
+
+
+def _set_running_loop_factory(original):
+    def _set_running_loop(loop):
+        if loop is None:
+            try:
+                _loop_stopped()
+            except Exception as exc:
+                diagnostics.internal_error("event_loop stop", exc)
+            return original(loop)
+        original(loop)
+        try:
+            _loop_started(loop)
+        except Exception as exc:
+            diagnostics.internal_error("event_loop start", exc)
+    return _set_running_loop
+
+
+def _handle_run_factory(original):
+    now = perf_counter_ns
+    settings = _settings
+
+    def _run(self):
+        state = _slots_get(get_ident())
+        if state is None:
+            return original(self)
+        state.handle = self
+        start = state.since = now()
+        try:
+            return original(self)
+        finally:
+            end = now()
+            state.since = 0
+            if end - start >= settings["threshold_ns"]:
+                _handle_blocked(state, self, start, end)
+    return _run
+
+
+FACTORIES = {"_set_running_loop": _set_running_loop_factory, "Handle._run": _handle_run_factory}
+
+
+# -- reporting ---------------------------------------------------------------------------------
+def _handle_blocked(state, handle, start, end):
+    try:
+        state.handle = None
+        sample = state.sample if state.sampled == start else None
+        if sample is None:
+            sample = _handle_sample(handle)
+        _emit_blocked((end - start) / 1e6, sample, handle)
+    except Exception as exc:
+        diagnostics.internal_error("event_loop blocked", exc)
+
+
+def _iso_ago(duration_ms):
+    """ISO-8601 UTC of the moment ``duration_ms`` ago (the block's start)."""
+    wall_ns = time.time_ns() - int(duration_ms * 1e6)
+    sec, rem = divmod(wall_ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{rem // 1_000_000:03d}Z"
+
+
+def _emit_blocked(duration_ms, sample, handle, detector="handle", ongoing=False):
+    sample = sample or {}
+    settings = pipeline.settings()
+    rec = {
+        "timestamp": _iso_ago(duration_ms),
+        "type": "loop_blocked",
+        "level": "ERROR" if duration_ms * 1e6 > settings.error_ns else "WARNING",
+        "duration_ms": round(duration_ms, 3),
+        "threshold_ms": _settings["threshold_ns"] / 1e6,
+        "flow_id": sample.get("flow_id"),
+        "flow_name": sample.get("flow_name"),
+        "span_id": sample.get("span_id"),
+        "span_name": sample.get("span_name"),
+        "task": sample.get("task"),
+        "location": sample.get("location"),
+        "stack": sample.get("stack", []),
+        "sampled": bool(sample.get("sampled")),
+        "detector": detector,
+        "thread": threading.current_thread().name if not ongoing else sample.get("thread"),
+    }
+    if ongoing:
+        rec["ongoing"] = True
+    pipeline.emit(rec)
+
+
+def _span_facts(span):
+    if span is None:
+        return {}
+    return {"flow_id": f"{span.flow_id:016x}", "flow_name": span.flow_name,
+            "span_id": f"{span.span_id:016x}", "span_name": getattr(span, "name", None)}
+
+
+def _task_of(handle):
+    owner = getattr(getattr(handle, "_callback", None), "__self__", None)
+    get_name = getattr(owner, "get_name", None)
+    if get_name is not None and hasattr(owner, "get_coro"):
+        return owner
+    return None
+
+
+def _handle_sample(handle):
+    """After the fact (the watchdog missed it): the flow from the context, the callback's place."""
+    out = {"sampled": False}
+    try:
+        out.update(_span_facts(handle._context.get(_current_var)))
+    except Exception:
+        pass
+    task = _task_of(handle)
+    code = line = None
+    if task is not None:
+        out["task"] = task.get_name()
+        coro = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        if frame is not None:
+            code, line = frame.f_code, frame.f_lineno
+        else:
+            code = getattr(coro, "cr_code", None)
+            line = code.co_firstlineno if code else None
+    else:
+        fn = getattr(handle, "_callback", None)
+        fn = getattr(fn, "__func__", fn)
+        code = getattr(fn, "__code__", None)
+        line = code.co_firstlineno if code else None
+    if code is not None:
+        out["location"] = f"{_short(code.co_filename)}:{line} in {code.co_name}"
+        out["stack"] = [out["location"]]
+    return out
+
+
+# -- stacks ------------------------------------------------------------------------------------
+_AUTOPERF_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_STDLIB_DIRS = tuple({os.path.abspath(p) + os.sep for p in (sysconfig.get_paths().get("stdlib"),
+                                                               sysconfig.get_paths().get("platstdlib")) if p})
+_LIB_DIRS = tuple({os.path.abspath(p) + os.sep for p in (sysconfig.get_paths().get("purelib"),
+                                                           sysconfig.get_paths().get("platlib")) if p})
+_ASYNCIO_DIR = os.path.dirname(os.path.abspath(threading.__file__)) + os.sep + "asyncio" + os.sep
+_CWD = os.getcwd() + os.sep
+
+
+def _short(filename):
+    return filename[len(_CWD):] if filename.startswith(_CWD) else filename
+
+
+def _frame_kind(filename):
+    if filename.startswith(_AUTOPERF_DIR):
+        return 3
+    if filename.startswith(_LIB_DIRS):
+        return 1
+    if filename.startswith(_ASYNCIO_DIR):
+        return 3
+    if filename.startswith(_STDLIB_DIRS) or filename.startswith("<frozen"):
+        return 2
+    return 0  # the program's own code
+
+
+def _stack_sample(tid, handle):
+    """The blocked thread's stack right now, its innermost program line, and the flow."""
+    frame = sys._current_frames().get(tid)
+    frames = []
+    while frame is not None and len(frames) < 200:
+        frames.append(frame)
+        frame = frame.f_back
+    frames.reverse()  # outermost first, innermost last
+    entries, location, best = [], None, 4
+    for f in frames:
+        filename = f.f_code.co_filename
+        kind = _frame_kind(filename)
+        if kind == 3 and filename.startswith(_AUTOPERF_DIR):
+            continue
+        text = f"{_short(filename)}:{f.f_lineno} in {f.f_code.co_name}"
+        entries.append(text)
+        if kind <= best:  # innermost frame of the most "user" kind (program < library < stdlib)
+            best, location = kind, text
+    out = {"sampled": True, "stack": entries[-MAX_STACK:], "location": location}
+    if handle is not None:
+        try:
+            out.update(_span_facts(handle._context.get(_current_var)))
+        except Exception:
+            pass
+        task = _task_of(handle)
+        if task is not None:
+            out["task"] = task.get_name()
+    thread = threading._active.get(tid)  # noqa: SLF001 - plain dict read
+    out["thread"] = thread.name if thread is not None else str(tid)
+    return out
+
+
+# -- the watchdog thread -----------------------------------------------------------------------
+class _Watchdog(threading.Thread):
+    def __init__(self):
+        super().__init__(name="autoperf-loop-watchdog", daemon=True)
+        self.stop_event = threading.Event()
+
+    def run(self):
+        wait = self.stop_event.wait
+        while not wait(self._poll_s() if _slots else 0.5):
+            try:
+                self.check(perf_counter_ns())
+            except Exception as exc:
+                diagnostics.internal_error("event_loop watchdog", exc)
+
+    @staticmethod
+    def _poll_s():
+        return min(max(_settings["threshold_ns"] / 4e9, 0.005), 0.25)
+
+    @staticmethod
+    def check(now):
+        threshold = _settings["threshold_ns"]
+        ongoing_after = max(1_000_000_000, 5 * threshold)
+        interval_ns = int(_settings["interval_s"] * 1e9)
+        for tid, state in list(_slots.items()):
+            if state.handles:
+                since = state.since
+                if not since or now - since < threshold:
+                    continue
+                handle = state.handle
+                if state.sampled != since:
+                    sample = _stack_sample(tid, handle)
+                    if state.since != since:
+                        continue  # it ended while we looked: the callback reports it
+                    state.sample, state.sampled = sample, since
+                if now - since >= ongoing_after and state.ongoing_reported != since:
+                    state.ongoing_reported = since
+                    _emit_blocked((now - since) / 1e6, state.sample, handle, ongoing=True)
+            else:
+                beat = state.heartbeat
+                if beat and now - beat >= interval_ns + threshold and state.hb_sampled != beat:
+                    sample = _stack_sample(tid, None)
+                    state.sample, state.hb_sampled = sample, beat
+
+
+def _ensure_watchdog():
+    global _watchdog
+    if _watchdog is not None and _watchdog.is_alive():
+        return
+    _watchdog = _Watchdog()
+    _watchdog.start()
+
+
+def _stop_watchdog():
+    global _watchdog
+    dog, _watchdog = _watchdog, None
+    if dog is not None:
+        dog.stop_event.set()
+        if dog is not threading.current_thread():
+            dog.join(timeout=2)
+
+
+# -- lag statistics for the sampler ------------------------------------------------------------
+def lag_stats():
+    """Loop lag in ms since the previous call, over all loops: ``{avg, p50, p95, max, count}`` or
+    None when no loop ran a tick."""
+    values = []
+    for state in list(_keep.values()):
+        lags, state.lags = state.lags, []
+        state.nlags = 0
+        values.extend(lags)
+    for key, state in list(_keep.items()):  # forget loops that are gone
+        if state.loop() is None:
+            _keep.pop(key, None)
+    if not values:
+        return None
+    values.sort()
+    n = len(values)
+
+    def pct(p):
+        return round(values[min(n - 1, int(p * n))], 3)
+
+    return {"avg": round(sum(values) / n, 3), "p50": pct(0.5), "p95": pct(0.95),
+            "max": round(values[-1], 3), "count": n}
+
+
+def monitored_loops():
+    """The loops being watched now (running)."""
+    return [s.loop() for s in list(_slots.values()) if s.loop() is not None]
+
+
+# -- patch / unpatch ---------------------------------------------------------------------------
+def _configure(options):
+    loop_cfg = {}
+    try:
+        from autoperf import bootstrap
+        cfg = bootstrap.config()
+        if cfg is not None:
+            loop_cfg = cfg.data.get("loop") or {}
+    except Exception:
+        pass
+    interval = options.get("lag_interval_ms") or loop_cfg.get("lag_interval_ms") or DEFAULT_LAG_INTERVAL_MS
+    threshold = (options.get("blocking_threshold_ms") or loop_cfg.get("blocking_threshold_ms")
+                 or DEFAULT_BLOCKING_THRESHOLD_MS)
+    _settings["interval_s"] = float(interval) / 1e3
+    _settings["threshold_ns"] = int(float(threshold) * 1e6)
+
+
+def patch(module, options):
+    global _active
+    _configure(options)
+    _active = True
+    for mod, qualname in WRAPS:
+        owner, attr = base.resolve(mod, qualname)
+        base.wrap(owner, attr, FACTORIES[qualname])
+    running = module.events._get_running_loop()
+    if running is not None:  # patched from inside a running loop: watch it from now on
+        running.call_soon_threadsafe(_loop_started, running)
+
+
+def unpatch(module):
+    global _active
+    _active = False
+    base.unwrap_all(WRAPS)
+    for tid, state in list(_slots.items()):
+        loop = state.loop()
+        _slots.pop(tid, None)
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(state.stop)
+            except RuntimeError:
+                pass
+    _keep.clear()
+    _stop_watchdog()
