@@ -1,0 +1,287 @@
+"""Resource sampler: a ``resource`` record every ``sampler.interval_s`` (default 5 s).
+
+A daemon thread (psutil) reads: process RSS/USS, CPU %, threads, open fds; the RSS of every child
+process (pool workers — ``children()`` scans the whole process table, so it runs once per
+interval); system memory; and, when those integrations are loaded: DB pool utilisation
+(``autoperf.integrations.asyncpg.pool_stats()``), process-pool queue depth and busy workers
+(``process_pool.pool_stats()``), event-loop lag since the previous sample
+(``event_loop.lag_stats()``), active flows (``spans.active_flows()`` when the span module has it).
+Other integrations add fields with ``add_source(name, fn)`` (e.g. discord's gateway latency).
+
+Thresholds (seed 4.4, 10.1) make the record ``WARNING``/``CRITICAL`` and name what crossed them in
+``alerts``: DB pool > 80 % / > 90 %, process-pool queue > 5 / > 10, a worker's RSS > 500 MB.
+
+Started at install: the registry entry ``resources`` has ``MODULE = "autoperf"`` (always imported),
+so ``patch()`` runs at once and starts the thread; ``unpatch()`` stops it. ``start()``/``stop()``
+do the same without the registry. Not started in multiprocessing workers (the parent samples them).
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from autoperf import diagnostics, pipeline
+from autoperf.config.schema import Field, Float, Obj
+
+NAME = "resources"
+MODULE = "autoperf"
+REQUIRES = None  # psutil is checked at start (REQUIRES would be compared with autoperf's version)
+DEFAULT_ENABLED = True
+OPTIONS = Obj({
+    "interval_s": Field(Float(min=0, min_exclusive=True), default=None,
+                        doc="Seconds between samples (default: `sampler.interval_s`, 5)."),
+    "db_pool_warning_pct": Field(Float(min=0), default=80, doc="DB pool utilisation above this -> WARNING."),
+    "db_pool_critical_pct": Field(Float(min=0), default=90, doc="DB pool utilisation above this -> CRITICAL."),
+    "queue_warning": Field(Float(min=0), default=5, doc="Process-pool jobs waiting above this -> WARNING."),
+    "queue_critical": Field(Float(min=0), default=10, doc="Process-pool jobs waiting above this -> CRITICAL."),
+    "worker_rss_warning_mb": Field(Float(min=0), default=500, doc="A worker process's RSS above this -> WARNING."),
+}, doc="Periodic resource records (process, workers, pools, loop lag).")
+WRAPS: list = []  # wraps nothing: it is a thread
+
+DEFAULT_INTERVAL_S = 5.0
+THRESHOLD_DEFAULTS = {"db_pool_warning_pct": 80.0, "db_pool_critical_pct": 90.0, "queue_warning": 5.0,
+                      "queue_critical": 10.0, "worker_rss_warning_mb": 500.0}
+_MB = 1024 * 1024
+
+_sources: dict = {}
+_sampler = None
+_lock = threading.Lock()
+
+
+def add_source(name, fn):
+    """Add ``name: fn()`` to every resource record (``fn`` runs in the sampler thread)."""
+    _sources[name] = fn
+
+
+def remove_source(name):
+    _sources.pop(name, None)
+
+
+# -- the pure part: thresholds -----------------------------------------------------------------
+_RANK = {"INFO": 20, "WARNING": 30, "CRITICAL": 50}
+
+
+def evaluate(rec: dict, thresholds: dict | None = None):
+    """``(level, alerts)`` for a resource record: which thresholds it crosses."""
+    t = dict(THRESHOLD_DEFAULTS)
+    t.update({k: v for k, v in (thresholds or {}).items() if v is not None})
+    alerts = []
+
+    def alert(metric, value, limit, level):
+        alerts.append({"metric": metric, "value": value, "threshold": limit, "level": level})
+
+    for pool in rec.get("db_pools") or ([rec["db_pool"]] if rec.get("db_pool") else []):
+        util = pool.get("utilisation_pct")
+        if util is None:
+            continue
+        if util > t["db_pool_critical_pct"]:
+            alert("db_pool.utilisation_pct", util, t["db_pool_critical_pct"], "CRITICAL")
+        elif util > t["db_pool_warning_pct"]:
+            alert("db_pool.utilisation_pct", util, t["db_pool_warning_pct"], "WARNING")
+    pending = (rec.get("process_pool") or {}).get("pending")
+    if pending is not None:
+        if pending > t["queue_critical"]:
+            alert("process_pool.pending", pending, t["queue_critical"], "CRITICAL")
+        elif pending > t["queue_warning"]:
+            alert("process_pool.pending", pending, t["queue_warning"], "WARNING")
+    for worker in rec.get("workers") or ():
+        if worker.get("rss_mb", 0) > t["worker_rss_warning_mb"]:
+            alert(f"worker.{worker['pid']}.rss_mb", worker["rss_mb"], t["worker_rss_warning_mb"], "WARNING")
+    level = "INFO"
+    for a in alerts:
+        if _RANK[a["level"]] > _RANK[level]:
+            level = a["level"]
+    return level, alerts
+
+
+def _aggregate_db(pools):
+    size = sum(p.get("size") or 0 for p in pools)
+    in_use = sum(p.get("in_use") or 0 for p in pools)
+    return {"size": size, "in_use": in_use, "idle": sum(p.get("idle") or 0 for p in pools),
+            "waiters": sum(p.get("waiters") or 0 for p in pools),
+            # the hottest pool decides: one saturated pool is the problem even if another idles
+            "utilisation_pct": max((p.get("utilisation_pct") or 0) for p in pools)}
+
+
+def _aggregate_process_pools(pools):
+    return {"pending": sum(p["pending"] for p in pools), "busy": sum(p["busy"] for p in pools),
+            "workers": sum(p["workers"] for p in pools)}
+
+
+# -- the sampler -------------------------------------------------------------------------------
+class Sampler(threading.Thread):
+    """Emits one ``resource`` record per interval until ``stop()``."""
+
+    def __init__(self, interval_s=DEFAULT_INTERVAL_S, thresholds=None):
+        super().__init__(name="autoperf-sampler", daemon=True)
+        import psutil
+        self.psutil = psutil
+        self.interval_s = float(interval_s)
+        self.thresholds = dict(thresholds or {})
+        self.stop_event = threading.Event()
+        self.process = psutil.Process()
+        self.process.cpu_percent(None)  # the first reading only primes the counter
+
+    def run(self):
+        while not self.stop_event.wait(self.interval_s):
+            try:
+                pipeline.emit(self.sample())
+            except Exception as exc:
+                diagnostics.internal_error("resource sampler", exc)
+
+    def stop(self, timeout=2.0):
+        self.stop_event.set()
+        if self is not threading.current_thread():
+            self.join(timeout)
+
+    def sample(self) -> dict:
+        """Read everything once and return the ``resource`` record (also usable directly)."""
+        psutil = self.psutil
+        proc = self.process
+        rec = {"type": "resource", "timestamp": _now_iso()}
+        with proc.oneshot():
+            try:
+                mem = proc.memory_full_info()
+                rec["uss_mb"] = round(mem.uss / _MB, 2)
+            except (psutil.AccessDenied, AttributeError):
+                mem = proc.memory_info()
+                rec["uss_mb"] = None
+            rec["rss_mb"] = round(mem.rss / _MB, 2)
+            rec["cpu_percent"] = proc.cpu_percent(None)
+            rec["threads"] = proc.num_threads()
+            try:
+                rec["open_fds"] = proc.num_fds()
+            except (AttributeError, psutil.AccessDenied):
+                rec["open_fds"] = None
+        workers = []
+        for child in proc.children(recursive=True):  # one process-table scan per interval
+            try:
+                workers.append({"pid": child.pid, "rss_mb": round(child.memory_info().rss / _MB, 2)})
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        rec["workers"] = workers
+        rec["max_worker_rss_mb"] = max((w["rss_mb"] for w in workers), default=None)
+        rec["system_memory_percent"] = psutil.virtual_memory().percent
+        rec["active_flows"] = _active_flows()
+        rec["loop_lag_ms"] = _call("autoperf.integrations.event_loop", "lag_stats")
+        pools = _db_pools()
+        if pools:
+            rec["db_pool"] = _aggregate_db(pools)
+            if len(pools) > 1:
+                rec["db_pools"] = pools
+        ppools = _call("autoperf.integrations.process_pool", "pool_stats")
+        if ppools:
+            rec["process_pool"] = _aggregate_process_pools(ppools)
+            if len(ppools) > 1:
+                rec["process_pools"] = ppools
+        for name, fn in list(_sources.items()):
+            try:
+                rec[name] = fn()
+            except Exception as exc:
+                diagnostics.internal_error(f"resource source {name}", exc)
+        level, alerts = evaluate(rec, self.thresholds)
+        rec["level"] = level
+        if alerts:
+            rec["alerts"] = alerts
+        return rec
+
+
+def _now_iso():
+    wall_ns = time.time_ns()
+    sec, rem = divmod(wall_ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{rem // 1_000_000:03d}Z"
+
+
+def _call(module_name, fn_name):
+    module = sys.modules.get(module_name)
+    if module is None:
+        return None
+    try:
+        return getattr(module, fn_name)()
+    except Exception as exc:
+        diagnostics.internal_error(f"{module_name}.{fn_name}", exc)
+        return None
+
+
+def _db_pools():
+    module = sys.modules.get("autoperf.integrations.asyncpg")
+    if module is None or not hasattr(module, "pool_stats"):
+        return None
+    integrations = sys.modules.get("autoperf.integrations")
+    if integrations is not None and "asyncpg" not in integrations.patched_names():
+        return None
+    return _call("autoperf.integrations.asyncpg", "pool_stats")
+
+
+def _active_flows():
+    spans = sys.modules.get("autoperf.spans")
+    fn = getattr(spans, "active_flows", None)
+    if fn is None:
+        return None
+    try:
+        return fn()
+    except Exception:
+        return None
+
+
+# -- start / stop ------------------------------------------------------------------------------
+def _in_worker():
+    try:
+        import multiprocessing
+        return multiprocessing.parent_process() is not None
+    except Exception:
+        return False
+
+
+def start(config_data=None, options=None):
+    """Start the sampler from the config dict (``sampler:`` section + integration options).
+    Returns the Sampler, or None when disabled, already running, in a worker, or without psutil."""
+    global _sampler
+    config_data = config_data or {}
+    options = dict(options or {})
+    section = config_data.get("sampler") or {}
+    if section.get("enabled", True) is False or _in_worker():
+        return None
+    with _lock:
+        if _sampler is not None and _sampler.is_alive():
+            return None
+        interval = options.pop("interval_s", None) or section.get("interval_s") or DEFAULT_INTERVAL_S
+        options.pop("enabled", None)
+        try:
+            sampler = Sampler(interval, options)
+        except ImportError:
+            diagnostics.warn_once("integration_version", "resource sampler: psutil is not installed",
+                                  key="psutil", integration=NAME)
+            return None
+        sampler.start()
+        _sampler = sampler
+        return sampler
+
+
+def stop():
+    global _sampler
+    with _lock:
+        sampler, _sampler = _sampler, None
+    if sampler is not None:
+        sampler.stop()
+
+
+def running():
+    return _sampler is not None and _sampler.is_alive()
+
+
+def patch(module, options):
+    data = {}
+    try:
+        from autoperf import bootstrap
+        cfg = bootstrap.config()
+        if cfg is not None:
+            data = cfg.data
+    except Exception:
+        pass
+    start(data, options)
+
+
+def unpatch(module):
+    stop()
