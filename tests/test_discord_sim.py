@@ -22,6 +22,8 @@ from autoperf.discord_sim import Simulation, SimServer, ScenarioError, load_scen
 
 ROOT = Path(__file__).resolve().parents[1]
 DPY20 = os.environ.get("AUTOPERF_DPY20_PYTHON", "/tmp/dpy20/bin/python")
+# more interpreters with other discord.py versions, e.g. "/tmp/dpy2.4.0/bin/python:/tmp/dpy2.5.2/bin/python"
+EXTRA = [p for p in os.environ.get("AUTOPERF_DISCORD_PYTHONS", "").split(os.pathsep) if p]
 
 SCENARIO = """
 seed: 7
@@ -202,19 +204,27 @@ def _run_bot(python: str, tmp: Path) -> dict:
     return data
 
 
-def _dpy20_usable() -> bool:
-    if not os.path.exists(DPY20):
+def _usable(python: str, prefix: str = "2.") -> bool:
+    if not os.path.exists(python):
         return False
-    probe = subprocess.run([DPY20, "-c", "import discord, autoperf.discord_sim; assert discord.__version__.startswith('2.0')"],
+    probe = subprocess.run([python, "-c", "import discord, autoperf.discord_sim; "
+                                          f"assert discord.__version__.startswith({prefix!r})"],
                            env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=30)
     return probe.returncode == 0
 
 
-@pytest.fixture(scope="module", params=["venv", "dpy20"])
+@pytest.fixture(scope="module", params=["venv", "dpy20"] + [f"extra{i}" for i in range(len(EXTRA))])
 def run(request, tmp_path_factory):
-    if request.param == "dpy20" and not _dpy20_usable():
-        pytest.skip(f"no discord.py 2.0 interpreter at {DPY20}")
-    python = sys.executable if request.param == "venv" else DPY20
+    if request.param == "venv":
+        python = sys.executable
+    elif request.param == "dpy20":
+        python = DPY20
+        if not _usable(python, "2.0"):
+            pytest.skip(f"no discord.py 2.0 interpreter at {DPY20}")
+    else:
+        python = EXTRA[int(request.param[5:])]
+        if not _usable(python):
+            pytest.skip(f"{python}: no discord.py 2.x")
     return _run_bot(python, tmp_path_factory.mktemp(request.param))
 
 

@@ -103,9 +103,10 @@ class Simulation:
         loop = asyncio.get_running_loop()
         assert self._stop is not None, "call start() first"
         stopper = asyncio.ensure_future(self._stop.wait())
+        ready = asyncio.ensure_future(srv.ready_sent.wait())
         try:
-            await asyncio.wait([asyncio.ensure_future(srv.ready_sent.wait()), stopper], timeout=self.ready_timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([ready, stopper], timeout=self.ready_timeout, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
             if not srv.ready_sent.is_set():
                 report.error = (f"the bot did not connect to the gateway within {self.ready_timeout:.0f}s"
                                 if not self._stop.is_set() else "stopped before the bot connected")
@@ -127,6 +128,7 @@ class Simulation:
             await self._play()
         finally:
             stopper.cancel()
+            ready.cancel()
         return self._finish(report, loop.time() - self._t0)
 
     async def _sleep(self, seconds: float) -> None:
@@ -738,7 +740,7 @@ class Simulation:
             "gateway_connections": srv.gateway_connections, "heartbeats": srv.heartbeats,
             "commands_synced": srv.commands_synced.is_set(),
             "commands": sorted({(c.get("name"), int(c.get("type", 1))) for c in srv.all_commands()}),
-            "rest_calls": len(srv.calls),
+            "rest_calls": len(srv.calls) + srv.calls_dropped, "calls_dropped": srv.calls_dropped,
         }
         for route in sorted(set(srv.unhandled)):
             self.warn(f"the sim does not implement {route} (answered 404)")

@@ -173,6 +173,9 @@ class SimServer:
         self.scenario = scenario
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.calls: List[RecordedCall] = []
+        self.max_calls = 100_000          # recorded REST calls kept (then counted in calls_dropped)
+        self.calls_dropped = 0
+        self.max_messages = 20_000        # messages / attachments kept for edits and component clicks
         self.interactions: Dict[int, InteractionState] = {}
         self._by_token: Dict[str, InteractionState] = {}
         self.message_waits: List[MessageWait] = []
@@ -327,6 +330,8 @@ class SimServer:
         body = data if data is not None else spec.data(self.scenario.seed)
         ctype = spec.content_type or _guess_type(spec.filename)
         self.attachments[att_id] = (spec.filename, body, ctype)
+        if len(self.attachments) > self.max_messages:
+            del self.attachments[next(iter(self.attachments))]
         url = f"{self.base_url}/attachments/{channel_id}/{att_id}/{spec.filename}"
         return {"id": str(att_id), "filename": spec.filename, "size": len(body), "url": url, "proxy_url": url,
                 "content_type": ctype, "ephemeral": False}
@@ -354,6 +359,8 @@ class SimServer:
                                            "authorizing_integration_owners": {"0": str(guild_id or 0)}}
         self._apply_edit(msg, body, files)
         self.messages[mid] = msg
+        if len(self.messages) > self.max_messages:          # bounded: forget the oldest
+            del self.messages[next(iter(self.messages))]
         return msg
 
     def _apply_edit(self, msg: Dict[str, Any], body: Dict[str, Any], files: Optional[List[Dict[str, Any]]]) -> None:
@@ -421,7 +428,10 @@ class SimServer:
         route = f"{request.method} {template}"
         call = RecordedCall(t=self.now(), method=request.method, route=route, path=rel,
                             query=dict(request.query))
-        self.calls.append(call)
+        if len(self.calls) < self.max_calls:
+            self.calls.append(call)
+        else:
+            self.calls_dropped += 1
         count = self._route_counts[route] = self._route_counts.get(route, 0) + 1
         info = request.match_info
         major = info.get("channel_id") or info.get("guild_id") or info.get("token") or ""
