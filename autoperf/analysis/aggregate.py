@@ -52,10 +52,12 @@ def _label(key: str, level: int) -> str:
 def _ms_of_day(ts) -> float | None:
     """'2025-01-20T15:30:45.123Z' -> milliseconds since the start of the day (fast, fixed positions)."""
     try:
-        return (int(ts[11:13]) * 3600000 + int(ts[14:16]) * 60000 + int(ts[17:19]) * 1000
-                + (int(ts[20:23]) if ts[19:20] == "." else 0))
+        return (int(ts[11:13]) * 60 + int(ts[14:16])) * 60000 + float(ts[17:23]) * 1000.0
     except (TypeError, ValueError):
-        return None
+        try:
+            return (int(ts[11:13]) * 60 + int(ts[14:16])) * 60000 + int(ts[17:19]) * 1000.0
+        except (TypeError, ValueError):
+            return None
 
 
 class _Flow:
@@ -102,13 +104,11 @@ class _Db:
 
 
 class _OpenFlow:
-    __slots__ = ("name", "fps", "fp_ms", "io")
+    __slots__ = ("name", "items")
 
     def __init__(self, name):
         self.name = name
-        self.fps = {}               # fingerprint -> count
-        self.fp_ms = {}             # fingerprint -> total ms
-        self.io = {}                # parent_id -> list of (start_ms, duration_ms, name, kind, fingerprint)
+        self.items = []             # (parent_id, timestamp, duration_ms, name, kind, fingerprint) of db/http spans
 
 
 class _Buckets:
@@ -217,8 +217,9 @@ class Aggregator:
         self.records = 0
         self.types = Counter()
         self.levels = Counter()
-        self.first_ts = None
-        self.last_ts = None
+        self._first = "\uffff"       # timestamps compare as strings; sentinels avoid None checks
+        self._last = ""
+        self._th_min = min(self.thresholds) if self.thresholds else math.inf
         self.flows: dict[str, _Flow] = {}
         self.all_cmds = Reservoir(reservoir)
         self.all_over = [0] * len(self.thresholds)
@@ -256,11 +257,11 @@ class Aggregator:
         self.records += 1
         t = rec.get("type")
         ts = rec.get("timestamp")
-        if type(ts) is str:
-            if self.first_ts is None or ts < self.first_ts:
-                self.first_ts = ts
-            if self.last_ts is None or ts > self.last_ts:
-                self.last_ts = ts
+        if ts.__class__ is str:
+            if ts < self._first:
+                self._first = ts
+            if ts > self._last:
+                self._last = ts
         else:
             ts = None
         if t == "span":
@@ -272,36 +273,51 @@ class Aggregator:
         elif t == "loop_blocked":
             self._blocked(rec)
         elif t == "warning":
-            self.warnings[str(rec.get("code"))] += rec.get("count") if type(rec.get("count")) is int else 1
+            c = rec.get("count")
+            self.warnings[str(rec.get("code"))] += c if c.__class__ is int else 1
         elif t == "dropped":
             c = rec.get("count")
-            self.dropped += c if type(c) is int else 0
-        self.types[t] += 1
+            self.dropped += c if c.__class__ is int else 0
+        tc = self.types
+        tc[t] = tc.get(t, 0) + 1
         lv = rec.get("level")
         if lv is not None:
-            self.levels[lv] += 1
+            lc = self.levels
+            lc[lv] = lc.get(lv, 0) + 1
+
+    @property
+    def first_ts(self):
+        return self._first if self._first != "\uffff" else None
+
+    @property
+    def last_ts(self):
+        return self._last or None
 
     def _flow_complete(self, rec, ts):
         name = rec.get("flow_name") or "?"
         d = rec.get("duration_ms")
-        if type(d) is not float and type(d) is not int:
-            return
+        if d.__class__ is not float:
+            if d.__class__ is not int:
+                return
+            d = float(d)
         f = self.flows.get(name)
         if f is None:
             f = self.flows[name] = _Flow(self.cap, len(self.thresholds))
         f.res.add(d)
         self.all_cmds.add(d)
-        th = self.thresholds
-        for i in range(len(th)):
-            if d > th[i]:
-                f.over[i] += 1
-                self.all_over[i] += 1
+        if d > self._th_min:
+            th = self.thresholds
+            for i in range(len(th)):
+                if d > th[i]:
+                    f.over[i] += 1
+                    self.all_over[i] += 1
         status = rec.get("status")
-        f.statuses[status] += 1
+        st = f.statuses
+        st[status] = st.get(status, 0) + 1
         if status != "success" and status is not None:
             f.errors += 1
         sla = rec.get("sla_ms")
-        if type(sla) is not float and type(sla) is not int:
+        if sla is None or (sla.__class__ is not float and sla.__class__ is not int):
             sla = self.sla.get(name)
         if sla is not None:
             f.sla_ms = sla
@@ -309,9 +325,9 @@ class Aggregator:
             if d > sla:
                 f.sla_missed += 1
         md = rec.get("metadata")
-        if type(md) is dict:
+        if md.__class__ is dict and md:
             fr = md.get("first_response_ms")
-            if type(fr) is float or type(fr) is int:
+            if fr is not None and (fr.__class__ is float or fr.__class__ is int):
                 f.fr_n += 1
                 if fr < DEADLINE_MS:
                     f.fr_ok += 1
@@ -321,7 +337,12 @@ class Aggregator:
             if f.command is None and md.get("command") is not None:
                 f.command = str(md.get("command"))
         if ts is not None:
-            self.flow_series.get(name, ts).add(d)
+            fs = self.flow_series
+            b = ts[:_LEVELS[fs.level]]
+            r = fs.data.get((name, b))
+            if r is None:
+                r = fs.get(name, ts)
+            r.add(d)
             dk = (name, ts[:10])
             r = self.daily.get(dk)
             if r is None:
@@ -333,29 +354,33 @@ class Aggregator:
 
     def _span(self, rec, ts):
         kind = rec.get("kind")
-        name = rec.get("name") or "?"
         d = rec.get("duration_ms")
-        if type(d) is not float and type(d) is not int:
-            return
-        err = rec.get("status") not in ("success", None)
-        if kind != "flow":
-            k = (name, kind)
-            op = self.ops.get(k)
-            if op is None:
-                op = self.ops[k] = _Op(self.op_cap)
-            op.res.add(d)
-            if err:
-                op.errors += 1
-        attrs = rec.get("attrs")
-        if type(attrs) is not dict:
-            attrs = {}
-        fid = rec.get("flow_id")
-        sid = rec.get("span_id")
+        if d.__class__ is not float:
+            if d.__class__ is not int:
+                return
+            d = float(d)
+        name = rec.get("name") or "?"
+        err = rec.get("status") != "success"
+        if kind == "flow":
+            return                      # flows are counted from flow_complete
+        k = (name, kind)
+        op = self.ops.get(k)
+        if op is None:
+            op = self.ops[k] = _Op(self.op_cap)
+        op.res.add(d)
+        if err and rec.get("status") is not None:
+            op.errors += 1
+        else:
+            err = False
         if kind == "db" or kind == "http":
+            attrs = rec.get("attrs")
             fp = None
             if kind == "db":
+                if attrs.__class__ is not dict:
+                    attrs = {}
                 fp = attrs.get("fingerprint") or attrs.get("statement") or name
-                fp = str(fp)
+                if fp.__class__ is not str:
+                    fp = str(fp)
                 db = self.db.get(fp)
                 if db is None:
                     db = self.db[fp] = _Db(self.op_cap)
@@ -368,7 +393,7 @@ class Aggregator:
                 if err:
                     db.errors += 1
                 rows = attrs.get("rows")
-                if type(rows) is int:
+                if rows.__class__ is int:
                     db.rows += rows
                 ex = attrs.get("explain")
                 if ex is not None:
@@ -376,23 +401,19 @@ class Aggregator:
                     if scans is not None:
                         db.seq_scans = scans
                         db.explained += 1
-            if fid is not None and sid != fid:
+            fid = rec.get("flow_id")
+            if fid is not None and rec.get("span_id") != fid:
                 of = self.open.get(fid)
                 if of is None:
                     of = self._open_flow(fid, rec.get("flow_name"))
-                if fp is not None:
-                    of.fps[fp] = of.fps.get(fp, 0) + 1
-                    of.fp_ms[fp] = of.fp_ms.get(fp, 0.0) + d
-                if ts is not None:
-                    start = _ms_of_day(ts)
-                    if start is not None:
-                        pid = rec.get("parent_id")
-                        lst = of.io.get(pid)
-                        if lst is None:
-                            lst = of.io[pid] = []
-                        if len(lst) < 200:
-                            lst.append((start, d, name, kind, fp))
-        elif kind == "job":
+                items = of.items
+                if len(items) < 500:
+                    items.append((rec.get("parent_id"), ts, d, name, kind, fp))
+            return
+        if kind == "job":
+            attrs = rec.get("attrs")
+            if attrs.__class__ is not dict:
+                attrs = {}
             j = self.jobs.get(name)
             if j is None:
                 c = self.op_cap
@@ -400,12 +421,15 @@ class Aggregator:
             j[0].add(d)
             for i, key in ((1, "queue_wait_ms"), (2, "run_ms"), (3, "transfer_ms")):
                 v = attrs.get(key)
-                if type(v) is float or type(v) is int:
+                if v is not None and (v.__class__ is float or v.__class__ is int):
                     j[i].add(v)
             ex = attrs.get("executor")
             if ex is not None:
                 j[4][str(ex)] += 1
         elif kind == "cycle":
+            attrs = rec.get("attrs")
+            if attrs.__class__ is not dict:
+                attrs = {}
             c = self.cycles.get(name)
             if c is None:
                 c = self.cycles[name] = [Reservoir(self.op_cap), {}, 0]
@@ -414,13 +438,11 @@ class Aggregator:
                 c[2] += 1
             sums = c[1]
             for k2, v in attrs.items():
-                if (type(v) is int or type(v) is float) and type(v) is not bool:
+                if v.__class__ is int or v.__class__ is float:
                     sums[k2] = sums.get(k2, 0) + v
-            if sid is not None and sid == fid:
+            fid = rec.get("flow_id")
+            if fid is not None and rec.get("span_id") == fid:
                 self._finish_flow(fid, name)
-        elif kind == "flow" and sid is not None and sid == fid:
-            # the root span of a flow: its flow_complete normally follows; finish on either
-            pass
 
     def _open_flow(self, fid, name):
         if len(self.open) >= self.open_flows_cap:
@@ -433,17 +455,38 @@ class Aggregator:
     def _finish_flow(self, fid, name):
         of = self.open.pop(fid, None)
         if name is not None:
-            self.flow_counts[name] += 1
+            fc = self.flow_counts
+            fc[name] = fc.get(name, 0) + 1
         if of is None:
             return
         fname = name or of.name or "?"
+        items = of.items
+        # N+1 and cache bookkeeping: per fingerprint in this flow
+        fps: dict = {}
+        groups: dict = {}
+        for it in items:
+            fp = it[5]
+            if fp is not None:
+                x = fps.get(fp)
+                if x is None:
+                    fps[fp] = [1, it[2]]
+                else:
+                    x[0] += 1
+                    x[1] += it[2]
+            g = groups.get(it[0])
+            if g is None:
+                groups[it[0]] = [it]
+            else:
+                g.append(it)
         n1 = self.n_plus_one_min
-        for fp, n in of.fps.items():
-            db = self.db.get(fp)
+        dbs = self.db
+        for fp, (n, ms) in fps.items():
+            db = dbs.get(fp)
             if db is not None:
                 db.flows += 1
-                if len(db.flow_names) < 50 or fname in db.flow_names:
-                    db.flow_names[fname] += 1
+                fn = db.flow_names
+                if fname in fn or len(fn) < 50:
+                    fn[fname] += 1
             if n >= n1:
                 k = (fname, fp)
                 s = self.n_plus_one.get(k)
@@ -453,45 +496,52 @@ class Aggregator:
                 s[1] += n
                 if n > s[2]:
                     s[2] = n
-                s[3] += of.fp_ms.get(fp, 0.0)
+                s[3] += ms
         tol = self.io_tol
-        for lst in of.io.values():
+        for lst in groups.values():
             if len(lst) < 2:
                 continue
-            lst.sort()
-            fps = {x[4] for x in lst}
-            if len(fps) == 1 and lst[0][4] is not None:
+            first_fp = lst[0][5]
+            if first_fp is not None and all(x[5] == first_fp for x in lst):
                 continue                      # one repeated query: that is an N+1, not a gather
-            sequential = True
-            prev_end = lst[0][0] + lst[0][1]
-            for st, d, _n, _k, _f in lst[1:]:
-                if st + tol < prev_end:
-                    sequential = False
-                    break
-                prev_end = st + d
-            if not sequential:
-                continue
-            durs = [x[1] for x in lst]
-            total = sum(durs)
-            saving = total - max(durs)
-            names = []                       # run-length: "db.fetch ×2"
+            timed = []
             for x in lst:
-                if names and names[-1][0] == x[2]:
-                    names[-1][1] += 1
-                else:
-                    names.append([x[2], 1])
-            labels = tuple(n if c == 1 else f"{n} ×{c}" for n, c in names[:8])
-            k = (fname, labels, len(lst) if len(lst) <= 8 else 9)
-            s = self.seq_io.get(k)
-            if s is None:
-                if len(self.seq_io) > 5000:
+                st = _ms_of_day(x[1]) if x[1] is not None else None
+                if st is None:
+                    break
+                timed.append((st, x[2], x[3]))
+            else:
+                timed.sort()
+                sequential = True
+                prev_end = timed[0][0] + timed[0][1]
+                for st, dd, _n in timed[1:]:
+                    if st + tol < prev_end:
+                        sequential = False
+                        break
+                    prev_end = st + dd
+                if not sequential:
                     continue
-                s = self.seq_io[k] = [0, 0.0, 0.0, 0.0]
-            s[0] += 1
-            s[1] += saving
-            s[2] += total
-            if saving > s[3]:
-                s[3] = saving
+                durs = [x[1] for x in timed]
+                total = sum(durs)
+                saving = total - max(durs)
+                names = []                       # run-length: "db.fetch ×2"
+                for x in timed:
+                    if names and names[-1][0] == x[2]:
+                        names[-1][1] += 1
+                    else:
+                        names.append([x[2], 1])
+                labels = tuple(n if c == 1 else f"{n} ×{c}" for n, c in names[:8])
+                k = (fname, labels, len(timed) if len(timed) <= 8 else 9)
+                s = self.seq_io.get(k)
+                if s is None:
+                    if len(self.seq_io) > 5000:
+                        continue
+                    s = self.seq_io[k] = [0, 0.0, 0.0, 0.0]
+                s[0] += 1
+                s[1] += saving
+                s[2] += total
+                if saving > s[3]:
+                    s[3] = saving
 
     def _resource(self, rec, ts):
         self.res_n += 1
@@ -557,10 +607,8 @@ class Aggregator:
         self.records += other.records
         self.types.update(other.types)
         self.levels.update(other.levels)
-        if other.first_ts is not None and (self.first_ts is None or other.first_ts < self.first_ts):
-            self.first_ts = other.first_ts
-        if other.last_ts is not None and (self.last_ts is None or other.last_ts > self.last_ts):
-            self.last_ts = other.last_ts
+        self._first = min(self._first, other._first)
+        self._last = max(self._last, other._last)
         for name, f in other.flows.items():
             mine = self.flows.get(name)
             if mine is None:
@@ -579,7 +627,8 @@ class Aggregator:
                     mine.fr_res = f.fr_res
                 else:
                     mine.fr_res.merge(f.fr_res)
-            mine.statuses.update(f.statuses)
+            for k, v in f.statuses.items():
+                mine.statuses[k] = mine.statuses.get(k, 0) + v
             mine.command = mine.command or f.command
         self.all_cmds.merge(other.all_cmds)
         self.all_over = [a + b for a, b in zip(self.all_over, other.all_over)]
@@ -681,7 +730,8 @@ class Aggregator:
                 mine[1] += s[1]
                 mine[2] += s[2]
                 mine[3] = max(mine[3], s[3])
-        self.flow_counts.update(other.flow_counts)
+        for k, v in other.flow_counts.items():
+            self.flow_counts[k] = self.flow_counts.get(k, 0) + v
         for fid, of in other.open.items():
             self.open.setdefault(fid, of)
         return self

@@ -110,7 +110,10 @@ def _source(args, since, until, inputs=None):
             raise UsageError("--dsn env: $AUTOPERF_DSN is not set")
     if dsn:
         return iter_records_from_pg(dsn, since, until, table=args.table)
-    paths = expand_inputs(inputs if inputs is not None else args.inputs, args.log_dir)
+    given = inputs if inputs is not None else args.inputs
+    if not given and not os.path.isdir(args.log_dir):
+        raise UsageError(f"no log files: {args.log_dir} is not a directory (give LOG files, --log-dir or --dsn)")
+    paths = expand_inputs(given, args.log_dir)
     if not paths:
         where = ", ".join(inputs if inputs is not None else args.inputs) or args.log_dir
         raise UsageError(f"no log files found in {where} (expected performance_*.log)")

@@ -44,42 +44,65 @@ def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 95, 99)) -> 
 class Reservoir:
     """Bounded sample of a stream of floats (see module doc for the exactness guarantee)."""
 
-    __slots__ = ("cap", "values", "count", "total", "min", "max", "_next", "_w", "_rng", "_sorted")
+    __slots__ = ("cap", "values", "count", "_total", "_min", "_max", "_full", "_next", "_w", "_rng", "_sorted",
+                 "_sorted_n", "_agg_n")
 
     def __init__(self, cap: int = 100_000, seed: int | None = 0x5EED):
         self.cap = max(1, int(cap))
         self.values = array("d")
         self.count = 0
-        self.total = 0.0
-        self.min = math.inf
-        self.max = -math.inf
+        self._full = False      # the stream outgrew the cap: totals are maintained explicitly from then on
+        self._total = 0.0
+        self._min = math.inf
+        self._max = -math.inf
+        self._agg_n = -1        # count at which _total/_min/_max were computed from values (while exact)
         self._next = 0          # index (0-based, in stream order) of the next value to keep once full
         self._w = 1.0
-        self._rng = random.Random(seed)
+        self._rng = None
         self._sorted = None
+        self._sorted_n = -1
 
     @property
     def exact(self) -> bool:
         return self.count <= self.cap
 
     def add(self, v: float) -> None:
-        self.count += 1
-        self.total += v
-        if v < self.min:
-            self.min = v
-        if v > self.max:
-            self.max = v
-        self._sorted = None
-        vals = self.values
-        if len(vals) < self.cap:
-            vals.append(v)
-            if len(vals) == self.cap:
-                self._w = math.exp(math.log(self._rng.random() or 1e-300) / self.cap)
-                self._advance(self.count - 1)
+        c = self.count
+        if c < self.cap:                    # hot path: exact phase
+            self.count = c + 1
+            self.values.append(v)
             return
+        self._add_slow(v)
+
+    def _sync(self) -> None:
+        if not self._full and self._agg_n != self.count:
+            vals = self.values
+            self._total = math.fsum(vals) if vals else 0.0
+            self._min = min(vals) if vals else math.inf
+            self._max = max(vals) if vals else -math.inf
+            self._agg_n = self.count
+
+    def _start_sampling(self) -> None:
+        self._sync()
+        self._full = True
+        if self._rng is None:
+            self._rng = random.Random(0x5EED ^ self.cap)
+        self._w = math.exp(math.log(self._rng.random() or 1e-300) / self.cap)
+        self._advance(self.count - 1)
+
+    def _add_slow(self, v: float) -> None:
+        if not self._full:
+            self._start_sampling()
+        self.count += 1
+        self._total += v
+        if v < self._min:
+            self._min = v
+        if v > self._max:
+            self._max = v
         if self.count - 1 == self._next:
-            vals[self._rng.randrange(self.cap)] = v
-            self._w *= math.exp(math.log(self._rng.random() or 1e-300) / self.cap)
+            rng = self._rng
+            self.values[rng.randrange(self.cap)] = v
+            self._w *= math.exp(math.log(rng.random() or 1e-300) / self.cap)
             self._advance(self.count - 1)
 
     def _advance(self, i: int) -> None:
@@ -90,6 +113,21 @@ class Reservoir:
         r = self._rng.random() or 1e-300
         self._next = i + int(math.floor(math.log(r) / math.log(1.0 - w))) + 1
 
+    @property
+    def total(self) -> float:
+        self._sync()
+        return self._total
+
+    @property
+    def min(self) -> float:
+        self._sync()
+        return self._min
+
+    @property
+    def max(self) -> float:
+        self._sync()
+        return self._max
+
     def extend(self, values: Iterable[float]) -> None:
         for v in values:
             self.add(v)
@@ -98,31 +136,35 @@ class Reservoir:
         """Merge another reservoir. Exact when the union fits; otherwise a weighted subsample."""
         if other.count == 0:
             return
-        if self.count + other.count <= self.cap or len(self.values) + len(other.values) <= self.cap:
+        if not self._full and not other._full and self.count + other.count <= self.cap:
             self.values.extend(other.values)
-        else:
-            # weighted subsample: each side contributes in proportion to its stream count
-            tot = self.count + other.count
-            k_self = round(self.cap * self.count / tot)
-            k_other = self.cap - k_self
-            rng = self._rng
-            mine = list(self.values)
-            theirs = list(other.values)
-            a = rng.sample(mine, min(k_self, len(mine)))
-            b = rng.sample(theirs, min(k_other, len(theirs)))
-            self.values = array("d", a + b)
-            self._w = math.exp(math.log(rng.random() or 1e-300) / self.cap)
-        self.count += other.count
-        self.total += other.total
-        self.min = min(self.min, other.min)
-        self.max = max(self.max, other.max)
-        if len(self.values) >= self.cap:
-            self._advance(self.count - 1)
-        self._sorted = None
+            self.count += other.count
+            self._sorted_n = -1
+            return
+        total, mn, mx = self.total + other.total, min(self.min, other.min), max(self.max, other.max)
+        tot = self.count + other.count
+        if self._rng is None:
+            self._rng = random.Random(0x5EED ^ self.cap)
+        rng = self._rng
+        if len(self.values) + len(other.values) <= self.cap:
+            vals = array("d", self.values)
+            vals.extend(other.values)
+        else:   # weighted subsample: each side contributes in proportion to its stream count
+            k_self = min(round(self.cap * self.count / tot), len(self.values))
+            k_other = min(self.cap - k_self, len(other.values))
+            vals = array("d", rng.sample(list(self.values), k_self) + rng.sample(list(other.values), k_other))
+        self.values = vals
+        self.count = tot
+        self._total, self._min, self._max = total, mn, mx
+        self._full = True
+        self._w = math.exp(math.log(rng.random() or 1e-300) / self.cap)
+        self._advance(self.count - 1)
+        self._sorted_n = -1
 
     def sorted(self) -> list[float]:
-        if self._sorted is None or len(self._sorted) != len(self.values):
+        if self._sorted_n != self.count or self._sorted is None:
             self._sorted = sorted(self.values)
+            self._sorted_n = self.count
         return self._sorted
 
     def percentile(self, q: float) -> float | None:
