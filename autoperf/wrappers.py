@@ -77,9 +77,11 @@ def instrument(fn, site: CallSite):
         return _finish(fn, _coroutine_wrapper(fn, site), site)
     if inspect.isgeneratorfunction(fn):
         return _finish(fn, _generator_wrapper(fn, site), site)
-    # A sync function that hands back an awaitable (a decorator that forgot to be async).
+    # A sync function that hands back an awaitable or a (async) generator (a sync decorator
+    # around an ``async def`` or a generator function): the span covers the await / iteration.
     inner = inspect.unwrap(fn)
-    if inspect.iscoroutinefunction(inner) or inspect.isasyncgenfunction(inner):
+    if (inspect.iscoroutinefunction(inner) or inspect.isasyncgenfunction(inner)
+            or inspect.isgeneratorfunction(inner)):
         return _finish(fn, _returns_awaitable_wrapper(fn, site), site)
     return _finish(fn, _sync_wrapper(fn, site), site)
 
@@ -176,10 +178,89 @@ def _returns_awaitable_wrapper(fn, site):
             _deactivate(token)
         if isinstance(result, types.CoroutineType) or inspect.isawaitable(result):
             return _await_in_span(result, s, site)
+        if isinstance(result, types.GeneratorType):
+            return _generator_in_span(result, s, site)
+        if isinstance(result, types.AsyncGeneratorType):
+            return _async_generator_in_span(result, s, site)
         site.on_return(s, result)
         s.finish()
         return result
     return wrapper
+
+
+def _generator_in_span(inner, s, site):
+    """Drive the generator ``inner`` for the consumer; span ``s`` ends when it is exhausted or closed."""
+    try:
+        token = _activate(s)
+        try:
+            item = next(inner)
+        finally:
+            _deactivate(token)
+        while True:
+            try:
+                sent = yield item
+            except GeneratorExit:
+                inner.close()
+                raise
+            except BaseException as exc:
+                token = _activate(s)
+                try:
+                    item = inner.throw(exc)
+                finally:
+                    _deactivate(token)
+            else:
+                token = _activate(s)
+                try:
+                    item = inner.send(sent)
+                finally:
+                    _deactivate(token)
+    except StopIteration as stop:
+        site.on_return(s, stop.value)
+        return stop.value
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        s.fail(exc)
+        raise
+    finally:
+        s.finish()
+
+
+async def _async_generator_in_span(inner, s, site):
+    """Async twin of ``_generator_in_span``."""
+    try:
+        token = _activate(s)
+        try:
+            item = await inner.__anext__()
+        finally:
+            _deactivate(token)
+        while True:
+            try:
+                sent = yield item
+            except GeneratorExit:
+                await inner.aclose()
+                raise
+            except BaseException as exc:
+                token = _activate(s)
+                try:
+                    item = await inner.athrow(exc)
+                finally:
+                    _deactivate(token)
+            else:
+                token = _activate(s)
+                try:
+                    item = await inner.asend(sent)
+                finally:
+                    _deactivate(token)
+    except StopAsyncIteration:
+        return
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        s.fail(exc)
+        raise
+    finally:
+        s.finish()
 
 
 def _generator_wrapper(fn, site):
