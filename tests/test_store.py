@@ -101,6 +101,19 @@ def test_record_id_rules():
     assert db.record_id(a) != db.record_id(dict(a, rss_mb=12.6))
 
 
+def test_record_to_row_mapping():
+    """Timestamps are normalised to UTC, bad numbers become NULL, NUL characters never reach PostgreSQL."""
+    row = dict(zip(db.COLUMNS, db.record_to_row({
+        "type": "span", "span_id": "ab", "timestamp": "2025-01-20T23:30:00.000-02:00", "name": "x\x00y",
+        "duration_ms": "slow", "pid": 2 ** 40, "user_id": "123", "attrs": {"k": "v\x00"}})))
+    assert row["timestamp"] == dt.datetime(2025, 1, 21, 1, 30, tzinfo=dt.timezone.utc)
+    assert row["operation_name"] == "x\ufffdy" and row["duration_ms"] is None and row["pid"] is None
+    assert row["user_id"] == 123 and "\\u0000" not in row["record"] and "\\ufffd" in row["record"]
+    rec = {"type": "resource"}
+    row = dict(zip(db.COLUMNS, db.record_to_row(rec)))
+    assert rec["timestamp"].endswith("Z") and row["id"] == db.record_id(rec)   # stamped, then hashed stably
+
+
 def test_sink_writes_n_records_into_day_partitions(pg_db, tmp_path):
     """N records over three days become N rows, one partition per day, columns mapped from the record."""
     recs = [span(i, day=("2025-01-20", "2025-01-21", "2025-01-22")[i % 3]) for i in range(12000)]

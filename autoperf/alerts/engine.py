@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+import os
 import queue
 import threading
 import time
@@ -58,6 +59,7 @@ class AlertEngine:
         self._stop = threading.Event()
         self._idle = threading.Condition()
         self._thread = None
+        self._pid = os.getpid()
         for ch in self.channels:
             if ch.problem:
                 self._warn("alert_channel_disabled", f"alert channel {ch.name!r} ({ch.kind}) disabled: {ch.problem}",
@@ -70,6 +72,10 @@ class AlertEngine:
     def process(self, record: dict) -> dict:
         """Pipeline processor: evaluate the rules on ``record``, enqueue events, return the record unchanged."""
         try:
+            if self._pid != os.getpid():  # forked child: its own delivery thread
+                self._pid = os.getpid()
+                self._thread = None
+                self.start()
             rtype = record.get("type")
             if rtype in ("alert", "warning", "dropped"):
                 return record

@@ -167,7 +167,7 @@ def parse_ts(value) -> _dt.datetime | None:
         ts = value
     elif isinstance(value, str) and value:
         try:
-            ts = _dt.datetime.fromisoformat(value)
+            ts = _fromiso(value)
         except ValueError:
             return None
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -187,31 +187,60 @@ def record_to_row(rec: dict) -> tuple:
     A record without a usable timestamp gets the current time, written back into the record so a
     spilled-and-replayed copy maps to the same (id, timestamp) key.
     """
-    ts = parse_ts(rec.get("timestamp"))
+    get = rec.get
+    ts = get("timestamp")
+    if type(ts) is str and ts.endswith("Z"):  # the pipeline's format: fast path
+        try:
+            ts = _fromiso(ts)
+        except ValueError:
+            ts = None
+    else:
+        ts = parse_ts(ts)
     if ts is None:
         ts = _dt.datetime.now(UTC)
         rec["timestamp"] = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    rtype = rec.get("type")
-    name = rec.get("name") or rec.get("operation_name")
+    rtype = get("type")
+    name = get("name") or get("operation_name")
     if not name and rtype == "flow_complete":
-        name = rec.get("flow_name")
+        name = get("flow_name")
+    if rtype == "span" and get("span_id"):
+        rid = get("span_id")
+    else:
+        rid = record_id(rec)
+    dur = get("duration_ms")
+    pid = get("pid")
+    uid = get("user_id")
     return (
-        _text(record_id(rec)),
+        _t(rid),
         ts,
-        _text(rtype),
-        _text(rec.get("level")),
-        _text(rec.get("flow_name")),
-        _text(name),
-        _text(rec.get("kind")),
-        _float(rec.get("duration_ms")),
-        _int(rec.get("user_id"), _INT64),
-        _text(rec.get("status")),
-        _text(rec.get("flow_id")),
-        _text(rec.get("parent_id")),
-        _int(rec.get("pid"), _INT32),
+        _t(rtype),
+        _t(get("level")),
+        _t(get("flow_name")),
+        _t(name),
+        _t(get("kind")),
+        dur if type(dur) is float and dur == dur and dur not in _INF else _float(dur),
+        None if uid is None else _int(uid, _INT64),
+        _t(get("status")),
+        _t(get("flow_id")),
+        _t(get("parent_id")),
+        pid if type(pid) is int and _INT32[0] <= pid <= _INT32[1] else _int(pid, _INT32),
         None,                 # metadata: derived from `record` by the INSERT (one JSON parse, not two)
         _json(rec),
     )
+
+
+def _t(v):
+    if v is None or (type(v) is str and "\x00" not in v):
+        return v
+    return _text(v)
+
+
+_INF = (float("inf"), float("-inf"))
+if sys.version_info >= (3, 11):
+    _fromiso = _dt.datetime.fromisoformat   # 'Z' suffix -> UTC
+else:  # pragma: no cover - Python 3.10 does not read 'Z'
+    def _fromiso(s):
+        return _dt.datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith("Z") else s)
 
 
 # ---------------------------------------------------------------- writing

@@ -150,6 +150,17 @@ class PostgresSink:
         t = self._thread
         if t is not None and t.is_alive() and t is not threading.current_thread():
             t.join(timeout)
+            if t.is_alive():  # stuck on the server: keep what is still queued on disk
+                with self._cond:
+                    rest = list(self._q)
+                    self._q.clear()
+                if rest:
+                    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+                    try:
+                        self._write_lines(os.path.join(self.log_dir, f"pg_spill_{os.getpid()}_{stamp}_close.log"), rest)
+                        self.counters["spilled"] += len(rest)
+                    except Exception:  # noqa: BLE001
+                        self.counters["dropped"] += len(rest)
 
     def stats(self) -> dict:
         with self._cond:
