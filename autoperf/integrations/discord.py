@@ -893,19 +893,27 @@ def _wrap_interaction_init(original):
 
 
 # -- YAML targets on discord objects (app commands, prefix commands, task loops) -------------
-def _adopting(fn, site):
+_ADOPTABLE = frozenset(("command", "component", "modal"))
+
+
+def _adopting(fn, site, rename=None):
     """A YAML ``kind: flow`` target on a command callback: when the integration already opened a flow
-    for this invocation, that flow takes the target's name, thresholds and captures (one flow, not two)."""
+    for this invocation, that flow takes the target's thresholds, captures and (when the target has a
+    ``name:``) its name — one flow, not two."""
     fallback = wrappers.instrument(fn, site)
+    if rename is None:
+        spec = _spec_for(site)
+        rename = spec is None or spec.name is not None
 
     async def adopted(*args, **kwargs):
         fs = _FLOW.get()
-        if fs is None or fs.adopted or fs.span.duration_ns is not None or "command" not in (fs.span.attrs or ()):
+        if fs is None or fs.adopted or fs.span.duration_ns is not None or not _ADOPTABLE.intersection(fs.span.attrs or ()):
             return await fallback(*args, **kwargs)
         fs.adopted = True
         s = fs.span
         try:
-            s.name = site.name
+            if rename:
+                s.name = site.name
             s.site = site
             site.on_call(s, args, kwargs)
         except Exception as exc:

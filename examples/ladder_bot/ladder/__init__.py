@@ -1,0 +1,1 @@
+"""EvoLadder: a competitive 1v1 ladder bot (the autoperf example; it knows nothing about autoperf)."""
