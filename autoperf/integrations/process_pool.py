@@ -34,7 +34,7 @@ import sys
 import weakref
 from time import perf_counter_ns
 
-from autoperf import diagnostics, spans
+from autoperf import diagnostics, pipeline, spans
 from autoperf.integrations import base
 from autoperf.integrations.thread_pool import job_name, trim_own_frame
 
@@ -64,6 +64,14 @@ _get_current = spans._get_current
 _set_current = spans._set_current
 _reset_current = spans._reset_current
 _OUTCOME_ATTR = "_autoperf_outcome"
+_BUFFER = pipeline.BUFFER
+
+
+def _flush():
+    try:
+        pipeline.flush()
+    except Exception as exc:  # pragma: no cover - flush never raises by contract
+        diagnostics.internal_error("process_pool worker flush", exc)
 
 
 # -- the worker side ------------------------------------------------------------------------
@@ -133,10 +141,14 @@ class _Job:
                                                      stand_in.attrs))
             except Exception:
                 pass  # an exception type without __dict__: the parent records it without timings
+            if _BUFFER:
+                _flush()
             trim_own_frame(exc, sys._getframe())
             raise
         end = perf_counter_ns()
         _reset_current(token)
+        if _BUFFER:
+            _flush()  # spans made in the worker reach the file even if the worker is killed next
         return _Outcome(result, ref.span_id, start, end, _worker_pid, stand_in.attrs)
 
 
