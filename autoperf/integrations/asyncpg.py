@@ -17,6 +17,8 @@ wrapped                                                covers (protocol call)
 ``Connection._executemany``                            ``executemany``, ``fetchmany``
 ``Connection._copy_out`` / ``_copy_in``                ``copy_from_table``/``_query``, ``copy_to_table``
 ``Connection.copy_records_to_table``                   its own ``copy_in`` call
+``Connection.copy_from_query``                         with args it first runs ``quote_literal``
+                                                       queries to inline them: one span over all
 ``PreparedStatement.__bind_execute``                   prepared ``fetch``/``fetchrow``/``fetchval``
 ``PreparedStatement.fetchmany`` / ``executemany``      prepared ``bind_execute_many``
 ``BaseCursor._bind_exec`` / ``_bind`` / ``_exec``,      cursor round-trips (``async for`` and
@@ -84,6 +86,7 @@ WRAPS = [
     ("asyncpg.connection", "Connection._copy_out"),
     ("asyncpg.connection", "Connection._copy_in"),
     ("asyncpg.connection", "Connection.copy_records_to_table"),
+    ("asyncpg.connection", "Connection.copy_from_query"),
     ("asyncpg.prepared_stmt", "PreparedStatement._PreparedStatement__bind_execute"),
     ("asyncpg.prepared_stmt", "PreparedStatement.fetchmany"),
     ("asyncpg.prepared_stmt", "PreparedStatement.executemany"),
@@ -289,6 +292,10 @@ def _copy_records_query(self, args, kwargs):
     return f"COPY {target} FROM STDIN (FORMAT binary)"
 
 
+def _copy_query_query(self, args, kwargs):
+    return f"COPY ({args[0] if args else kwargs.get('query', '')}) TO STDOUT"
+
+
 def _acquire_factory(original):
     async def _acquire(self, timeout):
         _register_pool(self)
@@ -319,6 +326,7 @@ _FACTORIES = {
     "Connection._copy_out": lambda o: _query_wrapper(o, _arg0("copy_stmt")),
     "Connection._copy_in": lambda o: _query_wrapper(o, _arg0("copy_stmt")),
     "Connection.copy_records_to_table": lambda o: _query_wrapper(o, _copy_records_query),
+    "Connection.copy_from_query": lambda o: _query_wrapper(o, _copy_query_query),
     "PreparedStatement._PreparedStatement__bind_execute": lambda o: _query_wrapper(o, _self_query, _prepared_params),
     "PreparedStatement.fetchmany": lambda o: _query_wrapper(o, _self_query, batch_of=_batch(0, "args")),
     "PreparedStatement.executemany": lambda o: _query_wrapper(o, _self_query, batch_of=_batch(0, "args")),
@@ -480,9 +488,16 @@ async def _run_explain(addr, conn_params, query, params, info, duration_ns):
     started = time.perf_counter_ns()
     try:
         conn = await asyncpg.connect(**_connect_kwargs(addr, conn_params))
+        if params:
+            # A custom plan prints the parameter values into Filter/Index Cond; a generic plan
+            # keeps $1... (PostgreSQL >= 12; older servers print values, scrubbed below anyway).
+            try:
+                await conn.execute("SET plan_cache_mode = force_generic_plan")
+            except Exception:
+                pass
         raw = await asyncio.wait_for(conn.fetchval("EXPLAIN (FORMAT JSON) " + query, *params),
                                      EXPLAIN_TIMEOUT_S)
-        plan = json.loads(raw) if isinstance(raw, str) else raw
+        plan = _scrub_plan(json.loads(raw) if isinstance(raw, str) else raw)
         pipeline.emit({
             "type": "explain", "level": "INFO",
             "fingerprint": info.fingerprint, "statement": info.statement, "plan": plan,
@@ -503,6 +518,17 @@ async def _run_explain(addr, conn_params, query, params, info, duration_ns):
                 await conn.close(timeout=2)
             except Exception:
                 conn.terminate()
+
+
+def _scrub_plan(node):
+    """Every text in the plan with its literals replaced by ``?`` (conditions quote constants)."""
+    if isinstance(node, dict):
+        return {k: _scrub_plan(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_scrub_plan(v) for v in node]
+    if isinstance(node, str) and ("'" in node or any(c.isdigit() for c in node)):
+        return sql.normalise(node)[0]
+    return node
 
 
 def explain_tasks() -> set:
