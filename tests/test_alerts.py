@@ -412,3 +412,19 @@ def test_install_runs_as_pipeline_processor(hooks, monkeypatch):
     assert eng.process not in getattr(pipeline, "_processors", [])
     assert threading.current_thread() is threading.main_thread()
     assert sys.modules.get("autoperf.alerts.engine") is not None
+
+
+def test_alerts_section_validates_with_config_loader(tmp_path):
+    """The `alerts:` CONFIG_SCHEMA fills defaults and rejects a webhook channel given without url_env."""
+    config = pytest.importorskip("autoperf.config")
+    good = tmp_path / "autoperf.yaml"
+    good.write_text("alerts:\n  rules:\n    - {name: command_slow, above: 2000}\n"
+                    "  channels:\n    - {type: discord, url_env: AUTOPERF_DISCORD_WEBHOOK}\n")
+    data = config.load_config(str(good)).data["alerts"]
+    assert data["window_s"] == 300 and data["channels"][0]["min_severity"] == "WARNING"
+    assert [r.above for r in build_rules(settings(data)) if r.name == "command_slow"] == [2000.0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("alerts:\n  channels:\n    - {type: slack, url: 'https://hooks.slack.com/services/T/B/X'}\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load_config(str(bad))
+    assert "alerts.channels[0]" in str(err.value)

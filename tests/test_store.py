@@ -331,3 +331,39 @@ def test_buffer_overflow_is_counted(tmp_path):
     sink.write([{"type": "resource"}] * 80)
     sink.write([{"type": "resource"}] * 80)
     assert sink.stats()["queued"] == 100 and sink.counters["dropped"] == 60
+
+
+def test_daily_rollup_runs_inside_the_sink(pg_db, tmp_path):
+    """A running sink rolls up the previous UTC day by itself (performance_stats appears without the CLI)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    if now.time() < dt.time(0, 6):
+        pytest.skip("the automatic rollup waits until 00:05 UTC")
+    yesterday = (now - dt.timedelta(days=1)).date().isoformat()
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=1000, flush_interval_ms=20, rollup=True)
+    try:
+        sink.write([span(i, day=yesterday, dur=float(i)) for i in range(101)])
+        assert sink.sync(20)
+        deadline = time.monotonic() + 10
+        rows = []
+        while time.monotonic() < deadline and not rows:
+            rows = q(pg_db, "SELECT * FROM performance_stats WHERE date = $1", dt.date.fromisoformat(yesterday))
+            time.sleep(0.05)
+    finally:
+        sink.close()
+    assert len(rows) == 1 and rows[0]["count"] == 101 and rows[0]["p50_duration_ms"] == 50.0
+    assert sink.counters["rollups"] == 1
+
+
+def test_store_section_validates_with_config_loader(tmp_path, monkeypatch):
+    """The `store:` CONFIG_SCHEMA accepts a DSN from the environment and rejects a bad batch size with a location."""
+    config = pytest.importorskip("autoperf.config")
+    monkeypatch.setenv("AP_TEST_STORE_DSN", "postgresql://u:pw@db.example:5432/perf")
+    good = tmp_path / "autoperf.yaml"
+    good.write_text("store:\n  dsn: ${AP_TEST_STORE_DSN:-}\n  batch_records: 100\n")
+    data = config.load_config(str(good)).data["store"]
+    assert data["dsn"].endswith("/perf") and data["batch_records"] == 100 and data["max_buffer_records"] == 200000
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("store:\n  batch_records: 0\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load_config(str(bad))
+    assert "store.batch_records" in str(err.value)
