@@ -1,0 +1,211 @@
+"""Event loop: lag monitor numbers and loop_blocked records naming the blocking line and flow."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from autoperf import integrations, spans
+from autoperf.integrations import base, event_loop
+from autoperf.testing import capture_records
+
+OPTIONS = {"lag_interval_ms": 20, "blocking_threshold_ms": 100}
+
+
+@pytest.fixture
+def loop_patched():
+    integrations.unpatch("asyncio")
+    assert integrations.patch("asyncio", asyncio, OPTIONS)
+    event_loop.lag_stats()  # start from nothing
+    yield
+    integrations.unpatch("asyncio")
+
+
+def line_of(fn, marker):
+    """``file:line`` suffix of the source line of ``fn`` containing ``marker``."""
+    lines, first = inspect.getsourcelines(fn)
+    for offset, text in enumerate(lines):
+        if marker in text:
+            return f"{os.path.basename(__file__)}:{first + offset} in {fn.__name__}"
+    raise AssertionError(marker)
+
+
+def blocked(records):
+    return [r for r in records if r["type"] == "loop_blocked"]
+
+
+async def blocking_command():
+    with spans.span("queue_command", "flow") as flow:
+        await asyncio.sleep(0.01)
+        time.sleep(0.3)  # BLOCKS
+        await asyncio.sleep(0.01)
+    return flow
+
+
+async def short_block():
+    await asyncio.sleep(0.01)
+    time.sleep(0.03)
+
+
+def blocking_callback():
+    time.sleep(0.2)  # CALLBACK BLOCKS
+
+
+async def never_returns_soon():
+    time.sleep(1.3)  # LONG BLOCK
+
+
+class TestBlockingDetection:
+    def test_sleep_in_coroutine_names_the_line_and_the_flow(self, loop_patched):
+        """``time.sleep(0.3)`` in a coroutine gives one loop_blocked record naming that line and its flow."""
+        with capture_records() as records:
+            flow = asyncio.run(blocking_command())
+        (rec,) = blocked(records)
+        assert rec["location"].endswith(line_of(blocking_command, "# BLOCKS"))
+        assert rec["stack"][-1] == rec["location"]
+        assert rec["flow_id"] == f"{flow.span_id:016x}" and rec["flow_name"] == "queue_command"
+        assert 300 <= rec["duration_ms"] < 400
+        assert rec["sampled"] is True and rec["detector"] == "handle"
+        assert rec["task"] and rec["level"] == "WARNING"
+
+    def test_short_block_under_threshold_is_not_reported(self, loop_patched):
+        """A 30 ms block under the 100 ms threshold gives no record."""
+        with capture_records() as records:
+            asyncio.run(short_block())
+        assert blocked(records) == []
+
+    def test_blocking_callback_on_new_event_loop_in_a_thread(self, loop_patched):
+        """A plain callback blocking a loop from ``new_event_loop`` in another thread is reported with its flow."""
+        def run():
+            loop = asyncio.new_event_loop()
+            with spans.span("cycle", "cycle") as flow:
+                loop.call_soon(blocking_callback)
+            holder.append(flow)
+            loop.run_until_complete(asyncio.sleep(0.3))
+            loop.close()
+
+        holder = []
+        with capture_records() as records:
+            thread = threading.Thread(target=run, name="loop-thread")
+            thread.start()
+            thread.join(10)
+        (rec,) = blocked(records)
+        assert rec["location"].endswith(line_of(blocking_callback, "# CALLBACK BLOCKS"))
+        assert rec["thread"] == "loop-thread"
+        assert rec["flow_id"] == f"{holder[0].span_id:016x}"
+
+    @pytest.mark.timeout(30)
+    def test_block_that_does_not_return_is_reported_while_ongoing(self, loop_patched):
+        """A block still going on after 1 s is reported by the watchdog before it ends, then again with its duration."""
+        with capture_records() as records:
+            asyncio.run(never_returns_soon())
+        ongoing, final = blocked(records)
+        where = line_of(never_returns_soon, "# LONG BLOCK")
+        assert ongoing["ongoing"] is True and ongoing["location"].endswith(where)
+        assert 1000 <= ongoing["duration_ms"] < 1300
+        assert "ongoing" not in final and final["location"].endswith(where)
+        assert final["duration_ms"] >= 1300
+
+    def test_patch_unpatch_patch_is_identical(self):
+        """Repatching wraps once (one record per block); unpatch restores Handle._run and _set_running_loop."""
+        handle_run = asyncio.events.Handle._run
+        set_running = asyncio.events._set_running_loop
+        integrations.unpatch("asyncio")
+        for _ in range(2):
+            assert integrations.patch("asyncio", asyncio, OPTIONS)
+            assert base.original(asyncio.events.Handle, "_run") is handle_run
+            with capture_records() as records:
+                asyncio.run(blocking_command())
+            assert len(blocked(records)) == 1
+            integrations.unpatch("asyncio")
+            assert asyncio.events.Handle._run is handle_run
+            assert asyncio.events._set_running_loop is set_running
+        with capture_records() as records:
+            asyncio.run(blocking_command())
+        assert blocked(records) == []
+        assert not event_loop._watchdog
+
+
+class TestLagMonitor:
+    def test_idle_loop_has_small_lag_and_a_block_shows_up(self, loop_patched):
+        """An idle loop is probed every interval with near-zero lag; a 150 ms block raises max lag above 100 ms."""
+        async def idle():
+            await asyncio.sleep(0.5)
+
+        asyncio.run(idle())
+        stats = event_loop.lag_stats()
+        assert 15 <= stats["count"] <= 30
+        assert stats["p50"] < 15 and stats["max"] < 60
+        assert event_loop.lag_stats() is None  # "since the last sample": read once
+
+        async def block():
+            await asyncio.sleep(0.05)
+            time.sleep(0.15)
+            await asyncio.sleep(0.05)
+
+        asyncio.run(block())
+        stats = event_loop.lag_stats()
+        assert stats["max"] >= 100
+        assert set(stats) == {"avg", "p50", "p95", "max", "count"}
+
+    def test_monitor_restarts_with_the_loop(self, loop_patched):
+        """A loop stopped and run again does not count the stopped time as lag."""
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(asyncio.sleep(0.1))
+            time.sleep(0.3)  # the loop is not running: not lag
+            loop.run_until_complete(asyncio.sleep(0.1))
+        finally:
+            loop.close()
+        assert event_loop.lag_stats()["max"] < 60
+
+
+UVLOOP_SCRIPT = """
+import asyncio, json, time
+from autoperf import bootstrap, integrations, pipeline, spans
+from autoperf.integrations import event_loop
+bootstrap.ensure_pipeline(console=False)
+integrations.patch("asyncio", asyncio, {"lag_interval_ms": 20, "blocking_threshold_ms": 100})
+import uvloop  # imported after the patch, as under `autoperf run`
+
+async def main():
+    assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    await asyncio.sleep(0.2)
+    stats = event_loop.lag_stats()
+    with spans.span("cmd", "flow"):
+        time.sleep(0.3)  # UVLOOP BLOCK
+    await asyncio.sleep(0.1)
+    return stats
+
+idle = uvloop.run(main())
+pipeline.flush()
+print(json.dumps({"idle": idle}))
+"""
+
+
+class TestUvloop:
+    @pytest.mark.timeout(60)
+    def test_lag_monitor_and_lag_based_blocking_detection(self, tmp_path):
+        """Under uvloop the lag monitor runs and a block is found from the late tick, with its line (no flow)."""
+        script = tmp_path / "uv.py"
+        script.write_text(textwrap.dedent(UVLOOP_SCRIPT))
+        env = dict(os.environ, AUTOPERF_LOG_DIR=str(tmp_path / "logs"))
+        out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=50)
+        assert out.returncode == 0, out.stderr
+        idle = json.loads(out.stdout.strip().splitlines()[-1])["idle"]
+        assert 5 <= idle["count"] <= 15 and idle["max"] < 60
+        records = [json.loads(line) for path in (tmp_path / "logs").iterdir() for line in path.read_text().splitlines()]
+        (rec,) = blocked(records)
+        line = next(i for i, text in enumerate(textwrap.dedent(UVLOOP_SCRIPT).splitlines(), 1) if "UVLOOP BLOCK" in text)
+        assert rec["location"] == f"{script}:{line} in main"
+        assert rec["detector"] == "lag" and rec["sampled"] is True
+        assert 200 <= rec["duration_ms"] <= 320
+        assert rec["flow_id"] is None
