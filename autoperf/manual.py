@@ -111,7 +111,8 @@ class FlowTracker:
             return
         s = self._span
         self.status = status
-        attrs = dict(self.metadata)
+        attrs = dict(s.attrs) if s.attrs else {}  # what was set on the span meanwhile stays
+        attrs.update(self.metadata)
         if self.user_id is not None:
             attrs["user_id"] = self.user_id
         s.attrs = attrs
