@@ -70,6 +70,18 @@ def test_flow_complete_record_has_the_seed_format(records):
     assert child["flow_name"] == "queue_command"
 
 
+def test_flow_tracker_keeps_attributes_set_on_its_span(records):
+    """Attributes set on a FlowTracker's span while it runs survive complete() next to its metadata."""
+    flow = autoperf.FlowTracker("attrs_flow", 5, metadata={"command": "queue"})
+    autoperf.current_span().set("guild_id", 77)
+    flow.span.set("command", "overridden")
+    flow.metadata["mode"] = "solo"
+    flow.complete()
+    rec = records.all("flow_complete")[0]
+    assert rec["metadata"] == {"guild_id": 77, "command": "queue", "mode": "solo", "user_id": 5}
+    assert records.one_span("attrs_flow")["attrs"] == rec["metadata"]
+
+
 def test_async_with_measure_time(records):
     """``async with measure_time(...)`` times the awaited block and nests under the current span."""
     async def main():
