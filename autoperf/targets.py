@@ -169,6 +169,11 @@ def _patch_one(module, spec):
                                       f"target {spec.target!r}: {attr} is {type(value).__name__}, not callable",
                                       key=(spec.target, attr), target=spec.target)
                 continue
+            if (inspect.isclass(owner) and inspect.isfunction(replacement)
+                    and not hasattr(type(value), "__get__")):
+                # The original does not bind to instances (a builtin, a partial, a callable
+                # object, a bound method): the function wrapper must not bind either.
+                replacement = staticmethod(replacement)
             if replacement is not value:
                 setattr(owner, attr, replacement)
             _patches[key] = Patch(owner, attr, value, replacement, spec.target)
