@@ -376,6 +376,42 @@ def test_methods_bind_like_the_originals(sample, patch, records):
     assert len(records.spans("sample_mod.Repo.util")) == 2
 
 
+NON_BINDING = '''
+import functools
+
+
+class Caller:
+    def __call__(self, *args):
+        return ("called", args)
+
+
+def add(a, b):
+    return a + b
+
+
+class Holder:
+    length = len                         # builtins do not bind to instances
+    part = functools.partial(add, 10)    # nor do partials
+    obj = Caller()                       # nor callable objects
+    bound = Caller().__call__            # nor bound methods
+'''
+
+
+def test_class_attributes_that_do_not_bind_stay_unbound(make_module, patch, records):
+    """A builtin, partial, callable object or bound method stored on a class is not bound after wrapping."""
+    mod = make_module("nonbinding_mod", NON_BINDING)
+    raw = dict(vars(mod.Holder))
+    assert patch(mod, _yaml(*(f"nonbinding_mod:Holder.{a}" for a in ("length", "part", "obj", "bound")))) == 4
+    h = mod.Holder()
+    assert h.length([1, 2]) == 2 and mod.Holder.length("abc") == 3
+    assert h.part(5) == 15
+    assert h.obj(1) == ("called", (1,))
+    assert h.bound(2) == ("called", (2,))
+    assert len(records.spans()) == 5
+    targets.unpatch_all()
+    assert all(vars(mod.Holder)[k] is raw[k] for k in ("length", "part", "obj", "bound"))
+
+
 def test_class_wildcard_wraps_every_method(sample, patch, records):
     """``mod:Class.*`` wraps the class's own functions (static and class methods too), not properties."""
     count = patch(sample, _yaml({"target": "sample_mod:Repo.*", "name": "repo"}))
