@@ -72,10 +72,11 @@ import asyncio, json, sys
 import discord
 from discord import app_commands
 from discord.ext import commands
-from autoperf.discord_sim import start_in_thread, point_discord_at
+from autoperf.discord_sim import start_in_process, start_in_thread, point_discord_at
 
-scenario_path, out_path = sys.argv[1], sys.argv[2]
-handle = start_in_thread(scenario_path, ready_timeout=20)
+scenario_path, out_path, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+start = start_in_process if mode == "process" else start_in_thread
+handle = start(scenario_path, ready_timeout=20)
 assert point_discord_at(handle.base_url)
 events = []
 
@@ -188,13 +189,13 @@ with open(out_path, "w") as fh:
 '''
 
 
-def _run_bot(python: str, tmp: Path) -> dict:
+def _run_bot(python: str, tmp: Path, mode: str = "thread") -> dict:
     (tmp / "scenario.yaml").write_text(SCENARIO)
     (tmp / "bot.py").write_text(BOT)
     out = tmp / "out.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.monotonic()
-    proc = subprocess.run([python, str(tmp / "bot.py"), str(tmp / "scenario.yaml"), str(out)], cwd=str(tmp),
+    proc = subprocess.run([python, str(tmp / "bot.py"), str(tmp / "scenario.yaml"), str(out), mode], cwd=str(tmp),
                           env=env, capture_output=True, text=True, timeout=45)
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -213,10 +214,12 @@ def _usable(python: str, prefix: str = "2.") -> bool:
     return probe.returncode == 0
 
 
-@pytest.fixture(scope="module", params=["venv", "dpy20"] + [f"extra{i}" for i in range(len(EXTRA))])
+@pytest.fixture(scope="module", params=["venv", "venv-process", "dpy20"] + [f"extra{i}" for i in range(len(EXTRA))])
 def run(request, tmp_path_factory):
-    if request.param == "venv":
+    mode = "thread"
+    if request.param.startswith("venv"):
         python = sys.executable
+        mode = "process" if request.param == "venv-process" else "thread"
     elif request.param == "dpy20":
         python = DPY20
         if not _usable(python, "2.0"):
@@ -225,7 +228,7 @@ def run(request, tmp_path_factory):
         python = EXTRA[int(request.param[5:])]
         if not _usable(python):
             pytest.skip(f"{python}: no discord.py 2.x")
-    return _run_bot(python, tmp_path_factory.mktemp(request.param))
+    return _run_bot(python, tmp_path_factory.mktemp(request.param), mode)
 
 
 def _calls(run: dict, route: str) -> list:
@@ -407,19 +410,21 @@ def test_late_callback_is_a_timeout_and_rejected_like_discord():
     assert not report.ok
 
 
-def test_handle_stops_without_a_bot():
-    """start_in_thread with no bot ends by itself after ready_timeout, and stop() ends a run early."""
-    from autoperf.discord_sim import start_in_thread
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_handle_stops_without_a_bot(mode):
+    """start_in_thread/process with no bot end by themselves after ready_timeout; stop() ends a run early."""
+    from autoperf.discord_sim import start_in_process, start_in_thread
 
+    start = start_in_thread if mode == "thread" else start_in_process
     finished = []
     t0 = time.monotonic()
-    h = start_in_thread({"mix": [{"command": "a"}]}, ready_timeout=0.3, on_finished=finished.append)
+    h = start({"mix": [{"command": "a"}]}, ready_timeout=0.3, on_finished=finished.append)
     assert h.base_url.startswith("http://127.0.0.1:")
     report = h.wait(10)
     assert h.done and report is not None and "did not connect" in report.error and finished == [report]
     assert time.monotonic() - t0 < 5
 
-    h2 = start_in_thread({"mix": [{"command": "a"}]}, ready_timeout=30)
+    h2 = start({"mix": [{"command": "a"}]}, ready_timeout=30)
     t1 = time.monotonic()
     report2 = h2.stop(10)
     assert h2.done and report2.error == "stopped before the bot connected" and time.monotonic() - t1 < 5

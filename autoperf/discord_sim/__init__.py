@@ -8,13 +8,13 @@
 
 See docs/discord_sim.md.
 """
-from .driver import SimHandle, Simulation, run_scenario, start_in_thread
+from .driver import SimHandle, Simulation, run_scenario, start_in_process, start_in_thread
 from .redirect import close_clients, point_discord_at, restore
 from .report import SimReport, StepResult, StepStats
 from .scenario import Scenario, ScenarioError, load_scenario
 from .server import SimServer
 
 __all__ = [
-    "SimHandle", "Simulation", "run_scenario", "start_in_thread", "point_discord_at", "restore", "close_clients",
+    "SimHandle", "Simulation", "run_scenario", "start_in_thread", "start_in_process", "point_discord_at", "restore", "close_clients",
     "SimReport", "StepResult", "StepStats", "Scenario", "ScenarioError", "load_scenario", "SimServer",
 ]

@@ -23,7 +23,7 @@ from .report import SimReport, StepResult
 from .scenario import Flow, Scenario, Step, load_scenario
 from .server import InteractionState, MessageWait, SimServer
 
-__all__ = ["Simulation", "run_scenario", "start_in_thread", "SimHandle"]
+__all__ = ["Simulation", "run_scenario", "start_in_thread", "start_in_process", "SimHandle"]
 
 # option types
 OPT_SUB, OPT_GROUP, OPT_STR, OPT_INT, OPT_BOOL, OPT_USER, OPT_CHANNEL, OPT_ROLE, OPT_MENTIONABLE, OPT_NUMBER, OPT_ATTACHMENT = range(1, 12)
@@ -806,6 +806,8 @@ class SimHandle:
         self._thread: Optional[threading.Thread] = None
         self._started = threading.Event()
         self._done = threading.Event()
+        self._stop_fn: Optional[Callable[[], None]] = None
+        self.pid: Optional[int] = None            # start_in_process: the sim's process id
 
     @property
     def done(self) -> bool:
@@ -818,6 +820,12 @@ class SimHandle:
 
     def stop(self, timeout: float = 15.0) -> Optional[SimReport]:
         """Stop starting flows now, build the report, shut down; returns the (partial) report."""
+        if self._stop_fn is not None and not self._done.is_set():
+            try:
+                self._stop_fn()
+            except Exception:
+                pass
+            return self.wait(timeout)
         loop, sim = self._loop, self.simulation
         if loop is not None and sim is not None and not self._done.is_set():
             try:
@@ -879,4 +887,90 @@ def start_in_thread(scenario: Union[Scenario, dict, str], *, host: str = "127.0.
     handle._started.wait(start_timeout)
     if handle.error is not None and not handle.base_url:
         raise RuntimeError(f"discord_sim failed to start: {handle.error!r}") from handle.error
+    return handle
+
+
+def start_in_process(scenario: Union[Scenario, dict, str], *, host: str = "127.0.0.1", port: int = 0,
+                     ready_timeout: float = 30.0, on_finished: Optional[Callable[[SimReport], Any]] = None,
+                     close_clients: bool = True, start_timeout: float = 30.0) -> SimHandle:
+    """Like start_in_thread, but server + driver run in a child Python process.
+
+    The bot's process then keeps its GIL and CPU to itself, so latencies are not inflated by the
+    simulator (in-thread, the sim roughly doubles p50/p95 at ~30 interactions/s on one core).
+    The child is not instrumented by autoperf (AUTOPERF_CHILD is removed from its environment); it
+    ends by itself, and when this process exits (its stdin closes). on_finished(report) and
+    close_clients() run in a watcher thread of this process, exactly as with start_in_thread."""
+    import os
+    import subprocess
+    import sys
+
+    from ._child import read_frame, write_frame
+
+    scn = load_scenario(scenario)
+    handle = SimHandle()
+    pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env.pop("AUTOPERF_CHILD", None)
+    env["PYTHONPATH"] = os.pathsep.join([pkg_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                                      if p and "_bootstrap" not in p])
+    proc = subprocess.Popen([sys.executable, "-m", "autoperf.discord_sim._child"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env, cwd=os.getcwd())
+    handle.pid = proc.pid
+    lock = threading.Lock()
+    assert proc.stdin is not None and proc.stdout is not None
+    write_frame(proc.stdin, {"scenario": scn, "host": host, "port": port, "ready_timeout": ready_timeout})
+
+    def send(msg: tuple) -> None:
+        with lock:
+            try:
+                write_frame(proc.stdin, msg)   # type: ignore[arg-type]
+            except (OSError, ValueError):
+                pass
+
+    handle._stop_fn = lambda: send(("stop",))
+
+    def watcher() -> None:
+        try:
+            while True:
+                msg = read_frame(proc.stdout)  # type: ignore[arg-type]
+                if msg is None:
+                    break
+                kind, value = msg
+                if kind == "started":
+                    handle.base_url = value
+                    handle._started.set()
+                elif kind == "start_failed":
+                    handle.error = RuntimeError(value)
+                    handle._started.set()
+                elif kind == "report":
+                    handle.report = value
+                    if on_finished is not None:
+                        asyncio.run(_call_finished(on_finished, value))
+                    if close_clients:
+                        from .redirect import close_clients as _close
+
+                        _close()
+                    send(("closed",))
+                elif kind == "done":
+                    break
+        except BaseException as exc:  # pragma: no cover - reported through handle.error
+            handle.error = exc
+        finally:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if handle.report is None and handle.error is None:
+                handle.error = RuntimeError(f"the simulation process exited with code {proc.returncode}")
+            handle._started.set()
+            handle._done.set()
+
+    t = threading.Thread(target=watcher, name="autoperf-discord-sim-watcher", daemon=True)
+    handle._thread = t
+    t.start()
+    handle._started.wait(start_timeout)
+    if not handle.base_url:
+        handle._stop_fn()
+        raise RuntimeError(f"discord_sim process failed to start: {handle.error!r}")
     return handle
