@@ -219,6 +219,8 @@ def test_overflow_is_counted_and_reported(records, tiny_buffer):
     """With a paused writer and a 10-record buffer, drops are counted and one dropped record says how many."""
     produced = 1000
     with pipeline._process_lock:  # the writer (and flush) cannot drain while we hold this
+        while pipeline._process_once():  # start empty (the lock is re-entrant)
+            pass
         assert len(pipeline.BUFFER) == 0
         for i in range(produced):
             with spans.span("overflow_probe"):
