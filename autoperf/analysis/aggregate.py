@@ -114,13 +114,22 @@ class _OpenFlow:
 class _Buckets:
     """Time-bucketed values with automatic coarsening (bounded number of buckets)."""
 
-    def __init__(self, new, merge, max_buckets=240):
+    def __init__(self, kind, max_buckets=240, cap=400):
         self.level = 0
         self.data: dict = {}        # (series key, bucket key) -> value
         self.keys: set = set()
-        self.new = new
-        self.merge = merge
+        self.kind = kind            # "res": Reservoir per bucket; "dict": resource metric dict per bucket
+        self.cap = cap
         self.max_buckets = max_buckets
+
+    def new(self):
+        return Reservoir(self.cap) if self.kind == "res" else {}
+
+    def merge(self, a, b):
+        if self.kind == "res":
+            a.merge(b)
+        else:
+            _merge_res_bucket(a, b)
 
     def get(self, series, ts):
         L = _LEVELS[self.level]
@@ -156,8 +165,15 @@ class _Buckets:
         return labels, [_label(b, L) for b in labels]
 
 
-def _merge_res(a: Reservoir, b: Reservoir):
-    a.merge(b)
+def _merge_res_bucket(a: dict, b: dict):
+    for k, v in b.items():
+        x = a.get(k)
+        if x is None:
+            a[k] = v
+        else:
+            x[0] += v[0]
+            x[1] += v[1]
+            x[2] = max(x[2], v[2])
 
 
 def _seq_scans_from_explain(explain, min_rows) -> list | None:
@@ -202,7 +218,8 @@ class Aggregator:
     def __init__(self, *, sla: dict | None = None, thresholds_ms=(500.0, 2000.0, 3000.0),
                  reservoir: int = 100_000, op_reservoir: int = 20_000, series_reservoir: int = 400,
                  daily_reservoir: int = 5_000, max_buckets: int = 240, open_flows_cap: int = 20_000,
-                 n_plus_one_min: int = 5, index_min_rows: int = 1000, io_overlap_tolerance_ms: float = 1.0):
+                 n_plus_one_min: int = 5, index_min_rows: int = 1000, io_overlap_tolerance_ms: float = 1.0,
+                 defer_head: int = 0):
         self.sla = dict(sla or {})
         self.thresholds = tuple(float(t) for t in thresholds_ms)
         self.cap = reservoir
@@ -231,8 +248,8 @@ class Aggregator:
         self.cycles: dict[str, list] = {}
         self.res_n = 0
         self.res_metrics = {k: [0, 0.0, -math.inf] for k in RESOURCE_METRICS}   # n, sum, max
-        self.res_series = _Buckets(lambda: {}, self._merge_res_bucket, max_buckets)
-        self.flow_series = _Buckets(lambda: Reservoir(self.series_cap), _merge_res, max_buckets)
+        self.res_series = _Buckets("dict", max_buckets)
+        self.flow_series = _Buckets("res", max_buckets, series_reservoir)
         self.daily: dict[tuple, Reservoir] = {}
         self.blocked: dict[str, list] = {}
         self.blocked_n = 0
@@ -245,6 +262,10 @@ class Aggregator:
         self.n_plus_one: dict[tuple, list] = {}      # (flow, fp) -> [flows_hit, sum_repeats, max_repeats, sum_ms]
         self.seq_io: dict[tuple, list] = {}          # (flow, names) -> [n, sum_saving, sum_total, max_saving]
         self.flow_counts = Counter()                 # flow_name -> finished flows seen (for ratios)
+        # parallel ranges: the first `defer_head` flows finished in a range may have spans in the
+        # previous range; their bookkeeping is deferred to merge() so they are judged whole
+        self._defer_left = defer_head
+        self.head_pending: dict = {}
 
     # ------------------------------------------------------------------ ingest
     def add_all(self, records: Iterable[dict]) -> "Aggregator":
@@ -350,7 +371,11 @@ class Aggregator:
             r.add(d)
         fid = rec.get("flow_id")
         if fid is not None:
-            self._finish_flow(fid, name)
+            if self._defer_left > 0:
+                self._defer_left -= 1
+                self.head_pending[fid] = name
+            else:
+                self._finish_flow(fid, name)
 
     def _span(self, rec, ts):
         kind = rec.get("kind")
@@ -442,7 +467,11 @@ class Aggregator:
                     sums[k2] = sums.get(k2, 0) + v
             fid = rec.get("flow_id")
             if fid is not None and rec.get("span_id") == fid:
-                self._finish_flow(fid, name)
+                if self._defer_left > 0:
+                    self._defer_left -= 1
+                    self.head_pending[fid] = name
+                else:
+                    self._finish_flow(fid, name)
 
     def _open_flow(self, fid, name):
         if len(self.open) >= self.open_flows_cap:
@@ -567,16 +596,6 @@ class Aggregator:
                         if v > b[2]:
                             b[2] = v
 
-    @staticmethod
-    def _merge_res_bucket(a: dict, b: dict):
-        for k, v in b.items():
-            x = a.get(k)
-            if x is None:
-                a[k] = v
-            else:
-                x[0] += v[0]
-                x[1] += v[1]
-                x[2] = max(x[2], v[2])
 
     def _blocked(self, rec):
         d = rec.get("duration_ms")
@@ -732,8 +751,22 @@ class Aggregator:
                 mine[3] = max(mine[3], s[3])
         for k, v in other.flow_counts.items():
             self.flow_counts[k] = self.flow_counts.get(k, 0) + v
+        for fid, name in other.head_pending.items():
+            mine = self.open.pop(fid, None)
+            theirs = other.open.pop(fid, None)
+            if mine is not None and theirs is not None:
+                mine.items.extend(theirs.items)
+            combined = mine if mine is not None else theirs
+            if combined is not None:
+                self.open[fid] = combined
+            self._finish_flow(fid, name)
+        other.head_pending = {}
         for fid, of in other.open.items():
-            self.open.setdefault(fid, of)
+            mine = self.open.get(fid)
+            if mine is None:
+                self.open[fid] = of
+            else:
+                mine.items.extend(of.items)
         return self
 
     # ------------------------------------------------------------------ output

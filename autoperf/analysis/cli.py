@@ -26,6 +26,8 @@ def _add_inputs(p, positional=True, window=True):
     p.add_argument("--config", default=None, help="autoperf.yaml (default: $AUTOPERF_CONFIG or ./autoperf.yaml)")
     p.add_argument("--progress", action="store_true", default=None, help="progress on stderr (default: when a TTY)")
     p.add_argument("--now", default=None, help=argparse.SUPPRESS)   # pin "now" (tests)
+    p.add_argument("--jobs", "-j", type=int, default=None,
+                   help="worker processes for big log files (default: all cores when the logs exceed 256 MB)")
     if window:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--day", default=None, help="one UTC day: YYYY-MM-DD, today, yesterday")
@@ -160,12 +162,34 @@ def _guard(fn):
     return run
 
 
+def _agg_kwargs(cfg, slo):
+    from .slo import sla_from_config
+    return {"sla": sla_from_config(cfg),
+            "thresholds_ms": (float(slo["commands_p95_ms"]), float(slo["commands_p99_ms"]), float(slo["deadline_ms"]))}
+
+
 def _aggregator(cfg, slo):
     from .aggregate import Aggregator
-    from .slo import sla_from_config
-    return Aggregator(sla=sla_from_config(cfg),
-                      thresholds_ms=(float(slo["commands_p95_ms"]), float(slo["commands_p99_ms"]),
-                                     float(slo["deadline_ms"])))
+    return Aggregator(**_agg_kwargs(cfg, slo))
+
+
+def _aggregate(args, cfg, slo, since, until):
+    """One pass over the inputs -> (Aggregator, source stats). Big file inputs use several processes."""
+    src = _source(args, since, until)
+    jobs = getattr(args, "jobs", None)
+    paths = getattr(src, "paths", None)
+    if paths is not None and jobs != 1:
+        size = sum(os.path.getsize(p) for p in paths if os.path.exists(p))
+        auto = jobs is None or jobs == 0
+        if not auto or size >= (256 << 20):
+            from .parallel import aggregate_files
+            agg, stats = aggregate_files(paths, src.since, src.until, jobs=None if auto else jobs,
+                                         agg_kwargs=_agg_kwargs(cfg, slo), progress=src.progress)
+            return agg, stats
+    agg = _aggregator(cfg, slo)
+    agg.add_all(src)
+    agg.flush_open()
+    return agg, src.stats()
 
 
 # ---------------------------------------------------------------- handlers
@@ -174,12 +198,9 @@ def cmd_report(args):
     from .render import render
     cfg, slo = _config(args)
     since, until = _window(args)
-    src = _source(args, since, until)
-    agg = _aggregator(cfg, slo)
-    agg.add_all(src)
-    agg.flush_open()
+    agg, stats = _aggregate(args, cfg, slo, since, until)
     r = agg.result(top=args.top, suggest_options={"slow_query_ms": slo["slow_query_ms"]})
-    r["source"] = src.stats()
+    r["source"] = stats
     from .reader import to_ts
     r["window"] = {"since": to_ts(since), "until": to_ts(until)}
     kw = {"colour": _colour(args)} if args.format == "terminal" else {}
@@ -193,11 +214,9 @@ def cmd_check(args):
     from .slo import evaluate
     cfg, slo = _config(args)
     since, until = _window(args)
-    src = _source(args, since, until)
-    agg = _aggregator(cfg, slo)
-    agg.add_all(src)
+    agg, stats = _aggregate(args, cfg, slo, since, until)
     res = evaluate(agg, slo)
-    res["source"] = src.stats()
+    res["source"] = stats
     _write(args, render_check(res, "json" if args.json else "terminal", _colour(args)))
     return 0 if res["ok"] else 1
 
@@ -300,10 +319,7 @@ def cmd_suggest(args):
     from .suggest import suggestions_from
     cfg, slo = _config(args)
     since, until = _window(args)
-    src = _source(args, since, until)
-    agg = _aggregator(cfg, slo)
-    agg.add_all(src)
-    agg.flush_open()
+    agg, _stats = _aggregate(args, cfg, slo, since, until)
     items = suggestions_from(agg, slow_query_ms=slo["slow_query_ms"])
     _write(args, render_suggestions(items, args.format, _colour(args)))
     return 0
