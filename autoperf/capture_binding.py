@@ -37,6 +37,12 @@ def _getter(params, root):
             return get
         if param.kind is param.KEYWORD_ONLY:
             return lambda args, kwargs, name=root, default=default: kwargs.get(name, default)
+        if param.kind is param.VAR_POSITIONAL:  # *rows: the extra positional arguments
+            return lambda args, kwargs, index=index: tuple(args[index:])
+        if param.kind is param.VAR_KEYWORD:     # **options: the keywords no parameter takes
+            named = frozenset(p.name for p in params
+                              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+            return lambda args, kwargs, named=named: {k: v for k, v in kwargs.items() if k not in named}
     if root == "self" and params and params[0].kind in (
             inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
         return lambda args, kwargs: args[0] if args else _MISSING
