@@ -599,6 +599,23 @@ def test_captures_are_recorded(make_module, patch, records):
     assert flows[0]["metadata"]["n"] == 3
 
 
+def test_captures_of_var_positional_and_var_keyword_parameters(make_module, patch, records):
+    """``*rows`` and ``**options`` can be captured by name (the extra arguments / keywords)."""
+    mod = make_module("varargs_mod", '''
+class Repo:
+    def insert(self, table, *rows, mode="fast", **options):
+        return len(rows)
+''')
+    patch(mod, _yaml({"target": "varargs_mod:Repo.insert", "name": "insert",
+                      "capture": {"n": "len(rows)", "opts": "len(options)", "table": "table", "mode": "mode"}}))
+    assert mod.Repo().insert("players", 1, 2, 3, mode="slow", retry=True) == 3
+    assert mod.Repo().insert("guilds") == 0
+    assert [s["attrs"] for s in records.spans("insert")] == [
+        {"n": 3, "opts": 1, "table": "players", "mode": "slow"},
+        {"n": 0, "opts": 0, "table": "guilds", "mode": "fast"}]
+    assert records.warnings("capture_failed") == []
+
+
 def test_failing_capture_warns_once_and_changes_nothing(make_module, patch, records):
     """A capture that raises gives one capture_failed warning; the return value is unchanged."""
     mod = make_module("handler_mod2", HANDLER)
