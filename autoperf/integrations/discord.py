@@ -278,7 +278,7 @@ _RESPONSE_TYPES = {1: "pong", 4: "message", 5: "defer_thinking", 6: "defer_updat
 
 
 def _interaction_attrs(interaction, itype):
-    attrs = {"interaction_type": itype}
+    attrs = {"interaction_type": itype, "interaction_id": interaction.id}
     try:
         user = interaction.user
         if user is not None:
@@ -950,6 +950,9 @@ def _rebind_site(site, fn):
     return site
 
 
+_adapter_changes: list = []   # (object, attribute, original) changed in place by _target_adapter
+
+
 def _target_adapter(obj, site):
     """targets.register_adapter hook: instrument what discord.py actually calls."""
     if "discord" not in sys.modules:
@@ -962,6 +965,7 @@ def _target_adapter(obj, site):
         if hasattr(obj, "coro") and hasattr(obj, "_loop") and mod.startswith("discord.ext.tasks"):
             fn = getattr(obj.coro, "__wrapped__", obj.coro) if hasattr(obj.coro, "_autoperf_cycle") else obj.coro
             _rebind_site(site, fn)
+            _adapter_changes.append((obj, "coro", obj.coro))
             if site.kind == "cycle":
                 obj.coro = _cycle_wrapper(fn, site)
             else:
@@ -975,9 +979,11 @@ def _target_adapter(obj, site):
                 return obj
             _rebind_site(site, fn)
             wrapped = _adopting(fn, site) if site.kind == "flow" else wrappers.instrument(fn, site)
+            _adapter_changes.append((obj, "_callback", fn))
             obj._callback = wrapped
             app = getattr(obj, "app_command", None)   # hybrid command: the slash side has its own copy
             if app is not None and getattr(app, "_callback", None) is fn:
+                _adapter_changes.append((app, "_callback", fn))
                 app._callback = wrapped
             return obj
     except Exception as exc:
@@ -1102,6 +1108,19 @@ def patch(module, options: dict) -> None:
                 _register_hook(name)
         targets.register_adapter(_target_adapter)
         pipeline.add_processor(_level_processor)
+    _retry_targets()
+
+
+def _retry_targets():
+    """Targets in modules imported before discord was patched found no adapter: try them again."""
+    try:
+        from autoperf import bootstrap
+        for module_name, specs in list(bootstrap._specs_by_module.items()):
+            module = sys.modules.get(module_name)
+            if module is not None and module_name not in ("__main__", "__mp_main__"):
+                targets.patch_module(module, specs)
+    except Exception as exc:
+        diagnostics.internal_error("discord: retrying targets", exc)
 
 
 _hooks_registered: set = set()
@@ -1141,6 +1160,12 @@ def unpatch(module) -> None:
             else:
                 cls, attr, old = entry
                 setattr(cls, attr, old)
+        while _adapter_changes:
+            obj, attr, old = _adapter_changes.pop()
+            try:
+                setattr(obj, attr, old)
+            except Exception:
+                pass
         _hooked_classes.clear()
         _fixed_views.clear()
         try:
