@@ -155,10 +155,12 @@ def checkpoint(name: str, metadata: dict | None = None) -> Checkpoint | None:
 def _decorator(kind):
     def decorate(fn=None, /, name: str | None = None, *, sla_ms=None, threshold_ms=None):
         def apply(func):
+            if isinstance(func, (staticmethod, classmethod)):  # written above @staticmethod
+                return type(func)(apply(func.__func__))
             _ensure_running()
             label = name or f"{func.__module__}.{func.__qualname__}"
             return wrappers.instrument(func, wrappers.CallSite(label, kind, threshold_ms, sla_ms))
-        if callable(fn):
+        if callable(fn) or isinstance(fn, (staticmethod, classmethod)):
             return apply(fn)
         if isinstance(fn, str):  # @autoperf.flow("queue_command")
             name = fn
