@@ -183,6 +183,40 @@ def test_flow_and_span_decorators_sync_and_async(records):
     assert [c["name"] for c in done["queue_command"]["checkpoints"]] == ["named_async_span", helper_name]
 
 
+def test_decorators_on_methods_in_either_order(records):
+    """@span/@flow work on methods, above or below @staticmethod/@classmethod, and bind as before."""
+    class Cog:
+        @autoperf.span
+        @staticmethod
+        def static_below(x):
+            return x
+
+        @staticmethod
+        @autoperf.span("static_above")
+        def static_above(x):
+            return x
+
+        @autoperf.flow("cls_below")
+        @classmethod
+        def cls_below(cls, x):
+            return cls, x
+
+        @autoperf.span
+        async def method(self, x):
+            return self, x
+
+    cog = Cog()
+    assert cog.static_below(1) == 1 and Cog.static_below(2) == 2 and cog.static_above(3) == 3
+    assert Cog.cls_below(4) == (Cog, 4) and cog.cls_below(5) == (Cog, 5)
+    assert asyncio.run(cog.method(6)) == (cog, 6)
+    assert isinstance(vars(Cog)["static_below"], staticmethod)
+    assert isinstance(vars(Cog)["cls_below"], classmethod)
+    by = spans_by_name(records.all())
+    assert len(by["static_above"]) == 1 and len(by["cls_below"]) == 2
+    assert by["cls_below"][0]["kind"] == "flow"
+    assert sum(len(v) for v in by.values()) == 6
+
+
 def test_exception_in_a_flow_is_recorded_and_reraised(records):
     """An exception inside a flow gives status error with the exception type and is re-raised as is."""
     class RankError(Exception):
