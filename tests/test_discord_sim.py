@@ -343,6 +343,12 @@ def test_rest_headers_and_forced_429_on_the_wire():
                     assert (await r.json())["url"] == srv.gateway_url
                 async with s.get(srv.api_base + "/gateway/bot") as r:
                     assert r.status == 429 and (await r.json())["retry_after"] == 0.25
+                gid = scn.guilds[0].id
+                uid = scn.users[0].id
+                async with s.put(f"{srv.api_base}/guilds/{gid}/members/{uid}/roles/{gid + 1}") as r:
+                    assert r.status == 204 and "Content-Type" not in r.headers
+                async with s.get(f"{srv.api_base}/guilds/{gid}/members", params={"limit": "1000"}) as r:
+                    assert len(await r.json()) == len(scn.users) + 1
                 async with s.get(srv.api_base + "/no/such/route") as r:
                     assert r.status == 404 and r.headers["Content-Type"] == "application/json"
             assert [c.status for c in srv.calls_to("GET /gateway/bot")] == [200, 429]

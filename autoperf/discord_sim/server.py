@@ -574,6 +574,16 @@ class SimServer:
             ("GET", "/guilds/{guild_id}/channels", self.h_guild_channels),
             ("GET", "/guilds/{guild_id}/roles", self.h_guild_roles),
             ("GET", "/guilds/{guild_id}/members/{user_id}", self.h_guild_member),
+            ("PATCH", "/guilds/{guild_id}/members/{user_id}", self.h_guild_member),
+            ("GET", "/guilds/{guild_id}/members", self.h_guild_members),
+            ("PUT", "/guilds/{guild_id}/members/{user_id}/roles/{role_id}", self.h_guild_no_content),
+            ("DELETE", "/guilds/{guild_id}/members/{user_id}/roles/{role_id}", self.h_guild_no_content),
+            ("DELETE", "/guilds/{guild_id}/members/{user_id}", self.h_guild_no_content),
+            ("PUT", "/guilds/{guild_id}/bans/{user_id}", self.h_guild_no_content),
+            ("POST", "/guilds/{guild_id}/roles", self.h_create_role),
+            ("GET", "/users/@me/guilds", self.h_my_guilds),
+            ("PATCH", "/users/@me", self.h_me),
+            ("POST", "/channels/{channel_id}/messages/bulk-delete", self.h_no_content),
         ]
         for version in ("v10", "v9"):
             for method, path, handler in api:
@@ -634,10 +644,42 @@ class SimServer:
 
     async def h_guild_member(self, request: web.Request) -> web.Response:
         gid = self._guild_id(request)
+        if request.method == "PATCH":
+            await self._read_body(request)
         uid = int(request.match_info["user_id"])
         if uid != self.scenario.bot_id and uid not in self.users:
             raise _ApiError(404, 10007, "Unknown Member")
         return _json_response(self.member_payload(uid, gid))
+
+    async def h_guild_members(self, request: web.Request) -> web.Response:
+        gid = self._guild_id(request)
+        uids = [self.scenario.bot_id] + [u.id for u in self.scenario.users]
+        try:
+            limit = max(1, min(1000, int(request.query.get("limit", "1"))))
+        except ValueError:
+            limit = 1
+        after = int(request.query.get("after", "0") or 0)
+        uids = sorted(u for u in uids if u > after)[:limit]
+        return _json_response([self.member_payload(uid, gid) for uid in uids])
+
+    async def h_guild_no_content(self, request: web.Request) -> web.Response:
+        self._guild_id(request)
+        await self._read_body(request)
+        return _no_content()
+
+    async def h_create_role(self, request: web.Request) -> web.Response:
+        gid = self._guild_id(request)
+        body, _ = await self._read_body(request)
+        body = body or {}
+        return _json_response({"id": str(self.snowflake()), "name": body.get("name", "new role"),
+                               "color": body.get("color", 0), "hoist": bool(body.get("hoist", False)),
+                               "position": 1, "permissions": str(body.get("permissions", "0")), "managed": False,
+                               "mentionable": bool(body.get("mentionable", False)), "flags": 0, "icon": None,
+                               "unicode_emoji": None})
+
+    async def h_my_guilds(self, request: web.Request) -> web.Response:
+        return _json_response([{"id": str(g.id), "name": g.name, "icon": None, "owner": False,
+                                "permissions": ALL_PERMISSIONS, "features": []} for g in self.guilds.values()])
 
     async def h_create_dm(self, request: web.Request) -> web.Response:
         body, _ = await self._read_body(request)
@@ -1107,6 +1149,7 @@ class SimServer:
 
     def user_message(self, user_id: int, channel_id: int, content: str,
                      attachments: List[AttachmentSpec]) -> Dict[str, Any]:
+        content = content.replace("{bot}", f"<@{self.scenario.bot_id}>")
         msg = self._message(channel_id, self.users[user_id], {"content": content})
         msg["attachments"] = [self.attachment_payload(channel_id, a) for a in attachments]
         if "guild_id" in msg:
