@@ -1,0 +1,134 @@
+"""The example ladder bot under ``python -m autoperf run --simulate``: the records a user gets for free.
+
+One subprocess run of ``examples/ladder_bot/bot.py`` (unmodified, no autoperf import) against the
+loopback Discord playing ``scenario_small.yaml`` with the top-level ``autoperf.yaml``; real asyncpg /
+PostgreSQL, a real spawn ProcessPoolExecutor, a real aiohttp storage server.
+"""
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENARIO = "examples/ladder_bot/scenario_small.yaml"
+BOT = "examples/ladder_bot/bot.py"
+COMMANDS = ("setup", "queue", "profile", "leaderboard", "activate", "setcountry", "termsofservice", "seasonstats",
+            "matchhistory", "report")
+
+pytestmark = pytest.mark.timeout(150)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("ladder_logs")
+    env = dict(os.environ)
+    env.pop("DISCORD_TOKEN", None)
+    env["LADDER_MATCHMAKING_INTERVAL_S"] = "0.5"
+    env["AUTOPERF_CONSOLE"] = "0"
+    proc = subprocess.run([sys.executable, "-m", "autoperf", "run", "--log-dir", str(logs), "--simulate", SCENARIO, BOT],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=140)
+    records = []
+    for path in glob.glob(os.path.join(str(logs), "*.log")):
+        with open(path) as fh:
+            records.extend(json.loads(line) for line in fh if line.strip())
+    return proc, records
+
+
+def _flows(records, name):
+    return [r for r in records if r["type"] == "flow_complete" and r["flow_name"] == name]
+
+
+def _by_id(records):
+    return {r["span_id"]: r for r in records if r["type"] == "span"}
+
+
+class TestLadderBot:
+    def test_program_exits_cleanly_and_prints_the_user_side_summary(self, run):
+        """The bot stops when the scenario ends (exit 0) and the per-step latency table is on stderr."""
+        proc, _ = run
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "discord_sim:" in proc.stderr and "first p50" in proc.stderr
+        assert "/queue" in proc.stderr and "button:Join queue" in proc.stderr
+
+    def test_every_command_has_flows_with_the_right_status(self, run):
+        """Each slash command (and !report) produced flows; the broken /matchhistory is an error."""
+        _, records = run
+        for name in COMMANDS:
+            assert _flows(records, name), name
+        for name in ("setup", "queue", "profile", "leaderboard", "activate", "setcountry", "termsofservice", "report"):
+            assert {f["status"] for f in _flows(records, name)} == {"success"}, name
+        broken = _flows(records, "matchhistory")
+        assert {f["status"] for f in broken} == {"error"} and {f["error"] for f in broken} == {"TypeError"}
+        assert _flows(records, "queue")[0]["sla_ms"] == 300
+
+    def test_components_and_modal_flows(self, run):
+        """Dropdowns, buttons and the modal are flows of their own, answered in time."""
+        _, records = run
+        for name in ("SetupView.choose_country", "SetupView.choose_race", "SetupView.confirm", "QueueView.join",
+                     "LeaderboardView.next", "TosView.accept", "ActivateModal.on_submit"):
+            flows = _flows(records, name)
+            assert flows, name
+            assert all(f["metadata"]["answered"] for f in flows), name
+        assert _flows(records, "QueueView.join")[0]["sla_ms"] == 300   # the YAML target on the View button
+
+    def test_deadline_missing_command_is_flagged(self, run):
+        """The cold-cache /seasonstats misses Discord's 3 s deadline and says so."""
+        _, records = run
+        missed = [f for f in _flows(records, "seasonstats") if f["metadata"].get("deadline_missed")]
+        assert missed and all(f["level"] == "ERROR" for f in missed)
+        assert missed[0]["metadata"].get("unknown_interaction") is True
+        assert any(f["metadata"].get("first_response_ms", 1e9) < 100 for f in _flows(records, "seasonstats"))
+
+    def test_db_spans_nest_in_the_right_flow(self, run):
+        """Reader methods and asyncpg statements are inside the command that ran them."""
+        _, records = run
+        spans = _by_id(records)
+        queue_ids = {f["flow_id"] for f in _flows(records, "queue")}
+        prefs = [s for s in spans.values() if s["name"] == "db.get_preferences_1v1"]
+        assert prefs and all(s["flow_id"] in queue_ids for s in prefs)
+        assert all(s["threshold_ms"] == 15 for s in prefs)
+        sql = [s for s in spans.values() if s["kind"] == "db" and s["parent_id"] in {p["span_id"] for p in prefs}]
+        assert sum("FROM preferences_1v1" in s["attrs"].get("statement", "") for s in sql) == len(prefs)
+        guard = [s for s in spans.values() if s["name"] == "guard_checks" and s["flow_id"] in queue_ids]
+        assert guard and all(spans[s["parent_id"]]["kind"] == "flow" for s in guard)
+
+    def test_replay_parsing_jobs_are_linked_to_the_report_flow(self, run):
+        """The process-pool job and the parser span in the worker belong to the `report` flow."""
+        _, records = run
+        report_ids = {f["flow_id"] for f in _flows(records, "report")}
+        jobs = [r for r in records if r["type"] == "span" and r["kind"] == "job" and "parse_replay" in r["name"]]
+        assert jobs and all(j["flow_id"] in report_ids for j in jobs)
+        parsed = [r for r in records if r["type"] == "span" and r["name"] == "replay.parse"]
+        assert parsed and all(p["flow_id"] in report_ids for p in parsed)
+        main_pid = _flows(records, "report")[0]["pid"]
+        assert all(p["pid"] != main_pid for p in parsed)
+        assert all(p["attrs"]["bytes"] > 100_000 for p in parsed)
+        uploads = [r for r in records if r["type"] == "span" and r["name"] == "storage.upload_replay"]
+        assert uploads and all(u["flow_id"] in report_ids for u in uploads)
+
+    def test_matchmaker_cycles_capture_matches_made(self, run):
+        """Each matchmaking pass is a cycle with queue_size and matches_made; queued players got matched."""
+        _, records = run
+        cycles = _flows(records, "matchmaking_cycle")
+        assert len(cycles) >= 5
+        assert all("matches_made" in c["metadata"] and "queue_size" in c["metadata"] for c in cycles)
+        assert sum(c["metadata"]["matches_made"] for c in cycles) >= 1
+        busy = [c for c in cycles if c["metadata"]["matches_made"]]
+        names = {cp["name"] for c in busy for cp in c["checkpoints"]}
+        assert "db.insert_match_result" in names and "POST /channels/{channel_id}/messages" in names
+        assert _flows(records, "LadderBot.refresh_leaderboard_cache")   # the tasks.loop job
+
+    def test_discord_rest_spans(self, run):
+        """Interaction callbacks, channel posts and the command sync are http spans with templates."""
+        _, records = run
+        names = collections.Counter(r["name"] for r in records if r["type"] == "span" and r["kind"] == "http"
+                                    and r["attrs"].get("system") == "discord")
+        assert names["POST /interactions/{webhook_id}/{webhook_token}/callback"] >= 20
+        assert names["PUT /applications/{application_id}/commands"] == 1
+        assert names["POST /channels/{channel_id}/messages"] >= 1
