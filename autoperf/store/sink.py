@@ -84,6 +84,8 @@ class PostgresSink:
         self._stop = False
         self._thread = None
         self._loop = None
+        self._io = None
+        self._pending = None              # (future, records, counters) of the batch being inserted
         self._conn = None
         self._known_days: set = set()
         self._next_connect = 0.0
@@ -172,20 +174,31 @@ class PostgresSink:
     # ------------------------------------------------------------ sink thread
 
     def _run(self):
+        # The connection lives on a private event loop in a second thread ("autoperf-pg-io"): while it
+        # waits for PostgreSQL, this thread converts the next batch (pipelining).
         self._loop = asyncio.new_event_loop()
+        self._io = threading.Thread(target=self._loop.run_forever, name="autoperf-pg-io", daemon=True)
+        self._io.start()
+        next_housekeeping = 0.0
         try:
             while True:
                 with self._cond:
+                    take = True
                     while not self._ready():
                         if self._q:
                             timeout = self._last_batch + self.flush_interval - time.monotonic()
                         else:
                             timeout = self.flush_interval
-                        if timeout <= 0 or not self._cond.wait(timeout):
-                            break  # flush interval elapsed: write what is queued, then housekeeping
-                    n = min(len(self._q), self.batch_records)
+                        if timeout <= 0:
+                            break  # flush interval elapsed: write what is queued
+                        if self._pending is not None:
+                            take = False  # no full batch yet: first collect the one in flight
+                            break
+                        if not self._cond.wait(timeout):
+                            break  # idle wake-up: housekeeping
+                    n = min(len(self._q), self.batch_records) if take else 0
                     batch = [self._q.popleft() for _ in range(n)]
-                    self._in_flight = n
+                    self._in_flight = n + self._pending_n()
                     if not self._q:
                         self._flush_req = False
                     stopping = self._stop and not self._q
@@ -193,25 +206,48 @@ class PostgresSink:
                     if batch:
                         self._last_batch = time.monotonic()
                         self._process(batch)
-                    self._housekeeping()
+                    else:
+                        self._finish_pending()
+                    if self._pending is None or time.monotonic() >= next_housekeeping or stopping:
+                        self._finish_pending()
+                        self._housekeeping()
+                        next_housekeeping = time.monotonic() + min(self.flush_interval, 1.0)
                 except Exception as exc:  # noqa: BLE001 - never let the thread die
                     self.counters["internal_errors"] += 1
                     db.report_warning("internal_error", f"PostgreSQL sink: {type(exc).__name__}: {str(exc)[:200]}")
                 finally:
                     with self._cond:
-                        self._in_flight = 0
+                        self._in_flight = self._pending_n()
                         self._cond.notify_all()
                 if stopping:
                     break
         finally:
             self._shutdown()
 
+    def _pending_n(self) -> int:
+        return len(self._pending[1]) if self._pending is not None else 0
+
+    def _finish_pending(self):
+        """Wait for the batch in flight; on a connection failure spill it."""
+        if self._pending is None:
+            return
+        fut, recs, acc = self._pending
+        self._pending = None
+        try:
+            fut.result()
+            self.counters["batches"] += 1
+        except Exception as exc:  # noqa: BLE001 - server went away: keep the batch on disk
+            self._lost(exc)
+            self._spill(recs)
+        finally:
+            self.counters.update(acc)
+
     def _ready(self) -> bool:
         return bool(self._stop or self._flush_req or len(self._q) >= self.batch_records
                     or (self._conn is not None and (self._replay or self._replay_pending)))
 
     def _run_coro(self, coro):
-        return self._loop.run_until_complete(coro)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def _connect(self) -> bool:
         if self._conn is not None and not self._conn.is_closed():
@@ -262,7 +298,7 @@ class PostgresSink:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                conn.terminate()
+                self._loop.call_soon_threadsafe(conn.terminate)
             except Exception:  # noqa: BLE001
                 pass
         self._next_connect = 0.0
@@ -276,35 +312,34 @@ class PostgresSink:
                 recs.append(rec)
             except Exception:  # noqa: BLE001 - unconvertible record
                 self.counters["rejected"] += 1
+        self._finish_pending()           # the previous batch ran while this one was converted
         if not rows:
             return
         if self._connect():
-            try:
-                self._run_coro(self._insert_bisect(rows, recs))
-                self.counters["batches"] += 1
-                return
-            except Exception as exc:  # noqa: BLE001 - server went away: keep the batch on disk
-                self._lost(exc)
+            acc = collections.Counter()
+            fut = asyncio.run_coroutine_threadsafe(self._insert_bisect(rows, recs, acc, self._conn), self._loop)
+            self._pending = (fut, recs, acc)
+            return
         self._spill(recs)
 
-    async def _insert_bisect(self, rows, recs):
-        """Insert; a data error (not a connection error) splits the batch to isolate bad records."""
+    async def _insert_bisect(self, rows, recs, acc, conn):
+        """Insert (on the io loop); a data error splits the batch to isolate bad records. Counts go to ``acc``."""
         try:
-            n = await db.insert_rows(self._conn, rows, self._known_days)
-            self.counters["inserted"] += n
-            self.counters["duplicates"] += len(rows) - n
+            n = await db.insert_rows(conn, rows, self._known_days)
+            acc["inserted"] += n
+            acc["duplicates"] += len(rows) - n
         except Exception as exc:  # noqa: BLE001
-            if _is_transient(exc, self._conn):
+            if _is_transient(exc, conn):
                 raise
             if len(rows) == 1:
-                self.counters["rejected"] += 1
+                acc["rejected"] += 1
                 self._write_lines(os.path.join(self.log_dir, f"pg_rejected_{os.getpid()}.log"), recs)
                 db.report_warning("store_rejected",
                                   f"PostgreSQL refused a record ({type(exc).__name__}); kept in pg_rejected_*.log")
                 return
             mid = len(rows) // 2
-            await self._insert_bisect(rows[:mid], recs[:mid])
-            await self._insert_bisect(rows[mid:], recs[mid:])
+            await self._insert_bisect(rows[:mid], recs[:mid], acc, conn)
+            await self._insert_bisect(rows[mid:], recs[mid:], acc, conn)
 
     # ------------------------------------------------------------ spill + replay
 
@@ -379,11 +414,14 @@ class PostgresSink:
             self._replay = []
             return
         if rows:
+            acc = collections.Counter()
             try:
-                self._run_coro(self._insert_bisect(rows, recs))
+                self._run_coro(self._insert_bisect(rows, recs, acc, self._conn))
             except Exception as exc:  # noqa: BLE001 - gone again; resume from the same offset later
                 self._lost(exc)
                 return
+            finally:
+                self.counters.update(acc)
             self.counters["replayed"] += len(rows)
             self._replay[1] = offset
         else:
@@ -439,6 +477,7 @@ class PostgresSink:
                 self._q.clear()
             if rest:
                 self._process(rest)
+            self._finish_pending()
         except Exception:  # noqa: BLE001
             pass
         try:
@@ -454,6 +493,9 @@ class PostgresSink:
             pass
         self._conn = None
         try:
-            self._loop.close()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._io.join(5)
+            if not self._io.is_alive():
+                self._loop.close()
         except Exception:  # noqa: BLE001
             pass
