@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -434,6 +433,50 @@ def test_handle_stops_without_a_bot(mode):
     t1 = time.monotonic()
     report2 = h2.stop(10)
     assert h2.done and report2.error == "stopped before the bot connected" and time.monotonic() - t1 < 5
+
+
+def test_think_time_mode_and_message_content_intent():
+    """Think-time mode loops every user; without MESSAGE_CONTENT the bot gets blank content, as on Discord."""
+    import discord
+
+    from autoperf.discord_sim import redirect
+
+    scn = {"seed": 5, "duration_s": 1.2, "think_time_s": 0.1, "users": 2, "warmup_s": 0.05, "grace_s": 3,
+           "mix": [{"message": "hello {bot} !stats", "expect_reply": False}, {"message": "!stats", "expect_reply": False}]}
+    seen = []
+
+    async def main():
+        intents = discord.Intents.default()
+        intents.message_content = False
+        client = discord.Client(intents=intents, guild_ready_timeout=0.05)
+
+        @client.event
+        async def on_message(message):
+            seen.append((message.author.id, message.content))
+
+        task = None
+
+        def started(url):
+            nonlocal task
+            assert redirect.point_discord_at(url)
+            task = asyncio.ensure_future(client.start("sim.token.2"))
+
+        try:
+            report = await asyncio.wait_for(run_scenario(scn, on_started=started, close_clients=True), 20)
+            await asyncio.wait_for(task, 10)
+        finally:
+            redirect.restore()
+            if not client.is_closed():
+                await client.close()
+        return report
+
+    report = asyncio.run(main())
+    users = {r.user_id for r in report.results}
+    assert len(users) == 2 and report.flows_started >= 4
+    assert seen and all(content == "" or "<@" in content for _, content in seen)
+    assert any(content.startswith("hello <@") for _, content in seen)       # a mention keeps the content
+    assert any("MESSAGE_CONTENT" in w for w in report.warnings)
+    assert report.bot["intents"] & (1 << 15) == 0
 
 
 def test_scenario_validation_and_defaults():
