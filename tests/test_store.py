@@ -367,3 +367,29 @@ def test_store_section_validates_with_config_loader(tmp_path, monkeypatch):
     with pytest.raises(config.ConfigError) as err:
         config.load_config(str(bad))
     assert "store.batch_records" in str(err.value)
+
+
+def test_record_refused_by_the_server_is_isolated(pg_db, tmp_path):
+    """A record PostgreSQL refuses (a real CHECK constraint) is isolated into pg_rejected_*.log; the rest land."""
+    async def prepare():
+        conn = await asyncpg.connect(pg_db)
+        try:
+            await db.migrate(conn)
+            await conn.execute("ALTER TABLE performance_metrics ADD CONSTRAINT test_no_boom CHECK (level <> 'BOOM')")
+        finally:
+            await conn.close()
+    asyncio.run(prepare())
+    recs = [span(i) for i in range(1000)]
+    recs[617]["level"] = "BOOM"
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=1000, flush_interval_ms=20)
+    try:
+        sink.write(recs)
+        assert sink.sync(30)
+    finally:
+        sink.close()
+    assert q(pg_db, "SELECT count(*) FROM performance_metrics")[0][0] == 999
+    rejected = glob.glob(str(tmp_path / "pg_rejected_*.log"))
+    assert len(rejected) == 1
+    lines = open(rejected[0], "rb").read().splitlines()
+    assert [orjson.loads(x)["span_id"] for x in lines] == [recs[617]["span_id"]]
+    assert sink.counters["rejected"] == 1 and not glob.glob(str(tmp_path / "pg_spill_*"))
