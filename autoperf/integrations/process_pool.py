@@ -360,13 +360,13 @@ def pool_stats() -> list:
     out = []
     for ex in list(_executors):
         try:
-            processes = ex._processes or {}
-            pids = list(processes)
-            if not pids and ex._shutdown_thread:
-                continue
             items = list(ex._pending_work_items.values())
+            if (ex._shutdown_thread or ex._broken) and not items:
+                continue  # shut down or broken, nothing left to run
+            # (no exitcode/is_alive here: they waitpid() behind the executor's back)
+            pids = list(ex._processes or ())
             running = sum(1 for w in items if w.future.running())
-            busy = min(running, len(pids)) if pids else 0
+            busy = min(running, len(pids))
             out.append({"kind": "ProcessPoolExecutor", "pending": len(items) - busy, "busy": busy,
                         "workers": len(pids), "pids": pids})
         except Exception as exc:
@@ -377,10 +377,10 @@ def pool_stats() -> list:
             counts[pool_id] = counts.get(pool_id, 0) + 1
         for pool in list(_pools):
             try:
-                if pool._state != "RUN" and not pool._pool:
-                    continue
-                pids = [p.pid for p in list(pool._pool) if p.pid is not None]
                 outstanding = counts.get(id(pool), 0)
+                if pool._state != "RUN" and not outstanding:
+                    continue  # closed or terminated, nothing left to run
+                pids = [p.pid for p in list(pool._pool) if p.pid is not None]
                 busy = min(outstanding, len(pids))
                 out.append({"kind": "multiprocessing.Pool", "pending": outstanding - busy, "busy": busy,
                             "workers": len(pids), "pids": pids})
