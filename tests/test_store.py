@@ -315,14 +315,37 @@ def test_start_from_config(pg_db, tmp_path, monkeypatch):
     monkeypatch.delenv("AUTOPERF_PG_DSN", raising=False)
     assert start_from_config({"store": {"dsn": ""}}, tmp_path) is None
     monkeypatch.setenv("AUTOPERF_PG_DSN", pg_db)
+    from autoperf import pipeline
+
     sink = start_from_config({"store": {"batch_records": 100, "flush_interval_ms": 20}}, tmp_path)
     try:
         assert isinstance(sink, PostgresSink) and sink.batch_records == 100
+        assert sink in pipeline.sinks()                     # registered with the pipeline
+        pipeline.remove_sink(sink)
         sink.write([span(i) for i in range(250)])
         assert sink.sync(20)
     finally:
+        pipeline.remove_sink(sink)
         sink.close()
     assert q(pg_db, "SELECT count(*) FROM performance_metrics")[0][0] == 250
+
+
+def test_records_flow_from_pipeline_emit_to_postgres(pg_db, tmp_path, monkeypatch):
+    """End to end: records given to pipeline.emit() reach performance_metrics through the registered sink."""
+    from autoperf import pipeline
+
+    monkeypatch.setenv("AUTOPERF_PG_DSN", pg_db)
+    sink = start_from_config({"store": {"flush_interval_ms": 20}}, tmp_path)
+    try:
+        for i in range(300):
+            pipeline.emit({"type": "resource", "rss_mb": float(i), "id": f"res-{i}"})
+        pipeline.flush()
+        assert wait_rows(pg_db, 300) >= 300
+    finally:
+        pipeline.remove_sink(sink)
+        sink.close()
+    rows = q(pg_db, "SELECT id, type, pid FROM performance_metrics WHERE id LIKE 'res-%'")
+    assert len(rows) == 300 and {r["type"] for r in rows} == {"resource"} and rows[0]["pid"] == os.getpid()
 
 
 def test_buffer_overflow_is_counted(tmp_path):

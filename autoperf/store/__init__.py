@@ -51,11 +51,11 @@ def resolve_dsn(dsn: str | None = None) -> str:
     return (dsn or os.environ.get("AUTOPERF_PG_DSN") or "").strip()
 
 
-def start_from_config(config_data: dict, log_dir) -> "object | None":
-    """Create, start and return a :class:`PostgresSink` when `store.dsn` (or AUTOPERF_PG_DSN) is set.
+def start_from_config(config_data: dict, log_dir, register: bool = True) -> "object | None":
+    """Create and start a :class:`PostgresSink` when `store.dsn` (or AUTOPERF_PG_DSN) is set, register it
+    with ``pipeline.add_sink`` (idempotent, so adding it again is harmless) and return it.
 
-    The caller adds it with ``pipeline.add_sink(sink)``. Returns None when no DSN is configured.
-    Never raises: a failure is reported as a warning and None is returned.
+    Returns None when no DSN is configured. Never raises: a failure is reported as a warning.
     """
     try:
         cfg = settings((config_data or {}).get("store"))
@@ -64,7 +64,7 @@ def start_from_config(config_data: dict, log_dir) -> "object | None":
             return None
         from autoperf.store.sink import PostgresSink
 
-        return PostgresSink(
+        sink = PostgresSink(
             dsn,
             log_dir=log_dir,
             batch_records=int(cfg["batch_records"]),
@@ -75,6 +75,11 @@ def start_from_config(config_data: dict, log_dir) -> "object | None":
             retry_max_s=float(cfg["retry_max_s"]),
             max_spill_mb=float(cfg["max_spill_mb"]),
         )
+        if register:
+            from autoperf import pipeline
+
+            pipeline.add_sink(sink)
+        return sink
     except Exception as exc:  # noqa: BLE001 - never break the host program
         from autoperf.store.db import report_warning
 
