@@ -205,6 +205,8 @@ class Simulation:
                 tasks.append(launch(flow, user_id, flow_seed))
             if tasks:
                 await asyncio.wait(tasks, timeout=scn.grace_s)
+        if not self.server.connected and not self._stop.is_set():
+            self.warn("the bot left the gateway during the run (crashed or closed): no more flows were started")
         for t in tasks:
             if not t.done():
                 t.cancel()
@@ -885,8 +887,9 @@ def start_in_thread(scenario: Union[Scenario, dict, str], *, host: str = "127.0.
     handle._thread = t
     t.start()
     handle._started.wait(start_timeout)
-    if handle.error is not None and not handle.base_url:
-        raise RuntimeError(f"discord_sim failed to start: {handle.error!r}") from handle.error
+    if not handle.base_url:
+        handle.stop(timeout=1.0)
+        raise RuntimeError(f"discord_sim failed to start: {handle.error!r}")
     return handle
 
 
