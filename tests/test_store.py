@@ -416,3 +416,15 @@ def test_record_refused_by_the_server_is_isolated(pg_db, tmp_path):
     lines = open(rejected[0], "rb").read().splitlines()
     assert [orjson.loads(x)["span_id"] for x in lines] == [recs[617]["span_id"]]
     assert sink.counters["rejected"] == 1 and not glob.glob(str(tmp_path / "pg_spill_*"))
+
+
+def test_cli_reads_dsn_from_config_file(pg_db, tmp_path, monkeypatch, capsys):
+    """Without --dsn or AUTOPERF_PG_DSN, `db init --config` uses store.dsn of that autoperf.yaml."""
+    monkeypatch.delenv("AUTOPERF_PG_DSN", raising=False)
+    monkeypatch.setenv("AP_TEST_CFG_DSN", pg_db)
+    cfg = tmp_path / "autoperf.yaml"
+    cfg.write_text("store:\n  dsn: ${AP_TEST_CFG_DSN}\n")
+    assert _cli(["db", "init", "--config", str(cfg)]) == 0
+    assert "applied migrations 1" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)                       # ./autoperf.yaml is found by itself
+    assert _cli(["db", "status"]) == 0

@@ -1,7 +1,7 @@
 """`autoperf db init|rollup|status` — registered by the main CLI via :func:`register`.
 
-The DSN comes from ``--dsn``, else ``AUTOPERF_PG_DSN``, else ``store.dsn`` of ``--config`` (when the
-main CLI provides ``args.config``). It is never printed: output names ``host:port/db`` only.
+The DSN comes from ``--dsn``, else ``AUTOPERF_PG_DSN``, else ``store.dsn`` of the config file
+(``--config``, else ``$AUTOPERF_CONFIG`` or ``./autoperf.yaml``). It is never printed: output names ``host:port/db`` only.
 """
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ def register(subparsers) -> None:
     def common(sp):
         sp.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: $AUTOPERF_PG_DSN); never printed")
         sp.add_argument("--timeout", type=float, default=10.0, help="connection timeout in seconds")
+        sp.add_argument("--config", default=None,
+                        help="autoperf.yaml whose store.dsn to use when neither --dsn nor AUTOPERF_PG_DSN is given "
+                             "(default: $AUTOPERF_CONFIG or ./autoperf.yaml when present)")
 
     sp = sub.add_parser("init", help="create or upgrade the schema (idempotent)")
     common(sp)
@@ -43,11 +46,13 @@ def _dsn(args) -> str | None:
     from autoperf.store import resolve_dsn, settings
 
     dsn = resolve_dsn(getattr(args, "dsn", None))
-    if not dsn and getattr(args, "config", None):
+    if not dsn:
         try:
-            from autoperf.config import load_config
+            from autoperf.config import find_config, load_config
 
-            dsn = resolve_dsn(settings(load_config(args.config).data.get("store")).get("dsn"))
+            path = find_config(getattr(args, "config", None))
+            if path is not None:
+                dsn = resolve_dsn(settings(load_config(path).data.get("store")).get("dsn"))
         except Exception as exc:  # noqa: BLE001
             print(f"autoperf db: cannot read config: {type(exc).__name__}", file=sys.stderr)
     if not dsn:
