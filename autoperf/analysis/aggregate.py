@@ -219,7 +219,7 @@ class Aggregator:
                  reservoir: int = 100_000, op_reservoir: int = 20_000, series_reservoir: int = 400,
                  daily_reservoir: int = 5_000, max_buckets: int = 240, open_flows_cap: int = 20_000,
                  n_plus_one_min: int = 5, index_min_rows: int = 1000, io_overlap_tolerance_ms: float = 1.0,
-                 defer_head: int = 0):
+                 defer_head: int = 0, track_flows: bool = True):
         self.sla = dict(sla or {})
         self.thresholds = tuple(float(t) for t in thresholds_ms)
         self.cap = reservoir
@@ -238,7 +238,7 @@ class Aggregator:
         self._last = ""
         self._th_min = min(self.thresholds) if self.thresholds else math.inf
         self.flows: dict[str, _Flow] = {}
-        self.all_cmds = Reservoir(reservoir)
+        self._all_cache = None
         self.all_over = [0] * len(self.thresholds)
         self.ops: dict[tuple, _Op] = {}
         self.db: dict[str, _Db] = {}
@@ -265,6 +265,8 @@ class Aggregator:
         # parallel ranges: the first `defer_head` flows finished in a range may have spans in the
         # previous range; their bookkeeping is deferred to merge() so they are judged whole
         self._defer_left = defer_head
+        self.track_flows = track_flows      # per-flow bookkeeping for N+1 / gather / cache suggestions
+        self._shapes: dict = {}
         self.head_pending: dict = {}
 
     # ------------------------------------------------------------------ ingest
@@ -325,7 +327,6 @@ class Aggregator:
         if f is None:
             f = self.flows[name] = _Flow(self.cap, len(self.thresholds))
         f.res.add(d)
-        self.all_cmds.add(d)
         if d > self._th_min:
             th = self.thresholds
             for i in range(len(th)):
@@ -379,6 +380,8 @@ class Aggregator:
 
     def _span(self, rec, ts):
         kind = rec.get("kind")
+        if kind == "flow":
+            return                      # flows are counted from flow_complete
         d = rec.get("duration_ms")
         if d.__class__ is not float:
             if d.__class__ is not int:
@@ -386,8 +389,6 @@ class Aggregator:
             d = float(d)
         name = rec.get("name") or "?"
         err = rec.get("status") != "success"
-        if kind == "flow":
-            return                      # flows are counted from flow_complete
         k = (name, kind)
         op = self.ops.get(k)
         if op is None:
@@ -426,7 +427,7 @@ class Aggregator:
                     if scans is not None:
                         db.seq_scans = scans
                         db.explained += 1
-            fid = rec.get("flow_id")
+            fid = rec.get("flow_id") if self.track_flows else None
             if fid is not None and rec.get("span_id") != fid:
                 of = self.open.get(fid)
                 if of is None:
@@ -488,11 +489,25 @@ class Aggregator:
             fc[name] = fc.get(name, 0) + 1
         if of is None:
             return
-        fname = name or of.name or "?"
         items = of.items
-        # N+1 and cache bookkeeping: per fingerprint in this flow
+        if not items:
+            return
+        fname = name or of.name or "?"
+        dbs = self.db
+        if len(items) == 1:                           # common and cheap: nothing to pair up
+            fp = items[0][5]
+            if fp is not None:
+                db = dbs.get(fp)
+                if db is not None:
+                    db.flows += 1
+                    fn = db.flow_names
+                    if fname in fn or len(fn) < 50:
+                        fn[fname] += 1
+            return
+        # per fingerprint in this flow: distinct flows (cache advice) and repeats (N+1)
         fps: dict = {}
-        groups: dict = {}
+        p0 = items[0][0]
+        one_parent = True
         for it in items:
             fp = it[5]
             if fp is not None:
@@ -502,13 +517,9 @@ class Aggregator:
                 else:
                     x[0] += 1
                     x[1] += it[2]
-            g = groups.get(it[0])
-            if g is None:
-                groups[it[0]] = [it]
-            else:
-                g.append(it)
+            if it[0] != p0:
+                one_parent = False
         n1 = self.n_plus_one_min
-        dbs = self.db
         for fp, (n, ms) in fps.items():
             db = dbs.get(fp)
             if db is not None:
@@ -526,41 +537,72 @@ class Aggregator:
                 if n > s[2]:
                     s[2] = n
                 s[3] += ms
+        # sibling I/O (same parent) that never overlapped: could have been awaited concurrently
+        if one_parent:
+            groups = (items,)
+        else:
+            gd: dict = {}
+            for it in items:
+                g = gd.get(it[0])
+                if g is None:
+                    gd[it[0]] = [it]
+                else:
+                    g.append(it)
+            groups = gd.values()
         tol = self.io_tol
-        for lst in groups.values():
+        for lst in groups:
             if len(lst) < 2:
                 continue
-            first_fp = lst[0][5]
-            if first_fp is not None and all(x[5] == first_fp for x in lst):
+            if len(fps) == 1 and len(lst) == len(items) and lst[0][5] is not None:
                 continue                      # one repeated query: that is an N+1, not a gather
             timed = []
             for x in lst:
-                st = _ms_of_day(x[1]) if x[1] is not None else None
+                ts = x[1]
+                try:                          # minute-of-hour + seconds: enough to order siblings
+                    st = int(ts[14:16]) * 60000 + float(ts[17:23]) * 1000.0
+                except (TypeError, ValueError):
+                    st = None
                 if st is None:
                     break
-                timed.append((st, x[2], x[3]))
+                timed.append((st, x[2], x[3], x[5]))
             else:
                 timed.sort()
+                t_first = timed[0][0]
+                prev_end = t_first + timed[0][1]
                 sequential = True
-                prev_end = timed[0][0] + timed[0][1]
-                for st, dd, _n in timed[1:]:
+                for st, dd, _n, _f in timed[1:]:
+                    if st < t_first:
+                        st += 3600000.0       # wrapped past the hour
                     if st + tol < prev_end:
                         sequential = False
                         break
                     prev_end = st + dd
                 if not sequential:
                     continue
-                durs = [x[1] for x in timed]
-                total = sum(durs)
-                saving = total - max(durs)
-                names = []                       # run-length: "db.fetch ×2"
+                f0 = timed[0][3]
+                if f0 is not None and all(x[3] == f0 for x in timed):
+                    continue                  # the same query repeated: N+1 advice covers it
+                shape = (fname, tuple([x[2] for x in timed]))
+                k = self._shapes.get(shape)
+                if k is None:
+                    names = []                       # run-length: "db.fetch ×2"
+                    for x in timed:
+                        if names and names[-1][0] == x[2]:
+                            names[-1][1] += 1
+                        else:
+                            names.append([x[2], 1])
+                    labels = tuple(n if c == 1 else f"{n} ×{c}" for n, c in names[:8])
+                    k = (fname, labels, len(timed) if len(timed) <= 8 else 9)
+                    if len(self._shapes) < 10000:
+                        self._shapes[shape] = k
+                total = 0.0
+                mx = 0.0
                 for x in timed:
-                    if names and names[-1][0] == x[2]:
-                        names[-1][1] += 1
-                    else:
-                        names.append([x[2], 1])
-                labels = tuple(n if c == 1 else f"{n} ×{c}" for n, c in names[:8])
-                k = (fname, labels, len(timed) if len(timed) <= 8 else 9)
+                    dd = x[1]
+                    total += dd
+                    if dd > mx:
+                        mx = dd
+                saving = total - mx
                 s = self.seq_io.get(k)
                 if s is None:
                     if len(self.seq_io) > 5000:
@@ -649,7 +691,6 @@ class Aggregator:
             for k, v in f.statuses.items():
                 mine.statuses[k] = mine.statuses.get(k, 0) + v
             mine.command = mine.command or f.command
-        self.all_cmds.merge(other.all_cmds)
         self.all_over = [a + b for a, b in zip(self.all_over, other.all_over)]
         for k, op in other.ops.items():
             mine = self.ops.get(k)
@@ -770,6 +811,19 @@ class Aggregator:
         return self
 
     # ------------------------------------------------------------------ output
+    @property
+    def all_cmds(self) -> Reservoir:
+        """All commands together: the per-command reservoirs merged (exact while they are; otherwise a
+        count-weighted uniform sample). Count, total, min and max are exact."""
+        n = sum(f.res.count for f in self.flows.values())
+        if self._all_cache is not None and self._all_cache[0] == n:
+            return self._all_cache[1]
+        r = Reservoir(self.cap)
+        for name in sorted(self.flows):
+            r.merge(self.flows[name].res)
+        self._all_cache = (n, r)
+        return r
+
     def flush_open(self) -> None:
         """Finish flows whose root record never arrived (crash, time window edge)."""
         for fid in list(self.open):

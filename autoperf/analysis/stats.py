@@ -68,11 +68,11 @@ class Reservoir:
 
     def add(self, v: float) -> None:
         c = self.count
+        self.count = c + 1
         if c < self.cap:                    # hot path: exact phase
-            self.count = c + 1
             self.values.append(v)
             return
-        self._add_slow(v)
+        self._add_slow(v, c)
 
     def _sync(self) -> None:
         if not self._full and self._agg_n != self.count:
@@ -90,20 +90,22 @@ class Reservoir:
         self._w = math.exp(math.log(self._rng.random() or 1e-300) / self.cap)
         self._advance(self.count - 1)
 
-    def _add_slow(self, v: float) -> None:
+    def _add_slow(self, v: float, c: int) -> None:
+        """``c``: index of ``v`` in the stream (count already incremented)."""
         if not self._full:
+            self.count = c
             self._start_sampling()
-        self.count += 1
+            self.count = c + 1
         self._total += v
         if v < self._min:
             self._min = v
-        if v > self._max:
+        elif v > self._max:
             self._max = v
-        if self.count - 1 == self._next:
+        if c == self._next:
             rng = self._rng
             self.values[rng.randrange(self.cap)] = v
             self._w *= math.exp(math.log(rng.random() or 1e-300) / self.cap)
-            self._advance(self.count - 1)
+            self._advance(c)
 
     def _advance(self, i: int) -> None:
         w = self._w
