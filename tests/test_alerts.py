@@ -83,7 +83,8 @@ def engine(cfg, records):
 
 
 def flow(ms, name="queue_command", **extra):
-    return {"type": "flow_complete", "flow_name": name, "flow_id": "00000000000000aa", "duration_ms": ms,
+    return {"type": "flow_complete", "flow_kind": "flow", "flow_name": name, "flow_id": "00000000000000aa",
+            "duration_ms": ms,
             "timestamp": "2025-01-20T15:30:45.123Z", "status": "success", **extra}
 
 
@@ -98,6 +99,7 @@ def test_default_rules_table_10_1():
     rules = build_rules(settings({}))
     assert fired(rules, flow(3000.0)) == []
     assert fired(rules, flow(3000.5)) == ["command_slow"]
+    assert fired(rules, flow(9000.0, flow_kind="cycle")) == []     # a background cycle is not a command
     db_span = {"type": "span", "kind": "db", "name": "db.fetch", "duration_ms": 501.0, "attrs": {"fingerprint": "ab12"}}
     assert fired(rules, db_span) == ["db_query_slow"]
     assert fired(rules, dict(db_span, duration_ms=499.0)) == []
@@ -404,11 +406,18 @@ def test_install_runs_as_pipeline_processor(hooks, monkeypatch):
         pipeline.emit(flow(4321.0))
         pipeline.flush()
         assert wait_for(lambda: hooks.bodies("/pipe"))
+        from autoperf import spans                            # a real flow span, as the runner makes them
+        s = spans.start("slow_command", kind="flow")
+        s.finish(duration_ns=5_000_000_000)
+        pipeline.flush()
+        assert wait_for(lambda: len(hooks.bodies("/pipe")) == 2)
         assert wait_for(lambda: (pipeline.flush(), [r for r in sink.records if r.get("type") == "alert"])[1])
     finally:
         alerts.uninstall()
         pipeline.remove_sink(sink)
-    assert hooks.bodies("/pipe")[0]["value"] == 4321.0
+    first, second = hooks.bodies("/pipe")
+    assert first["value"] == 4321.0
+    assert (second["rule"], second["key"], second["value"]) == ("command_slow", "slow_command", 5000.0)
     assert eng.process not in getattr(pipeline, "_processors", [])
     assert threading.current_thread() is threading.main_thread()
     assert sys.modules.get("autoperf.alerts.engine") is not None

@@ -113,7 +113,7 @@ class AlertEngine:
         """Wait until no event is queued, grouped-and-due or awaiting a retry (for tests and shutdown)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._q.empty() and not self._retries and all(g.count == 0 for g in self._groups.values()):
+            if self._q.empty() and not self._retries and all(g.count == 0 for g in list(self._groups.values())):
                 return True
             time.sleep(0.02)
         return False

@@ -14,10 +14,10 @@ MAX_KEYS = 10000          # baselines kept per rule (oldest key evicted beyond t
 
 # Seed plan table 10.1
 DEFAULT_RULES = [
-    {"name": "command_slow", "severity": "CRITICAL", "match": {"type": "flow_complete"},
+    {"name": "command_slow", "severity": "CRITICAL", "match": {"type": "flow_complete", "flow_kind": "flow"},
      "field": "duration_ms", "above": 3000.0, "key": "flow_name",
      "description": "a command took longer than 3000 ms (interaction timeout risk)"},
-    {"name": "command_baseline", "severity": "WARNING", "match": {"type": "flow_complete"},
+    {"name": "command_baseline", "severity": "WARNING", "match": {"type": "flow_complete", "flow_kind": "flow"},
      "field": "duration_ms", "baseline_factor": 2.0, "baseline_samples": 100, "baseline_min_samples": 20,
      "key": "flow_name", "description": "a command took more than 2x its recent median"},
     {"name": "db_query_slow", "severity": "WARNING", "match": {"type": "span", "kind": "db"},
