@@ -29,6 +29,8 @@ _file_sink = None
 _console_sink = None
 _previous_sigterm = None
 _pipeline_ready = False
+#: The parent samples its workers (psutil children); workers need no sampler of their own.
+_PARENT_ONLY = frozenset({"resources"})
 
 
 def installed() -> bool:
@@ -165,6 +167,8 @@ def install(cfg=None, *, log_dir=None, console=None, disable=(), child=False):
         for name in integrations.REGISTRY:
             options = cfg.integration(name)
             if name in disabled or not options.get("enabled", True):
+                continue
+            if child and name in _PARENT_ONLY:
                 continue
             try:
                 module_name = integrations.target_module(name)

@@ -27,10 +27,11 @@ def print_summary(log_path, stream=None):
     stream = stream or sys.stderr
     pipeline.flush()
     try:
-        from autoperf.analysis import summarize_for_terminal
-        text = summarize_for_terminal(_records)
-    except ImportError:
-        text = _fallback(_records)
+        from autoperf.analysis.aggregate import aggregate
+        from autoperf.analysis.render import render_terminal
+        text = render_terminal(aggregate(_records), colour=False)
+    except Exception as exc:  # the summary is a courtesy: never fail the run over it
+        text = f"(full summary unavailable: {type(exc).__name__}: {exc})\n" + _fallback(_records)
     stream.write(f"\nautoperf: log written to {log_path}\n{text}\n")
     stream.flush()
 
