@@ -26,10 +26,10 @@ EXTRA = [p for p in os.environ.get("AUTOPERF_DISCORD_PYTHONS", "").split(os.path
 
 SCENARIO = """
 seed: 7
-duration_s: 2.5
-rate: 8
+duration_s: 3.5
+rate: 10
 mix_order: round_robin
-max_flows: 18
+max_flows: 22
 warmup_s: 0.2
 step_gap_s: 0.15
 grace_s: 5
@@ -64,10 +64,15 @@ mix:
   - autocomplete: leaderboard
     option: player
     value: us
+  - command: upload
+  - steps:
+      - command: board
+      - button: Refresh
+  - command: whisper
 """
 
 BOT = r'''
-import asyncio, json, sys
+import asyncio, io, json, sys
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -173,6 +178,36 @@ async def leaderboard(i: discord.Interaction, player: str):
     await i.response.send_message(player)
 
 
+@bot.tree.command(description="uploads a file, edits and reads the original response")
+async def upload(i: discord.Interaction):
+    await i.response.send_message("here", file=discord.File(io.BytesIO(b"abc" * 100), filename="a.txt"))
+    await i.edit_original_response(content="here (edited)")
+    m = await i.original_response()
+    events.append("upload:%d:%d:%s" % (len(m.attachments), m.attachments[0].size, m.content))
+
+
+class Board(discord.ui.View):
+    @discord.ui.button(label="Refresh", custom_id="refresh")
+    async def refresh(self, i: discord.Interaction, button: discord.ui.Button):
+        events.append("refresh")
+        await i.response.defer()
+        await i.message.edit(content="refreshed")
+
+
+@bot.tree.command(description="ephemeral ack, then a channel message with a view")
+async def board(i: discord.Interaction):
+    await i.response.send_message("ok", ephemeral=True)
+    await i.channel.send("board", view=Board())
+
+
+@bot.tree.command(description="DMs the user")
+async def whisper(i: discord.Interaction):
+    await i.response.defer(ephemeral=True)
+    await i.user.send("psst")
+    await i.followup.send("sent", ephemeral=True)
+    events.append("whisper")
+
+
 @bot.command()
 async def report(ctx):
     data = await ctx.message.attachments[0].read()
@@ -253,12 +288,12 @@ def test_every_interaction_got_a_response(run):
     steps = _steps(run)
     expected = {"/ping", "/slow", "/ladder join", "button:Accept", "/feedback", "modal", "message:!report",
                 "/pick", "select:map", "user_command:Show stats", "message_command:Quote",
-                "autocomplete:leaderboard"}
+                "autocomplete:leaderboard", "/upload", "/board", "button:Refresh", "/whisper"}
     assert expected <= set(steps), run["text"]
     for name, s in steps.items():
         assert s["count"] >= 1 and s["ok"] == s["count"], (name, s, run["text"])
     assert run["report"]["ok"], run["text"]
-    assert run["report"]["flows_started"] == 18
+    assert run["report"]["flows_started"] == 22
 
 
 def test_button_click_reached_view_callback(run):
@@ -305,6 +340,23 @@ def test_modal_select_context_menus_and_autocomplete(run):
     auto = [c for c in _calls(run, "POST /interactions/{interaction_id}/{token}/callback")
             if c["json"] and c["json"].get("type") == 8]
     assert auto and auto[0]["json"]["data"]["choices"][0]["value"] == "user"
+
+
+def test_files_original_edits_channel_views_and_dms(run):
+    """Multipart uploads, @original edit/fetch, a view sent with channel.send() and a DM all work end to end."""
+    assert "upload:1:300:here (edited)" in run["events"]
+    assert "refresh" in run["events"] and "whisper" in run["events"]
+    uploads = [c for c in _calls(run, "POST /interactions/{interaction_id}/{token}/callback")
+               if c["files"] and c["files"][0]["filename"] == "a.txt"]
+    assert uploads and uploads[0]["files"][0]["size"] == 300
+    assert _calls(run, "PATCH /webhooks/{app_id}/{token}/messages/@original")
+    assert _calls(run, "GET /webhooks/{app_id}/{token}/messages/@original")
+    assert any((c["json"] or {}).get("content") == "refreshed"
+               for c in _calls(run, "PATCH /channels/{channel_id}/messages/{message_id}"))
+    dm = _calls(run, "POST /users/@me/channels")
+    assert dm and dm[0]["status"] == 200
+    refresh = [r for r in run["report"]["results"] if r["step"] == "button:Refresh"][0]
+    assert refresh["callback_type"] == 6 and refresh["final_ms"] > refresh["first_ms"]
 
 
 def test_report_latency_numbers_present(run):

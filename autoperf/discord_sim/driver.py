@@ -41,6 +41,8 @@ class _FlowCtx:
     channel_id: int
     guild_id: Optional[int]
     view_message_id: Optional[int] = None
+    step_floor: int = 0          # snowflake taken when the current step started
+    step_floor_prev: int = 0     # ... and when the previous one did: newer bot messages are its response
     modal: Optional[Dict[str, Any]] = None
     modal_source: Optional[InteractionState] = None
 
@@ -249,6 +251,7 @@ class Simulation:
                 res.status = "skipped"
                 res.error = "an earlier step of the flow failed"
                 continue
+            ctx.step_floor_prev, ctx.step_floor = ctx.step_floor, self.server.snowflake()
             try:
                 if step.kind == "message":
                     await self._message_step(step, ctx, pending, rng)
@@ -299,7 +302,6 @@ class Simulation:
     async def _message_step(self, step: Step, ctx: _FlowCtx, pending: _Pending, rng: random.Random) -> None:
         srv = self.server
         res = pending.result
-        before = srv.snowflake()
         msg = srv.user_message(ctx.user_id, ctx.channel_id, step.target, step.attachments)
         res.message_id = int(msg["id"])
         wait, note = await srv.send_user_message(msg, step.name)
@@ -316,14 +318,6 @@ class Simulation:
             res.status = "timeout"
             res.error = f"no reply within {timeout:g}s"
             return
-        for mid in sorted(srv.messages, reverse=True):
-            if mid <= before:
-                break
-            m = srv.messages[mid]
-            if m.get("channel_id") == str(ctx.channel_id) and m["author"]["id"] == str(self.scenario.bot_id) \
-                    and m.get("components"):
-                ctx.view_message_id = mid
-                break
 
     # ------------------------------------------------------------------ payload building
     def _find_command(self, name: str, ctype: int, guild_id: Optional[int]) -> Optional[Dict[str, Any]]:
@@ -573,20 +567,38 @@ class Simulation:
 
     def _component_data(self, step: Step, ctx: _FlowCtx, rng: random.Random) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         srv = self.server
-        if ctx.view_message_id is None or ctx.view_message_id not in srv.messages:
+        # where the view can be: messages the bot sent in this channel since the previous step started
+        # (newest first; e.g. `channel.send(view=...)` after an ephemeral ack), then the previous
+        # step's own response message
+        bot_id = str(self.scenario.bot_id)
+        candidates = []
+        for mid in reversed(list(srv.messages)):
+            if mid <= ctx.step_floor_prev:
+                break
+            m = srv.messages[mid]
+            if m.get("channel_id") == str(ctx.channel_id) and m["author"]["id"] == bot_id and m.get("components"):
+                candidates.append(m)
+        if ctx.view_message_id is not None and ctx.view_message_id in srv.messages:
+            candidates.append(srv.messages[ctx.view_message_id])
+        if not candidates:
             raise _StepFailed(f"{step.kind} {step.target!r}: the previous step's response carried no components")
-        msg = srv.messages[ctx.view_message_id]
-        comps = self._walk_components(msg.get("components") or [])
-        if step.kind == "button":
-            cands = [c for c in comps if c.get("type") == 2]
-            match = [c for c in cands if c.get("custom_id") == step.target] or \
-                    [c for c in cands if c.get("label") == step.target]
-        else:
-            cands = [c for c in comps if c.get("type") in SELECT_TYPES]
-            match = [c for c in cands if c.get("custom_id") == step.target or c.get("placeholder") == step.target] \
-                if step.target else cands
-        if not match:
-            names = [c.get("label") or c.get("placeholder") or c.get("custom_id") for c in cands]
+        names: List[Any] = []
+        msg = None
+        match: List[Dict[str, Any]] = []
+        for msg in candidates:
+            comps = self._walk_components(msg.get("components") or [])
+            if step.kind == "button":
+                cands = [c for c in comps if c.get("type") == 2]
+                match = [c for c in cands if c.get("custom_id") == step.target] or \
+                        [c for c in cands if c.get("label") == step.target]
+            else:
+                cands = [c for c in comps if c.get("type") in SELECT_TYPES]
+                match = [c for c in cands if c.get("custom_id") == step.target or
+                         c.get("placeholder") == step.target] if step.target else cands
+            if match:
+                break
+            names.extend(c.get("label") or c.get("placeholder") or c.get("custom_id") for c in cands)
+        if not match or msg is None:
             raise _StepFailed(f"no {step.kind} {step.target!r} on the previous response (found {names})")
         comp = match[0]
         if comp.get("disabled"):

@@ -558,6 +558,9 @@ class SimServer:
             ("GET", "/applications/{app_id}/skus", self.h_empty_list),
             ("POST", "/interactions/{interaction_id}/{token}/callback", self.h_callback),
             ("POST", "/webhooks/{app_id}/{token}", self.h_followup),
+            ("GET", "/webhooks/{app_id}/{token}/messages/@original", self.h_webhook_message),
+            ("PATCH", "/webhooks/{app_id}/{token}/messages/@original", self.h_webhook_message),
+            ("DELETE", "/webhooks/{app_id}/{token}/messages/@original", self.h_webhook_message),
             ("GET", "/webhooks/{app_id}/{token}/messages/{message_id}", self.h_webhook_message),
             ("PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", self.h_webhook_message),
             ("DELETE", "/webhooks/{app_id}/{token}/messages/{message_id}", self.h_webhook_message),
@@ -921,7 +924,7 @@ class SimServer:
     async def h_webhook_message(self, request: web.Request) -> web.Response:
         now = self.now()
         st = self._interaction(request)
-        raw_mid = request.match_info["message_id"]
+        raw_mid = request.match_info.get("message_id", "@original")
         if raw_mid == "@original":
             if st.original_id is None:
                 st.errors.append(f"{request.method} @original before a message response")
