@@ -253,6 +253,51 @@ def _query_wrapper(original, query_of, params_of=None, batch_of=None):
     return wrapper
 
 
+def _execute_factory(original):
+    """``Connection._execute``: the path of every fetch*/execute-with-args; kept lean by hand.
+
+    Same behaviour as ``_query_wrapper`` with the signature spelled out (no argument packing,
+    no helper calls on the way in).
+    """
+    async def _execute(self, query, args, limit=0, timeout=None, **kwargs):
+        parent = _get_current()
+        if type(parent) is _DbSpan:
+            return await original(self, query, args, limit, timeout, **kwargs)
+        info = _infos.get(query)
+        if info is None:
+            try:
+                info = _info(query)
+            except Exception as exc:
+                diagnostics.internal_error("asyncpg span start", exc)
+                return await original(self, query, args, limit, timeout, **kwargs)
+        s = _DbSpan(info.name, "db", info.attrs.copy(), parent, info.site)
+        s._token = _set_current(s)
+        try:
+            result = await original(self, query, args, limit, timeout, **kwargs)
+        except BaseException as exc:
+            s.fail(exc)
+            code = getattr(exc, "sqlstate", None)
+            if code is not None:
+                s.attrs["sqlstate"] = code
+            s.finish()
+            raise
+        if type(result) is list:
+            s.attrs["rows"] = len(result)
+        else:
+            rows = _rows(result)
+            if rows is not None:
+                s.attrs["rows"] = rows
+        s.finish()
+        if info.explain_ns is not None and s.duration_ns >= info.explain_ns:
+            _maybe_explain(self, query, info, _explain_params, args, None, s.duration_ns)
+        return result
+    return _execute
+
+
+def _explain_params(conn, args, kwargs):
+    return conn, args
+
+
 def _arg0(name):
     def get(self, args, kwargs):
         return args[0] if args else kwargs[name]
@@ -261,10 +306,6 @@ def _arg0(name):
 
 def _self_query(self, args, kwargs):
     return self._query
-
-
-def _execute_params(self, args, kwargs):
-    return self, (args[1] if len(args) > 1 else kwargs.get("args", ()))
 
 
 def _execute_text_params(self, args, kwargs):
@@ -321,7 +362,7 @@ def _async_init_factory(original):
 
 _FACTORIES = {
     "Connection.execute": lambda o: _query_wrapper(o, _arg0("query"), _execute_text_params),
-    "Connection._execute": lambda o: _query_wrapper(o, _arg0("query"), _execute_params),
+    "Connection._execute": _execute_factory,
     "Connection._executemany": lambda o: _query_wrapper(o, _arg0("query"), batch_of=_batch(1, "args")),
     "Connection._copy_out": lambda o: _query_wrapper(o, _arg0("copy_stmt")),
     "Connection._copy_in": lambda o: _query_wrapper(o, _arg0("copy_stmt")),
