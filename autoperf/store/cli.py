@@ -85,6 +85,14 @@ def _run(args, work) -> int:
         return asyncio.run(main())
     except Exception as exc:  # noqa: BLE001
         msg = str(exc).replace(dsn, "<dsn>")
+        try:
+            from urllib.parse import unquote, urlsplit
+
+            pw = urlsplit(dsn).password
+            if pw:
+                msg = msg.replace(pw, "***").replace(unquote(pw), "***")
+        except ValueError:
+            pass
         print(f"autoperf db: {where}: {type(exc).__name__}: {msg[:300]}", file=sys.stderr)
         return 1
 
