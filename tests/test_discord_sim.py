@@ -400,6 +400,8 @@ def test_rest_headers_and_forced_429_on_the_wire():
                     assert r.status == 204 and "Content-Type" not in r.headers
                 async with s.get(f"{srv.api_base}/guilds/{gid}/members", params={"limit": "1000"}) as r:
                     assert len(await r.json()) == len(scn.users) + 1
+                async with s.get(srv.base_url + "/cdn/embed/avatars/0.png") as r:
+                    assert r.headers["Content-Type"] == "image/png" and (await r.read()).startswith(b"\x89PNG")
                 async with s.get(srv.api_base + "/no/such/route") as r:
                     assert r.status == 404 and r.headers["Content-Type"] == "application/json"
             assert [c.status for c in srv.calls_to("GET /gateway/bot")] == [200, 429]
@@ -542,6 +544,8 @@ mix:
     assert scn.mix[0].steps[0].target == "ladder join" and scn.mix[0].steps[0].name == "/ladder join"
     assert [s.kind for s in scn.mix[1].steps] == ["command", "button", "modal"]
     assert scn.rate == 1.0 and len(scn.users) == 3 and scn.step_timeout_s == 3.0
+    with pytest.raises(ValueError, match="loopback"):
+        Simulation(scn, host="0.0.0.0")
     bad = [
         ({"mix": []}, "mix"),
         ({"mix": [{"button": "x"}]}, "previous step"),

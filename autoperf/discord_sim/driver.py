@@ -30,6 +30,17 @@ OPT_SUB, OPT_GROUP, OPT_STR, OPT_INT, OPT_BOOL, OPT_USER, OPT_CHANNEL, OPT_ROLE,
 SELECT_TYPES = (3, 5, 6, 7, 8)
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _StepFailed(Exception):
     pass
 
@@ -60,6 +71,8 @@ class Simulation:
     def __init__(self, scenario: Union[Scenario, dict, str], *, host: str = "127.0.0.1", port: int = 0,
                  ready_timeout: float = 30.0):
         self.scenario = load_scenario(scenario)
+        if not _is_loopback(host):
+            raise ValueError(f"discord_sim listens on loopback only (127.0.0.0/8, ::1, localhost), not {host!r}")
         self.host, self.port, self.ready_timeout = host, port, ready_timeout
         self.server = SimServer(self.scenario)
         self.rng = random.Random(self.scenario.seed)

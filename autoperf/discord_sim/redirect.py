@@ -2,15 +2,16 @@
 
     point_discord_at("http://127.0.0.1:PORT")   # after `import discord`; safe to call repeatedly
 
-Patches three class attributes, nothing else of discord.py's behaviour:
+Patches four class attributes, nothing else of discord.py's behaviour:
 - `discord.http.Route.BASE` -> `http://127.0.0.1:PORT/api/v10` (every REST call);
 - `discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY` -> `ws://127.0.0.1:PORT/gateway` (2.7 connects there
   directly; 2.0 too; sharded clients ask `GET /gateway/bot`, which the sim answers with the same URL);
   READY's `resume_gateway_url` also points at the sim;
+- `discord.asset.Asset.BASE` -> `http://127.0.0.1:PORT/cdn` (avatars & co.: the sim serves a 1x1 PNG);
 - `discord.Client.login` is wrapped to remember each client that logs in (and its loop), so that
   `close_clients()` can close them when the simulation is over (`bot.run()` then returns normally).
 
-`restore()` undoes all three. None of these functions raises: a failure is reported once through
+`restore()` undoes all of them. None of these functions raises: a failure is reported once through
 autoperf.diagnostics (or logging) and the function returns False.
 """
 from __future__ import annotations
@@ -62,6 +63,13 @@ def point_discord_at(base_url: str, discord_module: Optional[Any] = None) -> boo
             dws.DEFAULT_GATEWAY = ws_url
         else:  # yarl.URL in 2.1+
             dws.DEFAULT_GATEWAY = type(old)(ws_url)
+        try:   # avatars, emojis, ...: the sim serves a 1x1 PNG for any CDN path
+            import discord.asset as asset_mod
+
+            _originals.setdefault("Asset.BASE", asset_mod.Asset.BASE)
+            asset_mod.Asset.BASE = f"{base}/cdn"
+        except Exception:  # pragma: no cover - an Asset without BASE
+            pass
         _track_clients(discord)
         return True
     except Exception as exc:
@@ -126,6 +134,10 @@ def restore() -> bool:
             http_mod.Route.BASE = _originals.pop("Route.BASE")
         if "DEFAULT_GATEWAY" in _originals:
             gateway_mod.DiscordWebSocket.DEFAULT_GATEWAY = _originals.pop("DEFAULT_GATEWAY")
+        if "Asset.BASE" in _originals:
+            import discord.asset as asset_mod
+
+            asset_mod.Asset.BASE = _originals.pop("Asset.BASE")
         if "Client.login" in _originals:
             discord.Client.login = _originals.pop("Client.login")
         return True

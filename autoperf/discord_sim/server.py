@@ -161,6 +161,21 @@ _CALL_KEY: Any = _RequestKey("autoperf_sim_call", object) if _RequestKey else "a
 _BODY_KEY: Any = _RequestKey("autoperf_sim_body", object) if _RequestKey else "autoperf_sim_body"
 
 
+def _png_1x1() -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00\x00\x00\x00\x00"))
+            + chunk(b"IEND", b""))
+
+
+_PNG_1X1 = _png_1x1()
+
+
 def _no_content() -> web.Response:
     # no Content-Type: discord.py 2.0 parses any "application/json" body, even an empty one
     return web.Response(status=204)
@@ -595,6 +610,7 @@ class SimServer:
         app.router.add_get("/gateway", self.h_ws)
         app.router.add_get("/gateway/", self.h_ws)
         app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self.h_attachment)
+        app.router.add_get("/cdn/{tail:.*}", self.h_cdn)
 
     # --- simple
     async def h_not_found(self, request: web.Request) -> web.Response:
@@ -702,6 +718,9 @@ class SimServer:
         except (KeyError, ValueError):
             raise web.HTTPNotFound()
         return web.Response(body=data, headers={"Content-Type": ctype})
+
+    async def h_cdn(self, request: web.Request) -> web.Response:
+        return web.Response(body=_PNG_1X1, headers={"Content-Type": "image/png"})
 
     def _channel_id(self, request: web.Request) -> int:
         try:
