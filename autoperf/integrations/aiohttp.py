@@ -1,0 +1,165 @@
+"""aiohttp client: one ``http`` span per request (``ClientSession._request``, behind get/post/...).
+
+Attributes: ``method``, ``host`` (``name`` or ``name:port`` when not the scheme's default),
+``path`` (no query string, no fragment; segments that look like ids or secrets templated:
+``/api/webhooks/{id}/{token}``), ``status``, ``bytes`` (the response's Content-Length when given).
+Never headers, cookies, query strings, userinfo or bodies. Span name: ``"{METHOD} {host}"``.
+
+The span ends when ``_request`` returns: response status and headers received. Reading the body
+afterwards (``await resp.json()``) is the caller's own time. A 5xx response marks the span
+``status: error``; a raised exception (``ClientConnectorError``, ``TimeoutError``,
+``ClientResponseError`` with ``raise_for_status``) is its ``error``.
+
+Suppression: when the current span is already an ``http`` span — a more specific integration
+(discord.py's REST route span) is timing this request — no generic span is made; the request
+is part of that span. ``suppress()`` (a context manager) turns the generic spans off for a block.
+The same rule and helpers serve the httpx integration.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from contextvars import ContextVar
+
+from autoperf import diagnostics, spans
+from autoperf.config.schema import Obj
+from autoperf.integrations import base
+
+NAME = "aiohttp"
+MODULE = "aiohttp"
+REQUIRES = "aiohttp >= 3.8"
+DEFAULT_ENABLED = True
+OPTIONS = Obj({}, doc="aiohttp client requests (http spans).")
+WRAPS = [("aiohttp.client", "ClientSession._request")]
+
+_get_current = spans._get_current
+_set_current = spans._set_current
+
+_suppressed: ContextVar = ContextVar("autoperf_http_suppressed", default=False)
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+_HEX = re.compile(r"[0-9a-fA-F]{16,}")
+_MAX_PATH = 200
+
+
+def template_segment(segment: str) -> str:
+    """``123`` -> ``{id}``; UUIDs, long hex, long mixed letters+digits, ``@``/``=`` -> a placeholder."""
+    if not segment:
+        return segment
+    if segment.isdigit():
+        return "{id}"
+    if _UUID.fullmatch(segment):
+        return "{uuid}"
+    if "@" in segment or "=" in segment or "%" in segment:
+        return "{value}"
+    if _HEX.fullmatch(segment):
+        return "{hex}"
+    if len(segment) >= 16 and any(c.isdigit() for c in segment) and any(c.isalpha() for c in segment):
+        return "{token}"
+    if len(segment) >= 32:
+        return "{token}"
+    return segment
+
+
+def template_path(path: str) -> str:
+    """The path without query/fragment, ids and secret-looking segments replaced, at most 200 chars."""
+    if not path:
+        return "/"
+    for sep in ("?", "#", ";"):
+        cut = path.find(sep)
+        if cut >= 0:
+            path = path[:cut]
+    out = "/".join(template_segment(seg) for seg in path.split("/"))
+    return out if len(out) <= _MAX_PATH else out[:_MAX_PATH - 3] + "..."
+
+
+def host_of(host, port, scheme) -> str:
+    host = host or ""
+    if port and _DEFAULT_PORTS.get((scheme or "").lower()) != port:
+        return f"{host}:{port}"
+    return host
+
+
+def should_record() -> bool:
+    """False when a more specific ``http`` span is current or ``suppress()`` is active."""
+    cur = _get_current()
+    if cur is not None and getattr(cur, "kind", None) == "http":
+        return False
+    return not _suppressed.get()
+
+
+@contextlib.contextmanager
+def suppress():
+    """No generic aiohttp/httpx spans inside this block (the caller records its own)."""
+    token = _suppressed.set(True)
+    try:
+        yield
+    finally:
+        _suppressed.reset(token)
+
+
+def start_http_span(method, url_host, url_port, scheme, path):
+    """Start (and make current) an ``http`` span with the request's safe attributes."""
+    method = str(method).upper()
+    host = host_of(url_host, url_port, scheme)
+    return spans.start(f"{method} {host}", "http",
+                       {"method": method, "host": host, "path": template_path(path)})
+
+
+def end_http_span(s, status, size):
+    if status is not None:
+        s.attrs["status"] = status
+        if status >= 500:
+            s.status = "error"
+    if size is not None:
+        s.attrs["bytes"] = size
+
+
+def _url(session, str_or_url):
+    build = getattr(session, "_build_url", None)
+    if build is not None:
+        return build(str_or_url)
+    from yarl import URL
+    return URL(str_or_url)
+
+
+def _request_factory(original):
+    async def _request(self, method, str_or_url, **kwargs):
+        if not should_record():
+            return await original(self, method, str_or_url, **kwargs)
+        try:
+            url = _url(self, str_or_url)
+            s = start_http_span(method, url.host, url.port, url.scheme, url.raw_path)
+        except Exception:
+            # an unusable URL: aiohttp raises its own error for it; nothing to time
+            return await original(self, method, str_or_url, **kwargs)
+        try:
+            resp = await original(self, method, str_or_url, **kwargs)
+        except BaseException as exc:
+            status = getattr(exc, "status", None)
+            if isinstance(status, int):
+                s.attrs["status"] = status
+            s.fail(exc)
+            s.finish()
+            raise
+        try:
+            end_http_span(s, resp.status, resp.content_length)
+        except Exception as exc:
+            diagnostics.internal_error("aiohttp response attributes", exc)
+        s.finish()
+        return resp
+    return _request
+
+
+_FACTORIES = {"ClientSession._request": _request_factory}
+
+
+def patch(module, options: dict) -> None:
+    for mod, qualname in WRAPS:
+        owner, attr = base.resolve(mod, qualname)
+        base.wrap(owner, attr, _FACTORIES[qualname])
+
+
+def unpatch(module) -> None:
+    base.unwrap_all(WRAPS)

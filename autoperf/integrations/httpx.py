@@ -1,0 +1,95 @@
+"""httpx client: one ``http`` span per request, sync (``Client.send``) and async (``AsyncClient.send``).
+
+``send`` is where every request goes (``get``/``post``/``request``/``stream`` build a Request and
+call it; redirects are followed inside it), so one span per call, covering redirects and — unless
+``stream=True`` — reading the body. Attributes, naming, suppression and privacy rules are those
+of the aiohttp integration (``autoperf.integrations.aiohttp``): ``method``, ``host``, templated
+``path`` without query string, ``status``, ``bytes`` (Content-Length, else the bytes downloaded);
+never headers, query strings or userinfo.
+"""
+from __future__ import annotations
+
+from autoperf import diagnostics
+from autoperf.config.schema import Obj
+from autoperf.integrations import base
+from autoperf.integrations.aiohttp import end_http_span, should_record, start_http_span
+
+NAME = "httpx"
+MODULE = "httpx"
+REQUIRES = "httpx >= 0.23"
+DEFAULT_ENABLED = True
+OPTIONS = Obj({}, doc="httpx client requests (http spans).")
+WRAPS = [("httpx", "Client.send"), ("httpx", "AsyncClient.send")]
+
+
+def _start(request):
+    url = request.url
+    return start_http_span(request.method, url.host, url.port, url.scheme, url.path)
+
+
+def _size(response):
+    length = response.headers.get("content-length")
+    if length is not None and length.isdigit():
+        return int(length)
+    downloaded = getattr(response, "num_bytes_downloaded", 0)
+    return downloaded or None
+
+
+def _end(s, response):
+    try:
+        end_http_span(s, response.status_code, _size(response))
+    except Exception as exc:
+        diagnostics.internal_error("httpx response attributes", exc)
+
+
+def _sync_factory(original):
+    def send(self, request, **kwargs):
+        if not should_record():
+            return original(self, request, **kwargs)
+        try:
+            s = _start(request)
+        except Exception:
+            return original(self, request, **kwargs)
+        try:
+            response = original(self, request, **kwargs)
+        except BaseException as exc:
+            s.fail(exc)
+            s.finish()
+            raise
+        _end(s, response)
+        s.finish()
+        return response
+    return send
+
+
+def _async_factory(original):
+    async def send(self, request, **kwargs):
+        if not should_record():
+            return await original(self, request, **kwargs)
+        try:
+            s = _start(request)
+        except Exception:
+            return await original(self, request, **kwargs)
+        try:
+            response = await original(self, request, **kwargs)
+        except BaseException as exc:
+            s.fail(exc)
+            s.finish()
+            raise
+        _end(s, response)
+        s.finish()
+        return response
+    return send
+
+
+_FACTORIES = {"Client.send": _sync_factory, "AsyncClient.send": _async_factory}
+
+
+def patch(module, options: dict) -> None:
+    for mod, qualname in WRAPS:
+        owner, attr = base.resolve(mod, qualname)
+        base.wrap(owner, attr, _FACTORIES[qualname])
+
+
+def unpatch(module) -> None:
+    base.unwrap_all(WRAPS)
