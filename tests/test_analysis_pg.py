@@ -122,3 +122,27 @@ def test_cli_report_from_dsn(schema, capsys):
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert json.loads(out)["ok"] is True and "postgres@" not in out
+
+
+def test_pg_reader_over_the_store_schema(schema):
+    """Records written by the store helper (its migrations, partitions, COPY path) read back unchanged."""
+    db = pytest.importorskip("autoperf.store.db")
+    import asyncpg
+    recs = day_records(dt.datetime(2025, 1, 19, 23, 50), 30, 10.0)   # crosses midnight: two partitions
+
+    async def load():
+        conn = await asyncpg.connect(BASE_DSN, server_settings={"search_path": schema})
+        try:
+            await conn.execute(f"DROP TABLE {schema}.performance_metrics")
+            await db.migrate(conn)
+            await db.prepare_connection(conn)
+            return await db.insert_rows(conn, [db.record_to_row(r) for r in recs], set())
+        finally:
+            await conn.close()
+    assert _run(load()) == len(recs)
+    src = iter_records_from_pg(BASE_DSN, server_settings={"search_path": schema})
+    got = list(src)
+    assert len(got) == len(recs)
+    assert aggregate(got)["commands"] == aggregate(recs)["commands"]
+    src = iter_records_from_pg(BASE_DSN, since="2025-01-20", server_settings={"search_path": schema})
+    assert sum(1 for r in src if r["type"] == "flow_complete") == 20

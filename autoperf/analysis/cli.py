@@ -173,9 +173,11 @@ def _aggregator(cfg, slo):
     return Aggregator(**_agg_kwargs(cfg, slo))
 
 
-def _aggregate(args, cfg, slo, since, until):
+def _aggregate(args, cfg, slo, since, until, track_flows=True):
     """One pass over the inputs -> (Aggregator, source stats). Big file inputs use several processes."""
     src = _source(args, since, until)
+    kw = _agg_kwargs(cfg, slo)
+    kw["track_flows"] = track_flows
     jobs = getattr(args, "jobs", None)
     paths = getattr(src, "paths", None)
     if paths is not None and jobs != 1:
@@ -184,9 +186,10 @@ def _aggregate(args, cfg, slo, since, until):
         if not auto or size >= (256 << 20):
             from .parallel import aggregate_files
             agg, stats = aggregate_files(paths, src.since, src.until, jobs=None if auto else jobs,
-                                         agg_kwargs=_agg_kwargs(cfg, slo), progress=src.progress)
+                                         agg_kwargs=kw, progress=src.progress)
             return agg, stats
-    agg = _aggregator(cfg, slo)
+    from .aggregate import Aggregator
+    agg = Aggregator(**kw)
     agg.add_all(src)
     agg.flush_open()
     return agg, src.stats()
@@ -214,7 +217,7 @@ def cmd_check(args):
     from .slo import evaluate
     cfg, slo = _config(args)
     since, until = _window(args)
-    agg, stats = _aggregate(args, cfg, slo, since, until)
+    agg, stats = _aggregate(args, cfg, slo, since, until, track_flows=False)   # no suggestions needed
     res = evaluate(agg, slo)
     res["source"] = stats
     _write(args, render_check(res, "json" if args.json else "terminal", _colour(args)))

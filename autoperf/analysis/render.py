@@ -225,7 +225,7 @@ dl.summary dt{color:#6b7280}dl.summary dd{margin:0;font-weight:600}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}
 .chart{background:#fff;border:1px solid #e5e7eb;padding:8px;min-height:60px}
 .chart h3{font-size:13px;margin:0 0 4px;font-weight:600}
-.chart-svg .tick{font-size:10px;fill:#6b7280}.chart-svg .legend{font-size:11px;fill:#111827}
+.chart-svg{display:block;max-width:900px}.chart-svg .tick{font-size:10px;fill:#6b7280}.chart-svg .legend{font-size:11px;fill:#111827}
 code{font-size:12px}
 """
 

@@ -62,9 +62,11 @@
     text(svg, L + W / 2, hh - 8, "duration (ms, bucket lower edge)", {"text-anchor": "middle", "class": "tick"});
   }
   function lines(container, labels, series, unit) {
-    var w = 760, hh = 260, L = 56, T = 20, W = w - L - 160, H = hh - T - 40;
-    var svg = frame(container, w, hh);
     var names = Object.keys(series), ymax = 0, i, j;
+    var legend = names.length > 1;
+    var w = legend ? 760 : 560, hh = legend ? 260 : 220, L = 56, T = 20;
+    var W = w - L - (legend ? 160 : 16), H = hh - T - 40;
+    var svg = frame(container, w, hh);
     for (i = 0; i < names.length; i++) {
       var vs = series[names[i]];
       for (j = 0; j < vs.length; j++) { if (vs[j] !== null && vs[j] > ymax) ymax = vs[j]; }
@@ -88,9 +90,11 @@
         var tt = el("title", {}, c); tt.textContent = names[i] + " @ " + labels[j] + ": " + fmt(v[j]);
       }
       if (d) el("path", {d: d, fill: "none", stroke: color, "stroke-width": 1.8, "class": "line"}, svg);
-      el("rect", {x: L + W + 12, y: T + i * 18, width: 10, height: 10, fill: color}, svg);
-      text(svg, L + W + 28, T + i * 18 + 9, names[i].length > 22 ? names[i].slice(0, 21) + "…" : names[i],
-           {"class": "legend"});
+      if (legend) {
+        el("rect", {x: L + W + 12, y: T + i * 18, width: 10, height: 10, fill: color}, svg);
+        text(svg, L + W + 28, T + i * 18 + 9, names[i].length > 22 ? names[i].slice(0, 21) + "…" : names[i],
+             {"class": "legend"});
+      }
     }
   }
   function draw() {
