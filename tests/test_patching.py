@@ -838,3 +838,24 @@ print("ok")
 ''')
     assert proc.stdout.strip() == "ok"
     assert not [r for r in recs if r["type"] == "span"]
+
+
+def test_submodule_imported_by_its_package_is_wrapped_before_the_package_binds_it(script, tmp_path):
+    """A target in ``pkg.sub`` that ``pkg/__init__`` re-exports is wrapped before the package binds the name."""
+    pkg = tmp_path / "tpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from .sub import handler\nfrom . import sub as _sub\n")
+    (pkg / "sub.py").write_text("async def handler(x):\n    return x + 1\n")
+    proc, recs = script('''
+install("targets:\\n  - {target: 'tpkg.sub:handler', kind: flow, name: handler}\\n")
+import asyncio
+import tpkg
+from tpkg.sub import handler
+assert tpkg.handler is handler is sys.modules["tpkg.sub"].handler
+assert wrappers.is_instrumented(tpkg.handler)
+assert asyncio.run(tpkg.handler(1)) == 2
+bootstrap.stop()
+print("ok")
+''')
+    assert proc.stdout.strip() == "ok"
+    assert [r["flow_name"] for r in recs if r["type"] == "flow_complete"] == ["handler"]
