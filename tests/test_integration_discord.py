@@ -291,6 +291,7 @@ class TestResponseTimes:
         flow = _flows(runs[2], "slow")[0]
         md = flow["metadata"]
         assert md["deadline_missed"] is True and md["answered"] is False and md["unknown_interaction"] is True
+        assert md["first_response_ms"] >= 3200     # the refused attempt: what the report's deadline check reads
         assert flow["status"] == "timeout" and flow["level"] == "ERROR"
         callbacks = [s for s in _spans(runs[2], kind="http", flow_id=flow["flow_id"])]
         assert callbacks and callbacks[0]["attrs"]["status"] == 404 and callbacks[0]["attrs"]["discord_code"] == 10062

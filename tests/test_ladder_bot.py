@@ -83,6 +83,7 @@ class TestLadderBot:
         missed = [f for f in _flows(records, "seasonstats") if f["metadata"].get("deadline_missed")]
         assert missed and all(f["level"] == "ERROR" for f in missed)
         assert missed[0]["metadata"].get("unknown_interaction") is True
+        assert missed[0]["metadata"]["first_response_ms"] > 3000
         assert any(f["metadata"].get("first_response_ms", 1e9) < 100 for f in _flows(records, "seasonstats"))
 
     def test_db_spans_nest_in_the_right_flow(self, run):

@@ -107,7 +107,7 @@ class _IState:
     """What we know about one interaction (ints and floats only: nothing for the GC to chase)."""
 
     __slots__ = ("id", "token", "recv_ns", "recv_wall_ms", "first_ns", "final_ns", "first_type",
-                 "responses", "unknown")
+                 "responses", "unknown", "refused_ns")
 
     def __init__(self, iid, token):
         self.id = iid
@@ -119,6 +119,7 @@ class _IState:
         self.first_type = None
         self.responses = 0
         self.unknown = 0
+        self.refused_ns = None   # when Discord refused our first response (10062: too late)
 
 
 class _FlowState:
@@ -263,6 +264,9 @@ def _response_attrs(s, st):
         _counters["answered"] += 1
     elif attrs.get("interaction_type") != "autocomplete":
         _counters["unanswered"] += 1
+        if st.refused_ns is not None:
+            # The bot did answer, too late: Discord refused it. That attempt is the first response.
+            attrs["first_response_ms"] = round((st.refused_ns - st.recv_ns) / 1e6, 3)
         waited = (perf_counter_ns() - st.recv_ns) / 1e6
         if waited > deadline:
             attrs["deadline_missed"] = True
@@ -856,6 +860,8 @@ def _response_failed(st, exc):
     code = getattr(exc, "code", None)
     if code == 10062:
         st.unknown += 1
+        if st.refused_ns is None and st.first_ns is None:
+            st.refused_ns = perf_counter_ns()
         _counters["unknown_interaction"] += 1
     elif code == 40060:
         _counters["already_acknowledged"] += 1
