@@ -64,8 +64,8 @@ OPTIONS = Obj({
                          doc="Discord's interaction deadline: a later first response is status `timeout`, level ERROR."),
     "warning_ms": Field(Float(min=0, min_exclusive=True), default=2000,
                         doc="First response later than this is logged at WARNING."),
-    "max_tracked_interactions": Field(Int(min=16), default=4096,
-                                      doc="Interactions remembered for matching late followups (oldest forgotten first)."),
+    "max_tracked_interactions": Field(Int(min=16), default=1024,
+                                      doc="In-flight interactions remembered (received, flow not finished; oldest forgotten first)."),
 }, doc="discord.py: flows per interaction / command / event / task loop, REST spans, response times.")
 
 WRAPS = [
@@ -135,7 +135,7 @@ class _FlowState:
 
 _by_id: dict = {}
 _by_token: dict = {}
-_max_tracked = 4096
+_max_tracked = 1024
 _counters = {"interactions": 0, "answered": 0, "unanswered": 0, "deadline_missed": 0, "slow_first_response": 0,
              "unknown_interaction": 0, "already_acknowledged": 0, "rest_calls": 0, "rest_429": 0,
              "ratelimit_wait_ms": 0.0}
@@ -229,8 +229,15 @@ def _end(fs, token, exc=None):
                 status, etype = _status_of(err) if isinstance(err, BaseException) else ("error", err)
                 s.status = status
                 s.error = etype
-        if fs.ist is not None:
-            _response_attrs(s, fs.ist)
+        ist = fs.ist
+        if ist is not None:
+            _response_attrs(s, ist)
+            # Done with it: only in-flight interactions stay in memory (no long-lived objects for
+            # the GC to walk). A later followup is still an http span, just not attributed.
+            if _by_id.get(ist.id) is ist:
+                del _by_id[ist.id]
+            if ist.token and _by_token.get(ist.token) is ist:
+                del _by_token[ist.token]
     except Exception as e:
         diagnostics.internal_error("discord: finishing a flow", e)
     s.finish()
@@ -336,7 +343,7 @@ def _wrap_tree_call(original):
                     focused = next((o.get("name") for o in options if o.get("focused")), None)
                     attrs["focused_option"] = focused
             _note_client(getattr(self, "client", None))
-            fs, token = _begin(f"{name} [autocomplete]" if auto else name, attrs, None if auto else _ist_of(interaction))
+            fs, token = _begin(f"{name} [autocomplete]" if auto else name, attrs, _ist_of(interaction))
         except Exception as exc:
             diagnostics.internal_error("discord: CommandTree._call", exc)
             return await original(self, interaction)
@@ -745,10 +752,16 @@ def _wrap_http_request(original):
     return request
 
 
+_hosts: dict = {}
+
+
 def _host_of(route):
     try:
-        url = route.BASE
-        return url.split("://", 1)[-1].split("/", 1)[0]
+        base = route.BASE
+        host = _hosts.get(base)
+        if host is None:
+            host = _hosts[base] = str(base).split("://", 1)[-1].split("/", 1)[0]
+        return host
     except Exception:
         return "discord.com"
 
@@ -761,11 +774,12 @@ def _wrap_json_or_text(original):
             try:
                 status = response.status
                 rest.attempts += 1
-                rest.span.attrs["status"] = status
-                if rest.statuses is None:
-                    rest.statuses = [status]
-                else:
+                attrs = rest.span.attrs
+                if rest.attempts > 1:
+                    if rest.statuses is None:
+                        rest.statuses = [attrs.get("status")]
                     rest.statuses.append(status)
+                attrs["status"] = status
                 if status == 429:
                     _counters["rest_429"] += 1
                     retry = data.get("retry_after") if isinstance(data, dict) else None
@@ -1098,7 +1112,7 @@ def patch(module, options: dict) -> None:
         _opts.update({k: f.default_value() for k, f in OPTIONS.fields.items()})
         _opts.update({k: v for k, v in (options or {}).items() if v is not None})
         _event_cache.clear()
-        _max_tracked = int(_opts.get("max_tracked_interactions", 4096))
+        _max_tracked = int(_opts.get("max_tracked_interactions", 1024))
         _generation += 1
         _generation_at_patch[0] = _generation
         _patched[0] = True
