@@ -72,10 +72,8 @@ class AlertEngine:
     def process(self, record: dict) -> dict:
         """Pipeline processor: evaluate the rules on ``record``, enqueue events, return the record unchanged."""
         try:
-            if self._pid != os.getpid():  # forked child: its own delivery thread
-                self._pid = os.getpid()
-                self._thread = None
-                self.start()
+            if self._pid != os.getpid():  # forked child: fresh locks, queue and delivery thread
+                self._after_fork()
             rtype = record.get("type")
             if rtype in ("alert", "warning", "dropped"):
                 return record
@@ -92,6 +90,16 @@ class AlertEngine:
         return record
 
     # ------------------------------------------------------------ lifecycle
+
+    def _after_fork(self):
+        # The parent's delivery thread may have held the queue's lock at fork time: never reuse it.
+        self._pid = os.getpid()
+        self._q = queue.Queue(maxsize=self._q.maxsize)
+        self._groups = {}
+        self._retries = []
+        self._stop = threading.Event()
+        self._thread = None
+        self.start()
 
     def start(self):
         if self._thread is None or not self._thread.is_alive():
