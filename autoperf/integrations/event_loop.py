@@ -174,7 +174,7 @@ def _set_running_loop_factory(original):
 
 def _handle_run_factory(original):
     now = perf_counter_ns
-    settings = _settings
+    threshold = _settings["threshold_ns"]  # set by patch() before wrapping
 
     def _run(self):
         state = _slots_get(get_ident())
@@ -187,7 +187,7 @@ def _handle_run_factory(original):
         finally:
             end = now()
             state.since = 0
-            if end - start >= settings["threshold_ns"]:
+            if end - start >= threshold:
                 _handle_blocked(state, self, start, end)
     return _run
 
@@ -343,31 +343,46 @@ def _stack_sample(tid, handle):
 
 # -- the watchdog thread -----------------------------------------------------------------------
 class _Watchdog(threading.Thread):
+    """Wakes when the next block could cross the threshold — not on a fixed fast tick: an idle
+    loop costs one wake-up per threshold; a running callback is looked at right when it crosses."""
+
     def __init__(self):
         super().__init__(name="autoperf-loop-watchdog", daemon=True)
-        self.stop_event = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stop_lock.acquire()  # released by stop(): a C-level timed wait, cheaper than an Event
+
+    def stop(self):
+        try:
+            self._stop_lock.release()
+        except RuntimeError:
+            pass
 
     def run(self):
-        wait = self.stop_event.wait
-        while not wait(self._poll_s() if _slots else 0.5):
+        wait = self._stop_lock.acquire
+        delay = 0.01
+        while not wait(timeout=delay):
             try:
-                self.check(perf_counter_ns())
+                delay = self.check(perf_counter_ns())
             except Exception as exc:
                 diagnostics.internal_error("event_loop watchdog", exc)
-
-    @staticmethod
-    def _poll_s():
-        return min(max(_settings["threshold_ns"] / 4e9, 0.005), 0.25)
+                delay = 0.5
 
     @staticmethod
     def check(now):
+        """Sample what is blocked now; return the seconds until the next possible crossing."""
         threshold = _settings["threshold_ns"]
         ongoing_after = max(1_000_000_000, 5 * threshold)
         interval_ns = int(_settings["interval_s"] * 1e9)
+        if not _slots:
+            return 0.5
+        next_at = now + threshold
         for tid, state in list(_slots.items()):
             if state.handles:
                 since = state.since
-                if not since or now - since < threshold:
+                if not since:
+                    continue
+                if now - since < threshold:
+                    next_at = min(next_at, since + threshold)
                     continue
                 handle = state.handle
                 if state.sampled != since:
@@ -375,14 +390,22 @@ class _Watchdog(threading.Thread):
                     if state.since != since:
                         continue  # it ended while we looked: the callback reports it
                     state.sample, state.sampled = sample, since
-                if now - since >= ongoing_after and state.ongoing_reported != since:
-                    state.ongoing_reported = since
-                    _emit_blocked((now - since) / 1e6, state.sample, handle, ongoing=True)
+                if state.ongoing_reported != since:
+                    if now - since >= ongoing_after:
+                        state.ongoing_reported = since
+                        _emit_blocked((now - since) / 1e6, state.sample, handle, ongoing=True)
+                    else:
+                        next_at = min(next_at, since + ongoing_after)
             else:
                 beat = state.heartbeat
-                if beat and now - beat >= interval_ns + threshold and state.hb_sampled != beat:
-                    sample = _stack_sample(tid, None)
-                    state.sample, state.hb_sampled = sample, beat
+                if not beat or state.hb_sampled == beat:
+                    continue
+                due = beat + interval_ns + threshold
+                if now >= due:
+                    state.sample, state.hb_sampled = _stack_sample(tid, None), beat
+                else:
+                    next_at = min(next_at, due)
+        return min(max((next_at - now) / 1e9, 0.002), 0.5)
 
 
 def _ensure_watchdog():
@@ -397,7 +420,7 @@ def _stop_watchdog():
     global _watchdog
     dog, _watchdog = _watchdog, None
     if dog is not None:
-        dog.stop_event.set()
+        dog.stop()
         if dog is not threading.current_thread():
             dog.join(timeout=2)
 
