@@ -53,6 +53,15 @@ def main():
                                 max_buffer_records=200000, rollup=False)
             sink.write(make_records(10, day="2025-01-19"))   # connect + migrate outside the timing
             assert sink.sync(30)
+            backend = None
+            try:
+                import psutil
+
+                backend = psutil.Process(sink._conn.get_server_pid())   # the PostgreSQL backend (local)
+                be0 = sum(backend.cpu_times()[:2])
+            except Exception:  # noqa: BLE001 - remote server or no permission: skip the breakdown
+                backend = None
+            me0 = sum(os.times()[:2])
             t0 = time.perf_counter()
             for i in range(0, len(recs), a.chunk):
                 while sink.stats()["queued"] > 150000:       # the pipeline would drop here; we wait
@@ -60,6 +69,8 @@ def main():
                 sink.write(recs[i:i + a.chunk])
             ok = sink.sync(300)
             elapsed = time.perf_counter() - t0
+            me_cpu = sum(os.times()[:2]) - me0
+            be_cpu = sum(backend.cpu_times()[:2]) - be0 if backend is not None else None
             st = sink.stats()
             sink.close()
 
@@ -75,6 +86,15 @@ def main():
     rate = a.records / elapsed
     print(f"bench_store: {a.records} records in {elapsed:.2f} s -> {rate:,.0f} records/s "
           f"(batch {a.batch}, synced={ok}, rows={rows}, dropped={st.get('dropped', 0)}, spilled={st.get('spilled', 0)})")
+    per = 1e6 / a.records
+    line = f"  cpu per record: python (sink + producer) {me_cpu * per:.1f} us"
+    if be_cpu is not None:
+        line += f", postgres backend {be_cpu * per:.1f} us"
+    try:
+        line += f"; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus"
+    except OSError:
+        pass
+    print(line)
     return 0 if ok and rows == a.records + 10 else 1
 
 
