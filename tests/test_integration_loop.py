@@ -168,6 +168,52 @@ class TestLagMonitor:
         assert event_loop.lag_stats()["max"] < 60
 
 
+async def worker_main():
+    await asyncio.sleep(0.01)
+    time.sleep(0.25)  # WORKER BLOCKS
+
+
+def run_loop_in_worker():
+    asyncio.run(worker_main())
+    return os.getpid()
+
+
+class TestForkedWorker:
+    @pytest.mark.timeout(60)
+    def test_loop_in_a_worker_forked_from_a_running_loop(self, loop_patched, tmp_path):
+        """A worker forked from inside a loop callback watches its own loop: one record, the worker's line, the job's flow."""
+        import concurrent.futures
+        import concurrent.futures.process
+        import glob
+        import multiprocessing
+
+        import orjson
+
+        from autoperf import bootstrap
+
+        async def submit():
+            with spans.span("parse_replay", "flow") as flow:
+                ex = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+                pid = await asyncio.get_running_loop().run_in_executor(ex, run_loop_in_worker)
+                ex.shutdown(wait=True)
+            return flow, pid
+
+        assert integrations.patch("process_pool", concurrent.futures.process, {})
+        try:
+            with capture_records() as records:
+                flow, pid = asyncio.run(submit())
+        finally:
+            integrations.unpatch("process_pool")
+        assert blocked(records) == []  # nothing blocked the parent's loop
+        found = []
+        for name in glob.glob(os.path.join(os.path.dirname(bootstrap.log_path()), "performance_*.log")):
+            with open(name, "rb") as fh:
+                found += [r for r in map(orjson.loads, fh) if r.get("type") == "loop_blocked" and r["pid"] == pid]
+        (rec,) = found
+        assert rec["location"].endswith(line_of(worker_main, "# WORKER BLOCKS"))
+        assert rec["flow_id"] == f"{flow.span_id:016x}"
+
+
 UVLOOP_SCRIPT = """
 import asyncio, json, time
 from autoperf import bootstrap, integrations, pipeline, spans

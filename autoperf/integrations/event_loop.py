@@ -408,6 +408,17 @@ class _Watchdog(threading.Thread):
         return min(max((next_at - now) / 1e9, 0.002), 0.5)
 
 
+def _after_fork_in_child():
+    # The child has one thread and no running loop of ours; a loop it starts is watched afresh.
+    global _watchdog
+    _slots.clear()
+    _keep.clear()
+    _watchdog = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _ensure_watchdog():
     global _watchdog
     if _watchdog is not None and _watchdog.is_alive():

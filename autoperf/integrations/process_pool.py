@@ -74,6 +74,9 @@ def _flush():
         diagnostics.internal_error("process_pool worker flush", exc)
 
 
+os.register_at_fork(after_in_child=_inflight.clear)  # the parent's jobs are not the child's
+
+
 # -- the worker side ------------------------------------------------------------------------
 class _Outcome:
     """What a job sends back: the real result plus its timings in the worker."""
