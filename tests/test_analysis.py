@@ -500,3 +500,18 @@ def test_parallel_ranges_equal_single_pass(tmp_path):
                               range_bytes=100_000)
     assert agg.all_cmds.count == sum(1 for r in recs if r["type"] == "flow_complete"
                                      and "2025-01-20T00:00:10" <= r["timestamp"] < "2025-01-20T00:00:20")
+
+
+def test_overlong_garbage_line_is_bounded_and_counted(tmp_path, monkeypatch):
+    from autoperf.analysis import reader
+    from autoperf.analysis.parallel import aggregate_files
+    monkeypatch.setattr(reader, "MAX_LINE", 5000)
+    recs = flows("a", [1.0, 2.0, 3.0])
+    good = b"".join(orjson.dumps(r) + b"\n" for r in recs)
+    p = tmp_path / "g.log"
+    p.write_bytes(good + b"x" * 50_000 + b"\n" + good + b"y" * 30_000)
+    rd = read_records(str(p))
+    assert sum(1 for _ in rd) == 2 * len(recs) and rd.skipped == 2
+    for rb in (7_000, 20_000, 10 ** 9):
+        agg, st = aggregate_files([str(p)], jobs=1 if rb == 10 ** 9 else 2, range_bytes=rb)
+        assert st["records"] == 2 * len(recs) and st["skipped_lines"] == 2, (rb, st)

@@ -36,39 +36,55 @@ def plan_ranges(paths, range_bytes: int = RANGE_BYTES):
 
 
 def _range_lines(path, start, end, chunk=1 << 20):
-    """Lines that start in [start, end) (end None = to EOF)."""
+    """Lines that start in [start, end) (end None = to EOF). Memory stays bounded: a "line" longer than
+    ``reader.MAX_LINE`` is yielded as one undecodable marker (counted as skipped) and dropped."""
+    from .reader import MAX_LINE
     if path.endswith(".gz"):
         import gzip
         f = gzip.open(path, "rb")
     else:
         f = open(path, "rb")
     with f:
-        pos = start
-        if start > 0:
+        buf_pos = start
+        discarding = False
+        if start > 0:                       # the line straddling `start` belongs to the previous range
             f.seek(start - 1)
-            f.readline()                    # the line straddling `start` belongs to the previous range
-            pos = f.tell()
-        tail = b""
-        tail_pos = pos
+            buf_pos = start - 1
+            discarding = True
+        buf = b""
         while True:
-            if end is not None and tail_pos >= end and not tail:
-                return
             b = f.read(chunk)
             if not b:
-                if tail and (end is None or tail_pos < end):
-                    yield tail
+                if buf and not discarding and (end is None or buf_pos < end):
+                    yield buf
                 return
-            data = tail + b if tail else b
-            base = tail_pos
+            if discarding:
+                nl = b.find(b"\n")
+                if nl < 0:
+                    buf_pos += len(b)
+                    continue
+                buf_pos += nl + 1
+                b = b[nl + 1:]
+                discarding = False
+                if end is not None and buf_pos >= end:
+                    return
+            data = buf + b if buf else b
             parts = data.split(b"\n")
-            tail = parts.pop()
-            off = base
+            buf = parts.pop()
+            off = buf_pos
             for line in parts:
                 if end is not None and off >= end:
                     return
                 yield line
                 off += len(line) + 1
-            tail_pos = off
+            buf_pos = off
+            if end is not None and buf_pos >= end:
+                return                      # the unfinished line starts in the next range
+            if len(buf) > MAX_LINE:
+                yield b"\x00"               # one bad line (fails to decode -> counted as skipped)
+                buf_pos += len(buf)
+                buf = b""
+                discarding = True
 
 
 def _work(task):

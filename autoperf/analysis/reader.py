@@ -16,6 +16,7 @@ import orjson
 __all__ = ["read_records", "RecordReader", "expand_inputs", "iter_records_from_pg", "to_ts", "parse_time"]
 
 _CHUNK = 1 << 20
+MAX_LINE = 16 << 20        # a "line" longer than this is garbage (skipped, counted) — keeps memory bounded
 _DATE_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
 
@@ -152,14 +153,25 @@ class RecordReader:
         for p in paths:
             self.files_read.append(p)
             tail = b""
+            discarding = False
             try:
                 for chunk in self._chunks(p):
                     done += len(chunk)
                     self.bytes_read += len(chunk)
+                    if discarding:            # inside an over-long line: drop up to its end
+                        nl = chunk.find(b"\n")
+                        if nl < 0:
+                            continue
+                        chunk = chunk[nl + 1:]
+                        discarding = False
                     if tail:
                         chunk = tail + chunk
                     parts = chunk.split(b"\n")
                     tail = parts.pop()
+                    if len(tail) > MAX_LINE:      # no newline for 16 MiB: garbage, count it once
+                        self.skipped += 1
+                        tail = b""
+                        discarding = True
                     yield from parts
                     if progress is not None and done >= next_report:
                         next_report = done + (8 << 20)
