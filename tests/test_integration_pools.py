@@ -300,6 +300,27 @@ class TestMultiprocessingPool:
             pool.join()
 
 
+    def test_unpatch_with_jobs_in_flight_still_returns_original_results(self, log_dir):
+        """Unpatching while a job runs still hands back its original result; a later unpatch restores everything."""
+        apply_set = multiprocessing.pool.ApplyResult._set
+        apply_async = multiprocessing.pool.Pool.apply_async
+        assert integrations.patch("process_pool", multiprocessing.pool, {})
+        pool = multiprocessing.get_context("fork").Pool(1)
+        try:
+            running = pool.apply_async(sleep_then_pid, (0.3,))
+            integrations.unpatch("process_pool")
+            assert multiprocessing.pool.Pool.apply_async is apply_async
+            assert type(running.get(timeout=60)) is int
+            assert pool.apply(make_point, (1,)) == Point(1, -1)
+        finally:
+            pool.close()
+            pool.join()
+        assert not process_pool._inflight
+        assert integrations.patch("process_pool", multiprocessing.pool, {})
+        integrations.unpatch("process_pool")
+        assert multiprocessing.pool.ApplyResult._set is apply_set
+
+
 # -- thread pools --------------------------------------------------------------------------------
 request_id: contextvars.ContextVar = contextvars.ContextVar("request_id", default=None)
 

@@ -285,8 +285,8 @@ def _task_generation_factory(original):
         name = None
         for task in tasks:
             result_job, i, func, args, kwds = task
-            if func is reraise:
-                yield task
+            if func is reraise or not _pool_patched[0]:
+                yield task  # (unpatched meanwhile: tasks made from now on run unwrapped)
                 continue
             if name is None:
                 name = job_name(args[0][0] if func in star else func)
@@ -345,15 +345,30 @@ def _wraps_for(module):
     return WRAPS[name]
 
 
+#: ``[True]`` while multiprocessing.pool is patched (read by task generators already running).
+_pool_patched = [False]
+_RESULT_SIDE = {"ApplyResult._set", "MapResult._set", "IMapIterator._set", "IMapUnorderedIterator._set"}
+
+
 def patch(module, options):
     """Patch ``concurrent.futures.process`` or ``multiprocessing.pool`` (whichever is given)."""
-    for mod, qualname in _wraps_for(module):
+    wraps = _wraps_for(module)
+    for mod, qualname in wraps:
         owner, attr = base.resolve(mod, qualname)
         base.wrap(owner, attr, FACTORIES[qualname], keep_metadata=not isinstance(getattr(owner, attr), type))
+    if wraps is WRAPS[POOL_MODULE]:
+        _pool_patched[0] = True
 
 
 def unpatch(module):
-    base.unwrap_all(_wraps_for(module))
+    wraps = _wraps_for(module)
+    if wraps is WRAPS[POOL_MODULE]:
+        _pool_patched[0] = False
+        if _inflight:
+            # DEV: jobs already sent still come back as _Outcome: keep the result side wrapped
+            # (it passes anything else through) until a later unpatch finds nothing in flight.
+            wraps = [w for w in wraps if w[1] not in _RESULT_SIDE]
+    base.unwrap_all(wraps)
 
 
 # -- metrics for the resource sampler --------------------------------------------------------
