@@ -17,11 +17,16 @@ def _parameters(fn):
         return None
 
 
-def _getter(params, root):
-    """A function ``(args, kwargs) -> value | _MISSING`` for a capture root."""
-    if root == "args":
+def _getter(params, root, indexed=True):
+    """A function ``(args, kwargs) -> value | _MISSING`` for a capture root.
+
+    ``args[N]`` / ``kwargs['k']`` (``indexed``) read the call's arguments; a bare ``args`` or
+    ``kwargs`` is the parameter of that name when the function has one (``def f(self, *args)``).
+    """
+    named = params is not None and any(p.name == root for p in params)
+    if root == "args" and (indexed or not named):
         return lambda args, kwargs: args
-    if root == "kwargs":
+    if root == "kwargs" and (indexed or not named):
         return lambda args, kwargs: kwargs
     if params is None:
         return None
@@ -62,7 +67,7 @@ def build_hooks(spec, fn, bound=False):
                 span.set(key, path.evaluate({}, result))
             return_hooks.append(on_return)
             continue
-        get = _getter(params, root)
+        get = _getter(params, root, indexed=path.root_index is not None)
         if get is None:
             diagnostics.warn_once("capture_failed",
                                   f"target {spec.target!r}: capture {key}: no parameter named {root!r}",
