@@ -616,6 +616,19 @@ class Repo:
     assert records.warnings("capture_failed") == []
 
 
+def test_capture_of_a_parameter_named_args(make_module, patch, records):
+    """A bare ``args``/``kwargs`` capture is the parameter of that name; ``args[N]`` is the call's N-th argument."""
+    mod = make_module("argsname_mod", '''
+class Conn:
+    async def execute(self, query, *args, **kwargs):
+        return "OK"
+''')
+    patch(mod, _yaml({"target": "argsname_mod:Conn.execute", "name": "execute",
+                      "capture": {"n": "len(args)", "k": "len(kwargs)", "q": "args[1]"}}))
+    assert asyncio.run(mod.Conn().execute("SELECT $1, $2", 1, 2, timeout=3)) == "OK"
+    assert records.one_span("execute")["attrs"] == {"n": 2, "k": 1, "q": "SELECT $1, $2"}
+
+
 def test_failing_capture_warns_once_and_changes_nothing(make_module, patch, records):
     """A capture that raises gives one capture_failed warning; the return value is unchanged."""
     mod = make_module("handler_mod2", HANDLER)
