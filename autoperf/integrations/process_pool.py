@@ -35,6 +35,7 @@ import weakref
 from time import perf_counter_ns
 
 from autoperf import diagnostics, pipeline, spans
+from autoperf.config.schema import Obj
 from autoperf.integrations import base
 from autoperf.integrations.thread_pool import job_name, trim_own_frame
 
@@ -43,6 +44,7 @@ MODULE = "concurrent.futures.process"
 POOL_MODULE = "multiprocessing.pool"
 REQUIRES = None
 DEFAULT_ENABLED = True
+OPTIONS = Obj({}, doc="Process-pool jobs (ProcessPoolExecutor, multiprocessing.Pool) as job spans.")
 
 #: The one list of what is wrapped, per target module (patch and unpatch both read it).
 WRAPS = {

@@ -20,12 +20,14 @@ import sys
 from time import perf_counter_ns
 
 from autoperf import spans
+from autoperf.config.schema import Obj
 from autoperf.integrations import base
 
 NAME = "thread_pool"
 MODULE = "concurrent.futures.thread"
 REQUIRES = None
 DEFAULT_ENABLED = True
+OPTIONS = Obj({}, doc="Thread-pool jobs (run_in_executor, to_thread, submit) as job spans.")
 WRAPS = [("concurrent.futures.thread", "ThreadPoolExecutor.submit")]
 
 _Span = spans.Span
