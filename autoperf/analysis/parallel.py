@@ -13,10 +13,11 @@ import sys
 
 __all__ = ["aggregate_files", "plan_ranges"]
 
-RANGE_BYTES = 64 << 20
+RANGE_BYTES = None      # default: one contiguous span of bytes per worker
 
 
-def plan_ranges(paths, range_bytes: int = RANGE_BYTES):
+def plan_ranges(paths, range_bytes: int = 64 << 20):
+    """(path, start, end) pieces of at most ``range_bytes`` (``.gz`` files whole; end None = EOF)."""
     out = []
     for p in paths:
         try:
@@ -33,6 +34,39 @@ def plan_ranges(paths, range_bytes: int = RANGE_BYTES):
             out.append((p, start, end if end < size else None))
             start = end
     return out
+
+
+def plan_spans(paths, n_spans: int):
+    """Cut the concatenation of ``paths`` (in order) into ``n_spans`` contiguous spans of about equal size.
+    Each span is a list of (path, start, end) ranges; ``.gz`` files are never cut."""
+    sizes = []
+    for p in paths:
+        try:
+            sizes.append(os.path.getsize(p))
+        except OSError:
+            sizes.append(0)
+    total = sum(sizes) or 1
+    target = total / max(1, n_spans)
+    spans, cur, filled = [], [], 0.0
+    for p, size in zip(paths, sizes):
+        start = 0
+        while True:
+            room = target - filled
+            rest = size - start
+            if p.endswith(".gz") or rest <= room or len(spans) == n_spans - 1:
+                cur.append((p, start, None))
+                filled += rest
+                break
+            cut = start + max(1, int(room))
+            cur.append((p, start, cut))
+            spans.append(cur)
+            cur, filled, start = [], 0.0, cut
+        if filled >= target and len(spans) < n_spans - 1:
+            spans.append(cur)
+            cur, filled = [], 0.0
+    if cur:
+        spans.append(cur)
+    return spans
 
 
 def _range_lines(path, start, end, chunk=1 << 20):
@@ -88,13 +122,13 @@ def _range_lines(path, start, end, chunk=1 << 20):
 
 
 def _work(task):
-    (ranges, since, until, agg_kwargs) = task
+    (ranges, since, until, agg_kwargs, first) = task
     import orjson
 
     from .aggregate import Aggregator
     from .reader import to_ts
     kw = dict(agg_kwargs)
-    if ranges and ranges[0][1] > 0:
+    if not first:            # flows may have begun in the previous span (or the previous day's file)
         kw.setdefault("defer_head", 5000)
     agg = Aggregator(**kw)
     add = agg.add
@@ -127,44 +161,56 @@ def _work(task):
 
 
 def aggregate_files(paths, since=None, until=None, jobs: int | None = None, agg_kwargs: dict | None = None,
-                    progress=None, range_bytes: int = RANGE_BYTES):
-    """Aggregate ``paths`` with ``jobs`` processes. Returns ``(Aggregator, stats)``."""
+                    progress=None, range_bytes: int | None = RANGE_BYTES):
+    """Aggregate ``paths`` with ``jobs`` processes. Returns ``(Aggregator, stats)``.
+
+    The inputs (in order) are cut into ``jobs`` contiguous spans (or spans of ``range_bytes``), each
+    aggregated by one worker; the partial aggregates are merged in input order as they arrive, so at
+    most a few are held at once.
+    """
+    from .aggregate import Aggregator
     from .reader import _file_may_overlap, to_ts
     agg_kwargs = dict(agg_kwargs or {})
     s, u = to_ts(since), to_ts(until)
     paths = [p for p in paths if _file_may_overlap(p, s, u)]
-    ranges = plan_ranges(paths, range_bytes)
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(ranges) or 1))
+    jobs = max(1, jobs or os.cpu_count() or 1)
     total = sum(os.path.getsize(p) for p in paths if os.path.exists(p))
-    from .aggregate import Aggregator
+    n_spans = jobs if not range_bytes else max(jobs, -(-total // range_bytes))
+    spans = plan_spans(paths, n_spans) if paths else []
+    jobs = max(1, min(jobs, len(spans)))
+    tasks = [(sp, s, u, agg_kwargs, i == 0) for i, sp in enumerate(spans)]
+    merged = Aggregator(**agg_kwargs)
+    stats = {"files": len(paths), "lines": 0, "records": 0, "skipped_lines": 0, "filtered": 0, "bytes": 0,
+             "jobs": jobs, "spans": len(spans)}
+
+    def fold(res):
+        agg, st = res
+        merged.merge(agg)
+        for k in ("lines", "records", "skipped_lines", "filtered", "bytes"):
+            stats[k] += st[k]
+        if progress is not None:
+            try:
+                progress(min(stats["bytes"], total), total)
+            except Exception:
+                pass
+
     if jobs == 1:
-        agg, st = _work((ranges, s, u, agg_kwargs))
-        results = [(agg, st)]
+        for t in tasks:
+            fold(_work(t))
     else:
         import concurrent.futures as cf
         import multiprocessing as mp
         import threading
         ctx = mp.get_context("fork" if sys.platform.startswith("linux") and threading.active_count() == 1
                              else "spawn")
-        tasks = [([r], s, u, agg_kwargs) for r in ranges]
-        results = [None] * len(tasks)
-        done_bytes = 0
+        waiting: dict = {}
+        nxt = 0
         with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
             futs = {ex.submit(_work, t): i for i, t in enumerate(tasks)}
             for fut in cf.as_completed(futs):
-                results[futs[fut]] = fut.result()
-                done_bytes += results[futs[fut]][1]["bytes"]
-                if progress is not None:
-                    try:
-                        progress(min(done_bytes, total), total)
-                    except Exception:
-                        pass
-    merged = Aggregator(**agg_kwargs)
-    stats = {"files": len(paths), "lines": 0, "records": 0, "skipped_lines": 0, "filtered": 0, "bytes": 0,
-             "jobs": jobs, "ranges": len(ranges)}
-    for agg, st in results:          # in file order, so flows keep their time order across ranges
-        merged.merge(agg)
-        for k in ("lines", "records", "skipped_lines", "filtered", "bytes"):
-            stats[k] += st[k]
+                waiting[futs[fut]] = fut.result()
+                while nxt in waiting:          # merge in input order: boundary flows re-join correctly
+                    fold(waiting.pop(nxt))
+                    nxt += 1
     merged.flush_open()
     return merged, stats
