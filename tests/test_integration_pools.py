@@ -300,6 +300,20 @@ class TestMultiprocessingPool:
             pool.join()
 
 
+    def test_thread_pool_flavour_runs_in_process(self, mp_pool_patched):
+        """``multiprocessing.pool.ThreadPool`` jobs are recorded as thread jobs with spans inside hanging under them."""
+        with capture_records() as records:
+            with spans.span("cmd", "flow") as flow:
+                with multiprocessing.pool.ThreadPool(2) as pool:
+                    assert pool.map(work, [1, 2]) == [2, 4]
+        found = jobs(records)
+        assert len(found) == 2
+        assert {j["attrs"]["executor"] for j in found} == {"thread"}
+        assert {j["attrs"]["worker_pid"] for j in found} == {os.getpid()}
+        inner = spans_by_name(records)["inner"]
+        assert {r["parent_id"] for r in inner} == {j["span_id"] for j in found}
+        assert {r["flow_id"] for r in inner} == {f"{flow.span_id:016x}"}
+
     def test_unpatch_with_jobs_in_flight_still_returns_original_results(self, log_dir):
         """Unpatching while a job runs still hands back its original result; a later unpatch restores everything."""
         apply_set = multiprocessing.pool.ApplyResult._set

@@ -115,22 +115,24 @@ def _init_worker():
 class _Job:
     """The picklable callable a pool really runs: ``fn`` under the job span's id, timed."""
 
-    __slots__ = ("fn", "ref", "span")
+    __slots__ = ("fn", "ref", "span", "remote")
 
-    def __init__(self, fn, ref, span=None):
+    def __init__(self, fn, ref, span=None, remote=False):
         self.fn = fn
         self.ref = ref
         self.span = span  # parent process only; never pickled
+        self.remote = remote  # True once unpickled in a worker process
 
     def __reduce__(self):
-        return _Job, (self.fn, self.ref)
+        return _remote_job, (self.fn, self.ref)
 
     def __repr__(self):
         return repr(self.fn)
 
     def __call__(self, *args, **kwargs):
         start = perf_counter_ns()
-        if _worker_pid != os.getpid():
+        remote = self.remote
+        if remote and _worker_pid != os.getpid():
             _init_worker()
         ref = self.ref
         stand_in = _Span("job", "job", None, ref)
@@ -142,19 +144,24 @@ class _Job:
             end = perf_counter_ns()
             _reset_current(token)
             try:
-                setattr(exc, _OUTCOME_ATTR, _Outcome(None, ref.span_id, start, end, _worker_pid,
+                setattr(exc, _OUTCOME_ATTR, _Outcome(None, ref.span_id, start, end, os.getpid(),
                                                      stand_in.attrs))
             except Exception:
                 pass  # an exception type without __dict__: the parent records it without timings
-            if _BUFFER:
+            if remote and _BUFFER:
                 _flush()
             trim_own_frame(exc, sys._getframe())
             raise
         end = perf_counter_ns()
         _reset_current(token)
-        if _BUFFER:
+        if remote and _BUFFER:
             _flush()  # spans made in the worker reach the file even if the worker is killed next
-        return _Outcome(result, ref.span_id, start, end, _worker_pid, stand_in.attrs)
+        return _Outcome(result, ref.span_id, start, end, os.getpid(), stand_in.attrs)
+
+
+def _remote_job(fn, ref):
+    """Unpickling a job (in a worker process)."""
+    return _Job(fn, ref, None, True)
 
 
 # -- the parent side ------------------------------------------------------------------------
@@ -186,8 +193,13 @@ def _finish(span, outcome, exc=None, cancelled=False):
         diagnostics.internal_error("process_pool finish", err)
 
 
-def _new_span(fn, parent=spans.CURRENT):
-    return spans.start_detached(job_name(fn), "job", {"executor": "process"}, parent=parent)
+def _new_span(fn, executor="process"):
+    return spans.start_detached(job_name(fn), "job", {"executor": executor})
+
+
+def _executor_kind(pool):
+    # multiprocessing.pool.ThreadPool (multiprocessing.dummy) is a Pool of threads
+    return "thread" if type(pool).__name__ == "ThreadPool" else "process"
 
 
 # ProcessPoolExecutor ------------------------------------------------------------------------
@@ -268,7 +280,7 @@ def _apply_async_factory(original):
     def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):  # noqa: B006 - mirrors Pool
         if self not in _pools:
             _pools.add(self)
-        span = _new_span(func)
+        span = _new_span(func, _executor_kind(self))
         _track(span, self)
         try:
             return original(self, _Job(func, span.ref()), args, kwds, callback, error_callback)
@@ -285,6 +297,7 @@ def _task_generation_factory(original):
 
     def _jobs(pool, tasks, parent, submit_ns):
         name = None
+        executor = _executor_kind(pool)
         for task in tasks:
             result_job, i, func, args, kwds = task
             if func is reraise or not _pool_patched[0]:
@@ -292,7 +305,7 @@ def _task_generation_factory(original):
                 continue
             if name is None:
                 name = job_name(args[0][0] if func in star else func)
-            span = _Span(name, "job", {"executor": "process"}, parent)
+            span = _Span(name, "job", {"executor": executor}, parent)
             span.start_ns = submit_ns
             _track(span, pool)
             yield result_job, i, _Job(func, span.ref()), args, kwds
