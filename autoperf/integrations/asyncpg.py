@@ -126,6 +126,10 @@ class _Settings:
         e = opts.get("explain_threshold_ms")
         self.explain_ms = None if e is None else float(e)
 
+    def key(self):
+        return (self.slow_ms, tuple(sorted(self.overrides.items())), self.max_length, self.explain,
+                self.explain_ms)
+
 
 class _Info:
     """What every span of one query text shares (computed once per distinct text)."""
@@ -382,11 +386,13 @@ _FACTORIES = {
 
 # -- patch / unpatch ---------------------------------------------------------------------------
 def configure(options: dict) -> None:
-    """Apply options (also used by ``patch``); resets the per-query caches."""
+    """Apply options (also used by ``patch``); the per-query caches are kept if nothing changed."""
     global _settings
-    _settings = _Settings(options)
-    _infos.clear()
-    _sites.clear()
+    new = _Settings(options)
+    if new.key() != _settings.key():
+        _infos.clear()
+        _sites.clear()
+    _settings = new
 
 
 def patch(module, options: dict) -> None:
@@ -404,7 +410,6 @@ def patch(module, options: dict) -> None:
 
 def unpatch(module) -> None:
     base.unwrap_all(WRAPS)
-    _infos.clear()
 
 
 # -- pools ---------------------------------------------------------------------------------------
