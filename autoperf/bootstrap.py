@@ -48,31 +48,45 @@ def log_path():
 
 # -- the pipeline alone (manual API without ``autoperf run``) ---------------------------------
 def ensure_pipeline(log_dir=None, console=None, data=None):
-    """Start the writer with a file sink, once. Used by the manual API and by install()."""
-    global _pipeline_ready, _file_sink, _console_sink
-    if _pipeline_ready:
-        return
+    """Start the writer with a file sink, once. Used by the manual API and by install().
+
+    Called again with a config (``install`` after the manual API already started it), the
+    config's log settings replace the defaults.
+    """
+    global _pipeline_ready
     with _lock:
-        if _pipeline_ready:
+        if _pipeline_ready and data is None:
             return
-        data = data or {}
-        log = data.get("log") or {}
-        pipeline.configure(records.Settings.from_config(data), log.get("buffer_records"),
-                           log.get("flush_interval_ms"))
-        directory = log_dir or os.environ.get(ENV_LOG_DIR) or log.get("dir") or "logs"
-        _file_sink = sinks.JsonLinesFile(directory, min_level=log.get("file_level", "TRACE"))
+        _apply_log_settings(data or {}, log_dir, console)
+        if not _pipeline_ready:
+            _hook("asyncio", _on_asyncio)
+            _hook("multiprocessing.util", pipeline.register_mp_finalizer)
+            _flush_before_os_exit()
+            pipeline.ensure_started()
+            _pipeline_ready = True
+
+
+def _apply_log_settings(data, log_dir, console):
+    global _file_sink, _console_sink
+    log = data.get("log") or {}
+    pipeline.configure(records.Settings.from_config(data), log.get("buffer_records"),
+                       log.get("flush_interval_ms"))
+    directory = os.path.abspath(log_dir or os.environ.get(ENV_LOG_DIR) or log.get("dir") or "logs")
+    file_level = log.get("file_level", "TRACE")
+    if _file_sink is None or _file_sink.directory != directory or _file_sink.level_name != file_level:
+        if _file_sink is not None:
+            pipeline.remove_sink(_file_sink)
+            _file_sink.close()
+        _file_sink = sinks.JsonLinesFile(directory, min_level=file_level)
         pipeline.add_sink(_file_sink)
-        if console is None:
-            setting = os.environ.get(ENV_CONSOLE, log.get("console", "auto"))
-            console = _console_wanted(setting)
-        if console:
-            _console_sink = sinks.Console(log.get("console_level", "INFO"))
-            pipeline.add_sink(_console_sink)
-        _hook("asyncio", _on_asyncio)
-        _hook("multiprocessing.util", pipeline.register_mp_finalizer)
-        _flush_before_os_exit()
-        pipeline.ensure_started()
-        _pipeline_ready = True
+    if console is None:
+        console = _console_wanted(os.environ.get(ENV_CONSOLE, log.get("console", "auto")))
+    if _console_sink is not None:
+        pipeline.remove_sink(_console_sink)
+        _console_sink = None
+    if console:
+        _console_sink = sinks.Console(log.get("console_level", "INFO"))
+        pipeline.add_sink(_console_sink)
 
 
 def _flush_before_os_exit():
@@ -263,6 +277,10 @@ def _install_sigterm():
 
 
 def _on_sigterm(signum, frame):
+    if pipeline.draining_in_this_thread():
+        # The signal interrupted a flush on this thread: finishing that batch comes first.
+        pipeline.after_drain(lambda: _on_sigterm(signum, frame))
+        return
     try:
         stop()
     finally:

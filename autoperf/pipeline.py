@@ -177,11 +177,51 @@ def _process_once():
     return len(items)
 
 
+_drain_owner = None   # ident of the thread inside a drain, if any
+_deferred: list = []  # callbacks a signal handler postponed until the drain it interrupted ends
+
+
+class _Draining:
+    """Hold the drain lock; remember which thread drains so a signal handler can tell."""
+
+    _outer: list = []  # a stack: the lock is re-entrant, drains nest on one thread
+
+    def __enter__(self):
+        global _drain_owner
+        _process_lock.acquire()
+        self._outer.append(_drain_owner)
+        _drain_owner = threading.get_ident()
+
+    def __exit__(self, *exc):
+        global _drain_owner
+        outer = _drain_owner = self._outer.pop()
+        _process_lock.release()
+        if outer is None and _deferred:
+            callbacks = _deferred[:]
+            del _deferred[:]
+            for callback in callbacks:
+                callback()
+        return False
+
+
+_draining = _Draining()
+
+
+def draining_in_this_thread() -> bool:
+    """True inside a drain on this thread (a signal handler interrupted it)."""
+    return _drain_owner == threading.get_ident()
+
+
+def after_drain(callback):
+    """Run ``callback`` once the drain this thread is in has finished (signal handlers)."""
+    _deferred.append(callback)
+
+
 def _run_writer():
     while True:
         _wake.wait(_flush_interval)
         _wake.clear()
-        with _process_lock:
+        with _draining:
             try:
                 n = _process_once()
                 if n == 0 or len(BUFFER) < high_water[0]:
@@ -206,7 +246,7 @@ def ensure_started():
 
 def flush():
     """Process everything buffered so far and flush the sinks (any thread)."""
-    with _process_lock:
+    with _draining:
         while True:
             if not _process_once():
                 break
@@ -219,7 +259,7 @@ def shutdown():
     try:
         flush()
     finally:
-        with _process_lock:
+        with _draining:
             for sink in list(_sinks):
                 _call_quietly(sink, "close")
             _sinks.clear()
@@ -283,6 +323,9 @@ def _after_fork_child():
     _process_lock = threading.RLock()
     _state_lock = threading.Lock()
     # The parent writes what it buffered; the child starts empty with a fresh writer.
+    global _drain_owner
+    _drain_owner = None
+    _Draining._outer.clear()
     BUFFER.clear()
     _dropped, _dropped_since_ns = 0, None
     _pid = os.getpid()

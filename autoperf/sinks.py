@@ -29,6 +29,7 @@ class JsonLinesFile:
     def __init__(self, directory, prefix="performance_", min_level="TRACE"):
         self.directory = os.path.abspath(os.fspath(directory))
         self.prefix = prefix
+        self.level_name = min_level
         self.min_level = LEVELS.get(min_level, 0)
         self._fd = None
         self._day = None
