@@ -114,6 +114,24 @@ def test_record_to_row_mapping():
     assert rec["timestamp"].endswith("Z") and row["id"] == db.record_id(rec)   # stamped, then hashed stably
 
 
+def test_big_batches_split_across_connections(pg_db, tmp_path):
+    """With 3 connections, 5000-record batches are inserted in parallel parts: every record lands once."""
+    recs = [span(i) for i in range(20000)]
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=5000, flush_interval_ms=50, connections=3)
+    try:
+        sink.write(recs)
+        sink.write(recs[:5000])                       # a whole batch of duplicates
+        assert sink.sync(60)
+        assert len(sink._extra) == 2
+        backends = q(pg_db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'autoperf-sink' "
+                            "AND datname = current_database()")[0][0]
+    finally:
+        sink.close()
+    assert backends == 3
+    assert q(pg_db, "SELECT count(*), count(DISTINCT id) FROM performance_metrics")[0][:] == (20000, 20000)
+    assert sink.counters["inserted"] == 20000 and sink.counters["duplicates"] == 5000
+
+
 def test_sink_writes_n_records_into_day_partitions(pg_db, tmp_path):
     """N records over three days become N rows, one partition per day, columns mapped from the record."""
     recs = [span(i, day=("2025-01-20", "2025-01-21", "2025-01-22")[i % 3]) for i in range(12000)]
@@ -159,10 +177,12 @@ def test_same_records_twice_no_duplicates(pg_db, tmp_path):
     assert sink.counters["duplicates"] == 3600 and sink.counters["inserted"] == 0
 
 
-def test_outage_spills_and_replays_without_loss_or_duplicates(pg_db, tmp_path):
+@pytest.mark.parametrize("batch,connections", [(500, 1), (2500, 3)])
+def test_outage_spills_and_replays_without_loss_or_duplicates(pg_db, tmp_path, batch, connections):
     """The server refuses connections mid-run (real TCP proxy), records spill to disk, then all land exactly once."""
     proxy = pgs.TcpProxy(pg_db)
-    sink = PostgresSink(proxy.dsn(), log_dir=tmp_path, batch_records=500, flush_interval_ms=50, retry_max_s=0.3)
+    sink = PostgresSink(proxy.dsn(), log_dir=tmp_path, batch_records=batch, flush_interval_ms=50, retry_max_s=0.3,
+                        connections=connections)
     recs = [span(i) for i in range(6000)]
     try:
         sink.write(recs[:2000])
@@ -177,7 +197,7 @@ def test_outage_spills_and_replays_without_loss_or_duplicates(pg_db, tmp_path):
         spills = glob.glob(str(tmp_path / "pg_spill_*.log"))
         assert spills, "records must be spilled while the database is away"
         spilled = sum(1 for p in spills for _ in open(p, "rb"))
-        assert spilled >= 2500 - 500           # at most one batch could have landed before the cut
+        assert spilled >= 2500 - batch         # at most one batch could have landed before the cut
         assert q(pg_db, "SELECT count(*) FROM performance_metrics")[0][0] < 4500
 
         proxy.restore()                         # back: the spill is replayed
@@ -191,7 +211,7 @@ def test_outage_spills_and_replays_without_loss_or_duplicates(pg_db, tmp_path):
     assert len(ids) == len(set(ids)) == 6000
     assert set(ids) == {r["span_id"] for r in recs}
     assert not glob.glob(str(tmp_path / "pg_spill_*.log")), "replayed spill files are deleted"
-    assert sink.counters["reconnects"] >= 1 and sink.counters["replayed"] >= 2000
+    assert sink.counters["reconnects"] >= 1 and sink.counters["replayed"] >= 2500 - batch
 
 
 def test_database_down_at_start_then_up(pg_db, tmp_path):

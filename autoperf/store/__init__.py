@@ -15,6 +15,7 @@ DEFAULTS = {
     "connect_timeout_s": 5.0,
     "retry_max_s": 10.0,
     "max_spill_mb": 1024,
+    "connections": 2,
 }
 
 try:  # the config DSL is written concurrently; without it the section accepts any mapping
@@ -30,6 +31,8 @@ try:  # the config DSL is written concurrently; without it the section accepts a
         "rollup": Field(Bool(), default=True, doc="Compute performance_stats for the previous UTC day once a day."),
         "connect_timeout_s": Field(Float(min=0.1), default=5.0, doc="Timeout of one connection attempt."),
         "retry_max_s": Field(Float(min=0.1), default=10.0, doc="Longest pause between reconnection attempts."),
+        "connections": Field(Int(min=1), default=2,
+                             doc="Connections a big batch is split across (inserted in parallel)."),
         "max_spill_mb": Field(Float(min=1), default=1024,
                               doc="Largest spill file (records kept on disk while PostgreSQL is unreachable)."),
     })
@@ -74,6 +77,7 @@ def start_from_config(config_data: dict, log_dir, register: bool = True) -> "obj
             connect_timeout_s=float(cfg["connect_timeout_s"]),
             retry_max_s=float(cfg["retry_max_s"]),
             max_spill_mb=float(cfg["max_spill_mb"]),
+            connections=int(cfg["connections"]),
         )
         if register:
             from autoperf import pipeline

@@ -58,7 +58,7 @@ class PostgresSink:
     def __init__(self, dsn: str, log_dir="logs", *, batch_records: int = 5000, flush_interval_ms: float = 1000,
                  max_buffer_records: int = 200000, rollup: bool = True, connect_timeout_s: float = 5.0,
                  retry_max_s: float = 10.0, max_spill_mb: float = 1024, command_timeout_s: float = 60.0,
-                 start: bool = True):
+                 connections: int = 2, start: bool = True):
         self._dsn = dsn
         self.where = db.describe_dsn(dsn)       # host:port/db — the only form ever shown
         self.log_dir = os.fspath(log_dir)
@@ -70,6 +70,7 @@ class PostgresSink:
         self.retry_max = float(retry_max_s)
         self.max_spill_bytes = int(max_spill_mb * 1024 * 1024)
         self.command_timeout = float(command_timeout_s)
+        self.connections = max(1, int(connections))
         self.counters = collections.Counter()
         self._init_state()
         if start:
@@ -86,7 +87,8 @@ class PostgresSink:
         self._loop = None
         self._io = None
         self._pending = None              # (future, records, counters) of the batch being inserted
-        self._conn = None
+        self._conn = None                 # primary connection (migrations, replay, rollup, inserts)
+        self._extra: list = []            # further connections: a big batch is split across all of them
         self._known_days: set = set()
         self._next_connect = 0.0
         self._backoff = 0.25
@@ -276,6 +278,12 @@ class PostgresSink:
             self._conn = None
             self._note_down(exc)
             return False
+        self._extra = []
+        for _ in range(self.connections - 1):
+            try:
+                self._extra.append(self._run_coro(self._open_extra()))
+            except Exception:  # noqa: BLE001 - fewer connections still work
+                break
         self._known_days = set()
         self._backoff = 0.25
         self._replay_pending = True
@@ -283,6 +291,18 @@ class PostgresSink:
             self.counters["reconnects"] += 1
             self._down_since = None
         return True
+
+    async def _open_extra(self):
+        import asyncpg
+
+        conn = await asyncpg.connect(self._dsn, timeout=self.connect_timeout, command_timeout=self.command_timeout,
+                                     server_settings={"temp_buffers": "64MB", "application_name": "autoperf-sink"})
+        try:
+            await db.prepare_connection(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     def _note_down(self, exc):
         self.counters["connect_failures"] += 1
@@ -295,12 +315,14 @@ class PostgresSink:
         self._backoff = min(self._backoff * 2, self.retry_max)
 
     def _lost(self, exc):
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                self._loop.call_soon_threadsafe(conn.terminate)
-            except Exception:  # noqa: BLE001
-                pass
+        conns = [self._conn, *self._extra]
+        self._conn, self._extra = None, []
+        for conn in conns:
+            if conn is not None:
+                try:
+                    self._loop.call_soon_threadsafe(conn.terminate)
+                except Exception:  # noqa: BLE001
+                    pass
         self._next_connect = 0.0
         self._note_down(exc)
 
@@ -317,10 +339,33 @@ class PostgresSink:
             return
         if self._connect():
             acc = collections.Counter()
-            fut = asyncio.run_coroutine_threadsafe(self._insert_bisect(rows, recs, acc, self._conn), self._loop)
+            fut = asyncio.run_coroutine_threadsafe(self._insert_parallel(rows, recs, acc), self._loop)
             self._pending = (fut, recs, acc)
             return
         self._spill(recs)
+
+    async def _insert_parallel(self, rows, recs, acc):
+        """Split a big batch by record id across the open connections and insert the parts concurrently.
+
+        The same id always goes to the same connection, so the parts never wait on each other's keys.
+        Any failure fails the whole batch (it is spilled and replayed; committed parts are skipped then).
+        """
+        conns = [self._conn] + [c for c in self._extra if not c.is_closed()]
+        if len(conns) == 1 or len(rows) < 2000:
+            return await self._insert_bisect(rows, recs, acc, self._conn)
+        await db.ensure_partitions(self._conn, {r[1].date() for r in rows}, self._known_days)
+        k = len(conns)
+        parts = [([], []) for _ in conns]
+        for row, rec in zip(rows, recs):
+            part = parts[hash(row[0]) % k]
+            part[0].append(row)
+            part[1].append(rec)
+        results = await asyncio.gather(
+            *(self._insert_bisect(pr, pc, acc, c) for (pr, pc), c in zip(parts, conns) if pr),
+            return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
 
     async def _insert_bisect(self, rows, recs, acc, conn):
         """Insert (on the io loop); a data error splits the batch to isolate bad records. Counts go to ``acc``."""
@@ -486,12 +531,13 @@ class PostgresSink:
                 self._spill_file = None
         except Exception:  # noqa: BLE001
             pass
-        try:
-            if self._conn is not None:
-                self._run_coro(self._conn.close(timeout=2))
-        except Exception:  # noqa: BLE001
-            pass
-        self._conn = None
+        for conn in [self._conn, *self._extra]:
+            try:
+                if conn is not None:
+                    self._run_coro(conn.close(timeout=2))
+            except Exception:  # noqa: BLE001
+                pass
+        self._conn, self._extra = None, []
         try:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._io.join(5)

@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--records", type=int, default=300000)
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--chunk", type=int, default=1000, help="records per write() call (pipeline batch)")
+    ap.add_argument("--connections", type=int, default=2)
     a = ap.parse_args()
 
     dsn, drop = pgserver.create_fresh_db(pgserver.pg_dsn())
@@ -50,15 +51,16 @@ def main():
     try:
         with tempfile.TemporaryDirectory() as log_dir:
             sink = PostgresSink(dsn, log_dir=log_dir, batch_records=a.batch, flush_interval_ms=100,
-                                max_buffer_records=200000, rollup=False)
+                                max_buffer_records=200000, rollup=False,
+                                connections=a.connections)
             sink.write(make_records(10, day="2025-01-19"))   # connect + migrate outside the timing
             assert sink.sync(30)
             backend = None
             try:
                 import psutil
 
-                backend = psutil.Process(sink._conn.get_server_pid())   # the PostgreSQL backend (local)
-                be0 = sum(backend.cpu_times()[:2])
+                backend = [psutil.Process(c.get_server_pid()) for c in [sink._conn, *sink._extra]]  # local backends
+                be0 = sum(sum(b.cpu_times()[:2]) for b in backend)
             except Exception:  # noqa: BLE001 - remote server or no permission: skip the breakdown
                 backend = None
             me0 = sum(os.times()[:2])
@@ -70,7 +72,7 @@ def main():
             ok = sink.sync(300)
             elapsed = time.perf_counter() - t0
             me_cpu = sum(os.times()[:2]) - me0
-            be_cpu = sum(backend.cpu_times()[:2]) - be0 if backend is not None else None
+            be_cpu = sum(sum(b.cpu_times()[:2]) for b in backend) - be0 if backend is not None else None
             st = sink.stats()
             sink.close()
 
@@ -85,11 +87,11 @@ def main():
         drop()
     rate = a.records / elapsed
     print(f"bench_store: {a.records} records in {elapsed:.2f} s -> {rate:,.0f} records/s "
-          f"(batch {a.batch}, synced={ok}, rows={rows}, dropped={st.get('dropped', 0)}, spilled={st.get('spilled', 0)})")
+          f"(batch {a.batch}, {a.connections} connections, synced={ok}, rows={rows}, dropped={st.get('dropped', 0)}, spilled={st.get('spilled', 0)})")
     per = 1e6 / a.records
     line = f"  cpu per record: python (sink + producer) {me_cpu * per:.1f} us"
     if be_cpu is not None:
-        line += f", postgres backend {be_cpu * per:.1f} us"
+        line += f", postgres backends {be_cpu * per:.1f} us"
     try:
         line += f"; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus"
     except OSError:
