@@ -216,7 +216,8 @@ class PostgresSink:
                         next_housekeeping = time.monotonic() + min(self.flush_interval, 1.0)
                 except Exception as exc:  # noqa: BLE001 - never let the thread die
                     self.counters["internal_errors"] += 1
-                    db.report_warning("internal_error", f"PostgreSQL sink: {type(exc).__name__}: {str(exc)[:200]}")
+                    db.report_warning("internal_error",
+                                      f"PostgreSQL sink: {type(exc).__name__}: {self._safe(str(exc))[:200]}")
                 finally:
                     with self._cond:
                         self._in_flight = self._pending_n()
@@ -225,6 +226,19 @@ class PostgresSink:
                     break
         finally:
             self._shutdown()
+
+    def _safe(self, text: str) -> str:
+        """``text`` without the DSN or its password (exception texts can quote them)."""
+        text = text.replace(self._dsn, self.where)
+        try:
+            from urllib.parse import unquote, urlsplit
+
+            pw = urlsplit(self._dsn).password
+            if pw:
+                text = text.replace(pw, "***").replace(unquote(pw), "***")
+        except ValueError:
+            pass
+        return text
 
     def _pending_n(self) -> int:
         return len(self._pending[1]) if self._pending is not None else 0
