@@ -253,6 +253,12 @@ def _before_exit():
     except Exception as exc:
         diagnostics.internal_error("exit report", exc)
     pipeline.shutdown()
+    alerts = sys.modules.get("autoperf.alerts")
+    if alerts is not None:  # deliver what is still being grouped
+        try:
+            alerts.uninstall()
+        except Exception:
+            pass
 
 
 def stop():
