@@ -8,6 +8,11 @@ scenario.yaml) at a fixed rate; the bot runs in a subprocess, once as plain ``py
 ``--repeat`` times each. Reported per mode: first-response p50/p95/p99 over every interaction step
 (what users wait for) and the bot's CPU time per step (the bot process and its replay workers,
 measured with psutil between the end of warm-up and the end of the scenario; the sim is not counted).
+
+``--inprocess`` measures the discord integration alone, without the noise of two processes: the bot
+runs in this process's main thread (the sim in a thread), plain and with only the discord integration
+patched (file sink, no targets); it reports the CPU time of the bot's event-loop thread per step (the
+integration's wrappers) and of autoperf's writer thread per step (turning its records into JSON lines).
 """
 from __future__ import annotations
 
@@ -93,6 +98,82 @@ def run_once(mode: str, scenario: dict, launcher: str, log_dir: str, extra=()) -
     return {"mode": mode, "first_ms": firsts, "steps": steps, "bad": bad, "cpu_s": cpu1 - cpu0, "wall_s": t1 - t0}
 
 
+def _thread_cpu(ident) -> float:
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(ident))
+    except (OSError, AttributeError):
+        return 0.0
+
+
+def inprocess_once(patched: bool, scenario: dict, log_dir: str) -> dict:
+    import threading
+
+    import discord
+    from autoperf import bootstrap, integrations
+    from autoperf.discord_sim import point_discord_at
+
+    if patched:
+        bootstrap.ensure_pipeline(log_dir=log_dir, console=False)
+        integrations.patch("discord", discord, {})
+    sys.path.insert(0, os.path.dirname(BOT))
+    import importlib
+    botmod = importlib.import_module("bot")
+    main_ident = threading.main_thread().ident
+    marks = {}
+
+    def writer_ident():
+        return next((t.ident for t in threading.enumerate() if t.name == "autoperf-writer"), None)
+
+    def on_finished(report):
+        marks["loop1"], marks["w1"] = _thread_cpu(main_ident), _thread_cpu(writer_ident()) if writer_ident() else 0.0
+
+    handle = start_in_thread(scenario, ready_timeout=60, on_finished=on_finished)
+    point_discord_at(handle.base_url)
+
+    def mark_start():
+        while handle.simulation is None or not handle.simulation.server.commands_synced.is_set():
+            time.sleep(0.02)
+        time.sleep(scenario.get("warmup_s", 1.0))
+        marks["loop0"], marks["w0"] = _thread_cpu(main_ident), _thread_cpu(writer_ident()) if writer_ident() else 0.0
+
+    threading.Thread(target=mark_start, daemon=True).start()
+    bot = botmod.LadderBot()
+    bot.run("bench.token.value", log_handler=None)
+    report = handle.wait(60)
+    if bot.embedded_pg is not None:
+        bot.embedded_pg.stop()
+    if patched:
+        from autoperf import pipeline
+        pipeline.flush()
+        integrations.unpatch("discord")
+    steps = sum(1 for r in report.results if r.status != "skipped")
+    return {"steps": steps, "loop_s": marks["loop1"] - marks["loop0"], "writer_s": marks["w1"] - marks["w0"]}
+
+
+def inprocess_table(args, base) -> None:
+    tmp = tempfile.mkdtemp(prefix="bench_discord_inproc_")
+    res = {False: [], True: []}
+    for i in range(args.repeat):
+        for patched in ((False, True) if i % 2 == 0 else (True, False)):
+            scenario = copy.deepcopy(base)
+            scenario["seed"] = 2000 + i
+            gc.collect()
+            r = inprocess_once(patched, scenario, tmp)
+            res[patched].append(r)
+            print(f"  in-process round {i + 1} {'discord' if patched else 'plain':<8}: {r['steps']} steps, "
+                  f"loop CPU {r['loop_s']:.3f} s, writer CPU {r['writer_s']:.3f} s", file=sys.stderr)
+
+    def per_step(patched, key):
+        return 1e6 * sum(r[key] for r in res[patched]) / max(1, sum(r["steps"] for r in res[patched]))
+
+    plain_loop, traced_loop, traced_writer = per_step(False, "loop_s"), per_step(True, "loop_s"), per_step(True, "writer_s")
+    print(f"\nin-process, discord integration only ({args.repeat} run(s) per mode)")
+    print(f"{'':<34}{'plain':>10}{'discord':>10}{'ratio':>9}")
+    print(f"{'event-loop thread CPU us / step':<34}{plain_loop:>10.0f}{traced_loop:>10.0f}{traced_loop / plain_loop:>8.3f}x")
+    print(f"{'+ writer thread CPU us / step':<34}{'':>10}{traced_writer:>10.0f}"
+          f"{(traced_loop + traced_writer) / plain_loop:>8.3f}x")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rate", type=float, default=20.0, help="flows started per second")
@@ -100,10 +181,15 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=2, help="runs per mode (alternating)")
     ap.add_argument("--disable", action="append", default=[],
                     help="passed to `autoperf run --disable` (an integration or target name; repeatable)")
+    ap.add_argument("--inprocess", action="store_true", help="measure the discord integration alone, in-process")
     args = ap.parse_args(argv)
     with open(SCENARIO) as fh:
         base = yaml.safe_load(fh)
     base.update(rate=args.rate, duration_s=args.duration, warmup_s=1.0, grace_s=8)
+    if args.inprocess:
+        os.chdir(ROOT)
+        inprocess_table(args, base)
+        return 0
     tmp = tempfile.mkdtemp(prefix="bench_discord_")
     launcher = os.path.join(tmp, "launch_bot.py")
     with open(launcher, "w") as fh:
