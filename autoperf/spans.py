@@ -41,6 +41,19 @@ _high_water = pipeline.high_water
 _overflow = pipeline.overflow
 
 
+# Root flows started and finished (concurrent interactions, for the resource sampler).
+# itertools.count increments atomically under the GIL; reading peeks without incrementing.
+_flows_started = itertools.count()
+_flows_finished = itertools.count()
+_flow_started = _flows_started.__next__
+_flow_finished = _flows_finished.__next__
+
+
+def active_flows() -> int:
+    """Root flows running now."""
+    return _flows_started.__reduce__()[1][0] - _flows_finished.__reduce__()[1][0]
+
+
 def _id_source():
     # A random 62-bit start per process keeps ids unique across processes without coordination;
     # a counter keeps them cheap (~40 ns) and ordered within one process.
@@ -98,7 +111,12 @@ class Span:
         self.parent = parent
         if parent is None:
             self.root = self
-            self.children = [] if kind in FLOW_KINDS else None
+            if kind in FLOW_KINDS:
+                self.children = []
+                if kind == "flow":
+                    _flow_started()
+            else:
+                self.children = None
         else:
             self.root = parent.root
             self.children = None
@@ -170,7 +188,10 @@ class Span:
                 # the starting context keeps its own value, nothing to restore here.
                 pass
         parent = self.parent
-        if parent is not None:
+        if parent is None:
+            if self.kind == "flow":
+                _flow_finished()
+        else:
             siblings = parent.children
             if siblings is not None and len(siblings) < MAX_CHECKPOINT_SPANS:
                 siblings.append(self)
