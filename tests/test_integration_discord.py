@@ -153,6 +153,10 @@ CONFIG = textwrap.dedent(f"""
         name: games_stats
       - target: "{MODULE}:JoinView.join"
         name: join_button_body
+      - target: "{MODULE}:LoopbackBot.ticker"
+        kind: cycle
+        name: ticker_cycle
+        capture: {{ticks_before: self.ticks}}
     integrations:
       discord: {{capture_option_values: true}}
 """)
@@ -247,11 +251,14 @@ class TestFlows:
         assert _flows(runs[2], "on_message")
 
     def test_task_loop_iterations_are_cycles(self, runs):
-        """Each tasks.loop iteration is a root `cycle` span, not a child of whatever started the loop."""
-        cycles = _spans(runs[2], kind="cycle", name="LoopbackBot.ticker")
-        assert len(cycles) >= 5
+        """Each tasks.loop iteration is a root `cycle` span (not a child of what started the loop); a
+        `kind: cycle` target on the Loop names it and captures from its arguments."""
+        cycles = _spans(runs[2], kind="cycle", name="ticker_cycle")
+        assert len(cycles) >= 5 and not _spans(runs[2], kind="cycle", name="LoopbackBot.ticker")
         assert all(c["parent_id"] is None for c in cycles)
         assert runs[3].ticks >= len(cycles)
+        ticks = [c["attrs"]["ticks_before"] for c in cycles]
+        assert ticks == sorted(ticks) and ticks[-1] >= 4
 
     def test_failing_command_is_an_error_with_the_original_type(self, runs):
         """An exception in a command (swallowed by the CommandTree) is status error with its own type."""

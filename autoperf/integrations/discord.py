@@ -1132,9 +1132,19 @@ def patch(module, options: dict) -> None:
 
 
 def _retry_targets():
-    """Targets in modules imported before discord was patched found no adapter: try them again."""
+    """Targets in modules imported before discord was patched found no adapter: try them again.
+
+    A callable discord object (``tasks.Loop``) was wrapped as a plain function then — which breaks
+    it (``.start()`` is gone): undo that first. (DEV: disappears once integration hooks run before
+    target hooks in bootstrap.install.)"""
     try:
         from autoperf import bootstrap
+        for p in targets.patched():
+            original = p.original
+            if (type(original).__module__ or "").startswith("discord.") and p.replacement is not original:
+                p.undo()
+                with targets._lock:
+                    targets._patches.pop((id(p.owner), p.attr), None)
         for module_name, specs in list(bootstrap._specs_by_module.items()):
             module = sys.modules.get(module_name)
             if module is not None and module_name not in ("__main__", "__mp_main__"):
