@@ -37,24 +37,10 @@ _flush_interval = 0.25
 _pid = os.getpid()
 
 
-def current_task():
-    """Replaced by a fast asyncio lookup once asyncio is imported (see ``use_asyncio``)."""
-    return None
-
-
 def use_asyncio():
     """Called when asyncio is imported: spans learn their task from then on."""
-    global current_task
-    try:
-        from _asyncio import _get_running_loop, current_task as _task
-    except ImportError:  # pragma: no cover - pure-Python asyncio
-        from asyncio import _get_running_loop, current_task as _task
-
-    def current_task():
-        loop = _get_running_loop()
-        return None if loop is None else _task(loop)
-
-    globals()["current_task"] = current_task
+    from autoperf import spans
+    spans.use_asyncio()
 
 
 # -- producers ------------------------------------------------------------------------------

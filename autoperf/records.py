@@ -66,6 +66,9 @@ def _refresh_wall_offset():
     _wall_offset_ns = time.time_ns() - time.perf_counter_ns()
 
 
+_MS_SUFFIX = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
 def iso_from_wall_ns(wall_ns: int) -> str:
     """``2025-01-20T15:30:45.123Z``; the seconds part is cached (most records share it)."""
     global _ts_cache_sec, _ts_cache_prefix
@@ -73,7 +76,7 @@ def iso_from_wall_ns(wall_ns: int) -> str:
     if sec != _ts_cache_sec:
         _ts_cache_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         _ts_cache_sec = sec
-    return f"{_ts_cache_prefix}.{rem // 1_000_000:03d}Z"
+    return _ts_cache_prefix + _MS_SUFFIX[rem // 1_000_000]
 
 
 def now_iso() -> str:
@@ -126,8 +129,17 @@ def _task_name(task):
         return None
 
 
-def hex_id(value) -> str | None:
-    return None if value is None else f"{value:016x}"
+_hex_cache: dict = {}
+
+
+def hex_id(value) -> str:
+    """``f"{value:016x}"``, cached: parents and flows repeat across a batch."""
+    text = _hex_cache.get(value)
+    if text is None:
+        if len(_hex_cache) > 50_000:
+            _hex_cache.clear()
+        text = _hex_cache[value] = f"{value:016x}"
+    return text
 
 
 # -- levels --------------------------------------------------------------------------------
@@ -158,6 +170,13 @@ def span_level(span, settings: Settings) -> str:
 def span_record(span, settings: Settings) -> dict:
     parent = span.parent
     site = span.site
+    root = span.root
+    if root.is_remote:  # a SpanRef: the flow lives in another process
+        flow_id = root.flow_id
+        flow_name = root.flow_name
+    else:
+        flow_id = root.span_id
+        flow_name = root.name if root.kind in FLOW_KINDS else None
     rec = {
         "timestamp": iso_from_wall_ns(span.start_ns + _wall_offset_ns),
         "level": span_level(span, settings),
@@ -165,10 +184,10 @@ def span_record(span, settings: Settings) -> dict:
         "name": span.name,
         "kind": span.kind,
         "span_id": f"{span.span_id:016x}",
-        "parent_id": None if parent is None else f"{parent.span_id:016x}",
-        "flow_id": f"{span.flow_id:016x}",
-        "flow_name": span.flow_name,
-        "duration_ms": round(span.duration_ns / 1e6, 3),
+        "parent_id": None if parent is None else hex_id(parent.span_id),
+        "flow_id": hex_id(flow_id),
+        "flow_name": flow_name,
+        "duration_ms": span.duration_ns // 1000 / 1000,
         "status": span.status,
         "error": error_name(span.error),
         "pid": _pid,
@@ -203,7 +222,7 @@ def checkpoint_entries(span) -> list:
     for child in span.children or ():
         entries.append((child.start_ns, {
             "name": child.name, "kind": child.kind,
-            "duration_ms": round(child.duration_ns / 1e6, 3),
+            "duration_ms": child.duration_ns // 1000 / 1000,
             "offset_ms": round((child.start_ns - start) / 1e6, 3),
             "status": child.status,
         }))

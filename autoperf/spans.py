@@ -35,6 +35,19 @@ MAX_CHECKPOINT_SPANS = 256
 #: ident -> Thread of the live threads (threading keeps this dict in place, also after fork).
 _live_thread = threading._active.get  # noqa: SLF001 - a dict lookup, no lock needed to read
 
+# Until asyncio is imported there is no running loop: NoneType() is a C call returning None.
+_running_loop = type(None)
+_current_tasks: dict = {}
+
+
+def use_asyncio():
+    """asyncio is imported: read the running loop's current task (C-level lookups only)."""
+    global _running_loop, _current_tasks
+    from asyncio import events, tasks
+    _current_tasks = tasks._current_tasks  # noqa: SLF001 - what asyncio.current_task() reads
+    _running_loop = events._get_running_loop  # noqa: SLF001
+
+
 _buffer = pipeline.BUFFER
 _append = _buffer.append
 _high_water = pipeline.high_water
@@ -75,6 +88,7 @@ class SpanRef:
     """A picklable reference to a span, to parent spans in another thread or process."""
 
     __slots__ = ("span_id", "flow_id", "flow_name")
+    is_remote = True
     children = None  # a remote parent collects no checkpoints here
 
     @property
@@ -101,6 +115,7 @@ class Span:
         "status", "error", "thread", "task", "site", "children", "checkpoints", "_token",
         "__weakref__",
     )
+    is_remote = False
 
     def __init__(self, name, kind, attrs, parent, site=None):
         self.name = name
@@ -127,7 +142,8 @@ class Span:
         # and its ident reused); the bare ident for threads that threading does not know.
         ident = get_ident()
         self.thread = _live_thread(ident) or ident
-        self.task = pipeline.current_task()
+        loop = _running_loop()
+        self.task = None if loop is None else _current_tasks.get(loop)
         self._token = None
         self.duration_ns = None
         self.start_ns = perf_counter_ns()
