@@ -231,7 +231,6 @@ class Aggregator:
         self.index_min_rows = index_min_rows
         self.io_tol = io_overlap_tolerance_ms
 
-        self.records = 0
         self.types = Counter()
         self.levels = Counter()
         self._first = "\uffff"       # timestamps compare as strings; sentinels avoid None checks
@@ -277,7 +276,6 @@ class Aggregator:
         return self
 
     def add(self, rec: dict) -> None:
-        self.records += 1
         t = rec.get("type")
         ts = rec.get("timestamp")
         if ts.__class__ is str:
@@ -309,6 +307,10 @@ class Aggregator:
             lc[lv] = lc.get(lv, 0) + 1
 
     @property
+    def records(self) -> int:
+        return sum(self.types.values())
+
+    @property
     def first_ts(self):
         return self._first if self._first != "\uffff" else None
 
@@ -326,7 +328,13 @@ class Aggregator:
         f = self.flows.get(name)
         if f is None:
             f = self.flows[name] = _Flow(self.cap, len(self.thresholds))
-        f.res.add(d)
+        r = f.res
+        c = r.count
+        if c < r.cap:                       # Reservoir.add, exact phase, inlined (hot path)
+            r.count = c + 1
+            r.values.append(d)
+        else:
+            r.add(d)
         if d > self._th_min:
             th = self.thresholds
             for i in range(len(th)):
@@ -393,7 +401,13 @@ class Aggregator:
         op = self.ops.get(k)
         if op is None:
             op = self.ops[k] = _Op(self.op_cap)
-        op.res.add(d)
+        r = op.res
+        c = r.count
+        if c < r.cap:
+            r.count = c + 1
+            r.values.append(d)
+        else:
+            r.add(d)
         if err and rec.get("status") is not None:
             op.errors += 1
         else:
@@ -413,7 +427,13 @@ class Aggregator:
                     db.statement = attrs.get("statement")
                     db.operation = attrs.get("operation")
                     db.system = attrs.get("system")
-                db.res.add(d)
+                r = db.res
+                c = r.count
+                if c < r.cap:
+                    r.count = c + 1
+                    r.values.append(d)
+                else:
+                    r.add(d)
                 self.db_count += 1
                 self.db_total += d
                 if err:
@@ -665,7 +685,6 @@ class Aggregator:
     # ------------------------------------------------------------------ merge (parallel readers)
     def merge(self, other: "Aggregator") -> "Aggregator":
         """Fold another Aggregator (e.g. from another file / process) into this one."""
-        self.records += other.records
         self.types.update(other.types)
         self.levels.update(other.levels)
         self._first = min(self._first, other._first)

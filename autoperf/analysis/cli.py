@@ -20,8 +20,8 @@ def _add_inputs(p, positional=True, window=True):
     if positional:
         p.add_argument("inputs", nargs="*", metavar="LOG", help="log files or directories")
     p.add_argument("--log-dir", default="logs", help="directory with performance_*.log (default: logs)")
-    p.add_argument("--dsn", default=None, help="read from the PostgreSQL store (default table performance_metrics); "
-                                               "also $AUTOPERF_DSN with --dsn env")
+    p.add_argument("--dsn", default=None, help="read the PostgreSQL store (table performance_metrics) instead of "
+                                               "log files; '--dsn env' takes $AUTOPERF_DSN")
     p.add_argument("--table", default="performance_metrics", help=argparse.SUPPRESS)
     p.add_argument("--config", default=None, help="autoperf.yaml (default: $AUTOPERF_CONFIG or ./autoperf.yaml)")
     p.add_argument("--progress", action="store_true", default=None, help="progress on stderr (default: when a TTY)")

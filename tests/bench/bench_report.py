@@ -11,7 +11,8 @@ each phase in a fresh subprocess so peak RSS is its own:
   parallel aggregate_files with --jobs processes (byte ranges, merged)
   render   result() -> terminal + html text (on the parallel aggregate)
 
-and prints records/s and peak RSS (MB) for each. Run on an idle machine; the numbers are CPU-bound.
+and prints records/s, records per CPU-second (meaningful on a busy machine) and peak RSS (MB) for each.
+Run on an idle machine; the numbers are CPU-bound.
 """
 from __future__ import annotations
 
@@ -142,6 +143,8 @@ else:
     out["commands"] = r["totals"]["commands"]; out["html_kb"] = len(html) // 1024
 out["wall_s"] = time.perf_counter() - t0
 out["cpu_s_main"] = time.process_time() - c0
+ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+out["cpu_s"] = out["cpu_s_main"] + ch.ru_utime + ch.ru_stime
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out["peak_rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps(out))
@@ -184,7 +187,9 @@ def main():
                 extra = (f", jobs {r['jobs']}, render {r['render_s']:.2f} s (html {r['html_kb']} KB), "
                          f"peak RSS per worker {r['peak_rss_children_mb']:.0f} MB")
             print(f"{mode:8s}: {r['records']:,} records in {r['wall_s']:.1f} s = {rate:,.0f} records/s "
-                  f"({size / r['wall_s'] / 1e6:.0f} MB/s), peak RSS {r['peak_rss_mb']:.0f} MB{extra}", flush=True)
+                  f"({size / r['wall_s'] / 1e6:.0f} MB/s), CPU {r['cpu_s']:.0f} s = "
+                  f"{r['records'] / r['cpu_s']:,.0f} records per CPU-second, peak RSS {r['peak_rss_mb']:.0f} MB{extra}",
+                  flush=True)
     finally:
         if not a.keep and not a.dir:
             shutil.rmtree(d, ignore_errors=True)
