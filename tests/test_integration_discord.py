@@ -112,6 +112,10 @@ class LoopbackBot(commands.Bot):
         await self.tree.sync()
         self.ticker.start()
 
+    async def on_message(self, message):
+        self.messages_seen = getattr(self, "messages_seen", 0) + 1
+        await self.process_commands(message)
+
     @tasks.loop(seconds=0.3)
     async def ticker(self):
         self.ticks += 1
@@ -243,12 +247,14 @@ class TestFlows:
         assert _flows(runs[2], "form")[0]["metadata"]["response_type"] == "modal"
 
     def test_prefix_command_and_event_flows(self, runs):
-        """`!echo` is a flow named `echo` (user, channel); the on_message handler is its own flow."""
+        """`!echo` is a flow named `echo` (user, channel); the bot's on_message handler is its own flow."""
         echo = _flows(runs[2], "echo")
         assert echo and echo[0]["metadata"]["interaction_type"] == "prefix_command"
         assert echo[0]["user_id"] >= 800000000000000001
         assert any(c["name"] == "POST /channels/{channel_id}/messages" for c in echo[0]["checkpoints"])
-        assert _flows(runs[2], "on_message")
+        events = _flows(runs[2], "on_message")
+        assert events and events[0]["metadata"]["interaction_type"] == "event"
+        assert events[0]["flow_id"] != echo[0]["flow_id"]
 
     def test_task_loop_iterations_are_cycles(self, runs):
         """Each tasks.loop iteration is a root `cycle` span (not a child of what started the loop); a

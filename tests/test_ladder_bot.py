@@ -110,6 +110,7 @@ class TestLadderBot:
         main_pid = _flows(records, "report")[0]["pid"]
         assert all(p["pid"] != main_pid for p in parsed)
         assert all(p["attrs"]["bytes"] > 100_000 for p in parsed)
+        assert not _flows(records, "on_message")   # discord.py's default Bot.on_message is not the bot's code
         uploads = [r for r in records if r["type"] == "span" and r["name"] == "storage.upload_replay"]
         assert uploads and all(u["flow_id"] in report_ids for u in uploads)
 

@@ -608,9 +608,16 @@ def _event_traced(event_name):
     return hit
 
 
+def _is_library_handler(coro):
+    """discord.py's own default handlers (``Bot.on_message`` → process_commands) are not the bot's
+    code: the prefix command they run is its own flow already."""
+    func = getattr(coro, "__func__", coro)
+    return (getattr(func, "__module__", None) or "").startswith("discord.")
+
+
 def _wrap_run_event(original):
     async def _run_event(self, coro, event_name, *args, **kwargs):
-        if not _event_traced(event_name):
+        if not _event_traced(event_name) or _is_library_handler(coro):
             return await original(self, coro, event_name, *args, **kwargs)
         try:
             _note_client(self)
