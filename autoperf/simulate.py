@@ -104,13 +104,18 @@ class _Watchdog(threading.Thread):
             if self.main_done.wait(0.2):
                 return
         t0 = time.monotonic()
-        if self.main_done.wait(self.close_after):
+        report = self.handle.report
+        never_connected = report is None or bool(report.error)
+        if not never_connected and self.main_done.wait(self.close_after):
             return
         if _close_known_clients():
             _say("the scenario is over; closing the bot")
-        if self.main_done.wait(max(0.0, self.interrupt_after - (time.monotonic() - t0))):
+            if self.main_done.wait(max(0.0, self.interrupt_after - (time.monotonic() - t0))):
+                return
+        elif not never_connected and self.main_done.wait(max(0.0, self.interrupt_after - (time.monotonic() - t0))):
             return
-        _say("the bot did not stop after the scenario; sending SIGINT")
+        _say("the bot never connected; sending SIGINT" if never_connected
+             else "the bot did not stop after the scenario; sending SIGINT")
         self.interrupted = True
         try:
             os.kill(os.getpid(), signal.SIGINT)

@@ -134,3 +134,55 @@ class TestLadderBot:
         assert names["POST /interactions/{webhook_id}/{webhook_token}/callback"] >= 20
         assert names["PUT /applications/{application_id}/commands"] == 1
         assert names["POST /channels/{channel_id}/messages"] >= 1
+
+
+SMALL = """
+duration_s: 1
+rate: 2
+users: 2
+warmup_s: 0.2
+mix:
+  - command: ping
+"""
+
+
+def _simulate(tmp_path, script, timeout_s="2"):
+    (tmp_path / "scn.yaml").write_text(SMALL)
+    (tmp_path / "bot.py").write_text(script)
+    env = dict(os.environ, AUTOPERF_SIM_CONNECT_TIMEOUT=timeout_s, AUTOPERF_CONSOLE="0")
+    env.pop("DISCORD_TOKEN", None)
+    return subprocess.run([sys.executable, "-m", "autoperf", "run", "--log-dir", str(tmp_path / "logs"),
+                           "--simulate", str(tmp_path / "scn.yaml"), str(tmp_path / "bot.py")],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=60)
+
+
+class TestSimulate:
+    def test_bot_that_never_connects_is_stopped_with_a_message(self, tmp_path):
+        """A script that never logs in is interrupted after the connect timeout; exit code non-zero."""
+        proc = _simulate(tmp_path, "import time, discord\nprint('up', flush=True)\nwhile True:\n    time.sleep(0.1)\n")
+        assert proc.returncode != 0
+        assert "did not connect to the gateway within 2s" in proc.stderr
+        assert "never connected" in proc.stderr
+
+    def test_script_that_exits_early_stops_the_scenario(self, tmp_path):
+        """A script that exits before connecting: its exit code is kept and the sim stops at once."""
+        proc = _simulate(tmp_path, "import sys, discord, os\nassert os.environ['DISCORD_TOKEN']\nsys.exit(3)\n", "30")
+        assert proc.returncode == 3
+        assert "FAILED" in proc.stderr
+
+    def test_plain_bot_runs_unmodified(self, tmp_path):
+        """An unmodified minimal bot (token from DISCORD_TOKEN) plays the scenario and exits 0."""
+        script = (
+            "import os, discord\nfrom discord import app_commands\n"
+            "client = discord.Client(intents=discord.Intents.default())\n"
+            "tree = app_commands.CommandTree(client)\n"
+            "@tree.command()\nasync def ping(interaction: discord.Interaction):\n"
+            "    await interaction.response.send_message('pong')\n"
+            "@client.event\nasync def setup_hook():\n    await tree.sync()\n"
+            "client.setup_hook = setup_hook\n"
+            "client.run(os.environ['DISCORD_TOKEN'], log_handler=None)\n")
+        proc = _simulate(tmp_path, script)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "/ping" in proc.stderr
+        flows = [json.loads(line) for path in glob.glob(str(tmp_path / "logs" / "*.log")) for line in open(path)]
+        assert any(r["type"] == "flow_complete" and r["flow_name"] == "ping" for r in flows)
