@@ -515,3 +515,27 @@ def test_overlong_garbage_line_is_bounded_and_counted(tmp_path, monkeypatch):
     for rb in (7_000, 20_000, 10 ** 9):
         agg, st = aggregate_files([str(p)], jobs=1 if rb == 10 ** 9 else 2, range_bytes=rb)
         assert st["records"] == 2 * len(recs) and st["skipped_lines"] == 2, (rb, st)
+
+
+def test_explain_records_drive_index_advice_and_deadline_missed_counts():
+    recs = []
+    for i in range(20):
+        ch = [("db.fetch", "db", 80.0, synth.db_attrs("SELECT * FROM matches WHERE player_id = $1", "fp_matches"))]
+        md = {"command": "history", "first_response_ms": 100.0}
+        if i == 0:
+            md = {"command": "history", "deadline_missed": True, "answered": False}     # never answered
+        elif i == 1:
+            md = {"command": "history", "first_response_ms": 2900.0, "deadline_missed": True}  # + gateway delay
+        recs += synth.flow("history_command", T0 + dt.timedelta(seconds=i), 90.0, ch, metadata=md)
+    plan = [{"Plan": {"Node Type": "Limit", "Plan Rows": 10, "Plans": [
+        {"Node Type": "Seq Scan", "Relation Name": "matches", "Plan Rows": 250000, "Filter": "(player_id = ?)"}]}}]
+    recs.append({"timestamp": to_ts(T0), "type": "explain", "fingerprint": "fp_matches",
+                 "statement": "SELECT * FROM matches WHERE player_id = $1", "plan": plan, "query_ms": 80.0})
+    r = aggregate(recs)
+    idx = [s for s in r["suggestions"] if s["kind"] == "index"]
+    assert len(idx) == 1 and "matches" in idx[0]["title"] and "250,000" in idx[0]["evidence"]
+    assert idx[0]["flow"] == "history_command"
+    assert r["deadline"]["measured"] == 20 and r["deadline"]["within"] == 18
+    # an explain for a fast query gives no advice
+    recs2 = [x for x in recs if x.get("type") != "span" or x.get("kind") != "db"]
+    assert not [s for s in aggregate(recs2)["suggestions"] if s["kind"] == "index"]

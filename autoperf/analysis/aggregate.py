@@ -299,6 +299,8 @@ class Aggregator:
         elif t == "dropped":
             c = rec.get("count")
             self.dropped += c if c.__class__ is int else 0
+        elif t == "explain":
+            self._explain(rec)
         tc = self.types
         tc[t] = tc.get(t, 0) + 1
         lv = rec.get("level")
@@ -359,11 +361,13 @@ class Aggregator:
             fr = md.get("first_response_ms")
             if fr is not None and (fr.__class__ is float or fr.__class__ is int):
                 f.fr_n += 1
-                if fr < DEADLINE_MS:
+                if fr < DEADLINE_MS and md.get("deadline_missed") is not True:
                     f.fr_ok += 1
                 if f.fr_res is None:
                     f.fr_res = Reservoir(self.op_cap)
                 f.fr_res.add(fr)
+            elif md.get("deadline_missed") is True:     # never answered in time (discord integration)
+                f.fr_n += 1
             if f.command is None and md.get("command") is not None:
                 f.command = str(md.get("command"))
         if ts is not None:
@@ -493,6 +497,23 @@ class Aggregator:
                     self.head_pending[fid] = name
                 else:
                     self._finish_flow(fid, name)
+
+    def _explain(self, rec):
+        """An `explain` record (asyncpg `explain: true`): remember big sequential scans of the fingerprint."""
+        fp = rec.get("fingerprint") or rec.get("statement")
+        if fp is None:
+            return
+        fp = str(fp)
+        db = self.db.get(fp)
+        if db is None:
+            db = self.db[fp] = _Db(self.op_cap)
+            db.statement = rec.get("statement")
+            db.operation = "SELECT"
+            db.system = rec.get("system")
+        scans = _seq_scans_from_explain(rec.get("plan"), self.index_min_rows)
+        if scans is not None:
+            db.seq_scans = scans
+            db.explained += 1
 
     def _open_flow(self, fid, name):
         if len(self.open) >= self.open_flows_cap:
