@@ -81,6 +81,12 @@ async def slow(interaction: discord.Interaction):
         pass
 
 
+@app_commands.command(description="answers after 2.2 s: slow, within the deadline")
+async def sluggish(interaction: discord.Interaction):
+    await asyncio.sleep(2.2)
+    await interaction.response.send_message("phew")
+
+
 @app_commands.command(description="posts to the channel (the sim answers the first post with 429)")
 async def announce(interaction: discord.Interaction):
     await interaction.response.defer()
@@ -106,7 +112,7 @@ class LoopbackBot(commands.Bot):
         self.ticks = 0
 
     async def setup_hook(self):
-        for cmd in (ping, form, later, boom, guarded, cool, slow, announce):
+        for cmd in (ping, form, later, boom, guarded, cool, slow, sluggish, announce):
             self.tree.add_command(cmd)
         await self.add_cog(Games())
         await self.tree.sync()
@@ -137,6 +143,7 @@ SCENARIO = {
         {"command": "guarded", "timeout_s": 1},
         {"command": "cool", "timeout_s": 1},
         {"command": "slow", "timeout_s": 3.5},
+        {"command": "sluggish", "timeout_s": 3.5},
         {"command": "announce"},
         {"command": "stats"},
         {"message": "!echo hi"},
@@ -308,6 +315,20 @@ class TestResponseTimes:
         assert flow["status"] == "timeout" and flow["level"] == "ERROR"
         callbacks = [s for s in _spans(runs[2], kind="http", flow_id=flow["flow_id"])]
         assert callbacks and callbacks[0]["attrs"]["status"] == 404 and callbacks[0]["attrs"]["discord_code"] == 10062
+
+
+    def test_slow_first_response_is_a_warning(self, runs):
+        """A first response after 2 s but within 3 s: WARNING, not a deadline miss."""
+        flow = _flows(runs[2], "sluggish")[0]
+        assert flow["level"] == "WARNING" and flow["status"] == "success"
+        assert 2200 <= flow["metadata"]["first_response_ms"] < 3000 and "deadline_missed" not in flow["metadata"]
+
+    def test_counters(self, runs):
+        """The integration counts interactions, deadline misses, 10062s and 429s."""
+        from autoperf.integrations import discord as integration
+        c = integration.counters()
+        assert c["interactions"] >= 10 and c["deadline_missed"] >= 1 and c["unknown_interaction"] >= 1
+        assert c["rest_429"] >= 1 and c["ratelimit_wait_ms"] >= 250 and c["slow_first_response"] >= 1
 
 
 class TestRest:
