@@ -17,6 +17,9 @@ from autoperf import integrations, spans
 from autoperf.integrations import base, event_loop
 from autoperf.testing import capture_records
 
+# the session's pipeline writes into a temporary directory (tests/conftest.py), never ./logs
+pytestmark = pytest.mark.usefixtures("autoperf_pipeline")
+
 OPTIONS = {"lag_interval_ms": 20, "blocking_threshold_ms": 100}
 
 
@@ -116,9 +119,9 @@ class TestBlockingDetection:
 
     def test_patch_unpatch_patch_is_identical(self):
         """Repatching wraps once (one record per block); unpatch restores Handle._run and _set_running_loop."""
+        integrations.unpatch("asyncio")
         handle_run = asyncio.events.Handle._run
         set_running = asyncio.events._set_running_loop
-        integrations.unpatch("asyncio")
         for _ in range(2):
             assert integrations.patch("asyncio", asyncio, OPTIONS)
             assert base.original(asyncio.events.Handle, "_run") is handle_run

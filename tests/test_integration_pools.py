@@ -21,6 +21,9 @@ from autoperf import bootstrap, integrations, spans
 from autoperf.integrations import base, process_pool, thread_pool
 from autoperf.testing import capture_records, spans_by_name
 
+# the session's pipeline writes into a temporary directory (tests/conftest.py), never ./logs
+pytestmark = pytest.mark.usefixtures("autoperf_pipeline")
+
 METHODS = ["fork", "spawn", "forkserver"]
 NAME = __name__  # how worker processes import the functions below
 
@@ -74,6 +77,7 @@ def log_dir(tmp_path_factory):
 
 @pytest.fixture
 def executor_patched(log_dir):
+    integrations.unpatch("process_pool")  # whatever an earlier test left
     assert integrations.patch("process_pool", concurrent.futures.process, {})
     yield
     integrations.unpatch("process_pool")
@@ -81,6 +85,7 @@ def executor_patched(log_dir):
 
 @pytest.fixture
 def mp_pool_patched(log_dir):
+    integrations.unpatch("process_pool")
     assert integrations.patch("process_pool", multiprocessing.pool, {})
     yield
     integrations.unpatch("process_pool")
@@ -88,6 +93,7 @@ def mp_pool_patched(log_dir):
 
 @pytest.fixture
 def thread_patched():
+    integrations.unpatch("thread_pool")
     assert integrations.patch("thread_pool", concurrent.futures.thread, {})
     yield
     integrations.unpatch("thread_pool")
@@ -226,6 +232,7 @@ class TestProcessPoolExecutor:
     def test_patch_unpatch_patch_is_identical(self, log_dir):
         """Patching again after unpatch wraps once and records one job per call; unpatch restores the originals."""
         cls = concurrent.futures.ProcessPoolExecutor
+        integrations.unpatch("process_pool")
         original_submit = cls.submit
         original_item = concurrent.futures.process._WorkItem
         for _ in range(2):
@@ -316,6 +323,7 @@ class TestMultiprocessingPool:
 
     def test_unpatch_with_jobs_in_flight_still_returns_original_results(self, log_dir):
         """Unpatching while a job runs still hands back its original result; a later unpatch restores everything."""
+        integrations.unpatch("process_pool")
         apply_set = multiprocessing.pool.ApplyResult._set
         apply_async = multiprocessing.pool.Pool.apply_async
         assert integrations.patch("process_pool", multiprocessing.pool, {})
@@ -391,6 +399,7 @@ class TestThreadPool:
 
     def test_patch_unpatch_patch_is_identical(self):
         """Repatching wraps once (one job per call); unpatch restores the original submit."""
+        integrations.unpatch("thread_pool")
         cls = concurrent.futures.ThreadPoolExecutor
         original = cls.submit
         for _ in range(2):

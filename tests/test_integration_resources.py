@@ -11,9 +11,12 @@ import time
 import pytest
 
 import autoperf
-from autoperf import integrations
+from autoperf import bootstrap, integrations
 from autoperf.integrations import event_loop, resources
 from autoperf.testing import capture_records
+
+# the session's pipeline writes into a temporary directory (tests/conftest.py), never ./logs
+pytestmark = pytest.mark.usefixtures("autoperf_pipeline")
 
 FIELDS = {"type", "timestamp", "level", "rss_mb", "uss_mb", "cpu_percent", "threads", "open_fds",
           "system_memory_percent", "workers", "max_worker_rss_mb", "active_flows", "loop_lag_ms"}
@@ -42,8 +45,9 @@ def sleep_a_bit(seconds):
 
 
 class TestSampler:
-    def test_periodic_records_have_the_documented_fields(self):
+    def test_periodic_records_have_the_documented_fields(self, monkeypatch):
         """Started through the registry, the sampler writes a resource record every interval with every field."""
+        monkeypatch.setattr(bootstrap, "_config", None)  # another test's install() may have left its config
         with capture_records() as records:
             assert integrations.patch("resources", autoperf, {"interval_s": 0.2})
             assert len(sampler_threads()) == 1
@@ -61,6 +65,7 @@ class TestSampler:
 
     def test_workers_pool_queue_and_alerts(self):
         """With 14 jobs on 2 workers the record lists each worker's RSS, the queue, and a CRITICAL queue alert."""
+        integrations.unpatch("process_pool")
         assert integrations.patch("process_pool", concurrent.futures.process, {})
         try:
             sampler = resources.Sampler(interval_s=60)
