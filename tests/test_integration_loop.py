@@ -159,6 +159,17 @@ class TestLagMonitor:
         assert stats["max"] >= 100
         assert set(stats) == {"avg", "p50", "p95", "max", "count"}
 
+    def test_loops_in_several_threads_are_all_probed(self, loop_patched):
+        """Loops running at the same time in three threads are each probed every interval."""
+        threads = [threading.Thread(target=asyncio.run, args=(asyncio.sleep(0.4),)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        stats = event_loop.lag_stats()
+        assert 45 <= stats["count"] <= 75
+        assert event_loop.monitored_loops() == []
+
     def test_monitor_restarts_with_the_loop(self, loop_patched):
         """A loop stopped and run again does not count the stopped time as lag."""
         loop = asyncio.new_event_loop()

@@ -100,7 +100,9 @@ class _LoopState:
 
     def _schedule(self, loop, now):
         self.expected = now + _settings["interval_s"]
-        self.timer = loop.call_at(self.expected, self.tick, context=_EMPTY_CONTEXT)
+        # An empty context of its own each time: the tick never sees the program's spans, and a
+        # Context shared by loops in two threads could be entered twice at once (RuntimeError).
+        self.timer = loop.call_at(self.expected, self.tick, context=contextvars.Context())
 
     def tick(self):
         loop = self.loop()
@@ -132,16 +134,17 @@ class _LoopState:
         _emit_blocked(lag_ms, sample, None, detector="lag")
 
 
-_EMPTY_CONTEXT = contextvars.Context()
-
 
 # -- finding loops -----------------------------------------------------------------------------
 def _loop_started(loop):
     tid = get_ident()
     state = _keep.get(id(loop))
     if state is None or state.loop() is not loop:
+        if len(_keep) >= 64:
+            _forget_dead_loops()
         state = _LoopState(loop)
         _keep[id(loop)] = state
+    state.stop()  # a timer left from an earlier run of this loop
     state.tid = tid
     _slots[tid] = state
     state.start(loop)
@@ -154,6 +157,10 @@ def _loop_stopped():
         state.stop()
 
 
+def _forget_dead_loops():
+    for key, state in list(_keep.items()):
+        if state.loop() is None:
+            _keep.pop(key, None)
 
 
 def _set_running_loop_factory(original):
@@ -445,9 +452,7 @@ def lag_stats():
         lags, state.lags = state.lags, []
         state.nlags = 0
         values.extend(lags)
-    for key, state in list(_keep.items()):  # forget loops that are gone
-        if state.loop() is None:
-            _keep.pop(key, None)
+    _forget_dead_loops()
     if not values:
         return None
     values.sort()
