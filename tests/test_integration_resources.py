@@ -112,6 +112,37 @@ class TestSampler:
         assert set(rec["loop_lag_ms"]) == {"avg", "p50", "p95", "max", "count"}
         assert rec["loop_lag_ms"]["count"] >= 8
 
+    @pytest.mark.timeout(60)
+    def test_db_pool_utilisation_from_a_real_asyncpg_pool(self):
+        """A saturated asyncpg pool (all connections out, one task waiting) is sampled as CRITICAL with its waiter."""
+        asyncpg = pytest.importorskip("asyncpg")
+        from tests.pgserver import pg_dsn
+        dsn = pg_dsn()
+        integrations.unpatch("asyncpg")
+        assert integrations.patch("asyncpg", asyncpg, {})
+        try:
+            sampler = resources.Sampler(interval_s=60)
+
+            async def main():
+                async with asyncpg.create_pool(dsn, min_size=1, max_size=3) as pool:
+                    held = [await pool.acquire() for _ in range(3)]
+                    waiter = asyncio.ensure_future(pool.acquire())
+                    await asyncio.sleep(0.05)
+                    busy = await asyncio.to_thread(sampler.sample)
+                    for conn in held:
+                        await pool.release(conn)
+                    await pool.release(await waiter)
+                    calm = await asyncio.to_thread(sampler.sample)
+                return busy, calm
+
+            busy, calm = asyncio.run(main())
+        finally:
+            integrations.unpatch("asyncpg")
+        assert busy["db_pool"] == {"size": 3, "in_use": 3, "idle": 0, "waiters": 1, "utilisation_pct": 100.0}
+        assert busy["level"] == "CRITICAL"
+        assert [a["metric"] for a in busy["alerts"]] == ["db_pool.utilisation_pct"]
+        assert calm["db_pool"]["in_use"] == 0 and calm["level"] == "INFO"
+
     def test_sources_add_fields(self):
         """``add_source`` puts another integration's number into every record."""
         resources.add_source("gateway_latency_ms", lambda: 42.5)
