@@ -1,12 +1,13 @@
 """Resource sampler: a ``resource`` record every ``sampler.interval_s`` (default 5 s).
 
 A daemon thread (psutil) reads: process RSS/USS, CPU %, threads, open fds; the RSS of every child
-process (pool workers — ``children()`` scans the whole process table, so it runs once per
-interval); system memory; and, when those integrations are loaded: DB pool utilisation
-(``autoperf.integrations.asyncpg.pool_stats()``), process-pool queue depth and busy workers
+process, recursively (pool workers; found through /proc rather than psutil's scan of the whole
+process table, once per interval); system memory; and, when those integrations are loaded and
+patched: DB pool utilisation (``asyncpg.pool_stats()``), process-pool queue depth and busy workers
 (``process_pool.pool_stats()``), event-loop lag since the previous sample
-(``event_loop.lag_stats()``), active flows (``spans.active_flows()`` when the span module has it).
-Other integrations add fields with ``add_source(name, fn)`` (e.g. discord's gateway latency).
+(``event_loop.lag_stats()``), the discord gateway latency (``discord.gateway_latency_ms()``);
+active flows (``spans.active_flows()`` when the span module has it). Other code adds fields with
+``add_source(name, fn)``.
 
 Thresholds (seed 4.4, 10.1) make the record ``WARNING``/``CRITICAL`` and name what crossed them in
 ``alerts``: DB pool > 80 % / > 90 %, process-pool queue > 5 / > 10, a worker's RSS > 500 MB.
@@ -204,6 +205,10 @@ class Sampler(threading.Thread):
             rec["process_pool"] = _aggregate_process_pools(ppools)
             if len(ppools) > 1:
                 rec["process_pools"] = ppools
+        if _patched("discord"):
+            latency = _call("autoperf.integrations.discord", "gateway_latency_ms")
+            if latency is not None:
+                rec["gateway_latency_ms"] = latency
         for name, fn in list(_sources.items()):
             try:
                 rec[name] = fn()
@@ -258,12 +263,15 @@ def _call(module_name, fn_name):
         return None
 
 
-def _db_pools():
-    module = sys.modules.get("autoperf.integrations.asyncpg")
-    if module is None or not hasattr(module, "pool_stats"):
-        return None
+def _patched(name):
+    """Integration ``name`` is loaded and patched (its module is only imported with its library)."""
     integrations = sys.modules.get("autoperf.integrations")
-    if integrations is not None and "asyncpg" not in integrations.patched_names():
+    return (f"autoperf.integrations.{name}" in sys.modules and integrations is not None
+            and name in integrations.patched_names())
+
+
+def _db_pools():
+    if not _patched("asyncpg"):
         return None
     return _call("autoperf.integrations.asyncpg", "pool_stats")
 
