@@ -11,7 +11,7 @@ import time
 import pytest
 
 import autoperf
-from autoperf import bootstrap, integrations
+from autoperf import bootstrap, integrations, spans
 from autoperf.integrations import event_loop, resources
 from autoperf.testing import capture_records
 
@@ -142,6 +142,19 @@ class TestSampler:
         assert busy["level"] == "CRITICAL"
         assert [a["metric"] for a in busy["alerts"]] == ["db_pool.utilisation_pct"]
         assert calm["db_pool"]["in_use"] == 0 and calm["level"] == "INFO"
+
+    def test_active_flows_counts_flows_running_now(self):
+        """``active_flows`` is the number of root flows started and not yet finished."""
+        sampler = resources.Sampler(interval_s=60)
+        before = sampler.sample()["active_flows"]
+        first, second = spans.start("a", "flow", parent=None), spans.start("b", "flow", parent=None)
+        try:
+            during = sampler.sample()["active_flows"]
+        finally:
+            second.finish()
+            first.finish()
+        assert during == before + 2
+        assert sampler.sample()["active_flows"] == before
 
     def test_sources_add_fields(self):
         """``add_source`` puts another integration's number into every record."""
