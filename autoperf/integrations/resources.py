@@ -6,7 +6,7 @@ process table, once per interval); system memory; and, when those integrations a
 patched: DB pool utilisation (``asyncpg.pool_stats()``), process-pool queue depth and busy workers
 (``process_pool.pool_stats()``), event-loop lag since the previous sample
 (``event_loop.lag_stats()``), the discord gateway latency (``discord.gateway_latency_ms()``);
-active flows (``spans.active_flows()`` when the span module has it). Other code adds fields with
+active flows (``spans.active_flows()``). Other code adds fields with
 ``add_source(name, fn)``.
 
 Thresholds (seed 4.4, 10.1) make the record ``WARNING``/``CRITICAL`` and name what crossed them in
