@@ -203,8 +203,8 @@ def _status_of(exc):
     if "CheckFailure" in names or "MissingPermissions" in names:
         return "check_failure", etype
     original = getattr(exc, "original", None)
-    if isinstance(original, BaseException) and "CommandInvokeError" in names | {"HybridCommandError"}:
-        return "error", type(original)
+    if isinstance(original, BaseException) and "CommandInvokeError" in names:
+        return _status_of(original) if original is not exc else ("error", type(original))
     cause = exc.__cause__
     if "HybridCommandError" in names and isinstance(cause, BaseException):
         inner = getattr(cause, "original", None)
