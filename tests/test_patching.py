@@ -15,6 +15,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
+from pathlib import Path
 
 import autoperf
 from autoperf import pipeline, targets, wrappers
@@ -560,7 +561,9 @@ def test_wrapped_function_runs_in_a_process_pool(make_module, patch, records, me
 
 @pytest.fixture
 def log_dir_of_pipeline(autoperf_pipeline):
-    return autoperf_pipeline
+    # Where the file sink writes now (an in-process install() elsewhere may have moved it).
+    from autoperf import bootstrap
+    return Path(bootstrap.log_path()).parent
 
 
 # -- captures and internal failures -----------------------------------------------------------
