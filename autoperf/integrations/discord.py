@@ -891,7 +891,10 @@ def _response_failed(st, exc):
 # -- gateway heartbeat ---------------------------------------------------------------------
 def _wrap_get_payload(original):
     def get_payload(self):
-        _hb_sent[self] = perf_counter_ns()
+        try:   # runs in discord.py's keep-alive thread: an exception here would stop the heartbeats
+            _hb_sent[self] = perf_counter_ns()
+        except Exception as exc:
+            diagnostics.internal_error("discord: heartbeat send", exc)
         return original(self)
     return get_payload
 
