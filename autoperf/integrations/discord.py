@@ -899,6 +899,14 @@ def _wrap_get_payload(original):
     return get_payload
 
 
+def _sampler_running():
+    sampler = getattr(sys.modules.get("autoperf.integrations.resources"), "_sampler", None)
+    try:
+        return sampler is not None and sampler.is_alive()
+    except Exception:
+        return False
+
+
 def _wrap_ack(original):
     def ack(self):
         try:
@@ -906,8 +914,11 @@ def _wrap_ack(original):
             if sent is not None:
                 ms = round((perf_counter_ns() - sent) / 1e6, 3)
                 _latency["last_ms"] = ms
-                pipeline.emit({"type": "resource", "level": "INFO", "gateway_latency_ms": ms,
-                               "discord": counters()})
+                # The resource sampler reads gateway_latency_ms() every interval; without it, one
+                # record per heartbeat ACK.
+                if not _sampler_running():
+                    pipeline.emit({"type": "resource", "level": "INFO", "gateway_latency_ms": ms,
+                                   "discord": counters()})
         except Exception as exc:
             diagnostics.internal_error("discord: heartbeat ack", exc)
         return original(self)
