@@ -111,7 +111,7 @@ def run(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     records = [orjson.loads(line) for path in (tmp / "logs").glob("performance_*.log")
                for line in path.read_bytes().splitlines()]
-    line = next(i for i, text in enumerate(PROGRAM.splitlines(), start=0) if "BLOCKING-LINE" in text)
+    line = next(i for i, text in enumerate(PROGRAM.splitlines(), start=1) if "BLOCKING-LINE" in text)
     return records, proc, line, dsn
 
 
