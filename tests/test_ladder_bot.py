@@ -135,6 +135,12 @@ class TestLadderBot:
         assert names["PUT /applications/{application_id}/commands"] == 1
         assert names["POST /channels/{channel_id}/messages"] >= 1
 
+    def test_gateway_latency_in_resource_samples(self, run):
+        """The resource sampler carries the heartbeat latency the discord integration measured."""
+        _, records = run
+        values = [r["gateway_latency_ms"] for r in records if r["type"] == "resource" and r.get("gateway_latency_ms")]
+        assert values and all(0 < v < 1000 for v in values)
+
 
 SMALL = """
 duration_s: 1
