@@ -271,7 +271,8 @@ class TestChildren:
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.splitlines()[0] == "[0, 1, 4, 9, 16, 25]"
         assert proc.stdout.splitlines()[1].strip() == "49"
-        spans = [r for r in prog.records() if r["type"] == "span" and r["name"] == "worker_mod.square"]
+        spans = [r for r in prog.records() if r["type"] == "span" and r["name"] == "worker_mod.square"
+                 and r["kind"] == "span"]
         # 6 pool calls + 1 subprocess call + 1 fork child call, each recorded exactly once.
         assert len(spans) == 8, [(s["pid"]) for s in spans]
         parent_pid = {r["pid"] for r in prog.records() if r.get("code") == "internal_error"}
@@ -293,7 +294,7 @@ class TestChildren:
         proc = subprocess.run(prog.autoperf_cmd(), cwd=tmp_path, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == "yes True"
-        assert [r["name"] for r in prog.records() if r["type"] == "span"] == ["worker_mod.square"]
+        assert [r["name"] for r in prog.records() if r["type"] == "span" and r["kind"] == "span"] == ["worker_mod.square"]
 
 
 class TestTargetsAtRunTime:
