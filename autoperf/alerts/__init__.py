@@ -18,84 +18,77 @@ DEFAULTS = {
 
 _SEVERITY = ("INFO", "WARNING", "ERROR", "CRITICAL")
 
-try:  # the config DSL; without it the section accepts any mapping
-    from autoperf.config.schema import Any, Bool, Enum, Field, Float, Int, List, Map, Obj, Str
+from autoperf.config.schema import Any, Bool, Enum, Field, Float, Int, List, Map, Obj, Str, with_defaults
 
-    def _rule_needs_condition(rule):
-        from autoperf.alerts.rules import DEFAULT_RULES
+def _rule_needs_condition(rule):
+    from autoperf.alerts.rules import DEFAULT_RULES
 
-        known = {r["name"] for r in DEFAULT_RULES}
-        if rule.get("name") not in known and rule.get("above") is None and rule.get("baseline_factor") is None:
-            return [("above", "a new rule needs `above` and/or `baseline_factor`")]
-        return []
+    known = {r["name"] for r in DEFAULT_RULES}
+    if rule.get("name") not in known and rule.get("above") is None and rule.get("baseline_factor") is None:
+        return [("above", "a new rule needs `above` and/or `baseline_factor`")]
+    return []
 
-    def _channel_needs(ch):
-        if ch.get("type") in ("discord", "slack", "webhook") and not ch.get("url_env"):
-            return [("url_env", "webhook channels need `url_env` (the name of the environment variable "
-                                "holding the URL; the URL itself never goes in the config)")]
-        if ch.get("type") == "email" and not ch.get("to"):
-            return [("to", "email channels need `to`")]
-        return []
+def _channel_needs(ch):
+    if ch.get("type") in ("discord", "slack", "webhook") and not ch.get("url_env"):
+        return [("url_env", "webhook channels need `url_env` (the name of the environment variable "
+                            "holding the URL; the URL itself never goes in the config)")]
+    if ch.get("type") == "email" and not ch.get("to"):
+        return [("to", "email channels need `to`")]
+    return []
 
-    RULE_SCHEMA = Obj({
-        "name": Field(Str(), required=True, doc="Rule name; a default rule's name overrides that rule."),
-        "severity": Field(Enum(*_SEVERITY), default=None, doc="Severity of the alert."),
-        "match": Field(Map(Any()), default={}, doc="Dotted record paths that must equal a value (or one of a list),"
-                       " e.g. {type: span, kind: db}."),
-        "field": Field(Str(), default=None, doc="Dotted path of the number to test (default duration_ms)."),
-        "above": Field(Float(), default=None, doc="Fire when the value is above this."),
-        "baseline_factor": Field(Float(min=1), default=None,
-                                 doc="Fire when the value is above factor x the rolling median of this key."),
-        "baseline_samples": Field(Int(min=3), default=None, doc="Values kept per key for the median (default 100)."),
-        "baseline_min_samples": Field(Int(min=1), default=None, doc="Values needed before the baseline is used (default 20)."),
-        "key": Field(Str(), default=None, doc="Dotted path grouping alerts and baselines (default flow_name)."),
-        "channels": Field(List(Str()), default=[], doc="Channel names to use (default: all channels)."),
-        "description": Field(Str(), default=None, doc="Text added to the message."),
-    }, rules=(_rule_needs_condition,))
+RULE_SCHEMA = Obj({
+    "name": Field(Str(), required=True, doc="Rule name; a default rule's name overrides that rule."),
+    "severity": Field(Enum(*_SEVERITY), default=None, doc="Severity of the alert."),
+    "match": Field(Map(Any()), default={}, doc="Dotted record paths that must equal a value (or one of a list),"
+                   " e.g. {type: span, kind: db}."),
+    "field": Field(Str(), default=None, doc="Dotted path of the number to test (default duration_ms)."),
+    "above": Field(Float(), default=None, doc="Fire when the value is above this."),
+    "baseline_factor": Field(Float(min=1), default=None,
+                             doc="Fire when the value is above factor x the rolling median of this key."),
+    "baseline_samples": Field(Int(min=3), default=None, doc="Values kept per key for the median (default 100)."),
+    "baseline_min_samples": Field(Int(min=1), default=None, doc="Values needed before the baseline is used (default 20)."),
+    "key": Field(Str(), default=None, doc="Dotted path grouping alerts and baselines (default flow_name)."),
+    "channels": Field(List(Str()), default=[], doc="Channel names to use (default: all channels)."),
+    "description": Field(Str(), default=None, doc="Text added to the message."),
+}, rules=(_rule_needs_condition,))
 
-    CHANNEL_SCHEMA = Obj({
-        "type": Field(Enum("discord", "slack", "webhook", "email"), required=True, doc="Channel kind."),
-        "name": Field(Str(), default=None, doc="Name used in rules and warnings (default: the type)."),
-        "min_severity": Field(Enum(*_SEVERITY), default="WARNING", doc="Lowest severity sent to this channel."),
-        "rules": Field(List(Str()), default=[], doc="Only these rules (default: all)."),
-        "url_env": Field(Str(), default=None, doc="Environment variable holding the webhook URL (a secret)."),
-        "timeout_s": Field(Float(min=0.1), default=5.0, doc="Timeout of one delivery attempt."),
-        "host": Field(Str(), default="localhost", doc="SMTP server."),
-        "port": Field(Int(min=1), default=587, doc="SMTP port."),
-        "starttls": Field(Bool(), default=True, doc="Upgrade the SMTP connection with STARTTLS."),
-        "ssl": Field(Bool(), default=False, doc="Implicit TLS (SMTPS, usually port 465) instead of STARTTLS."),
-        "username": Field(Str(), default=None, doc="SMTP login user."),
-        "password_env": Field(Str(), default=None, doc="Environment variable holding the SMTP password (a secret)."),
-        "from": Field(Str(), default="autoperf@localhost", doc="Sender address."),
-        "to": Field(List(Str()), default=[], doc="Recipient addresses."),
-        "ca_file": Field(Str(), default=None, doc="CA bundle to verify the SMTP server's certificate."),
-        "verify_tls": Field(Bool(), default=True, doc="Verify the SMTP server's certificate."),
-    }, rules=(_channel_needs,))
+CHANNEL_SCHEMA = Obj({
+    "type": Field(Enum("discord", "slack", "webhook", "email"), required=True, doc="Channel kind."),
+    "name": Field(Str(), default=None, doc="Name used in rules and warnings (default: the type)."),
+    "min_severity": Field(Enum(*_SEVERITY), default="WARNING", doc="Lowest severity sent to this channel."),
+    "rules": Field(List(Str()), default=[], doc="Only these rules (default: all)."),
+    "url_env": Field(Str(), default=None, doc="Environment variable holding the webhook URL (a secret)."),
+    "timeout_s": Field(Float(min=0.1), default=5.0, doc="Timeout of one delivery attempt."),
+    "host": Field(Str(), default="localhost", doc="SMTP server."),
+    "port": Field(Int(min=1), default=587, doc="SMTP port."),
+    "starttls": Field(Bool(), default=True, doc="Upgrade the SMTP connection with STARTTLS."),
+    "ssl": Field(Bool(), default=False, doc="Implicit TLS (SMTPS, usually port 465) instead of STARTTLS."),
+    "username": Field(Str(), default=None, doc="SMTP login user."),
+    "password_env": Field(Str(), default=None, doc="Environment variable holding the SMTP password (a secret)."),
+    "from": Field(Str(), default="autoperf@localhost", doc="Sender address."),
+    "to": Field(List(Str()), default=[], doc="Recipient addresses."),
+    "ca_file": Field(Str(), default=None, doc="CA bundle to verify the SMTP server's certificate."),
+    "verify_tls": Field(Bool(), default=True, doc="Verify the SMTP server's certificate."),
+}, rules=(_channel_needs,))
 
-    CONFIG_SCHEMA = Obj({
-        "enabled": Field(Bool(), default=True, doc="Evaluate alert rules."),
-        "group_wait_s": Field(Float(min=0), default=1.0, doc="Collect a burst this long before the first message."),
-        "window_s": Field(Float(min=0), default=300.0,
-                          doc="At most one message per rule and key per window; the next one carries the count."),
-        "max_attempts": Field(Int(min=1), default=4, doc="Delivery attempts per message and channel."),
-        "retry_base_s": Field(Float(min=0), default=1.0, doc="First retry delay; doubles on each attempt."),
-        "queue_size": Field(Int(min=10), default=10000, doc="Alert events waiting for the delivery thread."),
-        "default_rules": Field(Bool(), default=True, doc="Include the built-in rules (seed plan table 10.1)."),
-        "disable": Field(List(Str()), default=[], doc="Names of rules to turn off."),
-        "rules": Field(List(RULE_SCHEMA), default=[], doc="Extra rules, or overrides of built-in ones by name."),
-        "channels": Field(List(CHANNEL_SCHEMA), default=[], doc="Where alerts are sent."),
-    })
-except ImportError:  # pragma: no cover - only while autoperf.config is missing
-    pass
+CONFIG_SCHEMA = Obj({
+    "enabled": Field(Bool(), default=True, doc="Evaluate alert rules."),
+    "group_wait_s": Field(Float(min=0), default=1.0, doc="Collect a burst this long before the first message."),
+    "window_s": Field(Float(min=0), default=300.0,
+                      doc="At most one message per rule and key per window; the next one carries the count."),
+    "max_attempts": Field(Int(min=1), default=4, doc="Delivery attempts per message and channel."),
+    "retry_base_s": Field(Float(min=0), default=1.0, doc="First retry delay; doubles on each attempt."),
+    "queue_size": Field(Int(min=10), default=10000, doc="Alert events waiting for the delivery thread."),
+    "default_rules": Field(Bool(), default=True, doc="Include the built-in rules (seed plan table 10.1)."),
+    "disable": Field(List(Str()), default=[], doc="Names of rules to turn off."),
+    "rules": Field(List(RULE_SCHEMA), default=[], doc="Extra rules, or overrides of built-in ones by name."),
+    "channels": Field(List(CHANNEL_SCHEMA), default=[], doc="Where alerts are sent."),
+})
 
 
 def settings(section: dict | None) -> dict:
     """The `alerts:` section with defaults applied."""
-    out = dict(DEFAULTS)
-    for k, v in (section or {}).items():
-        if v is not None:
-            out[k] = v
-    return out
+    return with_defaults(DEFAULTS, section)
 
 
 _installed: list = []

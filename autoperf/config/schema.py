@@ -342,3 +342,12 @@ def _copy(value):
 
 __all__ = ["Obj", "Field", "Str", "Int", "Float", "Bool", "Enum", "List", "Map", "Any", "OneOf",
            "Schema", "Errors", "MISSING"]
+
+
+def with_defaults(defaults: dict, section: dict | None) -> dict:
+    """``section`` over ``defaults``, ignoring keys set to None (for sections read outside load_config)."""
+    out = dict(defaults)
+    for key, value in (section or {}).items():
+        if value is not None:
+            out[key] = value
+    return out

@@ -156,9 +156,7 @@ _FACTORIES = {"ClientSession._request": _request_factory}
 
 
 def patch(module, options: dict) -> None:
-    for mod, qualname in WRAPS:
-        owner, attr = base.resolve(mod, qualname)
-        base.wrap(owner, attr, _FACTORIES[qualname])
+    base.wrap_all(WRAPS, _FACTORIES)
 
 
 def unpatch(module) -> None:

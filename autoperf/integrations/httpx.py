@@ -86,9 +86,7 @@ _FACTORIES = {"Client.send": _sync_factory, "AsyncClient.send": _async_factory}
 
 
 def patch(module, options: dict) -> None:
-    for mod, qualname in WRAPS:
-        owner, attr = base.resolve(mod, qualname)
-        base.wrap(owner, attr, _FACTORIES[qualname])
+    base.wrap_all(WRAPS, _FACTORIES)
 
 
 def unpatch(module) -> None:

@@ -18,35 +18,28 @@ DEFAULTS = {
     "connections": 2,
 }
 
-try:  # the config DSL is written concurrently; without it the section accepts any mapping
-    from autoperf.config.schema import Bool, Field, Float, Int, Obj, Str
+from autoperf.config.schema import Bool, Field, Float, Int, Obj, Str, with_defaults
 
-    CONFIG_SCHEMA = Obj({
-        "dsn": Field(Str(), default="", doc="PostgreSQL DSN; empty = store disabled. Usually "
-                     "`${AUTOPERF_PG_DSN:-}` so the secret stays in the environment. Never printed."),
-        "batch_records": Field(Int(min=1), default=5000, doc="Most records per COPY batch."),
-        "flush_interval_ms": Field(Int(min=10), default=1000, doc="Longest time a record waits before its batch is written."),
-        "max_buffer_records": Field(Int(min=100), default=200000,
-                                    doc="Records held in memory for the sink; beyond that they are dropped and counted."),
-        "rollup": Field(Bool(), default=True, doc="Compute performance_stats for the previous UTC day once a day."),
-        "connect_timeout_s": Field(Float(min=0.1), default=5.0, doc="Timeout of one connection attempt."),
-        "retry_max_s": Field(Float(min=0.1), default=10.0, doc="Longest pause between reconnection attempts."),
-        "connections": Field(Int(min=1), default=2,
-                             doc="Connections a big batch is split across (inserted in parallel)."),
-        "max_spill_mb": Field(Float(min=1), default=1024,
-                              doc="Largest spill file (records kept on disk while PostgreSQL is unreachable)."),
-    })
-except ImportError:  # pragma: no cover - only while autoperf.config is missing
-    pass
+CONFIG_SCHEMA = Obj({
+    "dsn": Field(Str(), default="", doc="PostgreSQL DSN; empty = store disabled. Usually "
+                 "`${AUTOPERF_PG_DSN:-}` so the secret stays in the environment. Never printed."),
+    "batch_records": Field(Int(min=1), default=5000, doc="Most records per COPY batch."),
+    "flush_interval_ms": Field(Int(min=10), default=1000, doc="Longest time a record waits before its batch is written."),
+    "max_buffer_records": Field(Int(min=100), default=200000,
+                                doc="Records held in memory for the sink; beyond that they are dropped and counted."),
+    "rollup": Field(Bool(), default=True, doc="Compute performance_stats for the previous UTC day once a day."),
+    "connect_timeout_s": Field(Float(min=0.1), default=5.0, doc="Timeout of one connection attempt."),
+    "retry_max_s": Field(Float(min=0.1), default=10.0, doc="Longest pause between reconnection attempts."),
+    "connections": Field(Int(min=1), default=2,
+                         doc="Connections a big batch is split across (inserted in parallel)."),
+    "max_spill_mb": Field(Float(min=1), default=1024,
+                          doc="Largest spill file (records kept on disk while PostgreSQL is unreachable)."),
+})
 
 
 def settings(section: dict | None) -> dict:
-    """The `store:` section with defaults applied (works whether or not config applied them)."""
-    out = dict(DEFAULTS)
-    for k, v in (section or {}).items():
-        if v is not None:
-            out[k] = v
-    return out
+    """The `store:` section with defaults applied."""
+    return with_defaults(DEFAULTS, section)
 
 
 def resolve_dsn(dsn: str | None = None) -> str:
