@@ -49,7 +49,6 @@ in memory, referenced by the background task until that one EXPLAIN has run.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -490,6 +489,8 @@ def _maybe_explain(conn_owner, query, info, params_of, args, kwargs, duration_ns
             return
         conn, params = params_of(conn_owner, args, kwargs)
         addr, conn_params = conn._addr, conn._params
+        import asyncio
+
         loop = asyncio.get_running_loop()
         if len(_explained) >= _CACHE_SIZE:
             _explained.clear()
@@ -528,6 +529,8 @@ def _connect_kwargs(addr, params):
 async def _run_explain(addr, conn_params, query, params, info, duration_ns):
     """EXPLAIN (FORMAT JSON) on a connection of our own; emit an ``explain`` record."""
     spans.activate(_SUPPRESS)   # this task's own context: nothing in here is a query span
+    import asyncio
+
     import asyncpg
 
     conn = None
