@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import json
 import os
 import signal
 import subprocess
@@ -105,7 +106,7 @@ def _thread_cpu(ident) -> float:
         return 0.0
 
 
-def inprocess_once(patched: bool, scenario: dict, log_dir: str) -> dict:
+def inprocess_once(patched: bool, scenario: dict, log_dir: str, options=None) -> dict:
     import threading
 
     import discord
@@ -114,7 +115,7 @@ def inprocess_once(patched: bool, scenario: dict, log_dir: str) -> dict:
 
     if patched:
         bootstrap.ensure_pipeline(log_dir=log_dir, console=False)
-        integrations.patch("discord", discord, {})
+        integrations.patch("discord", discord, dict(options or {}))
     sys.path.insert(0, os.path.dirname(BOT))
     import importlib
     botmod = importlib.import_module("bot")
@@ -137,8 +138,27 @@ def inprocess_once(patched: bool, scenario: dict, log_dir: str) -> dict:
         marks["loop0"], marks["w0"] = _thread_cpu(main_ident), _thread_cpu(writer_ident()) if writer_ident() else 0.0
 
     threading.Thread(target=mark_start, daemon=True).start()
+    gc_stats = {"pause": 0.0, "full": 0, "max": 0.0}
+    gc_start = {}
+
+    def on_gc(phase, info):
+        if threading.get_ident() != main_ident or "loop0" not in marks or "loop1" in marks:
+            return
+        if phase == "start":
+            gc_start["t"] = time.perf_counter()
+        elif "t" in gc_start:
+            d = time.perf_counter() - gc_start.pop("t")
+            gc_stats["pause"] += d
+            gc_stats["max"] = max(gc_stats["max"], d)
+            gc_stats["full"] += info["generation"] == 2
+
+    gc.callbacks.append(on_gc)
     bot = botmod.LadderBot()
-    bot.run("bench.token.value", log_handler=None)
+    try:
+        bot.run("bench.token.value", log_handler=None)
+    finally:
+        gc.callbacks.remove(on_gc)
+    tracked = len(gc.get_objects())
     report = handle.wait(60)
     if bot.embedded_pg is not None:
         bot.embedded_pg.stop()
@@ -147,7 +167,9 @@ def inprocess_once(patched: bool, scenario: dict, log_dir: str) -> dict:
         pipeline.flush()
         integrations.unpatch("discord")
     steps = sum(1 for r in report.results if r.status != "skipped")
-    return {"steps": steps, "loop_s": marks["loop1"] - marks["loop0"], "writer_s": marks["w1"] - marks["w0"]}
+    return {"steps": steps, "loop_s": marks["loop1"] - marks["loop0"], "writer_s": marks["w1"] - marks["w0"],
+            "gc_pause_s": gc_stats["pause"], "gc_max_s": gc_stats["max"], "gc_full": gc_stats["full"],
+            "tracked": tracked}
 
 
 def inprocess_table(args, base) -> None:
@@ -158,7 +180,7 @@ def inprocess_table(args, base) -> None:
             scenario = copy.deepcopy(base)
             scenario["seed"] = 2000 + i
             gc.collect()
-            r = inprocess_once(patched, scenario, tmp)
+            r = inprocess_once(patched, scenario, tmp, json.loads(args.options))
             res[patched].append(r)
             print(f"  in-process round {i + 1} {'discord' if patched else 'plain':<8}: {r['steps']} steps, "
                   f"loop CPU {r['loop_s']:.3f} s, writer CPU {r['writer_s']:.3f} s", file=sys.stderr)
@@ -172,6 +194,13 @@ def inprocess_table(args, base) -> None:
     print(f"{'event-loop thread CPU us / step':<34}{plain_loop:>10.0f}{traced_loop:>10.0f}{traced_loop / plain_loop:>8.3f}x")
     print(f"{'+ writer thread CPU us / step':<34}{'':>10}{traced_writer:>10.0f}"
           f"{(traced_loop + traced_writer) / plain_loop:>8.3f}x")
+    gc_plain, gc_traced = per_step(False, "gc_pause_s"), per_step(True, "gc_pause_s")
+    print(f"{'loop-thread GC pause us / step':<34}{gc_plain:>10.0f}{gc_traced:>10.0f}"
+          f"{(gc_traced / gc_plain if gc_plain else float('nan')):>8.3f}x")
+    for key, label in (("gc_full", "full (gen 2) collections"), ("gc_max_s", "longest GC pause ms")):
+        a = sum(r[key] for r in res[False]) if key == "gc_full" else 1000 * max(r[key] for r in res[False])
+        b = sum(r[key] for r in res[True]) if key == "gc_full" else 1000 * max(r[key] for r in res[True])
+        print(f"{label:<34}{a:>10.1f}{b:>10.1f}")
 
 
 def main(argv=None) -> int:
@@ -182,6 +211,7 @@ def main(argv=None) -> int:
     ap.add_argument("--disable", action="append", default=[],
                     help="passed to `autoperf run --disable` (an integration or target name; repeatable)")
     ap.add_argument("--inprocess", action="store_true", help="measure the discord integration alone, in-process")
+    ap.add_argument("--options", default="{}", help="--inprocess: discord integration options as JSON")
     args = ap.parse_args(argv)
     with open(SCENARIO) as fh:
         base = yaml.safe_load(fh)
