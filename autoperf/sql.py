@@ -34,7 +34,21 @@ MAX_CACHED_TEXT = 16384
 _max_length = DEFAULT_MAX_LENGTH
 _cache: dict = {}   # raw text -> (full normalised, fingerprint, operation, result at _max_length)
 
-_TOKEN = re.compile(r"""
+class _LazyPattern:
+    """A regex compiled on first use: these take ~20 ms to compile, and most processes that
+    import this module (every instrumented one, for the config) never describe a statement."""
+
+    def __init__(self, pattern, flags=0):
+        self._args = (pattern, flags)
+
+    def __getattr__(self, name):
+        compiled = re.compile(*self._args)
+        for attr in ("finditer", "sub", "search", "match", "fullmatch", "findall", "split"):
+            setattr(self, attr, getattr(compiled, attr))  # later look-ups skip __getattr__
+        return getattr(compiled, name)
+
+
+_TOKEN = _LazyPattern(r"""
     (?P<ws>\s+)
   | (?P<lc>--[^\n]*)
   | (?P<bc>/\*)
@@ -56,10 +70,10 @@ _SIGN_CONTEXT_WORDS = frozenset((
     "LIMIT", "OFFSET", "RETURN", "IS", "SET", "BY", "AS", "ON", "CASE", "ANY", "ALL", "ARRAY",
 ))
 _ITEM = r"(?:\?|\$\d+)(?:\s*::\s*[\w\"\[\]. ]+?)?"
-_IN_LIST = re.compile(r"\b(IN)\s*\(\s*" + _ITEM + r"(?:\s*,\s*" + _ITEM + r")*\s*\)", re.I)
-_ARRAY_LIST = re.compile(r"\b(ARRAY)\s*\[\s*" + _ITEM + r"(?:\s*,\s*" + _ITEM + r")*\s*\]", re.I)
-_VALUES = re.compile(r"\bVALUES\s*\(", re.I)
-_PARAM_NUM = re.compile(r"\$\d+")
+_IN_LIST = _LazyPattern(r"\b(IN)\s*\(\s*" + _ITEM + r"(?:\s*,\s*" + _ITEM + r")*\s*\)", re.I)
+_ARRAY_LIST = _LazyPattern(r"\b(ARRAY)\s*\[\s*" + _ITEM + r"(?:\s*,\s*" + _ITEM + r")*\s*\]", re.I)
+_VALUES = _LazyPattern(r"\bVALUES\s*\(", re.I)
+_PARAM_NUM = _LazyPattern(r"\$\d+")
 
 
 def set_max_length(length: int) -> None:

@@ -117,14 +117,19 @@ class Sampler(threading.Thread):
 
     def __init__(self, interval_s=DEFAULT_INTERVAL_S, thresholds=None):
         super().__init__(name="autoperf-sampler", daemon=True)
-        import psutil
-        self.psutil = psutil
+        self.psutil = None  # imported in the sampler's own thread: not on the program's start-up
+        self.process = None
         self.interval_s = float(interval_s)
         self.thresholds = dict(thresholds or {})
         self.stop_event = threading.Event()
-        self.process = psutil.Process()
-        self.process.cpu_percent(None)  # the first reading only primes the counter
         self._known = {}
+
+    def _init_psutil(self):
+        if self.psutil is None:
+            import psutil
+            self.process = psutil.Process()
+            self.process.cpu_percent(None)  # the first reading only primes the counter
+            self.psutil = psutil
 
     def _children(self):
         """Child processes, recursively (forkserver workers are grandchildren).
@@ -152,6 +157,12 @@ class Sampler(threading.Thread):
         return out
 
     def run(self):
+        try:
+            self._init_psutil()
+        except ImportError:
+            diagnostics.warn_once("integration_version", "resource sampler: psutil is not installed",
+                                  key="psutil", integration=NAME)
+            return
         while not self.stop_event.wait(self.interval_s):
             try:
                 pipeline.emit(self.sample())
@@ -165,6 +176,7 @@ class Sampler(threading.Thread):
 
     def sample(self) -> dict:
         """Read everything once and return the ``resource`` record (also usable directly)."""
+        self._init_psutil()
         psutil = self.psutil
         proc = self.process
         rec = {"type": "resource", "timestamp": _now_iso()}
