@@ -390,3 +390,35 @@ class TestTransparency:
         assert ping._callback.__name__ == "ping" and not hasattr(ping._callback, "__autoperf__")
         assert "JoinView" not in sys.modules[MODULE].JoinView.join.__qualname__ or \
             not hasattr(sys.modules[MODULE].JoinView.join, "__autoperf__")
+
+
+class TestNeverBreaksTheBot:
+    def test_internal_errors_in_the_gateway_path_are_contained(self, runs, monkeypatch, tmp_path):
+        """If autoperf's own bookkeeping fails inside the gateway parser, the bot keeps answering and
+        the failure is reported once as a warning."""
+        from autoperf import diagnostics, integrations
+        from autoperf.integrations import discord as integration
+
+        class Broken:
+            def __init__(self, *args):
+                raise RuntimeError("bookkeeping exploded")
+
+        bootstrap.ensure_pipeline(log_dir=str(tmp_path), console=False)
+        memory = sinks.Memory()
+        pipeline.add_sink(memory)
+        monkeypatch.setattr(integration, "_IState", Broken)
+        integrations.patch("discord", discord, {})
+        try:
+            report, _ = _play({"seed": 9, "duration_s": 1.0, "rate": 6, "users": 2, "warmup_s": 0.2, "grace_s": 3,
+                               "mix": [{"command": "ping", "options": {"text": "x"}}]})
+            pipeline.flush()
+        finally:
+            integrations.unpatch("discord")
+            pipeline.remove_sink(memory)
+            restore()
+        step = report.steps["/ping"]
+        assert step.count >= 3 and step.ok == step.count
+        warnings = [r for r in memory.records if r["type"] == "warning" and "tracking an interaction" in r["message"]]
+        assert len(warnings) == 1 and "bookkeeping exploded" in warnings[0]["message"]
+        assert any(key[0] == "internal_error" and n >= 3 for key, n in diagnostics.counts().items())
+        assert _flows(memory.records, "ping")   # flows still recorded, without response times
