@@ -93,6 +93,7 @@ WRAPS = [
     ("asyncpg.cursor", "BaseCursor._bind"),
     ("asyncpg.cursor", "BaseCursor._exec"),
     ("asyncpg.cursor", "Cursor.forward"),
+    ("asyncpg.connection", "Connection.reset"),
     ("asyncpg.pool", "Pool._acquire"),
     ("asyncpg.pool", "Pool._async__init__"),
 ]
@@ -355,6 +356,22 @@ def _acquire_factory(original):
     return _acquire
 
 
+def _reset_factory(original):
+    # Pool.release resets the connection (unlock, close cursors, UNLISTEN, RESET ALL) on the
+    # caller's time: one "db.pool.reset" wait span, not a query to tune, cache or count.
+    async def reset(self, *args, **kwargs):
+        s = _DbSpan("db.pool.reset", "wait", {"system": "postgresql"}, _get_current())
+        s._token = _set_current(s)
+        try:
+            return await original(self, *args, **kwargs)
+        except BaseException as exc:
+            s.fail(exc)
+            raise
+        finally:
+            s.finish()
+    return reset
+
+
 def _async_init_factory(original):
     async def _async__init__(self):
         result = await original(self)
@@ -364,6 +381,7 @@ def _async_init_factory(original):
 
 
 _FACTORIES = {
+    "Connection.reset": _reset_factory,
     "Connection.execute": lambda o: _query_wrapper(o, _arg0("query"), _execute_text_params),
     "Connection._execute": _execute_factory,
     "Connection._executemany": lambda o: _query_wrapper(o, _arg0("query"), batch_of=_batch(1, "args")),
