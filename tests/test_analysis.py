@@ -539,3 +539,18 @@ def test_explain_records_drive_index_advice_and_deadline_missed_counts():
     # an explain for a fast query gives no advice
     recs2 = [x for x in recs if x.get("type") != "span" or x.get("kind") != "db"]
     assert not [s for s in aggregate(recs2)["suggestions"] if s["kind"] == "index"]
+
+
+def test_cycles_are_not_commands():
+    """A cycle's flow_complete (matchmaker loop) is not counted among the commands."""
+    from autoperf.analysis.aggregate import aggregate
+    base = {"type": "flow_complete", "timestamp": "2026-01-01T00:00:00.000Z", "status": "success",
+            "checkpoints": [], "metadata": {}}
+    recs = [dict(base, flow_name="queue", flow_kind="flow", duration_ms=5.0),
+            dict(base, flow_name="matchmaking_cycle", flow_kind="cycle", duration_ms=7.0)]
+    result = aggregate(recs)
+    text = repr(result)
+    assert "queue" in text
+    commands = result.get("commands") or result.get("flows")
+    names = {c["name"] if isinstance(c, dict) else c for c in (commands if isinstance(commands, list) else commands.keys())}
+    assert names == {"queue"}

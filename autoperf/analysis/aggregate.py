@@ -321,6 +321,8 @@ class Aggregator:
         return self._last or None
 
     def _flow_complete(self, rec, ts):
+        if rec.get("flow_kind", "flow") != "flow":
+            return  # a cycle (matchmaker loop, task loop): reported with the cycles, not as a command
         name = rec.get("flow_name") or "?"
         d = rec.get("duration_ms")
         if d.__class__ is not float:
