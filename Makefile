@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The ladder bot (examples/ladder_bot) against the loopback Discord: ~60 users for ~30 s, then a summary.
 demo: $(STAMP)
-	$(BIN)/python -m autoperf run --summary --config examples/quickstart/autoperf.yaml examples/quickstart/app.py
+	$(BIN)/python -m autoperf run --summary --simulate examples/ladder_bot/scenario.yaml examples/ladder_bot/bot.py
 
 quickstart: $(STAMP)
 	$(BIN)/python -m autoperf run --summary --config examples/quickstart/autoperf.yaml examples/quickstart/app.py
