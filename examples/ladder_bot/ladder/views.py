@@ -17,7 +17,10 @@ def leaderboard_embed(rows, page: int, pages: int) -> discord.Embed:
 
 
 class SetupView(discord.ui.View):
-    """Step 1: country, step 2: race, step 3: map vetoes, then Confirm."""
+    """Step 1: country, step 2: race, step 3: map vetoes, then Confirm.
+
+    No fixed custom_ids on these per-user views: discord.py then generates one per instance, so two
+    players running /setup at the same time can never reach each other's view."""
 
     def __init__(self, bot, owner_id: int, player):
         super().__init__(timeout=300)
@@ -36,25 +39,25 @@ class SetupView(discord.ui.View):
             return False
         return True
 
-    @discord.ui.select(custom_id="setup:country", placeholder="Choose your country",
+    @discord.ui.select(placeholder="Choose your country",
                        options=[discord.SelectOption(label=c, value=c) for c in COUNTRIES[:25]])
     async def choose_country(self, interaction: discord.Interaction, select: discord.ui.Select):
         self.country = select.values[0]
         await interaction.response.edit_message(content=self.summary(), view=self)
 
-    @discord.ui.select(custom_id="setup:race", placeholder="Choose your race",
+    @discord.ui.select(placeholder="Choose your race",
                        options=[discord.SelectOption(label=r, value=r) for r in RACES])
     async def choose_race(self, interaction: discord.Interaction, select: discord.ui.Select):
         self.race = select.values[0]
         await interaction.response.edit_message(content=self.summary(), view=self)
 
-    @discord.ui.select(custom_id="setup:vetoes", placeholder="Veto up to two maps", min_values=0, max_values=2,
+    @discord.ui.select(placeholder="Veto up to two maps", min_values=0, max_values=2,
                        options=[discord.SelectOption(label=m, value=m) for m in MAPS])
     async def choose_vetoes(self, interaction: discord.Interaction, select: discord.ui.Select):
         self.vetoes = list(select.values)
         await interaction.response.edit_message(content=self.summary(), view=self)
 
-    @discord.ui.button(label="Confirm", style=discord.ButtonStyle.success, custom_id="setup:confirm")
+    @discord.ui.button(label="Confirm", style=discord.ButtonStyle.success)
     async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button):
         await self.bot.writer.upsert_preferences_1v1(interaction.user.id, self.race, self.vetoes)
         if self.country:
@@ -62,7 +65,7 @@ class SetupView(discord.ui.View):
         self.stop()
         await interaction.response.edit_message(content="Setup complete.\n" + self.summary(), view=None)
 
-    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary, custom_id="setup:cancel")
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button):
         self.stop()
         await interaction.response.edit_message(content="Setup cancelled.", view=None)
@@ -73,7 +76,7 @@ class QueueView(discord.ui.View):
         super().__init__(timeout=600)
         self.bot, self.player, self.preferences = bot, player, preferences
 
-    @discord.ui.button(label="Join queue", style=discord.ButtonStyle.primary, custom_id="queue:join")
+    @discord.ui.button(label="Join queue", style=discord.ButtonStyle.primary)
     async def join(self, interaction: discord.Interaction, button: discord.ui.Button):
         mm = self.bot.matchmaker
         race = self.preferences["race"] if self.preferences else "Random"
@@ -82,7 +85,7 @@ class QueueView(discord.ui.View):
         text = f"You are in the 1v1 queue as {race} (position {pos})." if added else f"Already queued (position {pos})."
         await interaction.response.edit_message(content=text, view=self)
 
-    @discord.ui.button(label="Leave queue", style=discord.ButtonStyle.danger, custom_id="queue:leave")
+    @discord.ui.button(label="Leave queue", style=discord.ButtonStyle.danger)
     async def leave(self, interaction: discord.Interaction, button: discord.ui.Button):
         left = self.bot.matchmaker.dequeue(interaction.user.id)
         await interaction.response.edit_message(content="You left the queue." if left else "You were not queued.",
@@ -98,12 +101,12 @@ class LeaderboardView(discord.ui.View):
         rows = await self.bot.reader.get_leaderboard_data(self.page)
         await interaction.response.edit_message(embed=leaderboard_embed(rows, self.page, self.pages), view=self)
 
-    @discord.ui.button(label="Previous", custom_id="lb:prev")
+    @discord.ui.button(label="Previous")
     async def previous(self, interaction: discord.Interaction, button: discord.ui.Button):
         self.page = max(1, self.page - 1)
         await self._show(interaction)
 
-    @discord.ui.button(label="Next", custom_id="lb:next")
+    @discord.ui.button(label="Next")
     async def next(self, interaction: discord.Interaction, button: discord.ui.Button):
         self.page = min(self.pages, self.page + 1)
         await self._show(interaction)
@@ -127,7 +130,7 @@ class TosView(discord.ui.View):
         super().__init__(timeout=300)
         self.bot = bot
 
-    @discord.ui.button(label="I accept", style=discord.ButtonStyle.success, custom_id="tos:accept")
+    @discord.ui.button(label="I accept", style=discord.ButtonStyle.success)
     async def accept(self, interaction: discord.Interaction, button: discord.ui.Button):
         await self.bot.writer.accept_tos(interaction.user.id)
         await interaction.response.edit_message(content="Thanks — you accepted the terms of service.", view=None)
