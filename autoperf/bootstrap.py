@@ -29,6 +29,7 @@ _file_sink = None
 _console_sink = None
 _previous_sigterm = None
 _pipeline_ready = False
+_child = False  # installed by the sitecustomize of a child process
 #: The parent samples its workers (psutil children); workers need no sampler of their own.
 _PARENT_ONLY = frozenset({"resources"})
 
@@ -156,10 +157,11 @@ def main_specs(*module_names):
 # -- install / uninstall -------------------------------------------------------------------
 def install(cfg=None, *, log_dir=None, console=None, disable=(), child=False):
     """Instrument this process according to ``cfg`` (a loaded Config, a path, or None)."""
-    global _installed, _config, _specs_by_module
+    global _installed, _config, _specs_by_module, _child
     with _lock:
         if _installed:
             return False
+        _child = child
         if cfg is None or isinstance(cfg, (str, os.PathLike)):
             from autoperf.config import load_config
             cfg = load_config(cfg)
@@ -168,14 +170,6 @@ def install(cfg=None, *, log_dir=None, console=None, disable=(), child=False):
         disabled = set(disable) | {d for d in os.environ.get(ENV_DISABLE, "").split(",") if d}
         ensure_pipeline(log_dir=log_dir, console=console, data=data)
 
-        _specs_by_module = {}
-        for spec in cfg.targets:
-            if not spec.enabled or spec.name in disabled or spec.target in disabled:
-                continue
-            _specs_by_module.setdefault(spec.module, []).append(spec)
-        for module_name in _specs_by_module:
-            if module_name not in ("__main__", "__mp_main__"):
-                _hook(module_name, _patch_targets)
 
         from autoperf import integrations
         for name in integrations.REGISTRY:
@@ -191,6 +185,16 @@ def install(cfg=None, *, log_dir=None, console=None, disable=(), child=False):
                 continue
             _hook(module_name, lambda module, name=name, options=options:
                   integrations.patch(name, module, options))
+        # Targets after integrations: an integration may register adapters (discord commands,
+        # task loops) that targets in already-imported modules need.
+        _specs_by_module = {}
+        for spec in cfg.targets:
+            if not spec.enabled or spec.name in disabled or spec.target in disabled:
+                continue
+            _specs_by_module.setdefault(spec.module, []).append(spec)
+        for module_name in _specs_by_module:
+            if module_name not in ("__main__", "__mp_main__"):
+                _hook(module_name, _patch_targets)
         # A spawned multiprocessing child re-runs the main script as __mp_main__.
         if not child or _specs_by_module.get("__main__"):
             _hook("multiprocessing.spawn", _patch_spawn_main)
@@ -243,7 +247,8 @@ def _patch_spawn_main(spawn_module):
 def _before_exit():
     """Name targets whose module was never imported, then flush everything."""
     try:
-        for module_name, specs in _specs_by_module.items():
+        # Only the program itself says which targets never loaded: its workers import less.
+        for module_name, specs in ({} if _child else _specs_by_module).items():
             if module_name in ("__main__", "__mp_main__") or module_name in sys.modules:
                 continue
             for spec in specs:

@@ -130,6 +130,9 @@ def make_site(spec, owner, attr, value):
         name = f"{spec.name}.{attr}"  # one name per matched method
     site = wrappers.CallSite(name, spec.kind, spec.threshold_ms, spec.sla_ms)
     raw = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
+    callback = getattr(raw, "callback", None)
+    if not inspect.isfunction(raw) and inspect.isfunction(callback):
+        raw = callback  # a command object (discord.py): captures bind to what it calls
     site.arg_hooks, site.return_hooks = build_hooks(spec, raw, bound=isinstance(value, classmethod))
     return site
 
