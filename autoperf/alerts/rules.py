@@ -7,7 +7,6 @@ last `baseline_samples` values of the same key (once `baseline_min_samples` are 
 from __future__ import annotations
 
 import collections
-import statistics
 
 SEVERITIES = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 MAX_KEYS = 10000          # baselines kept per rule (oldest key evicted beyond that)
@@ -97,7 +96,7 @@ class Rule:
                 if len(self._hist) > MAX_KEYS:
                     self._hist.popitem(last=False)
             if event is None and len(hist) >= self.min_samples:
-                median = statistics.median(hist)
+                median = _median(hist)
                 if median > 0 and value > self.factor * median:
                     event = self._event(record, key, value, self.factor * median, median)
             hist.append(value)
@@ -134,3 +133,11 @@ def build_rules(cfg: dict) -> list[Rule]:
     for name in cfg.get("disable") or []:
         specs.pop(name, None)
     return [Rule(s) for s in specs.values()]
+
+
+def _median(values):
+    """statistics.median without importing statistics (fractions, decimal…) into every process."""
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2

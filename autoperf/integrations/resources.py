@@ -157,6 +157,10 @@ class Sampler(threading.Thread):
         return out
 
     def run(self):
+        # psutil loads (and the CPU counter is primed) a moment after start, not while the
+        # program itself is starting up.
+        if self.stop_event.wait(min(1.0, self.interval_s / 2)):
+            return
         try:
             self._init_psutil()
         except ImportError:
@@ -301,9 +305,11 @@ def _active_flows():
 
 # -- start / stop ------------------------------------------------------------------------------
 def _in_worker():
+    # A program that never imported multiprocessing is no multiprocessing worker (and importing
+    # it here would cost every program's start-up).
+    mp = sys.modules.get("multiprocessing")
     try:
-        import multiprocessing
-        return multiprocessing.parent_process() is not None
+        return mp is not None and mp.parent_process() is not None
     except Exception:
         return False
 
