@@ -4,13 +4,13 @@ Parameter positions are worked out once, at patch time, so a call only indexes `
 """
 from __future__ import annotations
 
-import inspect
 
 _MISSING = object()
 _SQL_PARAM_NAMES = ("query", "sql", "statement", "stmt", "command", "operation")
 
 
 def _parameters(fn):
+    import inspect
     try:
         return list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
@@ -23,6 +23,7 @@ def _getter(params, root, indexed=True):
     ``args[N]`` / ``kwargs['k']`` (``indexed``) read the call's arguments; a bare ``args`` or
     ``kwargs`` is the parameter of that name when the function has one (``def f(self, *args)``).
     """
+    import inspect
     named = params is not None and any(p.name == root for p in params)
     if root == "args" and (indexed or not named):
         return lambda args, kwargs: args

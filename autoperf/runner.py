@@ -8,7 +8,6 @@ script's own main block calls them.
 """
 from __future__ import annotations
 
-import ast
 import fnmatch
 import os
 import sys
@@ -25,6 +24,7 @@ def _first_component(spec):
 
 def _instrumented_code(source, filename, specs):
     """Compile ``source``; after each matching top-level definition, call the patch hook."""
+    import ast
     tree = ast.parse(source, filename)
     if specs:
         patterns = {_first_component(s) for s in specs}
@@ -44,6 +44,7 @@ def _instrumented_code(source, filename, specs):
 
 
 def _hook_call(node, name, after=False):
+    import ast
     call = ast.Expr(ast.Call(ast.Name(_HOOK, ast.Load()), [ast.Constant(name)], []))
     ast.copy_location(call, node)
     if after and hasattr(node, "end_lineno"):
@@ -70,6 +71,7 @@ def _main_hook(module, specs):
 
 def _is_main_guard(node):
     """``if __name__ == "__main__":``"""
+    import ast
     test = node.test
     return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
             and test.left.id == "__name__" and len(test.comparators) == 1

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 
-import orjson
 
 from autoperf.records import LEVELS
 
-_DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+# orjson loads on the first write, in the writer thread: its import (datetime, uuid, …) is not
+# the program's start-up cost.
+_orjson_dumps = None
+_DUMPS_OPTS = 0
 # Write a few hundred lines per os.write(): very large joined batches page-fault heavily.
 _CHUNK = 256
 
@@ -19,8 +20,19 @@ def _default(obj):
     return str(obj)[:200]
 
 
+def _serializer():
+    global _orjson_dumps, _DUMPS_OPTS
+    if _orjson_dumps is None:
+        import orjson
+        _DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+        _orjson_dumps = orjson.dumps
+    return _orjson_dumps, _DUMPS_OPTS
+
+
 def dumps(record: dict) -> bytes:
-    return orjson.dumps(record, default=_default, option=_DUMPS_OPTS)
+    """One JSON line (orjson, newline appended)."""
+    serialize, opts = _serializer()
+    return serialize(record, default=_default, option=opts)
 
 
 class JsonLinesFile:
@@ -56,10 +68,10 @@ class JsonLinesFile:
         min_level = self.min_level
         if min_level:
             records = [r for r in records if LEVELS.get(r.get("level"), 20) >= min_level]
-        dump = dumps
+        serialize, opts = _serializer()
         fd = self._fd
         for i in range(0, len(records), _CHUNK):
-            data = b"".join([dump(r) for r in records[i:i + _CHUNK]])
+            data = b"".join([serialize(r, default=_default, option=opts) for r in records[i:i + _CHUNK]])
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)

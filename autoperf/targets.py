@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import inspect
 import threading
 
 from autoperf import diagnostics, wrappers
@@ -50,6 +49,7 @@ def _has_wildcard(part):
 
 def _members(owner, pattern, want_classes=False, module_name=None):
     """Names in ``vars(owner)`` matching ``pattern``."""
+    import inspect
     space = vars(owner)
     if not _has_wildcard(pattern):
         return [pattern] if pattern in space else []
@@ -104,6 +104,7 @@ def resolve(module, qualname):
 
 def _instrument_value(value, site):
     """The replacement for a class/module attribute, or None when it cannot be instrumented."""
+    import inspect
     if isinstance(value, staticmethod):
         inner = _instrument_value(value.__func__, site)
         return None if inner is None else staticmethod(inner)
@@ -122,6 +123,7 @@ def _instrument_value(value, site):
 
 
 def make_site(spec, owner, attr, value):
+    import inspect
     default_name = f"{getattr(owner, '__module__', None) or owner.__name__}.{getattr(owner, '__qualname__', '')}.{attr}"
     if inspect.ismodule(owner):
         default_name = f"{owner.__name__}.{attr}"
@@ -149,6 +151,7 @@ def patch_module(module, specs, module_label=None):
 
 
 def _patch_one(module, spec):
+    import inspect
     found, missing, near = resolve(module, spec.qualname)
     if not found:
         hint = f"; nearest names: {', '.join(near)}" if near else ""

@@ -10,7 +10,6 @@ look-ups; a closure costs one frame.)
 from __future__ import annotations
 
 import functools
-import inspect
 import types
 
 from autoperf import diagnostics, spans
@@ -69,6 +68,7 @@ def _finish(fn, wrapper, site):
 
 def instrument(fn, site: CallSite):
     """Return the instrumented twin of ``fn`` (a function, bound method or callable)."""
+    import inspect
     if is_instrumented(fn):
         return fn
     if inspect.isasyncgenfunction(fn):
@@ -162,6 +162,7 @@ async def _await_in_span(awaitable, s, site):
 
 
 def _returns_awaitable_wrapper(fn, site):
+    from inspect import isawaitable
     name, kind = site.name, site.kind
 
     def wrapper(*args, **kwargs):
@@ -176,7 +177,7 @@ def _returns_awaitable_wrapper(fn, site):
             raise
         finally:
             _deactivate(token)
-        if isinstance(result, types.CoroutineType) or inspect.isawaitable(result):
+        if isinstance(result, types.CoroutineType) or isawaitable(result):
             return _await_in_span(result, s, site)
         if isinstance(result, types.GeneratorType):
             return _generator_in_span(result, s, site)
