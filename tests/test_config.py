@@ -10,6 +10,12 @@ import pytest
 import autoperf.config as config
 from autoperf.config import ConfigError, compile_capture, CaptureError, find_config, load_config
 from autoperf.config.capture import MISSING
+
+
+@pytest.fixture(autouse=True)
+def _no_config_cache(monkeypatch):
+    # These tests swap schema providers in sys.modules; the validated-config cache is tested below.
+    monkeypatch.setenv("AUTOPERF_CONFIG_CACHE", "0")
 from autoperf.config.schema import Any, Bool, Enum, Errors, Field, Float, Int, List, Map, Obj, OneOf, Str
 
 EXAMPLE = """\
@@ -552,3 +558,44 @@ def test_broken_provider_falls_back_and_is_reported(tmp_path, monkeypatch):
     cfg = load(tmp_path, "alerts: {anything: 1}\n")
     assert cfg.data["alerts"] == {"anything": 1}
     assert any(key[0] == "internal_error" and "ap_broken_provider" in str(key[1]) for key in diagnostics.counts())
+
+
+class TestConfigCache:
+    """The validated-config cache (autoperf run and its children skip YAML and validation)."""
+
+    @pytest.fixture(autouse=True)
+    def _cache_on(self, monkeypatch, tmp_path):
+        monkeypatch.setenv("AUTOPERF_CONFIG_CACHE", "1")
+        monkeypatch.setenv("AUTOPERF_CACHE_DIR", str(tmp_path / "cache"))
+
+    def test_second_load_comes_from_the_cache_and_equals_the_first(self, tmp_path, monkeypatch):
+        """A second load of an unchanged file is served from the cache without importing PyYAML."""
+        path = tmp_path / "autoperf.yaml"
+        path.write_text("service: s\ntargets:\n  - target: 'm:f'\n    kind: flow\n    capture: {u: user.id}\n")
+        first = load_config(path)
+        assert list((tmp_path / "cache").glob("config-*.marshal"))
+        import autoperf.config._load as loader
+        monkeypatch.setattr(loader, "_compose", lambda *a: pytest.fail("YAML parsed again"))
+        second = load_config(path)
+        assert second.data == first.data
+        assert [(t.target, t.kind, t.line, t.capture["u"].text) for t in second.targets] == \
+               [(t.target, t.kind, t.line, t.capture["u"].text) for t in first.targets]
+
+    def test_file_and_environment_changes_miss_the_cache(self, tmp_path, monkeypatch):
+        """Editing the file or changing an interpolated variable gives the new values."""
+        path = tmp_path / "autoperf.yaml"
+        monkeypatch.setenv("AP_SERVICE", "one")
+        path.write_text("service: ${AP_SERVICE}\n")
+        assert load_config(path).data["service"] == "one"
+        monkeypatch.setenv("AP_SERVICE", "two")
+        assert load_config(path).data["service"] == "two"
+        path.write_text("service: three\n")
+        assert load_config(path).data["service"] == "three"
+
+    def test_invalid_files_are_never_cached(self, tmp_path):
+        """A bad file raises every time (errors are not cached away)."""
+        path = tmp_path / "autoperf.yaml"
+        path.write_text("bogus: 1\n")
+        for _ in range(2):
+            with pytest.raises(ConfigError):
+                load_config(path)

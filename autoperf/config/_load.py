@@ -50,19 +50,36 @@ def build_targets(entries, lines=()):
 
 
 def load(path):
+    from pathlib import Path
+
+    text = b""
+    if path is not None:
+        path = Path(os.fspath(path))
+        try:
+            text = path.read_bytes()
+        except OSError as e:
+            raise ConfigError([f"{path}:1:1: <file>: cannot read: {e.strerror or e}"]) from None
+    key = _cache.key(text)
+    cached = _cache.read(key)
+    if cached is not None:
+        data, lines = cached
+        return Config(data, path, build_targets(data["targets"], lines))
+    config = _validate(path, text)
+    _cache.write(key, config, _target_lines_of(config))
+    return config
+
+
+def _target_lines_of(config):
+    return [t.line for t in config.targets]
+
+
+def _validate(path, text):
     from .spec import root_schema
 
     schema = root_schema()
     if path is None:
-        return Config(schema.empty(), None, [])
-    from pathlib import Path
-
-    path = Path(os.fspath(path))
+        return _complete(Config(schema.empty(), None, []))
     name = str(path)
-    try:
-        text = path.read_bytes()
-    except OSError as e:
-        raise ConfigError([f"{name}:1:1: <file>: cannot read: {e.strerror or e}"]) from None
     root = _compose(text, name)
     errors = Errors(name)
     try:
@@ -71,4 +88,19 @@ def load(path):
         errors.add(root, "", "the document is nested too deeply (a recursive alias?)")
     if len(errors):
         raise ConfigError(errors.messages())
-    return Config(data, path, build_targets(data["targets"], _target_lines(root)))
+    return _complete(Config(data, path, build_targets(data["targets"], _target_lines(root))))
+
+
+def _complete(config):
+    """Every integration's options in ``data`` (defaults too), so a cached config needs no imports."""
+    from autoperf.integrations import REGISTRY
+
+    integrations = dict(config.data.get("integrations") or {})
+    for name in REGISTRY:
+        if name not in integrations:
+            integrations[name] = config.integration(name)
+    config.data["integrations"] = integrations
+    return config
+
+
+from . import _cache  # noqa: E402  (after Config/ConfigError are importable)
