@@ -580,19 +580,20 @@ class Simulation:
 
     def _component_data(self, step: Step, ctx: _FlowCtx, rng: random.Random) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         srv = self.server
-        # where the view can be: messages the bot sent in this channel since the previous step started
-        # (newest first; e.g. `channel.send(view=...)` after an ephemeral ack), then the previous
-        # step's own response message
+        # where the view can be: first the previous step's own response message (this user's),
+        # then messages the bot sent in this channel since the previous step started (newest
+        # first; e.g. `channel.send(view=...)` after an ephemeral ack). Checking the channel
+        # first made concurrent users click each other's views.
         bot_id = str(self.scenario.bot_id)
         candidates = []
+        if ctx.view_message_id is not None and ctx.view_message_id in srv.messages:
+            candidates.append(srv.messages[ctx.view_message_id])
         for mid in reversed(list(srv.messages)):
             if mid <= ctx.step_floor_prev:
                 break
             m = srv.messages[mid]
             if m.get("channel_id") == str(ctx.channel_id) and m["author"]["id"] == bot_id and m.get("components"):
                 candidates.append(m)
-        if ctx.view_message_id is not None and ctx.view_message_id in srv.messages:
-            candidates.append(srv.messages[ctx.view_message_id])
         if not candidates:
             raise _StepFailed(f"{step.kind} {step.target!r}: the previous step's response carried no components")
         names: List[Any] = []

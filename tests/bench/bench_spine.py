@@ -20,7 +20,8 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("AUTOPERF_LOG_DIR", tempfile.mkdtemp(prefix="autoperf-bench-"))
+_LOG_DIR = tempfile.mkdtemp(prefix="autoperf-bench-")
+os.environ.setdefault("AUTOPERF_LOG_DIR", _LOG_DIR)
 
 import wrapt  # noqa: E402
 
@@ -195,6 +196,11 @@ def startup_table():
 
 
 if __name__ == "__main__":
-    per_call_table()
-    writer_table()
-    startup_table()
+    import shutil
+    try:
+        per_call_table()
+        writer_table()
+        startup_table()
+    finally:
+        pipeline.shutdown()
+        shutil.rmtree(_LOG_DIR, ignore_errors=True)  # hundreds of MB of benchmark spans
