@@ -62,9 +62,13 @@ _flow_started = _flows_started.__next__
 _flow_finished = _flows_finished.__next__
 
 
+def _peek(counter) -> int:
+    return int(repr(counter)[6:-1])  # "count(42)": read without incrementing
+
+
 def active_flows() -> int:
     """Root flows running now."""
-    return _flows_started.__reduce__()[1][0] - _flows_finished.__reduce__()[1][0]
+    return _peek(_flows_started) - _peek(_flows_finished)
 
 
 def _id_source():
