@@ -240,9 +240,10 @@ class TestLosslessStop:
 
 
 CHILDREN_PROGRAM = """
-    import multiprocessing as mp, os, subprocess, sys
+    import faulthandler, multiprocessing as mp, os, subprocess, sys
     import worker_mod
     if __name__ == "__main__":
+        faulthandler.dump_traceback_later(60, exit=True)  # a hang shows every thread's stack
         ctx = mp.get_context(sys.argv[1])
         with ctx.Pool(2) as pool:
             print(sorted(pool.map(worker_mod.square, range(6))))
