@@ -4,10 +4,19 @@ Nothing here may raise: these functions are called from inside wrappers and hook
 """
 from __future__ import annotations
 
+import os
 import threading
 
 _lock = threading.Lock()
 _counts: dict = {}
+
+
+def _after_fork_in_child():
+    global _lock
+    _lock = threading.Lock()  # a thread of the parent may have held it at fork time
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def warn_once(code: str, message: str, key=None, **fields) -> bool:

@@ -12,12 +12,21 @@ A hook that raises never fails the program's import (the caller's hooks are guar
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import threading
 
 _lock = threading.RLock()
 _hooks: dict[str, list] = {}
 _resolving = threading.local()
+
+
+def _after_fork_in_child():
+    global _lock
+    _lock = threading.RLock()  # a thread of the parent may have held it at fork time
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def register(name: str, hook) -> None:
