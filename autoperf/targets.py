@@ -5,7 +5,6 @@ each patch remembers the exact object it replaced so ``unpatch_all()`` restores 
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import threading
 
@@ -69,6 +68,8 @@ def _members(owner, pattern, want_classes=False, module_name=None):
 
 def _nearest(owner, name):
     names = [k for k in vars(owner) if not k.startswith("__")]
+    import difflib  # only when a target is missing
+
     return difflib.get_close_matches(name, names, n=3, cutoff=0.5)
 
 

@@ -6,9 +6,7 @@ reason (``HTTP 500``, ``ConnectionRefusedError``) that is additionally scrubbed 
 """
 from __future__ import annotations
 
-import json
 import os
-import socket
 import urllib.parse
 
 # urllib.request, smtplib, ssl and email load only when a channel that needs them is configured:
@@ -115,6 +113,9 @@ class WebhookChannel(Channel):
         import urllib.error
         import urllib.request
 
+        import json
+        import socket
+
         body = json.dumps(self.payload(alert), default=str).encode()
         req = urllib.request.Request(self._url, data=body, method="POST",
                                      headers={"Content-Type": "application/json", "User-Agent": "autoperf-alerts"})
@@ -200,6 +201,8 @@ class EmailChannel(Channel):
         msg["Subject"] = f"[autoperf {alert['severity']}] {alert['rule']} {alert.get('key') or ''}".strip()[:200]
         msg["From"] = self.sender
         msg["To"] = ", ".join(self.to)
+        import json
+
         msg.set_content(format_text(alert) + "\n\n" + json.dumps(alert, indent=2, default=str))
         try:
             if self.ssl:

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from autoperf.config.schema import Field, Float, Int, Map, Obj, Str
 
