@@ -58,14 +58,8 @@ def _register_discord_hook(hook) -> None:
     if "discord" in sys.modules:
         hook(sys.modules["discord"])
         return
-    try:
-        from autoperf import bootstrap
-        bootstrap._hook("discord", hook)
-        return
-    except Exception:
-        pass
-    import wrapt
-    wrapt.register_post_import_hook(hook, "discord")
+    from autoperf import bootstrap
+    bootstrap._hook("discord", hook)
 
 
 def _close_known_clients() -> int:

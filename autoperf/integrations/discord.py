@@ -1182,8 +1182,8 @@ def _register_hook(name):
         return
     _hooks_registered.add(name)
     try:
-        import wrapt
-        wrapt.register_post_import_hook(_guarded_ext_hook, name)
+        from autoperf import importhooks
+        importhooks.register(name, _guarded_ext_hook)
     except Exception as exc:
         diagnostics.internal_error(f"discord: import hook for {name}", exc)
 
