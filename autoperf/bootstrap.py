@@ -121,7 +121,8 @@ def _console_wanted(setting):
 
 
 def _on_asyncio(module):
-    pipeline.use_asyncio()
+    from autoperf import spans  # spans learn their asyncio task from now on
+    spans.use_asyncio()
 
 
 # -- import hooks --------------------------------------------------------------------------

@@ -37,12 +37,6 @@ _flush_interval = 0.25
 _pid = os.getpid()
 
 
-def use_asyncio():
-    """Called when asyncio is imported: spans learn their task from then on."""
-    from autoperf import spans
-    spans.use_asyncio()
-
-
 # -- producers ------------------------------------------------------------------------------
 def overflow(item):
     """Slow path of an append: above the high-water mark, wake the writer; above capacity, drop."""

@@ -31,19 +31,6 @@ def print_summary(log_path, stream=None):
         from autoperf.analysis.render import render_terminal
         text = render_terminal(aggregate(_records), colour=False)
     except Exception as exc:  # the summary is a courtesy: never fail the run over it
-        text = f"(full summary unavailable: {type(exc).__name__}: {exc})\n" + _fallback(_records)
+        text = f"(summary unavailable: {type(exc).__name__}: {exc}; the log has every record)"
     stream.write(f"\nautoperf: log written to {log_path}\n{text}\n")
     stream.flush()
-
-
-def _fallback(records):
-    flows: dict = {}
-    for rec in records:
-        if rec.get("type") == "flow_complete":
-            flows.setdefault(rec["flow_name"], []).append(rec["duration_ms"])
-    lines = [f"{'flow':<32} {'count':>6} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9}"]
-    for name, values in sorted(flows.items()):
-        values.sort()
-        p = lambda q: values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))]
-        lines.append(f"{name:<32} {len(values):>6} {p(0.5):>9.2f} {p(0.95):>9.2f} {values[-1]:>9.2f}")
-    return "\n".join(lines)
