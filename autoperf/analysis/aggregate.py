@@ -207,6 +207,16 @@ def _seq_scans_from_explain(explain, min_rows) -> list | None:
     return found
 
 
+def _fold(mine: dict, theirs: dict, combine) -> None:
+    """Merge ``theirs`` into ``mine``: absent keys are taken over, present ones ``combine(mine, theirs)``."""
+    for key, value in theirs.items():
+        current = mine.get(key)
+        if current is None:
+            mine[key] = value
+        else:
+            combine(current, value)
+
+
 class Aggregator:
     """Streaming, bounded-memory aggregation of autoperf records (see module doc).
 
@@ -712,11 +722,8 @@ class Aggregator:
         self.levels.update(other.levels)
         self._first = min(self._first, other._first)
         self._last = max(self._last, other._last)
-        for name, f in other.flows.items():
-            mine = self.flows.get(name)
-            if mine is None:
-                self.flows[name] = f
-                continue
+
+        def _combine_flows(mine, f):
             mine.res.merge(f.res)
             mine.errors += f.errors
             mine.sla_ms = mine.sla_ms if mine.sla_ms is not None else f.sla_ms
@@ -733,45 +740,38 @@ class Aggregator:
             for k, v in f.statuses.items():
                 mine.statuses[k] = mine.statuses.get(k, 0) + v
             mine.command = mine.command or f.command
+        _fold(self.flows, other.flows, _combine_flows)
         self.all_over = [a + b for a, b in zip(self.all_over, other.all_over)]
-        for k, op in other.ops.items():
-            mine = self.ops.get(k)
-            if mine is None:
-                self.ops[k] = op
-            else:
-                mine.res.merge(op.res)
-                mine.errors += op.errors
-        for k, db in other.db.items():
-            mine = self.db.get(k)
-            if mine is None:
-                self.db[k] = db
-            else:
-                mine.res.merge(db.res)
-                mine.errors += db.errors
-                mine.flows += db.flows
-                mine.flow_names.update(db.flow_names)
-                mine.rows += db.rows
-                mine.seq_scans = db.seq_scans if db.seq_scans is not None else mine.seq_scans
-                mine.explained += db.explained
+
+        def _combine_ops(mine, op):
+            mine.res.merge(op.res)
+            mine.errors += op.errors
+        _fold(self.ops, other.ops, _combine_ops)
+
+        def _combine_db(mine, db):
+            mine.res.merge(db.res)
+            mine.errors += db.errors
+            mine.flows += db.flows
+            mine.flow_names.update(db.flow_names)
+            mine.rows += db.rows
+            mine.seq_scans = db.seq_scans if db.seq_scans is not None else mine.seq_scans
+            mine.explained += db.explained
+        _fold(self.db, other.db, _combine_db)
         self.db_count += other.db_count
         self.db_total += other.db_total
-        for k, j in other.jobs.items():
-            mine = self.jobs.get(k)
-            if mine is None:
-                self.jobs[k] = j
-            else:
-                for i in range(4):
-                    mine[i].merge(j[i])
-                mine[4].update(j[4])
-        for k, c in other.cycles.items():
-            mine = self.cycles.get(k)
-            if mine is None:
-                self.cycles[k] = c
-            else:
-                mine[0].merge(c[0])
-                for a, v in c[1].items():
-                    mine[1][a] = mine[1].get(a, 0) + v
-                mine[2] += c[2]
+
+        def _combine_jobs(mine, j):
+            for i in range(4):
+                mine[i].merge(j[i])
+            mine[4].update(j[4])
+        _fold(self.jobs, other.jobs, _combine_jobs)
+
+        def _combine_cycles(mine, c):
+            mine[0].merge(c[0])
+            for a, v in c[1].items():
+                mine[1][a] = mine[1].get(a, 0) + v
+            mine[2] += c[2]
+        _fold(self.cycles, other.cycles, _combine_cycles)
         self.res_n += other.res_n
         for k, m in other.res_metrics.items():
             x = self.res_metrics[k]
@@ -793,45 +793,37 @@ class Aggregator:
             mine.keys = {b for (_s, b) in merged}
             if len(mine.keys) > mine.max_buckets:
                 mine._coarsen()
-        for k, r in other.daily.items():
-            mine = self.daily.get(k)
-            if mine is None:
-                self.daily[k] = r
-            else:
-                mine.merge(r)
-        for loc, b in other.blocked.items():
-            mine = self.blocked.get(loc)
-            if mine is None:
-                self.blocked[loc] = b
-            else:
-                mine[0] += b[0]
-                mine[1] += b[1]
-                mine[2] = max(mine[2], b[2])
-                mine[3].update(b[3])
+
+        def _combine_daily(mine, r):
+            mine.merge(r)
+        _fold(self.daily, other.daily, _combine_daily)
+
+        def _combine_blocked(mine, b):
+            mine[0] += b[0]
+            mine[1] += b[1]
+            mine[2] = max(mine[2], b[2])
+            mine[3].update(b[3])
+        _fold(self.blocked, other.blocked, _combine_blocked)
         self.blocked_n += other.blocked_n
         if other.blocked_worst is not None and (self.blocked_worst is None
                                                  or other.blocked_worst[0] > self.blocked_worst[0]):
             self.blocked_worst = other.blocked_worst
         self.warnings.update(other.warnings)
         self.dropped += other.dropped
-        for k, s in other.n_plus_one.items():
-            mine = self.n_plus_one.get(k)
-            if mine is None:
-                self.n_plus_one[k] = s
-            else:
-                mine[0] += s[0]
-                mine[1] += s[1]
-                mine[2] = max(mine[2], s[2])
-                mine[3] += s[3]
-        for k, s in other.seq_io.items():
-            mine = self.seq_io.get(k)
-            if mine is None:
-                self.seq_io[k] = s
-            else:
-                mine[0] += s[0]
-                mine[1] += s[1]
-                mine[2] += s[2]
-                mine[3] = max(mine[3], s[3])
+
+        def _combine_n_plus_one(mine, s):
+            mine[0] += s[0]
+            mine[1] += s[1]
+            mine[2] = max(mine[2], s[2])
+            mine[3] += s[3]
+        _fold(self.n_plus_one, other.n_plus_one, _combine_n_plus_one)
+
+        def _combine_seq_io(mine, s):
+            mine[0] += s[0]
+            mine[1] += s[1]
+            mine[2] += s[2]
+            mine[3] = max(mine[3], s[3])
+        _fold(self.seq_io, other.seq_io, _combine_seq_io)
         for k, v in other.flow_counts.items():
             self.flow_counts[k] = self.flow_counts.get(k, 0) + v
         for fid, name in other.head_pending.items():
@@ -844,12 +836,10 @@ class Aggregator:
                 self.open[fid] = combined
             self._finish_flow(fid, name)
         other.head_pending = {}
-        for fid, of in other.open.items():
-            mine = self.open.get(fid)
-            if mine is None:
-                self.open[fid] = of
-            else:
-                mine.items.extend(of.items)
+
+        def _combine_open(mine, of):
+            mine.items.extend(of.items)
+        _fold(self.open, other.open, _combine_open)
         return self
 
     # ------------------------------------------------------------------ output
