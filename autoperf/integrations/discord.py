@@ -212,6 +212,17 @@ def _status_of(exc):
     return "error", etype
 
 
+async def _in_flow(fs, token, awaitable):
+    """Await a handler inside the flow ``_begin`` started; the flow ends however the handler leaves."""
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        _end(fs, token, exc)
+        raise
+    _end(fs, token)
+    return result
+
+
 def _end(fs, token, exc=None):
     try:
         _FLOW.reset(token)
@@ -415,13 +426,7 @@ def _wrap_bot_invoke(original):
         except Exception as exc:
             diagnostics.internal_error("discord: BotBase.invoke", exc)
             return await original(self, ctx)
-        try:
-            result = await original(self, ctx)
-        except BaseException as exc:
-            _end(fs, token, exc)
-            raise
-        _end(fs, token)
-        return result
+        return await _in_flow(fs, token, original(self, ctx))
     return invoke
 
 
@@ -499,13 +504,7 @@ def _wrap_view_task(original):
         except Exception as exc:
             diagnostics.internal_error("discord: View._scheduled_task", exc)
             return await original(self, item, interaction, *rest)
-        try:
-            result = await original(self, item, interaction, *rest)
-        except BaseException as exc:
-            _end(fs, token, exc)
-            raise
-        _end(fs, token)
-        return result
+        return await _in_flow(fs, token, original(self, item, interaction, *rest))
     return _scheduled_task
 
 
@@ -527,13 +526,7 @@ def _wrap_modal_task(original):
         except Exception as exc:
             diagnostics.internal_error("discord: Modal._scheduled_task", exc)
             return await original(self, interaction, *rest)
-        try:
-            result = await original(self, interaction, *rest)
-        except BaseException as exc:
-            _end(fs, token, exc)
-            raise
-        _end(fs, token)
-        return result
+        return await _in_flow(fs, token, original(self, interaction, *rest))
     return _scheduled_task
 
 
@@ -642,13 +635,7 @@ def _wrap_run_event(original):
                     fs.error = exc
                 raise
 
-        try:
-            result = await original(self, traced, event_name, *args, **kwargs)
-        except BaseException as exc:
-            _end(fs, token, exc)
-            raise
-        _end(fs, token)
-        return result
+        return await _in_flow(fs, token, original(self, traced, event_name, *args, **kwargs))
     return _run_event
 
 
