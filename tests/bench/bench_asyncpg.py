@@ -40,7 +40,7 @@ def _toggles(variant):
     import asyncpg
 
     if variant == "autoperf":
-        from autoperf import integrations, pipeline
+        from autoperf import integrations, pipeline, spans
 
         class Discard:
             def write(self, records):
@@ -53,7 +53,7 @@ def _toggles(variant):
                 pass
 
         pipeline.add_sink(Discard())
-        pipeline.use_asyncio()
+        spans.use_asyncio()
         pipeline.ensure_started()
         return (lambda: integrations.patch("asyncpg", asyncpg, {}),
                 lambda: integrations.unpatch("asyncpg"), pipeline.flush)
@@ -164,14 +164,14 @@ def _available(variant):
 def _warm_hot_path(n=50_000, repeats=9):
     """Our ``Connection._execute`` wrapper around a coroutine that returns at once (no I/O, warm
     caches): the instrumentation's own cost without the machine's per-query cache misses."""
-    from autoperf import pipeline
+    from autoperf import pipeline, spans
     from autoperf.integrations import asyncpg as apg
 
     async def original(self, query, args, limit, timeout, **kwargs):
         return [None]
 
     wrapped = apg._execute_factory(original)
-    pipeline.use_asyncio()
+    spans.use_asyncio()
 
     async def timed(fn):
         t0 = time.thread_time_ns()
