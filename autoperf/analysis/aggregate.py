@@ -12,212 +12,17 @@ import math
 from collections import Counter
 from typing import Iterable
 
+from .flowtrack import FlowTracking
+from .merge import Merging
+from .result import Reporting
+from .state import (DEADLINE_MS, HIST_EDGES, LEVELS, RESOURCE_METRICS, Buckets, DbState, FlowState, OpenFlow,
+                    OpState, seq_scans_from_explain)
 from .stats import Reservoir
 
 __all__ = ["Aggregator", "aggregate", "HIST_EDGES", "DEADLINE_MS"]
 
-DEADLINE_MS = 3000.0           # Discord interaction deadline (first response)
-HIST_EDGES = [0, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 3000, 5000, 10000]
-_LEVELS = (16, 15, 13, 10)     # timestamp prefix lengths: minute, 10 minutes, hour, day
-_LEVEL_NAMES = ("minute", "10min", "hour", "day")
 
-# resource metrics: output key -> path in the record
-RESOURCE_METRICS = {
-    "rss_mb": ("rss_mb",),
-    "uss_mb": ("uss_mb",),
-    "cpu_percent": ("cpu_percent",),
-    "max_worker_rss_mb": ("max_worker_rss_mb",),
-    "active_flows": ("active_flows",),
-    "db_pool_utilisation_pct": ("db_pool", "utilisation_pct"),
-    "db_pool_waiters": ("db_pool", "waiters"),
-    "process_pool_pending": ("process_pool", "pending"),
-    "loop_lag_p95_ms": ("loop_lag_ms", "p95"),
-    "loop_lag_max_ms": ("loop_lag_ms", "max"),
-    "gateway_latency_ms": ("gateway_latency_ms",),
-}
-
-
-def _num(v):
-    return v if (type(v) is float or type(v) is int) else None
-
-
-def _label(key: str, level: int) -> str:
-    if level == 15:
-        return key + "0"
-    if level == 13:
-        return key + ":00"
-    return key
-
-
-def _ms_of_day(ts) -> float | None:
-    """'2025-01-20T15:30:45.123Z' -> milliseconds since the start of the day (fast, fixed positions)."""
-    try:
-        return (int(ts[11:13]) * 60 + int(ts[14:16])) * 60000 + float(ts[17:23]) * 1000.0
-    except (TypeError, ValueError):
-        try:
-            return (int(ts[11:13]) * 60 + int(ts[14:16])) * 60000 + int(ts[17:19]) * 1000.0
-        except (TypeError, ValueError):
-            return None
-
-
-class _Flow:
-    __slots__ = ("res", "errors", "sla_ms", "sla_known", "sla_missed", "over", "fr_n", "fr_ok", "fr_res",
-                 "statuses", "command")
-
-    def __init__(self, cap, n_thresholds):
-        self.res = Reservoir(cap)
-        self.errors = 0
-        self.sla_ms = None
-        self.sla_known = 0
-        self.sla_missed = 0
-        self.over = [0] * n_thresholds
-        self.fr_n = 0
-        self.fr_ok = 0
-        self.fr_res = None
-        self.statuses = Counter()
-        self.command = None
-
-
-class _Op:
-    __slots__ = ("res", "errors")
-
-    def __init__(self, cap):
-        self.res = Reservoir(cap)
-        self.errors = 0
-
-
-class _Db:
-    __slots__ = ("res", "errors", "statement", "operation", "system", "flows", "flow_names", "rows",
-                 "seq_scans", "explained")
-
-    def __init__(self, cap):
-        self.res = Reservoir(cap)
-        self.errors = 0
-        self.statement = None
-        self.operation = None
-        self.system = None
-        self.flows = 0              # distinct flows the fingerprint ran in (counted at flow end)
-        self.flow_names = Counter()
-        self.rows = 0
-        self.seq_scans = None       # list of (relation, plan_rows) from the most recent EXPLAIN
-        self.explained = 0
-
-
-class _OpenFlow:
-    __slots__ = ("name", "items")
-
-    def __init__(self, name):
-        self.name = name
-        self.items = []             # (parent_id, timestamp, duration_ms, name, kind, fingerprint) of db/http spans
-
-
-class _Buckets:
-    """Time-bucketed values with automatic coarsening (bounded number of buckets)."""
-
-    def __init__(self, kind, max_buckets=240, cap=400):
-        self.level = 0
-        self.data: dict = {}        # (series key, bucket key) -> value
-        self.keys: set = set()
-        self.kind = kind            # "res": Reservoir per bucket; "dict": resource metric dict per bucket
-        self.cap = cap
-        self.max_buckets = max_buckets
-
-    def new(self):
-        return Reservoir(self.cap) if self.kind == "res" else {}
-
-    def merge(self, a, b):
-        if self.kind == "res":
-            a.merge(b)
-        else:
-            _merge_res_bucket(a, b)
-
-    def get(self, series, ts):
-        L = _LEVELS[self.level]
-        b = ts[:L]
-        k = (series, b)
-        v = self.data.get(k)
-        if v is None:
-            if b not in self.keys:
-                self.keys.add(b)
-                if len(self.keys) > self.max_buckets and self.level < len(_LEVELS) - 1:
-                    self._coarsen()
-                    return self.get(series, ts)
-            v = self.data[k] = self.new()
-        return v
-
-    def _coarsen(self):
-        while len(self.keys) > self.max_buckets and self.level < len(_LEVELS) - 1:
-            self.level += 1
-            L = _LEVELS[self.level]
-            data = {}
-            for (s, b), v in self.data.items():
-                k = (s, b[:L])
-                if k in data:
-                    self.merge(data[k], v)
-                else:
-                    data[k] = v
-            self.data = data
-            self.keys = {b[:L] for b in self.keys}
-
-    def series(self):
-        L = _LEVELS[self.level]
-        labels = sorted(self.keys)
-        return labels, [_label(b, L) for b in labels]
-
-
-def _merge_res_bucket(a: dict, b: dict):
-    for k, v in b.items():
-        x = a.get(k)
-        if x is None:
-            a[k] = v
-        else:
-            x[0] += v[0]
-            x[1] += v[1]
-            x[2] = max(x[2], v[2])
-
-
-def _seq_scans_from_explain(explain, min_rows) -> list | None:
-    """Walk an EXPLAIN (FORMAT JSON) plan; return [(relation, plan_rows, filter)] of big Seq Scans."""
-    if explain is None:
-        return None
-    if isinstance(explain, (str, bytes)):
-        try:
-            import orjson
-            explain = orjson.loads(explain)
-        except Exception:
-            return None
-    found = []
-
-    def walk(node):
-        if isinstance(node, list):
-            for n in node:
-                walk(n)
-        elif isinstance(node, dict):
-            if "Plan" in node and isinstance(node["Plan"], dict):
-                walk(node["Plan"])
-                return
-            if node.get("Node Type") == "Seq Scan":
-                rows = node.get("Plan Rows") or 0
-                if isinstance(rows, (int, float)) and rows >= min_rows:
-                    found.append((str(node.get("Relation Name") or "?"), rows, node.get("Filter")))
-            for child in node.get("Plans") or ():
-                walk(child)
-
-    walk(explain)
-    return found
-
-
-def _fold(mine: dict, theirs: dict, combine) -> None:
-    """Merge ``theirs`` into ``mine``: absent keys are taken over, present ones ``combine(mine, theirs)``."""
-    for key, value in theirs.items():
-        current = mine.get(key)
-        if current is None:
-            mine[key] = value
-        else:
-            combine(current, value)
-
-
-class Aggregator:
+class Aggregator(FlowTracking, Merging, Reporting):
     """Streaming, bounded-memory aggregation of autoperf records (see module doc).
 
     Parameters: ``sla`` — {flow_name: sla_ms} used when a record carries no ``sla_ms``;
@@ -246,19 +51,19 @@ class Aggregator:
         self._first = "\uffff"       # timestamps compare as strings; sentinels avoid None checks
         self._last = ""
         self._th_min = min(self.thresholds) if self.thresholds else math.inf
-        self.flows: dict[str, _Flow] = {}
+        self.flows: dict[str, FlowState] = {}
         self._all_cache = None
         self.all_over = [0] * len(self.thresholds)
-        self.ops: dict[tuple, _Op] = {}
-        self.db: dict[str, _Db] = {}
+        self.ops: dict[tuple, OpState] = {}
+        self.db: dict[str, DbState] = {}
         self.db_count = 0
         self.db_total = 0.0
         self.jobs: dict[str, list] = {}
         self.cycles: dict[str, list] = {}
         self.res_n = 0
         self.res_metrics = {k: [0, 0.0, -math.inf] for k in RESOURCE_METRICS}   # n, sum, max
-        self.res_series = _Buckets("dict", max_buckets)
-        self.flow_series = _Buckets("res", max_buckets, series_reservoir)
+        self.res_series = Buckets("dict", max_buckets)
+        self.flow_series = Buckets("res", max_buckets, series_reservoir)
         self.daily: dict[tuple, Reservoir] = {}
         self.blocked: dict[str, list] = {}
         self.blocked_n = 0
@@ -266,7 +71,7 @@ class Aggregator:
         self.warnings = Counter()
         self.dropped = 0
         # suggestion state
-        self.open: dict[str, _OpenFlow] = {}
+        self.open: dict[str, OpenFlow] = {}
         self.evicted_open = 0
         self.n_plus_one: dict[tuple, list] = {}      # (flow, fp) -> [flows_hit, sum_repeats, max_repeats, sum_ms]
         self.seq_io: dict[tuple, list] = {}          # (flow, names) -> [n, sum_saving, sum_total, max_saving]
@@ -341,7 +146,7 @@ class Aggregator:
             d = float(d)
         f = self.flows.get(name)
         if f is None:
-            f = self.flows[name] = _Flow(self.cap, len(self.thresholds))
+            f = self.flows[name] = FlowState(self.cap, len(self.thresholds))
         r = f.res
         c = r.count
         if c < r.cap:                       # Reservoir.add, exact phase, inlined (hot path)
@@ -384,7 +189,7 @@ class Aggregator:
                 f.command = str(md.get("command"))
         if ts is not None:
             fs = self.flow_series
-            b = ts[:_LEVELS[fs.level]]
+            b = ts[:LEVELS[fs.level]]
             r = fs.data.get((name, b))
             if r is None:
                 r = fs.get(name, ts)
@@ -416,7 +221,7 @@ class Aggregator:
         k = (name, kind)
         op = self.ops.get(k)
         if op is None:
-            op = self.ops[k] = _Op(self.op_cap)
+            op = self.ops[k] = OpState(self.op_cap)
         r = op.res
         c = r.count
         if c < r.cap:
@@ -439,7 +244,7 @@ class Aggregator:
                     fp = str(fp)
                 db = self.db.get(fp)
                 if db is None:
-                    db = self.db[fp] = _Db(self.op_cap)
+                    db = self.db[fp] = DbState(self.op_cap)
                     db.statement = attrs.get("statement")
                     db.operation = attrs.get("operation")
                     db.system = attrs.get("system")
@@ -459,7 +264,7 @@ class Aggregator:
                     db.rows += rows
                 ex = attrs.get("explain")
                 if ex is not None:
-                    scans = _seq_scans_from_explain(ex, self.index_min_rows)
+                    scans = seq_scans_from_explain(ex, self.index_min_rows)
                     if scans is not None:
                         db.seq_scans = scans
                         db.explained += 1
@@ -518,154 +323,14 @@ class Aggregator:
         fp = str(fp)
         db = self.db.get(fp)
         if db is None:
-            db = self.db[fp] = _Db(self.op_cap)
+            db = self.db[fp] = DbState(self.op_cap)
             db.statement = rec.get("statement")
             db.operation = "SELECT"
             db.system = rec.get("system")
-        scans = _seq_scans_from_explain(rec.get("plan"), self.index_min_rows)
+        scans = seq_scans_from_explain(rec.get("plan"), self.index_min_rows)
         if scans is not None:
             db.seq_scans = scans
             db.explained += 1
-
-    def _open_flow(self, fid, name):
-        if len(self.open) >= self.open_flows_cap:
-            old = next(iter(self.open))
-            self.evicted_open += 1
-            self._finish_flow(old, None)
-        of = self.open[fid] = _OpenFlow(name)
-        return of
-
-    def _finish_flow(self, fid, name):
-        of = self.open.pop(fid, None)
-        if name is not None:
-            fc = self.flow_counts
-            fc[name] = fc.get(name, 0) + 1
-        if of is None:
-            return
-        items = of.items
-        if not items:
-            return
-        fname = name or of.name or "?"
-        dbs = self.db
-        if len(items) == 1:                           # common and cheap: nothing to pair up
-            fp = items[0][5]
-            if fp is not None:
-                db = dbs.get(fp)
-                if db is not None:
-                    db.flows += 1
-                    fn = db.flow_names
-                    if fname in fn or len(fn) < 50:
-                        fn[fname] += 1
-            return
-        # per fingerprint in this flow: distinct flows (cache advice) and repeats (N+1)
-        fps: dict = {}
-        p0 = items[0][0]
-        one_parent = True
-        for it in items:
-            fp = it[5]
-            if fp is not None:
-                x = fps.get(fp)
-                if x is None:
-                    fps[fp] = [1, it[2]]
-                else:
-                    x[0] += 1
-                    x[1] += it[2]
-            if it[0] != p0:
-                one_parent = False
-        n1 = self.n_plus_one_min
-        for fp, (n, ms) in fps.items():
-            db = dbs.get(fp)
-            if db is not None:
-                db.flows += 1
-                fn = db.flow_names
-                if fname in fn or len(fn) < 50:
-                    fn[fname] += 1
-            if n >= n1:
-                k = (fname, fp)
-                s = self.n_plus_one.get(k)
-                if s is None:
-                    s = self.n_plus_one[k] = [0, 0, 0, 0.0]
-                s[0] += 1
-                s[1] += n
-                if n > s[2]:
-                    s[2] = n
-                s[3] += ms
-        # sibling I/O (same parent) that never overlapped: could have been awaited concurrently
-        if one_parent:
-            groups = (items,)
-        else:
-            gd: dict = {}
-            for it in items:
-                g = gd.get(it[0])
-                if g is None:
-                    gd[it[0]] = [it]
-                else:
-                    g.append(it)
-            groups = gd.values()
-        tol = self.io_tol
-        for lst in groups:
-            if len(lst) < 2:
-                continue
-            if len(fps) == 1 and len(lst) == len(items) and lst[0][5] is not None:
-                continue                      # one repeated query: that is an N+1, not a gather
-            timed = []
-            for x in lst:
-                ts = x[1]
-                try:                          # minute-of-hour + seconds: enough to order siblings
-                    st = int(ts[14:16]) * 60000 + float(ts[17:23]) * 1000.0
-                except (TypeError, ValueError):
-                    st = None
-                if st is None:
-                    break
-                timed.append((st, x[2], x[3], x[5]))
-            else:
-                timed.sort()
-                t_first = timed[0][0]
-                prev_end = t_first + timed[0][1]
-                sequential = True
-                for st, dd, _n, _f in timed[1:]:
-                    if st < t_first:
-                        st += 3600000.0       # wrapped past the hour
-                    if st + tol < prev_end:
-                        sequential = False
-                        break
-                    prev_end = st + dd
-                if not sequential:
-                    continue
-                f0 = timed[0][3]
-                if f0 is not None and all(x[3] == f0 for x in timed):
-                    continue                  # the same query repeated: N+1 advice covers it
-                shape = (fname, tuple([x[2] for x in timed]))
-                k = self._shapes.get(shape)
-                if k is None:
-                    names = []                       # run-length: "db.fetch ×2"
-                    for x in timed:
-                        if names and names[-1][0] == x[2]:
-                            names[-1][1] += 1
-                        else:
-                            names.append([x[2], 1])
-                    labels = tuple(n if c == 1 else f"{n} ×{c}" for n, c in names[:8])
-                    k = (fname, labels, len(timed) if len(timed) <= 8 else 9)
-                    if len(self._shapes) < 10000:
-                        self._shapes[shape] = k
-                total = 0.0
-                mx = 0.0
-                for x in timed:
-                    dd = x[1]
-                    total += dd
-                    if dd > mx:
-                        mx = dd
-                saving = total - mx
-                s = self.seq_io.get(k)
-                if s is None:
-                    if len(self.seq_io) > 5000:
-                        continue
-                    s = self.seq_io[k] = [0, 0.0, 0.0, 0.0]
-                s[0] += 1
-                s[1] += saving
-                s[2] += total
-                if saving > s[3]:
-                    s[3] = saving
 
     def _resource(self, rec, ts):
         self.res_n += 1
@@ -715,313 +380,6 @@ class Aggregator:
         if fn is not None and (len(b[3]) < 20 or fn in b[3]):
             b[3][fn] += 1
 
-    # ------------------------------------------------------------------ merge (parallel readers)
-    def merge(self, other: "Aggregator") -> "Aggregator":
-        """Fold another Aggregator (e.g. from another file / process) into this one."""
-        self.types.update(other.types)
-        self.levels.update(other.levels)
-        self._first = min(self._first, other._first)
-        self._last = max(self._last, other._last)
-
-        def _combine_flows(mine, f):
-            mine.res.merge(f.res)
-            mine.errors += f.errors
-            mine.sla_ms = mine.sla_ms if mine.sla_ms is not None else f.sla_ms
-            mine.sla_known += f.sla_known
-            mine.sla_missed += f.sla_missed
-            mine.over = [a + b for a, b in zip(mine.over, f.over)]
-            mine.fr_n += f.fr_n
-            mine.fr_ok += f.fr_ok
-            if f.fr_res is not None:
-                if mine.fr_res is None:
-                    mine.fr_res = f.fr_res
-                else:
-                    mine.fr_res.merge(f.fr_res)
-            for k, v in f.statuses.items():
-                mine.statuses[k] = mine.statuses.get(k, 0) + v
-            mine.command = mine.command or f.command
-        _fold(self.flows, other.flows, _combine_flows)
-        self.all_over = [a + b for a, b in zip(self.all_over, other.all_over)]
-
-        def _combine_ops(mine, op):
-            mine.res.merge(op.res)
-            mine.errors += op.errors
-        _fold(self.ops, other.ops, _combine_ops)
-
-        def _combine_db(mine, db):
-            mine.res.merge(db.res)
-            mine.errors += db.errors
-            mine.flows += db.flows
-            mine.flow_names.update(db.flow_names)
-            mine.rows += db.rows
-            mine.seq_scans = db.seq_scans if db.seq_scans is not None else mine.seq_scans
-            mine.explained += db.explained
-        _fold(self.db, other.db, _combine_db)
-        self.db_count += other.db_count
-        self.db_total += other.db_total
-
-        def _combine_jobs(mine, j):
-            for i in range(4):
-                mine[i].merge(j[i])
-            mine[4].update(j[4])
-        _fold(self.jobs, other.jobs, _combine_jobs)
-
-        def _combine_cycles(mine, c):
-            mine[0].merge(c[0])
-            for a, v in c[1].items():
-                mine[1][a] = mine[1].get(a, 0) + v
-            mine[2] += c[2]
-        _fold(self.cycles, other.cycles, _combine_cycles)
-        self.res_n += other.res_n
-        for k, m in other.res_metrics.items():
-            x = self.res_metrics[k]
-            x[0] += m[0]
-            x[1] += m[1]
-            x[2] = max(x[2], m[2])
-        for mine, theirs in ((self.res_series, other.res_series), (self.flow_series, other.flow_series)):
-            L = _LEVELS[max(mine.level, theirs.level)]
-            merged = {}
-            for src in (mine.data, theirs.data):
-                for (s, b), v in src.items():
-                    k = (s, b[:L])
-                    if k in merged:
-                        mine.merge(merged[k], v)
-                    else:
-                        merged[k] = v
-            mine.data = merged
-            mine.level = max(mine.level, theirs.level)
-            mine.keys = {b for (_s, b) in merged}
-            if len(mine.keys) > mine.max_buckets:
-                mine._coarsen()
-
-        def _combine_daily(mine, r):
-            mine.merge(r)
-        _fold(self.daily, other.daily, _combine_daily)
-
-        def _combine_blocked(mine, b):
-            mine[0] += b[0]
-            mine[1] += b[1]
-            mine[2] = max(mine[2], b[2])
-            mine[3].update(b[3])
-        _fold(self.blocked, other.blocked, _combine_blocked)
-        self.blocked_n += other.blocked_n
-        if other.blocked_worst is not None and (self.blocked_worst is None
-                                                 or other.blocked_worst[0] > self.blocked_worst[0]):
-            self.blocked_worst = other.blocked_worst
-        self.warnings.update(other.warnings)
-        self.dropped += other.dropped
-
-        def _combine_n_plus_one(mine, s):
-            mine[0] += s[0]
-            mine[1] += s[1]
-            mine[2] = max(mine[2], s[2])
-            mine[3] += s[3]
-        _fold(self.n_plus_one, other.n_plus_one, _combine_n_plus_one)
-
-        def _combine_seq_io(mine, s):
-            mine[0] += s[0]
-            mine[1] += s[1]
-            mine[2] += s[2]
-            mine[3] = max(mine[3], s[3])
-        _fold(self.seq_io, other.seq_io, _combine_seq_io)
-        for k, v in other.flow_counts.items():
-            self.flow_counts[k] = self.flow_counts.get(k, 0) + v
-        for fid, name in other.head_pending.items():
-            mine = self.open.pop(fid, None)
-            theirs = other.open.pop(fid, None)
-            if mine is not None and theirs is not None:
-                mine.items.extend(theirs.items)
-            combined = mine if mine is not None else theirs
-            if combined is not None:
-                self.open[fid] = combined
-            self._finish_flow(fid, name)
-        other.head_pending = {}
-
-        def _combine_open(mine, of):
-            mine.items.extend(of.items)
-        _fold(self.open, other.open, _combine_open)
-        return self
-
-    # ------------------------------------------------------------------ output
-    @property
-    def all_cmds(self) -> Reservoir:
-        """All commands together: the per-command reservoirs merged (exact while they are; otherwise a
-        count-weighted uniform sample). Count, total, min and max are exact."""
-        n = sum(f.res.count for f in self.flows.values())
-        if self._all_cache is not None and self._all_cache[0] == n:
-            return self._all_cache[1]
-        r = Reservoir(self.cap)
-        for name in sorted(self.flows):
-            r.merge(self.flows[name].res)
-        self._all_cache = (n, r)
-        return r
-
-    def flush_open(self) -> None:
-        """Finish flows whose root record never arrived (crash, time window edge)."""
-        for fid in list(self.open):
-            self._finish_flow(fid, None)
-
-    def command_rows(self) -> list[dict]:
-        rows = []
-        for name, f in self.flows.items():
-            s = f.res.summary()
-            n = s["count"]
-            row = {"name": name, "command": f.command, "count": n, "errors": f.errors,
-                   "error_rate_pct": 100.0 * f.errors / n if n else None,
-                   "avg_ms": s["avg_ms"], "p50_ms": s["p50_ms"], "p95_ms": s["p95_ms"], "p99_ms": s["p99_ms"],
-                   "min_ms": s["min_ms"], "max_ms": s["max_ms"], "exact": f.res.exact,
-                   "sla_ms": f.sla_ms,
-                   "sla_met_pct": (100.0 * (f.sla_known - f.sla_missed) / f.sla_known) if f.sla_known else None,
-                   "over_sla": f.sla_missed if f.sla_known else None,
-                   "sla_status": (None if f.sla_ms is None or s["p95_ms"] is None
-                                  else ("ok" if s["p95_ms"] <= f.sla_ms else "over")),
-                   "over_ms": {f"{t:g}": c for t, c in zip(self.thresholds, f.over)},
-                   "first_response": ({"measured": f.fr_n, "within_deadline": f.fr_ok,
-                                       "pct": 100.0 * f.fr_ok / f.fr_n,
-                                       "p95_ms": f.fr_res.percentile(95) if f.fr_res else None}
-                                      if f.fr_n else None),
-                   "statuses": {str(k): v for k, v in f.statuses.items()}}
-            rows.append(row)
-        rows.sort(key=lambda r: (-r["count"], r["name"]))
-        return rows
-
-    def histogram(self, res: Reservoir) -> dict:
-        import bisect
-        counts = [0] * len(HIST_EDGES)
-        for v in res.values:
-            counts[max(0, bisect.bisect_right(HIST_EDGES, v) - 1)] += 1
-        scale = res.count / len(res.values) if len(res.values) else 1.0
-        if scale != 1.0:
-            counts = [round(c * scale) for c in counts]
-        return {"edges": list(HIST_EDGES), "counts": counts}
-
-    def result(self, top: int = 10, suggestions: bool = True, suggest_options: dict | None = None) -> dict:
-        cmds = self.command_rows()
-        total_cmds = self.all_cmds.count
-        total_err = sum(f.errors for f in self.flows.values())
-        fr_n = sum(f.fr_n for f in self.flows.values())
-        fr_ok = sum(f.fr_ok for f in self.flows.values())
-        allc = self.all_cmds.summary()
-        allc["over_ms"] = {f"{t:g}": c for t, c in zip(self.thresholds, self.all_over)}
-        allc["under_pct"] = {f"{t:g}": (100.0 * (total_cmds - c) / total_cmds if total_cmds else None)
-                             for t, c in zip(self.thresholds, self.all_over)}
-        allc["exact"] = self.all_cmds.exact
-
-        ops = []
-        for (name, kind), op in self.ops.items():
-            s = op.res.summary()
-            ops.append({"name": name, "kind": kind, "count": s["count"], "avg_ms": s["avg_ms"],
-                        "p50_ms": s["p50_ms"], "p95_ms": s["p95_ms"], "p99_ms": s["p99_ms"],
-                        "max_ms": s["max_ms"], "total_ms": op.res.total, "errors": op.errors})
-        ops.sort(key=lambda r: (-(r["p95_ms"] or 0), r["name"]))
-
-        queries = []
-        for fp, db in self.db.items():
-            s = db.res.summary()
-            queries.append({"fingerprint": fp, "statement": db.statement, "operation": db.operation,
-                            "system": db.system, "count": s["count"], "avg_ms": s["avg_ms"],
-                            "p50_ms": s["p50_ms"], "p95_ms": s["p95_ms"], "max_ms": s["max_ms"],
-                            "total_ms": db.res.total, "errors": db.errors, "rows": db.rows,
-                            "flows": db.flows})
-        queries.sort(key=lambda r: (-r["total_ms"], r["fingerprint"]))
-
-        jobs = []
-        for name, j in self.jobs.items():
-            def sm(r):
-                s = r.summary()
-                return {"count": s["count"], "avg_ms": s["avg_ms"], "p50_ms": s["p50_ms"],
-                        "p95_ms": s["p95_ms"], "max_ms": s["max_ms"]}
-            jobs.append({"name": name, "count": j[0].count, "total": sm(j[0]), "queue_wait": sm(j[1]),
-                         "run": sm(j[2]), "transfer": sm(j[3]), "executors": dict(j[4])})
-        jobs.sort(key=lambda r: -r["count"])
-
-        cycles = []
-        for name, c in self.cycles.items():
-            s = c[0].summary()
-            cycles.append({"name": name, "count": s["count"], "avg_ms": s["avg_ms"], "p50_ms": s["p50_ms"],
-                           "p95_ms": s["p95_ms"], "max_ms": s["max_ms"], "errors": c[2],
-                           "sums": dict(sorted(c[1].items()))})
-        cycles.sort(key=lambda r: -r["count"])
-
-        resources = None
-        if self.res_n:
-            metrics = {}
-            for k, (n, sm_, mx) in self.res_metrics.items():
-                if n:
-                    metrics[k] = {"peak": mx, "avg": sm_ / n, "samples": n}
-            keys, labels = self.res_series.series()
-            series = {}
-            for k in RESOURCE_METRICS:
-                vals = []
-                any_v = False
-                for b in keys:
-                    bucket = self.res_series.data.get(("r", b))
-                    x = bucket.get(k) if bucket else None
-                    if x is None:
-                        vals.append(None)
-                    else:
-                        any_v = True
-                        vals.append(x[2] if k not in ("rss_mb", "uss_mb", "cpu_percent") else x[1] / x[0])
-                if any_v:
-                    series[k] = vals
-            resources = {"samples": self.res_n, "metrics": metrics,
-                         "series": {"labels": labels, "bucket": _LEVEL_NAMES[self.res_series.level],
-                                    "values": series}}
-
-        blocked = {"count": self.blocked_n,
-                   "worst_ms": self.blocked_worst[0] if self.blocked_worst else None,
-                   "worst_location": self.blocked_worst[1] if self.blocked_worst else None,
-                   "by_location": sorted(({"location": loc, "count": b[0], "total_ms": b[1], "max_ms": b[2],
-                                           "flows": dict(b[3].most_common(5))}
-                                          for loc, b in self.blocked.items()),
-                                         key=lambda r: (-r["total_ms"], r["location"]))}
-
-        keys, labels = self.flow_series.series()
-        fseries = {"labels": labels, "bucket": _LEVEL_NAMES[self.flow_series.level], "p95_ms": {}, "count": {}}
-        for name in self.flows:
-            p95s, counts = [], []
-            for b in keys:
-                r = self.flow_series.data.get((name, b))
-                p95s.append(r.percentile(95) if r is not None and r.count else None)
-                counts.append(r.count if r is not None else 0)
-            fseries["p95_ms"][name] = p95s
-            fseries["count"][name] = counts
-
-        daily = {}
-        for (name, day), r in sorted(self.daily.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-            daily.setdefault(name, []).append({"day": day, "count": r.count, "avg_ms": r.avg,
-                                               "p50_ms": r.percentile(50), "p95_ms": r.percentile(95)})
-
-        out = {
-            "range": {"first": self.first_ts, "last": self.last_ts},
-            "totals": {"records": self.records, "commands": total_cmds, "errors": total_err,
-                       "error_rate_pct": 100.0 * total_err / total_cmds if total_cmds else None,
-                       "by_type": {str(k): v for k, v in self.types.most_common()},
-                       "by_level": {str(k): v for k, v in self.levels.most_common()}},
-            "all_commands": allc,
-            "commands": cmds,
-            "deadline": ({"deadline_ms": DEADLINE_MS, "measured": fr_n, "within": fr_ok,
-                          "pct": 100.0 * fr_ok / fr_n} if fr_n else None),
-            "slowest_operations": ops[:top],
-            "operations_total": len(ops),
-            "db": {"count": self.db_count, "total_ms": self.db_total,
-                   "avg_ms": self.db_total / self.db_count if self.db_count else None,
-                   "fingerprints": len(queries)},
-            "slow_queries": sorted(queries, key=lambda r: (-(r["p95_ms"] or 0), r["fingerprint"]))[:max(top, 20)],
-            "jobs": jobs,
-            "cycles": cycles,
-            "resources": resources,
-            "loop_blocked": blocked,
-            "series": fseries,
-            "histograms": {name: self.histogram(f.res) for name, f in self.flows.items()},
-            "daily": daily,
-            "warnings": dict(self.warnings),
-            "dropped": self.dropped,
-        }
-        if suggestions:
-            from .suggest import suggestions_from
-            out["suggestions"] = suggestions_from(self, **(suggest_options or {}))
-        return out
 
 
 def aggregate(records: Iterable[dict], **kw) -> dict:

@@ -1,0 +1,135 @@
+"""Folding one Aggregator into another (several files, processes or chunks)."""
+from __future__ import annotations
+
+from .state import LEVELS, fold
+
+__all__ = ["Merging"]
+
+
+class Merging:
+    def merge(self, other):
+        """Fold another Aggregator (e.g. from another file / process) into this one."""
+        self.types.update(other.types)
+        self.levels.update(other.levels)
+        self._first = min(self._first, other._first)
+        self._last = max(self._last, other._last)
+
+        def _combine_flows(mine, f):
+            mine.res.merge(f.res)
+            mine.errors += f.errors
+            mine.sla_ms = mine.sla_ms if mine.sla_ms is not None else f.sla_ms
+            mine.sla_known += f.sla_known
+            mine.sla_missed += f.sla_missed
+            mine.over = [a + b for a, b in zip(mine.over, f.over)]
+            mine.fr_n += f.fr_n
+            mine.fr_ok += f.fr_ok
+            if f.fr_res is not None:
+                if mine.fr_res is None:
+                    mine.fr_res = f.fr_res
+                else:
+                    mine.fr_res.merge(f.fr_res)
+            for k, v in f.statuses.items():
+                mine.statuses[k] = mine.statuses.get(k, 0) + v
+            mine.command = mine.command or f.command
+        fold(self.flows, other.flows, _combine_flows)
+        self.all_over = [a + b for a, b in zip(self.all_over, other.all_over)]
+
+        def _combine_ops(mine, op):
+            mine.res.merge(op.res)
+            mine.errors += op.errors
+        fold(self.ops, other.ops, _combine_ops)
+
+        def _combine_db(mine, db):
+            mine.res.merge(db.res)
+            mine.errors += db.errors
+            mine.flows += db.flows
+            mine.flow_names.update(db.flow_names)
+            mine.rows += db.rows
+            mine.seq_scans = db.seq_scans if db.seq_scans is not None else mine.seq_scans
+            mine.explained += db.explained
+        fold(self.db, other.db, _combine_db)
+        self.db_count += other.db_count
+        self.db_total += other.db_total
+
+        def _combine_jobs(mine, j):
+            for i in range(4):
+                mine[i].merge(j[i])
+            mine[4].update(j[4])
+        fold(self.jobs, other.jobs, _combine_jobs)
+
+        def _combine_cycles(mine, c):
+            mine[0].merge(c[0])
+            for a, v in c[1].items():
+                mine[1][a] = mine[1].get(a, 0) + v
+            mine[2] += c[2]
+        fold(self.cycles, other.cycles, _combine_cycles)
+        self.res_n += other.res_n
+        for k, m in other.res_metrics.items():
+            x = self.res_metrics[k]
+            x[0] += m[0]
+            x[1] += m[1]
+            x[2] = max(x[2], m[2])
+        for mine, theirs in ((self.res_series, other.res_series), (self.flow_series, other.flow_series)):
+            L = LEVELS[max(mine.level, theirs.level)]
+            merged = {}
+            for src in (mine.data, theirs.data):
+                for (s, b), v in src.items():
+                    k = (s, b[:L])
+                    if k in merged:
+                        mine.merge(merged[k], v)
+                    else:
+                        merged[k] = v
+            mine.data = merged
+            mine.level = max(mine.level, theirs.level)
+            mine.keys = {b for (_s, b) in merged}
+            if len(mine.keys) > mine.max_buckets:
+                mine._coarsen()
+
+        def _combine_daily(mine, r):
+            mine.merge(r)
+        fold(self.daily, other.daily, _combine_daily)
+
+        def _combine_blocked(mine, b):
+            mine[0] += b[0]
+            mine[1] += b[1]
+            mine[2] = max(mine[2], b[2])
+            mine[3].update(b[3])
+        fold(self.blocked, other.blocked, _combine_blocked)
+        self.blocked_n += other.blocked_n
+        if other.blocked_worst is not None and (self.blocked_worst is None
+                                                 or other.blocked_worst[0] > self.blocked_worst[0]):
+            self.blocked_worst = other.blocked_worst
+        self.warnings.update(other.warnings)
+        self.dropped += other.dropped
+
+        def _combine_n_plus_one(mine, s):
+            mine[0] += s[0]
+            mine[1] += s[1]
+            mine[2] = max(mine[2], s[2])
+            mine[3] += s[3]
+        fold(self.n_plus_one, other.n_plus_one, _combine_n_plus_one)
+
+        def _combine_seq_io(mine, s):
+            mine[0] += s[0]
+            mine[1] += s[1]
+            mine[2] += s[2]
+            mine[3] = max(mine[3], s[3])
+        fold(self.seq_io, other.seq_io, _combine_seq_io)
+        for k, v in other.flow_counts.items():
+            self.flow_counts[k] = self.flow_counts.get(k, 0) + v
+        for fid, name in other.head_pending.items():
+            mine = self.open.pop(fid, None)
+            theirs = other.open.pop(fid, None)
+            if mine is not None and theirs is not None:
+                mine.items.extend(theirs.items)
+            combined = mine if mine is not None else theirs
+            if combined is not None:
+                self.open[fid] = combined
+            self._finish_flow(fid, name)
+        other.head_pending = {}
+
+        def _combine_open(mine, of):
+            mine.items.extend(of.items)
+        fold(self.open, other.open, _combine_open)
+        return self
+

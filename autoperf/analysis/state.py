@@ -1,0 +1,195 @@
+"""Small state holders of the Aggregator: per command / operation / fingerprint, time buckets, helpers."""
+from __future__ import annotations
+
+from collections import Counter
+
+from .stats import Reservoir
+
+__all__ = ["HIST_EDGES", "DEADLINE_MS", "RESOURCE_METRICS", "FlowState", "OpState", "DbState", "OpenFlow",
+           "Buckets", "LEVELS", "LEVEL_NAMES", "merge_res_bucket", "seq_scans_from_explain", "fold"]
+
+DEADLINE_MS = 3000.0           # Discord interaction deadline (first response)
+HIST_EDGES = [0, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 3000, 5000, 10000]
+LEVELS = (16, 15, 13, 10)     # timestamp prefix lengths: minute, 10 minutes, hour, day
+LEVEL_NAMES = ("minute", "10min", "hour", "day")
+
+# resource metrics: output key -> path in the record
+RESOURCE_METRICS = {
+    "rss_mb": ("rss_mb",),
+    "uss_mb": ("uss_mb",),
+    "cpu_percent": ("cpu_percent",),
+    "max_worker_rss_mb": ("max_worker_rss_mb",),
+    "active_flows": ("active_flows",),
+    "db_pool_utilisation_pct": ("db_pool", "utilisation_pct"),
+    "db_pool_waiters": ("db_pool", "waiters"),
+    "process_pool_pending": ("process_pool", "pending"),
+    "loop_lag_p95_ms": ("loop_lag_ms", "p95"),
+    "loop_lag_max_ms": ("loop_lag_ms", "max"),
+    "gateway_latency_ms": ("gateway_latency_ms",),
+}
+
+
+def _label(key: str, level: int) -> str:
+    if level == 15:
+        return key + "0"
+    if level == 13:
+        return key + ":00"
+    return key
+
+
+class FlowState:
+    __slots__ = ("res", "errors", "sla_ms", "sla_known", "sla_missed", "over", "fr_n", "fr_ok", "fr_res",
+                 "statuses", "command")
+
+    def __init__(self, cap, n_thresholds):
+        self.res = Reservoir(cap)
+        self.errors = 0
+        self.sla_ms = None
+        self.sla_known = 0
+        self.sla_missed = 0
+        self.over = [0] * n_thresholds
+        self.fr_n = 0
+        self.fr_ok = 0
+        self.fr_res = None
+        self.statuses = Counter()
+        self.command = None
+
+
+class OpState:
+    __slots__ = ("res", "errors")
+
+    def __init__(self, cap):
+        self.res = Reservoir(cap)
+        self.errors = 0
+
+
+class DbState:
+    __slots__ = ("res", "errors", "statement", "operation", "system", "flows", "flow_names", "rows",
+                 "seq_scans", "explained")
+
+    def __init__(self, cap):
+        self.res = Reservoir(cap)
+        self.errors = 0
+        self.statement = None
+        self.operation = None
+        self.system = None
+        self.flows = 0              # distinct flows the fingerprint ran in (counted at flow end)
+        self.flow_names = Counter()
+        self.rows = 0
+        self.seq_scans = None       # list of (relation, plan_rows) from the most recent EXPLAIN
+        self.explained = 0
+
+
+class OpenFlow:
+    __slots__ = ("name", "items")
+
+    def __init__(self, name):
+        self.name = name
+        self.items = []             # (parent_id, timestamp, duration_ms, name, kind, fingerprint) of db/http spans
+
+
+class Buckets:
+    """Time-bucketed values with automatic coarsening (bounded number of buckets)."""
+
+    def __init__(self, kind, max_buckets=240, cap=400):
+        self.level = 0
+        self.data: dict = {}        # (series key, bucket key) -> value
+        self.keys: set = set()
+        self.kind = kind            # "res": Reservoir per bucket; "dict": resource metric dict per bucket
+        self.cap = cap
+        self.max_buckets = max_buckets
+
+    def new(self):
+        return Reservoir(self.cap) if self.kind == "res" else {}
+
+    def merge(self, a, b):
+        if self.kind == "res":
+            a.merge(b)
+        else:
+            merge_res_bucket(a, b)
+
+    def get(self, series, ts):
+        L = LEVELS[self.level]
+        b = ts[:L]
+        k = (series, b)
+        v = self.data.get(k)
+        if v is None:
+            if b not in self.keys:
+                self.keys.add(b)
+                if len(self.keys) > self.max_buckets and self.level < len(LEVELS) - 1:
+                    self._coarsen()
+                    return self.get(series, ts)
+            v = self.data[k] = self.new()
+        return v
+
+    def _coarsen(self):
+        while len(self.keys) > self.max_buckets and self.level < len(LEVELS) - 1:
+            self.level += 1
+            L = LEVELS[self.level]
+            data = {}
+            for (s, b), v in self.data.items():
+                k = (s, b[:L])
+                if k in data:
+                    self.merge(data[k], v)
+                else:
+                    data[k] = v
+            self.data = data
+            self.keys = {b[:L] for b in self.keys}
+
+    def series(self):
+        L = LEVELS[self.level]
+        labels = sorted(self.keys)
+        return labels, [_label(b, L) for b in labels]
+
+
+def merge_res_bucket(a: dict, b: dict):
+    for k, v in b.items():
+        x = a.get(k)
+        if x is None:
+            a[k] = v
+        else:
+            x[0] += v[0]
+            x[1] += v[1]
+            x[2] = max(x[2], v[2])
+
+
+def seq_scans_from_explain(explain, min_rows) -> list | None:
+    """Walk an EXPLAIN (FORMAT JSON) plan; return [(relation, plan_rows, filter)] of big Seq Scans."""
+    if explain is None:
+        return None
+    if isinstance(explain, (str, bytes)):
+        try:
+            import orjson
+            explain = orjson.loads(explain)
+        except Exception:
+            return None
+    found = []
+
+    def walk(node):
+        if isinstance(node, list):
+            for n in node:
+                walk(n)
+        elif isinstance(node, dict):
+            if "Plan" in node and isinstance(node["Plan"], dict):
+                walk(node["Plan"])
+                return
+            if node.get("Node Type") == "Seq Scan":
+                rows = node.get("Plan Rows") or 0
+                if isinstance(rows, (int, float)) and rows >= min_rows:
+                    found.append((str(node.get("Relation Name") or "?"), rows, node.get("Filter")))
+            for child in node.get("Plans") or ():
+                walk(child)
+
+    walk(explain)
+    return found
+
+
+def fold(mine: dict, theirs: dict, combine) -> None:
+    """Merge ``theirs`` into ``mine``: absent keys are taken over, present ones ``combine(mine, theirs)``."""
+    for key, value in theirs.items():
+        current = mine.get(key)
+        if current is None:
+            mine[key] = value
+        else:
+            combine(current, value)
+
