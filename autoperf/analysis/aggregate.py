@@ -104,18 +104,8 @@ class Aggregator(FlowTracking, Merging, Reporting):
             self._span(rec, ts)
         elif t == "flow_complete":
             self._flow_complete(rec, ts)
-        elif t == "resource":
-            self._resource(rec, ts)
-        elif t == "loop_blocked":
-            self._blocked(rec)
-        elif t == "warning":
-            c = rec.get("count")
-            self.warnings[str(rec.get("code"))] += c if c.__class__ is int else 1
-        elif t == "dropped":
-            c = rec.get("count")
-            self.dropped += c if c.__class__ is int else 0
-        elif t == "explain":
-            self._explain(rec)
+        else:
+            self._other(rec, t, ts)
         tc = self.types
         tc[t] = tc.get(t, 0) + 1
         lv = rec.get("level")
@@ -278,35 +268,9 @@ class Aggregator(FlowTracking, Merging, Reporting):
                     items.append((rec.get("parent_id"), ts, d, name, kind, fp))
             return
         if kind == "job":
-            attrs = rec.get("attrs")
-            if attrs.__class__ is not dict:
-                attrs = {}
-            j = self.jobs.get(name)
-            if j is None:
-                c = self.op_cap
-                j = self.jobs[name] = [Reservoir(c), Reservoir(c), Reservoir(c), Reservoir(c), Counter()]
-            j[0].add(d)
-            for i, key in ((1, "queue_wait_ms"), (2, "run_ms"), (3, "transfer_ms")):
-                v = attrs.get(key)
-                if v is not None and (v.__class__ is float or v.__class__ is int):
-                    j[i].add(v)
-            ex = attrs.get("executor")
-            if ex is not None:
-                j[4][str(ex)] += 1
+            self._job(rec, name, d)
         elif kind == "cycle":
-            attrs = rec.get("attrs")
-            if attrs.__class__ is not dict:
-                attrs = {}
-            c = self.cycles.get(name)
-            if c is None:
-                c = self.cycles[name] = [Reservoir(self.op_cap), {}, 0]
-            c[0].add(d)
-            if err:
-                c[2] += 1
-            sums = c[1]
-            for k2, v in attrs.items():
-                if v.__class__ is int or v.__class__ is float:
-                    sums[k2] = sums.get(k2, 0) + v
+            self._cycle(rec, name, d, err)
             fid = rec.get("flow_id")
             if fid is not None and rec.get("span_id") == fid:
                 if self._defer_left > 0:
@@ -314,6 +278,54 @@ class Aggregator(FlowTracking, Merging, Reporting):
                     self.head_pending[fid] = name
                 else:
                     self._finish_flow(fid, name)
+
+    def _other(self, rec, t, ts):
+        """Record types other than span and flow_complete (rare: the columnar reader hands them over)."""
+        if t == "resource":
+            self._resource(rec, ts)
+        elif t == "loop_blocked":
+            self._blocked(rec)
+        elif t == "warning":
+            c = rec.get("count")
+            self.warnings[str(rec.get("code"))] += c if c.__class__ is int else 1
+        elif t == "dropped":
+            c = rec.get("count")
+            self.dropped += c if c.__class__ is int else 0
+        elif t == "explain":
+            self._explain(rec)
+
+    def _job(self, rec, name, d):
+        attrs = rec.get("attrs")
+        if attrs.__class__ is not dict:
+            attrs = {}
+        j = self.jobs.get(name)
+        if j is None:
+            c = self.op_cap
+            j = self.jobs[name] = [Reservoir(c), Reservoir(c), Reservoir(c), Reservoir(c), Counter()]
+        j[0].add(d)
+        for i, key in ((1, "queue_wait_ms"), (2, "run_ms"), (3, "transfer_ms")):
+            v = attrs.get(key)
+            if v is not None and (v.__class__ is float or v.__class__ is int):
+                j[i].add(v)
+        ex = attrs.get("executor")
+        if ex is not None:
+            j[4][str(ex)] += 1
+
+    def _cycle(self, rec, name, d, err):
+        """A cycle span's own numbers (its end also ends its flow: see _span)."""
+        attrs = rec.get("attrs")
+        if attrs.__class__ is not dict:
+            attrs = {}
+        c = self.cycles.get(name)
+        if c is None:
+            c = self.cycles[name] = [Reservoir(self.op_cap), {}, 0]
+        c[0].add(d)
+        if err:
+            c[2] += 1
+        sums = c[1]
+        for k2, v in attrs.items():
+            if v.__class__ is int or v.__class__ is float:
+                sums[k2] = sums.get(k2, 0) + v
 
     def _explain(self, rec):
         """An `explain` record (asyncpg `explain: true`): remember big sequential scans of the fingerprint."""

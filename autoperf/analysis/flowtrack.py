@@ -120,19 +120,6 @@ class FlowTracking:
                 f0 = timed[0][3]
                 if f0 is not None and all(x[3] == f0 for x in timed):
                     continue                  # the same query repeated: N+1 advice covers it
-                shape = (fname, tuple([x[2] for x in timed]))
-                k = self._shapes.get(shape)
-                if k is None:
-                    names = []                       # run-length: "db.fetch ×2"
-                    for x in timed:
-                        if names and names[-1][0] == x[2]:
-                            names[-1][1] += 1
-                        else:
-                            names.append([x[2], 1])
-                    labels = tuple(n if c == 1 else f"{n} ×{c}" for n, c in names[:8])
-                    k = (fname, labels, len(timed) if len(timed) <= 8 else 9)
-                    if len(self._shapes) < 10000:
-                        self._shapes[shape] = k
                 total = 0.0
                 mx = 0.0
                 for x in timed:
@@ -140,18 +127,37 @@ class FlowTracking:
                     total += dd
                     if dd > mx:
                         mx = dd
-                saving = total - mx
-                s = self.seq_io.get(k)
-                if s is None:
-                    if len(self.seq_io) > 5000:
-                        continue
-                    s = self.seq_io[k] = [0, 0.0, 0.0, 0.0]
-                s[0] += 1
-                s[1] += saving
-                s[2] += total
-                if saving > s[3]:
-                    s[3] = saving
+                self._add_seq_io(self._seq_io_key(fname, tuple([x[2] for x in timed])), 1, total - mx, total,
+                                 total - mx)
 
+    def _seq_io_key(self, fname, names: tuple):
+        """(flow, run-length labels such as "db.fetch ×2", number of spans, 9 meaning more than 8)."""
+        shape = (fname, names)
+        k = self._shapes.get(shape)
+        if k is None:
+            runs = []
+            for n in names:
+                if runs and runs[-1][0] == n:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([n, 1])
+            labels = tuple(n if c == 1 else f"{n} ×{c}" for n, c in runs[:8])
+            k = (fname, labels, len(names) if len(names) <= 8 else 9)
+            if len(self._shapes) < 10000:
+                self._shapes[shape] = k
+        return k
+
+    def _add_seq_io(self, k, n, sum_saving, sum_total, max_saving):
+        s = self.seq_io.get(k)
+        if s is None:
+            if len(self.seq_io) > 5000:
+                return
+            s = self.seq_io[k] = [0, 0.0, 0.0, 0.0]
+        s[0] += n
+        s[1] += sum_saving
+        s[2] += sum_total
+        if max_saving > s[3]:
+            s[3] = max_saving
 
     def flush_open(self) -> None:
         """Finish flows whose root record never arrived (crash, time window edge)."""

@@ -74,6 +74,42 @@ class Reservoir:
             return
         self._add_slow(v, c)
 
+    def add_many(self, values: Sequence[float]) -> None:
+        """The same state as ``for v in values: self.add(v)`` (same kept values, same random stream),
+        without a Python step per value: one copy while exact, then only the values Algorithm L keeps.
+        (The running total after the cap is a left-to-right ``sum``, as ``add`` does it; Python 3.12+
+        compensates ``sum``, so there the last bits may differ.)"""
+        n = len(values)
+        if not n:
+            return
+        c = self.count
+        room = self.cap - c
+        if room > 0:
+            if n <= room:
+                self.values.extend(values)
+                self.count = c + n
+                return
+            self.values.extend(values[:room])
+            self.count = c = self.cap
+            values = values[room:]
+        if not self._full:
+            self._start_sampling()
+        self._total = sum(values, self._total)
+        lo, hi = min(values), max(values)
+        if lo < self._min:
+            self._min = lo
+        if hi > self._max:
+            self._max = hi
+        end = c + len(values)
+        rng, cap, kept = self._rng, self.cap, self.values
+        nxt = self._next
+        while nxt < end:
+            kept[rng.randrange(cap)] = values[nxt - c]
+            self._w *= math.exp(math.log(rng.random() or 1e-300) / cap)
+            self._advance(nxt)
+            nxt = self._next
+        self.count = end
+
     def _sync(self) -> None:
         if not self._full and self._agg_n != self.count:
             vals = self.values
