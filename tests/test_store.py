@@ -65,7 +65,7 @@ def wait_rows(dsn, n, timeout=30.0):
 
 
 def test_migrations_idempotent(pg_db):
-    """Applying the migrations twice creates the schema once and records version 1 once."""
+    """Applying the migrations twice creates the schema once and records each version once."""
     async def run():
         conn = await asyncpg.connect(pg_db)
         try:
@@ -78,16 +78,19 @@ def test_migrations_idempotent(pg_db):
             pk = await conn.fetchval(
                 "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'performance_metrics'::regclass "
                 "AND contype = 'p'")
-            return first, second, versions, relkind, idx, pk
+            types = dict(await conn.fetch(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = 'performance_metrics'::regclass AND attname IN ('record', 'metadata')"))
+            return first, second, versions, relkind, idx, pk, types
         finally:
             await conn.close()
 
-    first, second, versions, relkind, idx, pk = asyncio.run(run())
-    assert first == [1] and second == [] and versions == [1]
+    first, second, versions, relkind, idx, pk, types = asyncio.run(run())
+    assert first == [1, 2] and second == [] and versions == [1, 2]
     assert relkind == "p"  # declaratively partitioned
-    assert {"performance_metrics_flow_ts_idx", "performance_metrics_op_ts_idx",
-            "performance_metrics_duration_idx"} <= idx
-    assert pk == 'PRIMARY KEY (id, "timestamp")'
+    assert idx == {"performance_metrics_pkey"}   # one btree: uniqueness and time order
+    assert pk == 'PRIMARY KEY ("timestamp", id)'
+    assert types == {"record": "json", "metadata": "json"}
 
 
 def test_record_id_rules():
@@ -317,7 +320,7 @@ def test_cli_init_rollup_status_never_print_dsn(pg_db, capsys, monkeypatch):
     assert _cli(["db", "rollup", "--date", "nope"]) == 2
     out = capsys.readouterr()
     text = out.out + out.err
-    assert "applied migrations 1" in text and "schema up to date (version 1)" in text
+    assert "applied migrations 1, 2" in text and "schema up to date (version 2)" in text
     assert p["database"] in text
     assert "Sup3rSecretPw" not in text and "postgres@" not in text and "postgresql://" not in text
 
@@ -445,6 +448,6 @@ def test_cli_reads_dsn_from_config_file(pg_db, tmp_path, monkeypatch, capsys):
     cfg = tmp_path / "autoperf.yaml"
     cfg.write_text("store:\n  dsn: ${AP_TEST_CFG_DSN}\n")
     assert _cli(["db", "init", "--config", str(cfg)]) == 0
-    assert "applied migrations 1" in capsys.readouterr().out
+    assert "applied migrations 1, 2" in capsys.readouterr().out
     monkeypatch.chdir(tmp_path)                       # ./autoperf.yaml is found by itself
     assert _cli(["db", "status"]) == 0

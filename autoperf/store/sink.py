@@ -280,7 +280,7 @@ class PostgresSink:
                                              server_settings={"temp_buffers": "64MB",
                                                               "application_name": "autoperf-sink"})
                 try:
-                    await db.migrate(conn)
+                    await db.migrate(conn, rewrite_ok=False)
                     await db.prepare_connection(conn)
                 except BaseException:
                     await conn.close()
@@ -381,10 +381,10 @@ class PostgresSink:
             if isinstance(r, BaseException):
                 raise r
 
-    async def _insert_bisect(self, rows, recs, acc, conn):
+    async def _insert_bisect(self, rows, recs, acc, conn, dedupe=False):
         """Insert (on the io loop); a data error splits the batch to isolate bad records. Counts go to ``acc``."""
         try:
-            n = await db.insert_rows(conn, rows, self._known_days)
+            n = await db.insert_rows(conn, rows, self._known_days, dedupe)
             acc["inserted"] += n
             acc["duplicates"] += len(rows) - n
         except Exception as exc:  # noqa: BLE001
@@ -397,8 +397,8 @@ class PostgresSink:
                                   f"PostgreSQL refused a record ({type(exc).__name__}); kept in pg_rejected_*.log")
                 return
             mid = len(rows) // 2
-            await self._insert_bisect(rows[:mid], recs[:mid], acc, conn)
-            await self._insert_bisect(rows[mid:], recs[mid:], acc, conn)
+            await self._insert_bisect(rows[:mid], recs[:mid], acc, conn, dedupe)
+            await self._insert_bisect(rows[mid:], recs[mid:], acc, conn, dedupe)
 
     # ------------------------------------------------------------ spill + replay
 
@@ -475,7 +475,7 @@ class PostgresSink:
         if rows:
             acc = collections.Counter()
             try:
-                self._run_coro(self._insert_bisect(rows, recs, acc, self._conn))
+                self._run_coro(self._insert_bisect(rows, recs, acc, self._conn, dedupe=True))
             except Exception as exc:  # noqa: BLE001 - gone again; resume from the same offset later
                 self._lost(exc)
                 return
