@@ -108,12 +108,18 @@ def sinks():
 
 
 # -- the writer -----------------------------------------------------------------------------
-def _take_all():
+#: Items taken, converted and written per step of a drain. A step's records are freed before the
+#: next step allocates its own, in the same (cache-warm) memory: converting a 50k-item backlog
+#: at once would put every record on fresh heap pages (page faults, ~2x the CPU per record).
+CHUNK = 512
+
+
+def _take(n):
     popleft = BUFFER.popleft
     items = []
     append = items.append
     try:
-        for _ in range(len(BUFFER)):
+        for _ in range(n):
             append(popleft())
     except IndexError:  # pragma: no cover - only one consumer, but stay safe
         pass
@@ -131,14 +137,28 @@ def _drop_record():
 
 
 def _process_once():
-    """Drain the buffer through processors into sinks. Caller holds ``_process_lock``."""
-    items = _take_all()
-    batch = records.to_records(items, _settings) if items else []
+    """Drain what is buffered now through processors into sinks, a chunk at a time.
+
+    Caller holds ``_process_lock``. Returns the number of buffered items taken.
+    """
+    taken = 0
+    remaining = len(BUFFER)   # what arrives meanwhile waits for the next drain
+    while remaining > 0:
+        items = _take(min(remaining, CHUNK))
+        if not items:
+            break
+        remaining -= len(items)
+        taken += len(items)
+        _deliver(records.to_records(items, _settings))
+        del items
     dropped = _drop_record()
     if dropped is not None:
-        batch.append(dropped)
-    if not batch:
-        return 0
+        _deliver([dropped])
+    return taken
+
+
+def _deliver(batch):
+    """Run the processors over ``batch`` and hand the result to every sink."""
     for proc in list(_processors):
         out = []
         for rec in batch:
@@ -149,12 +169,13 @@ def _process_once():
             if rec is not None:
                 out.append(rec)
         batch = out
+    if not batch:
+        return
     for sink in list(_sinks):
         try:
             sink.write(batch)
         except Exception as exc:
             _internal_error(f"sink {type(sink).__name__}", exc)
-    return len(items)
 
 
 _drain_owner = None   # ident of the thread inside a drain, if any

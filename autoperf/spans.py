@@ -112,7 +112,11 @@ class SpanRef:
 
 
 class Span:
-    """One timed operation. Fields are read by the writer thread once the span has finished."""
+    """One timed operation. Fields are read by the writer thread once the span has finished.
+
+    ``root`` is the root of the tree (a Span, or a SpanRef for a flow in another process), None
+    when this span is the root itself.
+    """
 
     __slots__ = (
         "name", "kind", "attrs", "span_id", "parent", "root", "start_ns", "duration_ns",
@@ -129,7 +133,9 @@ class Span:
         self.span_id = _next_id()
         self.parent = parent
         if parent is None:
-            self.root = self
+            # None, not self: a root pointing at itself would be a reference cycle, and every
+            # finished root span would wait for the cyclic GC instead of being freed at once.
+            self.root = None
             if kind in FLOW_KINDS:
                 self.children = []
                 if kind == "flow":
@@ -137,7 +143,8 @@ class Span:
             else:
                 self.children = None
         else:
-            self.root = parent.root
+            root = parent.root
+            self.root = parent if root is None else root
             self.children = None
         self.status = "success"
         self.error = None
@@ -154,12 +161,12 @@ class Span:
 
     @property
     def flow_id(self):
-        root = self.root
+        root = self.root or self
         return root.flow_id if type(root) is SpanRef else root.span_id
 
     @property
     def flow_name(self):
-        root = self.root
+        root = self.root or self
         if type(root) is SpanRef:
             return root.flow_name
         return root.name if root.kind in FLOW_KINDS else None
