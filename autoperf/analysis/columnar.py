@@ -1,0 +1,510 @@
+"""Columnar fast path of `autoperf report`: DuckDB parses the logs, SQL group-bys feed the Aggregator.
+
+The pure-Python path decodes every line with orjson and walks it in ``Aggregator.add`` (about 10 us a
+record here). This path reads the JSON-line files in chunks of whole lines (``CHUNK_BYTES``), lets
+DuckDB's multi-threaded NDJSON reader turn each chunk into columns under an explicit schema (the fields
+the report reads, docs/records.md), and folds each chunk into the *same* :class:`Aggregator` state with
+a handful of vectorised queries:
+
+* counts, errors, thresholds, SLA, first responses, statuses: ``GROUP BY`` per command / operation /
+  fingerprint, folded in order of first appearance (so dicts keep the Python path's order);
+* durations: per key, the chunk's values in file order go to ``Reservoir.add_many`` — the same kept
+  sample, the same random stream, so percentiles are *identical* to the Python path (not merely close);
+* per-flow suggestion state: ``columnar_flows`` (flows still open at a chunk's end carry over);
+* rare records (resource, loop_blocked, warning, dropped, explain, job and cycle spans, unknown types)
+  come back as their JSON text and go through the Python code.
+
+Memory is bounded by one chunk (DuckDB's table of it) plus the Aggregator's own bounds. A chunk DuckDB
+cannot read goes through the Python path whole; a line that is not a JSON object is counted as
+skipped, as on the Python path. Differences: float sums other than reservoir totals (db total, N+1 and
+gather savings) may differ in the last bits (summation order); a value of a JSON type the schema does
+not expect (e.g. a quoted number as ``duration_ms``) is cast by DuckDB where the Python path ignores it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import orjson
+
+from .state import DEADLINE_MS, LEVELS
+
+__all__ = ["available", "aggregate_files_columnar", "ColumnarReader", "CHUNK_BYTES"]
+
+CHUNK_BYTES = 32 << 20
+_READ = 1 << 20            # read size; the over-long-line rule (reader.MAX_LINE) is checked per read, as there
+
+# The fields the report reads (read_json `columns`). VARCHAR for sla_ms / rows keeps the JSON text: an int
+# stays an int. A malformed line, a line that is not an object, and an object without "type" read as a row
+# whose type is NULL: those lines go through the Python code.
+_COLUMNS = ("{timestamp: 'VARCHAR', level: 'VARCHAR', type: 'VARCHAR', name: 'VARCHAR', kind: 'VARCHAR', "
+            "span_id: 'VARCHAR', parent_id: 'VARCHAR', flow_id: 'VARCHAR', flow_name: 'VARCHAR', "
+            "flow_kind: 'VARCHAR', duration_ms: 'DOUBLE', status: 'VARCHAR', sla_ms: 'VARCHAR', "
+            "attrs: 'STRUCT(fingerprint VARCHAR, statement VARCHAR, operation VARCHAR, system VARCHAR, "
+            "\"rows\" VARCHAR, explain JSON)', "
+            "metadata: 'STRUCT(command VARCHAR, first_response_ms DOUBLE, deadline_missed BOOLEAN)'}")
+
+# rows the Python code handles (by their line): everything but plain spans and flow_complete
+_RARE = ("type NOT IN ('span', 'flow_complete') "
+         "OR (type = 'span' AND kind IN ('job', 'cycle') AND d IS NOT NULL)")
+
+
+def available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("duckdb") is not None
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _sla_value(text, fallback):
+    """The record's own sla_ms as the Python path keeps it (int stays int), else the configured one."""
+    if text is not None:
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                pass
+    return fallback
+
+
+class ColumnarReader:
+    """Feeds one :class:`Aggregator` from JSON-line files, chunk by chunk (see module doc)."""
+
+    def __init__(self, agg, since=None, until=None, threads: int | None = None, chunk_bytes: int = CHUNK_BYTES,
+                 progress=None, tmpdir: str | None = None):
+        import duckdb
+
+        from .reader import to_ts
+        self.agg = agg
+        self.since, self.until = to_ts(since), to_ts(until)
+        self.chunk_bytes = chunk_bytes
+        self.progress = progress
+        self.con = duckdb.connect(config={"threads": max(1, threads or os.cpu_count() or 1),
+                                          "preserve_insertion_order": True, "memory_limit": "2GB"})
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        self.tmp = tempfile.mkdtemp(prefix="autoperf-report-", dir=tmpdir or shm)
+        self.chunk_path = os.path.join(self.tmp, "chunk.ndjson")
+        self.seq = 0                    # global row number of the next chunk's first row
+        self.files_read: list[str] = []
+        self.files_missing: list[str] = []
+        self.lines = self.records = self.skipped = self.filtered = self.bytes_read = 0
+        self.chunks = self.fallback_chunks = 0
+        from .columnar_flows import FlowChunks
+        self.flows = FlowChunks(self)
+        sla = [(k, float(v)) for k, v in agg.sla.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        self.con.execute("CREATE TEMP TABLE cfg_sla (name VARCHAR, sla DOUBLE)")
+        if sla:
+            self.con.executemany("INSERT INTO cfg_sla VALUES (?, ?)", sla)
+
+    def close(self):
+        try:
+            self.con.close()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def stats(self) -> dict:
+        return {"files": len(self.files_read), "missing_files": list(self.files_missing), "lines": self.lines,
+                "records": self.records, "skipped_lines": self.skipped, "filtered": self.filtered,
+                "bytes": self.bytes_read}
+
+    # ------------------------------------------------------------------ input
+    def _blocks(self, path):
+        """Chunks of whole lines of one file, like RecordReader.iter_lines (same over-long-line rule)."""
+        import gzip
+
+        from .reader import MAX_LINE
+        opener = gzip.open if path.endswith(".gz") else open
+        out, size = [], 0
+        tail = b""
+        discarding = False
+        try:
+            with opener(path, "rb") as f:
+                while True:
+                    b = f.read(_READ)
+                    if not b:
+                        break
+                    self.bytes_read += len(b)
+                    self._done += len(b)
+                    if discarding:
+                        nl = b.find(b"\n")
+                        if nl < 0:
+                            continue
+                        b = b[nl + 1:]
+                        discarding = False
+                    if tail:
+                        b = tail + b
+                    cut = b.rfind(b"\n")
+                    if cut < 0:
+                        tail = b
+                    else:
+                        out.append(b[:cut + 1])
+                        size += cut + 1
+                        tail = b[cut + 1:]
+                    if len(tail) > MAX_LINE:
+                        self.skipped += 1
+                        tail = b""
+                        discarding = True
+                    if size >= self.chunk_bytes:
+                        yield b"".join(out)
+                        out, size = [], 0
+        except (OSError, EOFError) as e:    # unreadable file or truncated .gz: count, move on
+            self.skipped += 1
+            if not isinstance(e, EOFError) and not os.path.exists(path):
+                self.files_missing.append(path)
+        if tail:
+            out.append(tail + b"\n")
+        if out:
+            yield b"".join(out)
+
+    def run(self, paths):
+        from .reader import _file_may_overlap
+        todo, total = [], 0
+        for p in paths:
+            if not _file_may_overlap(p, self.since, self.until):
+                continue
+            try:
+                total += os.path.getsize(p)
+                todo.append(p)
+            except OSError:
+                self.files_missing.append(p)
+        self._done = 0
+        for p in todo:
+            self.files_read.append(p)
+            for block in self._blocks(p):
+                self.chunk(block)
+                if self.progress is not None:
+                    try:
+                        self.progress(min(self._done, total), total)
+                    except Exception:
+                        pass
+        if self.progress is not None:
+            try:
+                self.progress(total, total)
+            except Exception:
+                pass
+        return self
+
+    # ------------------------------------------------------------------ one chunk
+    def chunk(self, data: bytes) -> None:
+        self.chunks += 1
+        with open(self.chunk_path, "wb") as f:
+            f.write(data)
+        try:
+            n = self._load(data)
+        except Exception:                   # DuckDB could not read it: the Python path, whole chunk
+            if os.environ.get("AUTOPERF_COLUMNAR_STRICT"):
+                raise
+            self.fallback_chunks += 1
+            self._python_chunk(data)
+            return
+        if n:
+            self._fold()
+        self.seq += n
+
+    def _load(self, data: bytes) -> int:
+        keep = "TRUE"
+        if self.since is not None or self.until is not None:
+            keep = ["ts IS NOT NULL"]
+            if self.since is not None:
+                keep.append(f"ts >= {_q(self.since)}")
+            if self.until is not None:
+                keep.append(f"ts < {_q(self.until)}")
+            keep = f"coalesce({' AND '.join(keep)}, FALSE)"
+        con = self.con
+        # ids are only compared: 64-bit hashes group faster than strings (flow_id is kept for open flows)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE raw AS
+            SELECT type, level, timestamp AS ts, coalesce(nullif(name, ''), '?') AS name, kind,
+                   hash(parent_id) AS parent, flow_id IS NOT NULL AS has_fid, hash(flow_id) AS fh,
+                   span_id IS NOT DISTINCT FROM flow_id AS is_root, flow_name, flow_kind, duration_ms AS d,
+                   status, status IS NOT NULL AND status <> 'success' AS err, sla_ms AS sla_txt,
+                   CASE WHEN kind = 'db' THEN coalesce(nullif(attrs.fingerprint, ''), nullif(attrs.statement, ''),
+                                                       nullif(name, ''), '?') END AS fp,
+                   attrs.rows AS a_rows, attrs.explain AS a_explain,
+                   metadata.command AS command, metadata.first_response_ms AS fr, metadata.deadline_missed AS dm
+            FROM read_json({_q(self.chunk_path)}, format = 'newline_delimited', columns = {_COLUMNS},
+                           ignore_errors = true, maximum_object_size = {self.chunk_bytes + (16 << 20)})""")
+        n, untyped, filtered = con.execute(
+            f"SELECT count(*), count(*) FILTER (type IS NULL), count(*) FILTER (type IS NOT NULL AND NOT {keep}) "
+            f"FROM raw").fetchone()
+        self._data, self._lines, self._n = data, None, n
+        self.lines += n
+        self.filtered += filtered
+        self.records += n - untyped - filtered
+        # rowid of `raw` is the line's place in the chunk; `c` keeps it as `rn` for ordering
+        con.execute(f"CREATE OR REPLACE TEMP VIEW c AS SELECT rowid AS rn, *, ({_RARE}) AS rare FROM raw "
+                    f"WHERE type IS NOT NULL AND {keep}")
+        if untyped:
+            self._untyped([rn for (rn,) in con.execute("SELECT rowid FROM raw WHERE type IS NULL "
+                                                        "ORDER BY rowid").fetchall()])
+        return n
+
+    def line(self, rn: int) -> bytes:
+        """The chunk's ``rn``-th non-blank line (DuckDB's row ``rn``)."""
+        if self._lines is None:
+            lines = [x for x in self._data.split(b"\n") if x and not x.isspace()]
+            if len(lines) != self._n:
+                raise ValueError("DuckDB rows do not match the chunk's lines")
+            self._lines = lines
+        return self._lines[rn]
+
+    def _untyped(self, rns) -> None:
+        """Lines DuckDB read as rows without a type: corrupt lines, non-objects, objects without "type"."""
+        agg, lines = self.agg, [self.line(rn) for rn in rns]
+        since, until = self.since, self.until
+        for line in lines:
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                self.skipped += 1
+                continue
+            if type(rec) is not dict:
+                self.skipped += 1
+                continue
+            if since is not None or until is not None:
+                ts = rec.get("timestamp")
+                if type(ts) is not str or (since is not None and ts < since) or (until is not None and ts >= until):
+                    self.filtered += 1
+                    continue
+            self.records += 1
+            agg.add(rec)
+
+    def _python_chunk(self, data: bytes) -> None:
+        """The Python path for one chunk (RecordReader's rules: blank lines ignored, non-objects skipped)."""
+        agg = self.agg
+        since, until = self.since, self.until
+        loads = orjson.loads
+        for line in data.split(b"\n"):
+            if not line or line.isspace():
+                continue
+            self.lines += 1
+            self.seq += 1
+            try:
+                rec = loads(line)
+            except orjson.JSONDecodeError:
+                self.skipped += 1
+                continue
+            if type(rec) is not dict:
+                self.skipped += 1
+                continue
+            if since is not None or until is not None:
+                ts = rec.get("timestamp")
+                if type(ts) is not str or (since is not None and ts < since) or (until is not None and ts >= until):
+                    self.filtered += 1
+                    continue
+            self.records += 1
+            agg.add(rec)
+
+    def _fold(self) -> None:
+        agg, con = self.agg, self.con
+        for t, n, _m in con.execute("SELECT type, count(*), min(rn) m FROM c GROUP BY type ORDER BY m").fetchall():
+            agg.types[t] = agg.types.get(t, 0) + n
+        for lv, n, _m in con.execute("SELECT level, count(*), min(rn) m FROM c WHERE level IS NOT NULL "
+                                 "GROUP BY level ORDER BY m").fetchall():
+            agg.levels[lv] = agg.levels.get(lv, 0) + n
+        lo, hi = con.execute("SELECT min(ts), max(ts) FROM c").fetchone()
+        if lo is not None:
+            agg._first = min(agg._first, lo)
+            agg._last = max(agg._last, hi)
+        self._flow_completes()
+        self._operations()
+        self._rare_and_db()
+        self.flows.fold(self.seq)
+
+    # ------------------------------------------------------------------ flow_complete -> commands
+    def _flow_completes(self) -> None:
+        agg, con = self.agg, self.con
+        con.execute("""CREATE OR REPLACE TEMP VIEW fc AS
+            SELECT c.rn, coalesce(nullif(c.flow_name, ''), '?') AS name, c.d, c.ts, c.status, c.err, c.sla_txt,
+                   coalesce(TRY_CAST(c.sla_txt AS DOUBLE), s.sla) AS esla, TRY_CAST(c.sla_txt AS DOUBLE) IS NOT NULL
+                   AS own_sla, c.command, c.fr, c.dm
+            FROM c LEFT JOIN cfg_sla s ON s.name = coalesce(nullif(c.flow_name, ''), '?')
+            WHERE c.type = 'flow_complete' AND (c.flow_kind IS NULL OR c.flow_kind = 'flow') AND c.d IS NOT NULL""")
+        over = ", ".join(f"count(*) FILTER (d > {float(t)!r})" for t in agg.thresholds) or "0"
+        rows = con.execute(f"""
+            SELECT name, list(d ORDER BY rn), count(*) FILTER (err),
+                   count(*) FILTER (esla IS NOT NULL), count(*) FILTER (d > esla),
+                   arg_max(sla_txt, rn) FILTER (esla IS NOT NULL), arg_max(own_sla, rn) FILTER (esla IS NOT NULL),
+                   count(*) FILTER (fr IS NOT NULL OR dm IS TRUE),
+                   count(*) FILTER (fr IS NOT NULL AND fr < {DEADLINE_MS!r} AND dm IS NOT TRUE),
+                   list(fr ORDER BY rn) FILTER (fr IS NOT NULL),
+                   arg_min(command, rn) FILTER (command IS NOT NULL), [{over}], min(rn) m
+            FROM fc GROUP BY name ORDER BY m""").fetchall()
+        from .state import FlowState
+        from .stats import Reservoir
+        nth = len(agg.thresholds)
+        for (name, vals, errors, known, missed, sla_txt, own, fr_n, fr_ok, frs, command, overs, _m) in rows:
+            f = agg.flows.get(name)
+            if f is None:
+                f = agg.flows[name] = FlowState(agg.cap, nth)
+            f.res.add_many(vals)
+            f.errors += errors
+            if known:
+                f.sla_ms = _sla_value(sla_txt if own else None, agg.sla.get(name))
+                f.sla_known += known
+                f.sla_missed += missed
+            f.fr_n += fr_n
+            f.fr_ok += fr_ok
+            if frs:
+                if f.fr_res is None:
+                    f.fr_res = Reservoir(agg.op_cap)
+                f.fr_res.add_many(frs)
+            if f.command is None and command is not None:
+                f.command = command
+            if nth:
+                for i, n in enumerate(overs):
+                    f.over[i] += n
+                    agg.all_over[i] += n
+        for name, status, n, _m in con.execute("SELECT name, status, count(*), min(rn) m FROM fc "
+                                               "GROUP BY name, status ORDER BY m").fetchall():
+            st = agg.flows[name].statuses
+            st[status] = st.get(status, 0) + n
+        for name, day, vals, _m in con.execute("SELECT name, substr(ts, 1, 10) AS day, list(d ORDER BY rn), "
+                                               "min(rn) m FROM fc WHERE ts IS NOT NULL GROUP BY name, day "
+                                               "ORDER BY m").fetchall():
+            r = agg.daily.get((name, day))
+            if r is None:
+                r = agg.daily[(name, day)] = Reservoir(agg.daily_cap)
+            r.add_many(vals)
+        self._flow_series()
+
+    def _flow_series(self) -> None:
+        """Per-command time buckets. They coarsen when a new bucket would exceed ``max_buckets`` — on the Python
+        path at that very record — so the chunk is folded in segments cut at those records."""
+        fs, con = self.agg.flow_series, self.con
+        last = len(LEVELS) - 1
+        lo = None
+        for minute, rn in con.execute("SELECT substr(ts, 1, 16) AS k, min(rn) m FROM fc WHERE ts IS NOT NULL "
+                                      "GROUP BY k ORDER BY m").fetchall():
+            while True:                        # Buckets.get: add the key; coarsen and look again when too many
+                b = minute[:LEVELS[fs.level]]
+                if b in fs.keys:
+                    break
+                fs.keys.add(b)
+                if len(fs.keys) <= fs.max_buckets or fs.level >= last:
+                    break
+                self._series_segment(lo, rn)   # the records before this one, at the old level
+                lo = rn
+                fs._coarsen()
+        self._series_segment(lo, None)
+
+    def _series_segment(self, lo, hi) -> None:
+        fs = self.agg.flow_series
+        where = ["ts IS NOT NULL"]
+        if lo is not None:
+            where.append(f"rn >= {lo}")
+        if hi is not None:
+            where.append(f"rn < {hi}")
+        for name, b, vals, _m in self.con.execute(
+                f"SELECT name, substr(ts, 1, {LEVELS[fs.level]}) AS b, list(d ORDER BY rn), min(rn) m FROM fc "
+                f"WHERE {' AND '.join(where)} GROUP BY name, b ORDER BY m").fetchall():
+            r = fs.data.get((name, b))
+            if r is None:
+                r = fs.data[(name, b)] = fs.new()
+            r.add_many(vals)
+
+    # ------------------------------------------------------------------ spans -> operations, fingerprints
+    def _operations(self) -> None:
+        from .state import OpState
+        agg = self.agg
+        for name, kind, vals, errors, _m in self.con.execute(
+                "SELECT name, kind, list(d ORDER BY rn), count(*) FILTER (err), min(rn) m FROM c "
+                "WHERE type = 'span' AND kind IS DISTINCT FROM 'flow' AND d IS NOT NULL "
+                "GROUP BY name, kind ORDER BY m").fetchall():
+            op = agg.ops.get((name, kind))
+            if op is None:
+                op = agg.ops[(name, kind)] = OpState(agg.op_cap)
+            op.res.add_many(vals)
+            op.errors += errors
+
+    def _rare_and_db(self) -> None:
+        """Fingerprints and the records handled by the Python code, in file order where order matters
+        (a fingerprint's statement comes from its first record; the most recent EXPLAIN wins)."""
+        from .state import DbState, seq_scans_from_explain
+        agg, con = self.agg, self.con
+        con.execute("""CREATE OR REPLACE TEMP VIEW dbs AS
+            SELECT rn, fp, d, err, a_explain,
+                   CASE WHEN regexp_full_match(a_rows, '-?[0-9]+') THEN TRY_CAST(a_rows AS HUGEINT) END AS nrows
+            FROM c WHERE type = 'span' AND kind = 'db' AND d IS NOT NULL""")
+        events = []      # (rn, order, ...) applied in file order
+        per_fp = con.execute("""SELECT fp, list(d ORDER BY rn), count(*) FILTER (err), sum(nrows), sum(d), count(*),
+                                       min(rn) m FROM dbs GROUP BY fp ORDER BY m""").fetchall()
+        for row in per_fp:
+            if row[0] not in agg.db:
+                events.append((row[6], 0, "new", row[0]))
+        for rn, fp, ex in con.execute("SELECT rn, fp, a_explain FROM dbs WHERE a_explain IS NOT NULL").fetchall():
+            events.append((rn, 1, "explain", (fp, ex)))
+        for (rn,) in con.execute("SELECT rn FROM c WHERE rare ORDER BY rn").fetchall():
+            events.append((rn, 1, "rare", None))
+        events.sort(key=lambda e: (e[0], e[1]))
+        loads = orjson.loads
+        for rn, _o, what, x in events:
+            if what == "new":
+                if x not in agg.db:          # statement, operation, system: from the fingerprint's first span
+                    attrs = loads(self.line(rn)).get("attrs")
+                    if attrs.__class__ is not dict:
+                        attrs = {}
+                    db = agg.db[x] = DbState(agg.op_cap)
+                    db.statement, db.operation, db.system = (attrs.get("statement"), attrs.get("operation"),
+                                                             attrs.get("system"))
+            elif what == "explain":
+                fp, ex = x
+                if ex.startswith('"'):        # an EXPLAIN kept as a JSON string: the Python path sees the string
+                    ex = loads(ex)
+                scans = seq_scans_from_explain(ex, agg.index_min_rows)
+                if scans is not None:
+                    db = agg.db[fp]
+                    db.seq_scans = scans
+                    db.explained += 1
+            else:
+                self._rare(loads(self.line(rn)))
+        for fp, vals, errors, nrows, total, n, *_ in per_fp:
+            db = agg.db[fp]
+            db.res.add_many(vals)
+            db.errors += errors
+            if nrows is not None:
+                db.rows += int(nrows)
+            agg.db_count += n
+            agg.db_total += total
+
+    def _rare(self, rec: dict) -> None:
+        agg = self.agg
+        t = rec.get("type")
+        ts = rec.get("timestamp")
+        if ts.__class__ is not str:
+            ts = None
+        if t != "span":
+            agg._other(rec, t, ts)
+            return
+        d = rec.get("duration_ms")
+        if d.__class__ is not float:
+            if d.__class__ is not int:
+                return
+            d = float(d)
+        name = rec.get("name") or "?"
+        if rec.get("kind") == "job":
+            agg._job(rec, name, d)
+        else:                                   # cycle (its operation row and its flow end are done in SQL)
+            status = rec.get("status")
+            agg._cycle(rec, name, d, status != "success" and status is not None)
+
+
+def aggregate_files_columnar(paths, since=None, until=None, agg_kwargs: dict | None = None, progress=None,
+                             threads: int | None = None, chunk_bytes: int = CHUNK_BYTES):
+    """``(Aggregator, stats)`` over ``paths`` like a single Python pass, or None when DuckDB is missing."""
+    if not available():
+        return None
+    from .aggregate import Aggregator
+    agg = Aggregator(**dict(agg_kwargs or {}))
+    rd = ColumnarReader(agg, since, until, threads=threads, chunk_bytes=chunk_bytes, progress=progress)
+    try:
+        rd.run(paths)
+    finally:
+        rd.close()
+    agg.flush_open()
+    return agg, rd.stats()

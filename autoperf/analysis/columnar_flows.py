@@ -1,0 +1,159 @@
+"""Per-flow suggestion state (flowtrack.py) computed with SQL over one chunk of the columnar reader.
+
+The Python path holds a flow's db/http spans until the flow ends (its flow_complete, or its own span for
+a cycle), then counts N+1 repeats, distinct flows per fingerprint and sibling I/O that never overlapped.
+Here every such span is matched to the *next* end of its flow (an ASOF join on row order), which is the
+same grouping; spans whose flow has not ended by the chunk's end go back to ``Aggregator.open`` and
+re-enter the next chunk (so a Python-path chunk, ``flush_open`` and the cap on open flows all work on
+the same state). Flows still open beyond ``open_flows_cap`` are ended (unnamed) after the chunk, not
+at the record that overflowed it, as the Python path does.
+"""
+from __future__ import annotations
+
+import orjson
+
+from .state import OpenFlow
+
+__all__ = ["FlowChunks"]
+
+_MAX_ITEMS = 500           # spans kept per open flow (flowtrack: `if len(items) < 500`)
+
+
+class FlowChunks:
+    def __init__(self, reader):
+        self.reader = reader
+        self.con = reader.con
+        self.agg = reader.agg
+        self.base = 0
+
+    def fold(self, base: int) -> None:
+        """Fold the chunk in view ``c`` (row order ``rn``; global row number ``base + rn``)."""
+        agg, con = self.agg, self.con
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE fin AS
+            SELECT {base} + rn AS seq, fh,
+                   CASE WHEN type = 'flow_complete' THEN coalesce(nullif(flow_name, ''), '?') ELSE name END AS fname
+            FROM c WHERE has_fid AND d IS NOT NULL AND (
+                (type = 'flow_complete' AND (flow_kind IS NULL OR flow_kind = 'flow'))
+                OR (type = 'span' AND kind = 'cycle' AND is_root))""")
+        fc = agg.flow_counts
+        for fname, n in con.execute("SELECT fname, count(*) FROM fin GROUP BY fname").fetchall():
+            fc[fname] = fc.get(fname, 0) + n
+        if not agg.track_flows:
+            return
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE it AS
+            SELECT {base} + rn AS seq, NULL::VARCHAR AS cfid, fh, parent, ts, d, name, kind, fp, flow_name AS oname
+            FROM c WHERE type = 'span' AND kind IN ('db', 'http') AND d IS NOT NULL AND has_fid
+                  AND NOT is_root""")
+        self._carry_in(base)
+        self.base = base
+        # each span belongs to the next end of its flow (none yet: still open)
+        con.execute("""CREATE OR REPLACE TEMP TABLE asg AS
+            SELECT it.*, fin.seq AS fin_seq, fin.fname FROM it ASOF LEFT JOIN fin ON it.fh = fin.fh AND it.seq < fin.seq""")
+        big = con.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM asg GROUP BY fh, fin_seq)").fetchone()[0]
+        if big is not None and big > _MAX_ITEMS:      # the Python path keeps the first 500 spans of a flow
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE asg AS SELECT * EXCLUDE (k) FROM (
+                SELECT *, row_number() OVER (PARTITION BY fh, fin_seq ORDER BY seq) AS k FROM asg) WHERE k <= {_MAX_ITEMS}""")
+        self._carry_out()
+        con.execute("CREATE OR REPLACE TEMP VIEW done AS SELECT * FROM asg WHERE fin_seq IS NOT NULL")
+        con.execute("CREATE OR REPLACE TEMP TABLE inst AS SELECT fh, fin_seq, count(*) AS n_items, "
+                    "count(DISTINCT fp) AS n_fps FROM done GROUP BY fh, fin_seq")
+        self._fingerprints()
+        self._n_plus_one()
+        self._sequential_io()
+
+    def _carry_in(self, base: int) -> None:
+        """Spans of flows still open (from earlier chunks or the Python path) join this chunk's spans."""
+        agg = self.agg
+        if not agg.open:
+            return
+        rows = []
+        for fid, of in agg.open.items():
+            for (parent, ts, d, name, kind, fp) in of.items:
+                if type(parent) is not int:     # a span read by the Python path: any stable 64-bit key
+                    parent = hash(parent) & 0xFFFFFFFFFFFFFFFF
+                rows.append([fid, parent, ts, d, name, kind, fp, of.name])
+        start = base - len(rows)
+        self.con.executemany("INSERT INTO it VALUES (?, ?, hash(?), ?, ?, ?, ?, ?, ?, ?)",
+                             [[start + i, r[0]] + r for i, r in enumerate(rows)])
+        agg.open = {}
+
+    def _carry_out(self) -> None:
+        agg = self.agg
+        opened = agg.open
+        fids = {}          # flow ids are hashed in SQL: the id itself comes from the carried flow or the line
+        for seq, cfid, fh, oname, parent, ts, d, name, kind, fp in self.con.execute(
+                "SELECT seq, cfid, fh, oname, parent, ts, d, name, kind, fp FROM asg WHERE fin_seq IS NULL "
+                "ORDER BY seq").fetchall():
+            fid = fids.get(fh)
+            if fid is None:
+                fid = fids[fh] = cfid if cfid is not None else orjson.loads(self.reader.line(seq - self.base))["flow_id"]
+            of = opened.get(fid)
+            if of is None:
+                of = opened[fid] = OpenFlow(oname)
+            of.items.append((parent, ts, d, name, kind, fp))
+        while len(opened) > agg.open_flows_cap:
+            agg.evicted_open += 1
+            agg._finish_flow(next(iter(opened)), None)
+
+    def _fingerprints(self) -> None:
+        """Distinct flows per fingerprint, and in which flows (cache candidates)."""
+        dbs = self.agg.db
+        for fp, fname, n, _m in self.con.execute(
+                "SELECT fp, fname, count(*), min(fin_seq) m FROM (SELECT DISTINCT fh, fin_seq, fname, fp FROM done "
+                "WHERE fp IS NOT NULL) GROUP BY fp, fname ORDER BY m").fetchall():
+            db = dbs.get(fp)
+            if db is not None:
+                db.flows += n
+                fn = db.flow_names
+                if fname in fn or len(fn) < 50:
+                    fn[fname] += n
+
+    def _n_plus_one(self) -> None:
+        agg = self.agg
+        for fname, fp, hits, sum_n, max_n, sum_ms, _m in self.con.execute(f"""
+                SELECT fname, fp, count(*), sum(n), max(n), sum(ms), min(fin_seq) m FROM (
+                    SELECT x.fh, x.fin_seq, any_value(x.fname) AS fname, x.fp, count(*) AS n, sum(x.d) AS ms,
+                           any_value(i.n_items) AS n_items
+                    FROM done x JOIN inst i ON i.fh = x.fh AND i.fin_seq = x.fin_seq
+                    WHERE x.fp IS NOT NULL GROUP BY x.fh, x.fin_seq, x.fp)
+                WHERE n >= {int(agg.n_plus_one_min)} AND n_items > 1
+                GROUP BY fname, fp ORDER BY m""").fetchall():
+            s = agg.n_plus_one.get((fname, fp))
+            if s is None:
+                s = agg.n_plus_one[(fname, fp)] = [0, 0, 0, 0.0]
+            s[0] += hits
+            s[1] += int(sum_n)
+            if max_n > s[2]:
+                s[2] = max_n
+            s[3] += sum_ms
+
+    def _sequential_io(self) -> None:
+        """Sibling spans (same parent) that ran back to back: awaits a gather could have overlapped.
+        Per group of siblings, sorted by (start, duration, name, fingerprint) as flowtrack sorts them."""
+        agg = self.agg
+        tol = float(agg.io_tol)
+        order = "x.st, x.d, x.name, x.fp"
+        for fname, names, n, sum_saving, sum_total, max_saving, _m in self.con.execute(f"""
+                WITH x AS (
+                    SELECT *, TRY_CAST(substr(ts, 15, 2) AS INTEGER) * 60000
+                              + TRY_CAST(substr(ts, 18, 6) AS DOUBLE) * 1000.0 AS st FROM done),
+                cand AS (       -- back to back needs last start - first start + tolerances >= total - longest
+                    SELECT fh, fin_seq, parent FROM x GROUP BY fh, fin_seq, parent
+                    HAVING count(*) >= 2 AND bool_and(st IS NOT NULL) AND max(st) - min(st)
+                           + (count(*) - 1) * {tol!r} + 1e-6 * (abs(sum(d)) + 1.0) >= sum(d) - greatest(max(d), 0.0)),
+                grp AS (
+                    SELECT x.fh, x.fin_seq, any_value(x.fname) AS fname, count(*) AS g_n,
+                           list({{'st': x.st, 'd': x.d}} ORDER BY {order}) AS l, list(x.name ORDER BY {order}) AS names,
+                           first(x.fp ORDER BY x.seq) AS fp0, count(x.fp) AS n_fp, count(DISTINCT x.fp) AS n_dfp,
+                           sum(x.d) AS total, greatest(max(x.d), 0.0) AS mx
+                    FROM x JOIN cand USING (fh, fin_seq, parent) GROUP BY x.fh, x.fin_seq, x.parent),
+                ok AS (
+                    SELECT g.fname, g.names, g.total, g.mx, g.fin_seq FROM grp g
+                    JOIN inst i ON i.fh = g.fh AND i.fin_seq = g.fin_seq
+                    WHERE NOT (i.n_fps = 1 AND g.g_n = i.n_items AND g.fp0 IS NOT NULL)
+                      AND NOT (g.n_fp = g.g_n AND g.n_dfp = 1)
+                      AND list_aggregate(list_transform(range(1, g.g_n),
+                              lambda j: g.l[j + 1].st + {tol!r} >= g.l[j].st + g.l[j].d), 'bool_and'))
+                SELECT fname, names, count(*), sum(total - mx), sum(total), max(total - mx), min(fin_seq) m
+                FROM ok GROUP BY fname, names ORDER BY m""").fetchall():
+            agg._add_seq_io(agg._seq_io_key(fname, tuple(names)), n, sum_saving, sum_total, max_saving)
