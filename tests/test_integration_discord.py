@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import io
 import sys
 import textwrap
 
@@ -94,6 +95,11 @@ async def announce(interaction: discord.Interaction):
     await interaction.followup.send("announced")
 
 
+@app_commands.command(description="answers with a file (a multipart interaction response)")
+async def card(interaction: discord.Interaction):
+    await interaction.response.send_message("your card", file=discord.File(io.BytesIO(b"ace"), "card.txt"))
+
+
 class Games(commands.Cog):
     @app_commands.command(description="cog slash command")
     async def stats(self, interaction: discord.Interaction):
@@ -112,7 +118,7 @@ class LoopbackBot(commands.Bot):
         self.ticks = 0
 
     async def setup_hook(self):
-        for cmd in (ping, form, later, boom, guarded, cool, slow, sluggish, announce):
+        for cmd in (ping, form, later, boom, guarded, cool, slow, sluggish, announce, card):
             self.tree.add_command(cmd)
         await self.add_cog(Games())
         await self.tree.sync()
@@ -145,6 +151,7 @@ SCENARIO = {
         {"command": "slow", "timeout_s": 3.5},
         {"command": "sluggish", "timeout_s": 3.5},
         {"command": "announce"},
+        {"command": "card"},
         {"command": "stats"},
         {"message": "!echo hi"},
     ],
@@ -306,6 +313,11 @@ class TestResponseTimes:
         assert md["response_type"] == "defer_thinking"
         assert md["final_response_ms"] - md["first_response_ms"] >= 195
 
+    def test_file_response_type_and_time(self, runs):
+        """A response carrying a file (multipart body) still gives the response type and first-response time."""
+        md = _flows(runs[2], "card")[0]["metadata"]
+        assert md["response_type"] == "message" and md["answered"] is True and md["first_response_ms"] > 0
+
     def test_missed_deadline_is_flagged(self, runs):
         """A command that answers after 3 s: deadline_missed, status timeout, ERROR, Unknown interaction counted."""
         flow = _flows(runs[2], "slow")[0]
@@ -406,7 +418,7 @@ class TestNeverBreaksTheBot:
         bootstrap.ensure_pipeline(log_dir=str(tmp_path), console=False)
         memory = sinks.Memory()
         pipeline.add_sink(memory)
-        monkeypatch.setattr(integration, "_IState", Broken)
+        monkeypatch.setattr(integration.state, "_IState", Broken)
         integrations.patch("discord", discord, {})
         try:
             report, _ = _play({"seed": 9, "duration_s": 1.0, "rate": 6, "users": 2, "warmup_s": 0.2, "grace_s": 3,

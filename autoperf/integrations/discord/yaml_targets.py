@@ -1,0 +1,188 @@
+"""YAML targets on discord objects: app commands, cog and prefix commands, task loops, View buttons.
+
+These are not plain functions: commands hold their callback (``callback`` is read-only), cogs copy
+commands per instance, Views capture button functions when the class is created — so the adapter
+instruments what discord.py actually calls.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+
+from autoperf import diagnostics, wrappers
+
+from . import state
+from .handlers import class_hooks, cycle_wrapper
+from .state import FLOW
+
+_ADOPTABLE = frozenset(("command", "component", "modal"))
+adapter_changes: list = []   # (object, attribute, original) changed in place by target_adapter
+fixed_views: dict = {}       # View classes already pointed at instrumented button functions
+
+
+def _adopting(fn, site, rename=None):
+    """A YAML ``kind: flow`` target on a command callback: when the integration already opened a flow
+    for this invocation, that flow takes the target's thresholds, captures and (when the target has a
+    ``name:``) its name — one flow, not two."""
+    fallback = wrappers.instrument(fn, site)
+    if rename is None:
+        spec = _spec_for(site)
+        rename = spec is None or spec.name is not None
+
+    async def adopted(*args, **kwargs):
+        fs = FLOW.get()
+        s = None if fs is None or fs.adopted else fs.span
+        if s is None or s.duration_ns is not None or not _ADOPTABLE.intersection(s.attrs or ()):
+            return await fallback(*args, **kwargs)
+        fs.adopted = True
+        try:
+            if rename:
+                s.name = site.name
+            s.site = site
+            site.on_call(s, args, kwargs)
+        except Exception as exc:
+            diagnostics.internal_error("discord: adopting a flow target", exc)
+        result = await fn(*args, **kwargs)
+        site.on_return(s, result)
+        return result
+
+    functools.update_wrapper(adopted, fn)
+    setattr(adopted, wrappers.MARK, site)
+    return adopted
+
+
+def _spec_for(site):
+    try:
+        from autoperf import bootstrap
+        for specs in bootstrap._specs_by_module.values():
+            for spec in specs:
+                if spec.name == site.name or f"{spec.module}.{spec.qualname}" == site.name:
+                    return spec
+    except Exception:
+        pass
+    return None
+
+
+def _rebind_site(site, fn):
+    """make_site read the captures against the command object; read them against its callback."""
+    spec = _spec_for(site)
+    if spec is None:
+        return site
+    from autoperf.capture_binding import build_hooks
+    site.arg_hooks, site.return_hooks = build_hooks(spec, fn)
+    return site
+
+
+def target_adapter(obj, site):
+    """targets.register_adapter hook: instrument what discord.py actually calls."""
+    if "discord" not in sys.modules:
+        return None
+    mod = type(obj).__module__ or ""
+    if not mod.startswith("discord."):
+        return None
+    try:
+        # discord.ext.tasks.Loop: the coroutine run each iteration
+        if hasattr(obj, "coro") and hasattr(obj, "_loop") and mod.startswith("discord.ext.tasks"):
+            fn = getattr(obj.coro, "__wrapped__", obj.coro) if hasattr(obj.coro, "_autoperf_cycle") else obj.coro
+            _rebind_site(site, fn)
+            adapter_changes.append((obj, "coro", obj.coro))
+            if site.kind == "cycle":
+                obj.coro = cycle_wrapper(fn, site)
+            else:
+                inner = wrappers.instrument(fn, site)
+                obj.coro = cycle_wrapper(inner, wrappers.CallSite(site.name, "cycle")) \
+                    if state.opts.get("tasks", True) else inner
+            return obj
+        # app_commands.Command / ContextMenu / ext.commands.Command (+ hybrid): the callback
+        if hasattr(obj, "_callback") and callable(getattr(obj, "_callback", None)):
+            fn = obj._callback
+            if wrappers.is_instrumented(fn):
+                return obj
+            _rebind_site(site, fn)
+            wrapped = _adopting(fn, site) if site.kind == "flow" else wrappers.instrument(fn, site)
+            adapter_changes.append((obj, "_callback", fn))
+            obj._callback = wrapped
+            app = getattr(obj, "app_command", None)   # hybrid command: the slash side has its own copy
+            if app is not None and getattr(app, "_callback", None) is fn:
+                adapter_changes.append((app, "_callback", fn))
+                app._callback = wrapped
+            return obj
+    except Exception as exc:
+        diagnostics.internal_error("discord: target adapter", exc)
+    return None
+
+
+def _fixup_view_class(cls):
+    """YAML targets on ``View`` button methods: the class captured the original functions when it was
+    created; point its children at the instrumented ones (once per class)."""
+    items = vars(cls).get("__view_children_items__")
+    if items is None:
+        for klass in cls.__mro__:
+            if "__view_children_items__" in vars(klass):
+                items = vars(klass)["__view_children_items__"]
+                break
+    if not items:
+        return
+    entries = list(items.items()) if isinstance(items, dict) else list(enumerate(items))
+    changed = []
+    for key, func in entries:
+        fname = getattr(func, "__name__", None)
+        if fname is None or not callable(func):
+            continue
+        current = None
+        for klass in cls.__mro__:
+            if fname in vars(klass):
+                current = vars(klass)[fname]
+                break
+        if current is None or current is func or not wrappers.is_instrumented(current):
+            continue
+        if getattr(current, "__wrapped__", None) is not func:
+            continue
+        site = getattr(current, wrappers.MARK)
+        if getattr(site, "kind", None) == "flow":
+            current = _adopting(func, site)
+            for attr in ("__discord_ui_model_type__", "__discord_ui_model_kwargs__", "__discord_ui_parent__"):
+                if hasattr(func, attr):
+                    setattr(current, attr, getattr(func, attr))
+        changed.append((key, current))
+    if changed:
+        new = dict(items) if isinstance(items, dict) else list(items)
+        for key, value in changed:
+            new[key] = value
+        setattr(cls, "__view_children_items__", new)
+        class_hooks.append((cls, "__view_children_items__", items))
+
+
+def wrap_view_init(original):
+    def __init__(self, *args, **kwargs):
+        cls = type(self)
+        if cls not in fixed_views:
+            try:
+                fixed_views[cls] = True
+                _fixup_view_class(cls)
+            except Exception as exc:
+                diagnostics.internal_error("discord: View target fixup", exc)
+        return original(self, *args, **kwargs)
+    return __init__
+
+
+def retry_targets():
+    """Targets in modules imported before discord was patched found no adapter: try them again.
+
+    A callable discord object (``tasks.Loop``) was wrapped as a plain function then — which breaks
+    it (``.start()`` is gone): undo that first. (DEV: disappears once integration hooks run before
+    target hooks in bootstrap.install.)"""
+    try:
+        from autoperf import bootstrap, targets
+        for p in targets.patched():
+            original = p.original
+            if (type(original).__module__ or "").startswith("discord.") and p.replacement is not original:
+                p.undo()
+                with targets._lock:
+                    targets._patches.pop((id(p.owner), p.attr), None)
+        for module_name, specs in list(bootstrap._specs_by_module.items()):
+            module = sys.modules.get(module_name)
+            if module is not None and module_name not in ("__main__", "__mp_main__"):
+                targets.patch_module(module, specs)
+    except Exception as exc:
+        diagnostics.internal_error("discord: retrying targets", exc)
