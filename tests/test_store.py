@@ -160,6 +160,7 @@ def test_sink_writes_n_records_into_day_partitions(pg_db, tmp_path):
     s = q(pg_db, "SELECT * FROM performance_metrics WHERE id = $1", f"{5:016x}")[0]
     assert (s["flow_name"], s["operation_name"], s["kind"], s["duration_ms"], s["pid"]) == \
         ("queue_command", "db.fetch", "db", 5.5, 4242)
+    assert s["metadata"] is None                      # spans keep their attrs in `record` only
     assert orjson.loads(s["record"]) == recs[5]
     assert not glob.glob(str(tmp_path / "pg_spill_*"))
 
@@ -451,3 +452,56 @@ def test_cli_reads_dsn_from_config_file(pg_db, tmp_path, monkeypatch, capsys):
     assert "applied migrations 1, 2" in capsys.readouterr().out
     monkeypatch.chdir(tmp_path)                       # ./autoperf.yaml is found by itself
     assert _cli(["db", "status"]) == 0
+
+
+def test_version_1_store_with_rows_keeps_working_then_upgrades(pg_db, tmp_path, capsys):
+    """On a schema-1 store holding rows the sink writes without rewriting it; `db init` upgrades it, rows intact."""
+    from autoperf.analysis.reader import iter_records_from_pg
+
+    old = {"timestamp": "2025-01-20T09:00:00.000Z", "type": "flow_complete", "flow_name": "queue_command",
+           "duration_ms": 12.5, "metadata": {"command": "queue"}, "id": "old-1"}
+
+    async def make_v1():
+        conn = await asyncpg.connect(pg_db)
+        try:
+            version, name, sql = db.migrations()[0]
+            await conn.execute(sql)
+            await conn.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL,"
+                               " applied_at timestamptz NOT NULL DEFAULT now())")
+            await conn.execute("INSERT INTO schema_version (version, name) VALUES ($1, $2)", version, name)
+            await conn.execute("SELECT autoperf_ensure_partition('2025-01-20')")
+            await conn.execute("INSERT INTO performance_metrics (id, timestamp, type, record) VALUES "
+                               "('old-1', '2025-01-20T09:00:00Z', 'flow_complete', $1::jsonb)", orjson.dumps(old).decode())
+        finally:
+            await conn.close()
+
+    def layout():
+        return (tuple(r[0] for r in q(pg_db, "SELECT version FROM schema_version ORDER BY 1")),
+                q(pg_db, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                         "WHERE attrelid = 'performance_metrics'::regclass AND attname = 'record'")[0][0])
+
+    asyncio.run(make_v1())
+    recs = [span(i) for i in range(1500)]
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=500, flush_interval_ms=20)
+    try:
+        sink.write(recs[:1000])
+        sink.write(recs[:10])                                  # duplicates on the old layout too
+        assert sink.sync(30)
+    finally:
+        sink.close()
+    assert layout() == ((1,), "jsonb")                         # not rewritten behind the user's back
+    assert sink.counters["inserted"] == 1000 and sink.counters["duplicates"] == 10
+
+    assert _cli(["db", "init", "--dsn", pg_db]) == 0
+    assert "applied migrations 2" in capsys.readouterr().out
+    assert layout() == ((1, 2), "json")
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=500, flush_interval_ms=20)
+    try:
+        sink.write(recs[900:])                                 # 100 already stored before the upgrade
+        assert sink.sync(30)
+    finally:
+        sink.close()
+    assert sink.counters["inserted"] == 500 and sink.counters["duplicates"] == 100
+    got = list(iter_records_from_pg(pg_db))
+    assert len(got) == 1501 and got[0] == old                  # ordered by time: the old row first
+    assert sorted(r["span_id"] for r in got[1:]) == sorted(r["span_id"] for r in recs)

@@ -1,8 +1,8 @@
 """`PostgresSink`: batches records into PostgreSQL from its own thread, event loop and connection.
 
 ``write()`` (pipeline writer thread) only appends to a bounded in-memory queue. The sink thread
-takes batches, COPYs them into a temp staging table and ``INSERT … ON CONFLICT DO NOTHING`` into
-``performance_metrics``. While the database is unreachable every batch goes to a JSON-lines spill
+takes batches and COPYs them straight into the day partitions of ``performance_metrics`` (a batch the
+primary key refuses, and every spill replay, goes through ``INSERT … ON CONFLICT DO NOTHING``). While the database is unreachable every batch goes to a JSON-lines spill
 file ``<log_dir>/pg_spill_<pid>_<time>.log``; once it answers again the spill files are replayed
 (idempotently: a record maps to the same primary key every time) and deleted.
 """
