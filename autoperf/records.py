@@ -4,6 +4,7 @@ Runs in the writer thread only. Field names follow the seed plan's log format (s
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -28,9 +29,11 @@ class Settings:
     __slots__ = ("debug_ns", "warning_ns", "error_ns", "extra")
 
     def __init__(self, debug_ms=1.0, warning_ms=500.0, error_ms=3000.0, service=None, tags=None):
-        self.debug_ns = debug_ms * 1e6
-        self.warning_ns = warning_ms * 1e6
-        self.error_ns = error_ms * 1e6
+        # Whole nanoseconds: durations are ints, and ``d > floor(x)`` is ``d > x`` for an int d
+        # (an int-int comparison is the interpreter's fast path, int-float is not).
+        self.debug_ns = math.floor(debug_ms * 1e6)
+        self.warning_ns = math.floor(warning_ms * 1e6)
+        self.error_ns = math.floor(error_ms * 1e6)
         extra = {}
         if service:
             extra["service"] = service

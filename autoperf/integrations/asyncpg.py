@@ -49,6 +49,7 @@ in memory, referenced by the background task until that one EXPLAIN has run.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import time
@@ -257,27 +258,40 @@ def _query_wrapper(original, query_of, params_of=None, batch_of=None):
     return wrapper
 
 
+#: ``Connection._execute``'s parameters (as in asyncpg 0.32); the lean wrapper below spells them
+#: out and is used only when the original has exactly these.
+_EXECUTE_SIGNATURE = "(self, query, args, limit, timeout, *, return_status=False, ignore_custom_codec=False, record_class=None)"
+
+
 def _execute_factory(original):
     """``Connection._execute``: the path of every fetch*/execute-with-args; kept lean by hand.
 
-    Same behaviour as ``_query_wrapper`` with the signature spelled out (no argument packing,
-    no helper calls on the way in).
+    Same behaviour as ``_query_wrapper`` with the signature spelled out: no ``*args``/``**kwargs``
+    packing (a tuple and a dict per call, and a slower call of the original), no helper calls on
+    the way in. Another signature gets the generic wrapper.
     """
-    async def _execute(self, query, args, limit=0, timeout=None, **kwargs):
+    if _signature(original) != _EXECUTE_SIGNATURE:
+        return _query_wrapper(original, _arg0("query"), _execute_params)
+
+    async def _execute(self, query, args, limit, timeout, *, return_status=False,
+                       ignore_custom_codec=False, record_class=None):
         parent = _get_current()
         if type(parent) is _DbSpan:
-            return await original(self, query, args, limit, timeout, **kwargs)
+            return await original(self, query, args, limit, timeout, return_status=return_status,
+                                  ignore_custom_codec=ignore_custom_codec, record_class=record_class)
         info = _infos.get(query)
         if info is None:
             try:
                 info = _info(query)
             except Exception as exc:
                 diagnostics.internal_error("asyncpg span start", exc)
-                return await original(self, query, args, limit, timeout, **kwargs)
+                return await original(self, query, args, limit, timeout, return_status=return_status,
+                                      ignore_custom_codec=ignore_custom_codec, record_class=record_class)
         s = _DbSpan(info.name, "db", info.attrs.copy(), parent, info.site)
         s._token = _set_current(s)
         try:
-            result = await original(self, query, args, limit, timeout, **kwargs)
+            result = await original(self, query, args, limit, timeout, return_status=return_status,
+                                    ignore_custom_codec=ignore_custom_codec, record_class=record_class)
         except BaseException as exc:
             s.fail(exc)
             code = getattr(exc, "sqlstate", None)
@@ -296,6 +310,17 @@ def _execute_factory(original):
             _maybe_explain(self, query, info, _explain_params, args, None, s.duration_ns)
         return result
     return _execute
+
+
+def _signature(fn):
+    try:
+        return str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        return None
+
+
+def _execute_params(conn, args, kwargs):
+    return conn, (args[1] if len(args) > 1 else kwargs["args"])
 
 
 def _explain_params(conn, args, kwargs):
