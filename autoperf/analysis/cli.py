@@ -27,7 +27,10 @@ def _add_inputs(p, positional=True, window=True):
     p.add_argument("--progress", action="store_true", default=None, help="progress on stderr (default: when a TTY)")
     p.add_argument("--now", default=None, help=argparse.SUPPRESS)   # pin "now" (tests)
     p.add_argument("--jobs", "-j", type=int, default=None,
-                   help="worker processes for big log files (default: all cores when the logs exceed 256 MB)")
+                   help="cores for log files (default: all; the Python reader uses processes only past 256 MB)")
+    p.add_argument("--engine", choices=["auto", "columnar", "python"], default=None,
+                   help="log reader: columnar (DuckDB, fast), python (orjson per line), auto (columnar when "
+                        "DuckDB is installed; default, or $AUTOPERF_REPORT_ENGINE)")
     if window:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--day", default=None, help="one UTC day: YYYY-MM-DD, today, yesterday")
@@ -180,6 +183,15 @@ def _aggregate(args, cfg, slo, since, until, track_flows=True):
     kw["track_flows"] = track_flows
     jobs = getattr(args, "jobs", None)
     paths = getattr(src, "paths", None)
+    engine = getattr(args, "engine", None) or os.environ.get("AUTOPERF_REPORT_ENGINE") or "auto"
+    if paths is not None and engine != "python":
+        from .columnar import aggregate_files_columnar
+        done = aggregate_files_columnar(paths, src.since, src.until, agg_kwargs=kw, progress=src.progress,
+                                        threads=jobs or None)
+        if done is not None:
+            return done
+        if engine == "columnar":
+            raise UsageError("--engine columnar needs DuckDB (pip install duckdb)")
     if paths is not None and jobs != 1:
         size = sum(os.path.getsize(p) for p in paths if os.path.exists(p))
         auto = jobs is None or jobs == 0

@@ -239,6 +239,7 @@ class ColumnarReader:
         # rowid of `raw` is the line's place in the chunk; `c` keeps it as `rn` for ordering
         con.execute(f"CREATE OR REPLACE TEMP VIEW c AS SELECT rowid AS rn, *, ({_RARE}) AS rare FROM raw "
                     f"WHERE type IS NOT NULL AND {keep}")
+        self._typeless = []
         if untyped:
             self._untyped([rn for (rn,) in con.execute("SELECT rowid FROM raw WHERE type IS NULL "
                                                         "ORDER BY rowid").fetchall()])
@@ -254,10 +255,11 @@ class ColumnarReader:
         return self._lines[rn]
 
     def _untyped(self, rns) -> None:
-        """Lines DuckDB read as rows without a type: corrupt lines, non-objects, objects without "type"."""
-        agg, lines = self.agg, [self.line(rn) for rn in rns]
+        """Lines DuckDB read as rows without a type: corrupt lines, non-objects (skipped, as on the Python
+        path) and objects without "type" (counted in _fold: nothing else reads them)."""
+        lines = [self.line(rn) for rn in rns]
         since, until = self.since, self.until
-        for line in lines:
+        for rn, line in zip(rns, lines):
             try:
                 rec = orjson.loads(line)
             except orjson.JSONDecodeError:
@@ -272,7 +274,7 @@ class ColumnarReader:
                     self.filtered += 1
                     continue
             self.records += 1
-            agg.add(rec)
+            self._typeless.append((rn, rec))
 
     def _python_chunk(self, data: bytes) -> None:
         """The Python path for one chunk (RecordReader's rules: blank lines ignored, non-objects skipped)."""
@@ -302,11 +304,27 @@ class ColumnarReader:
 
     def _fold(self) -> None:
         agg, con = self.agg, self.con
-        for t, n, _m in con.execute("SELECT type, count(*), min(rn) m FROM c GROUP BY type ORDER BY m").fetchall():
-            agg.types[t] = agg.types.get(t, 0) + n
-        for lv, n, _m in con.execute("SELECT level, count(*), min(rn) m FROM c WHERE level IS NOT NULL "
-                                 "GROUP BY level ORDER BY m").fetchall():
-            agg.levels[lv] = agg.levels.get(lv, 0) + n
+        # objects without a type count as type None (their timestamp and level too), in file order
+        extra_t, extra_l = {}, {}
+        for rn, rec in self._typeless:
+            x = extra_t.setdefault(None, [0, rn])
+            x[0] += 1
+            lv = rec.get("level")
+            if lv is not None:
+                x = extra_l.setdefault(lv, [0, rn])
+                x[0] += 1
+            ts = rec.get("timestamp")
+            if ts.__class__ is str:
+                agg._first = min(agg._first, ts)
+                agg._last = max(agg._last, ts)
+        for counter, sql, extra in (
+                (agg.types, "SELECT type, count(*), min(rn) m FROM c GROUP BY type", extra_t),
+                (agg.levels, "SELECT level, count(*), min(rn) m FROM c WHERE level IS NOT NULL GROUP BY level",
+                 extra_l)):
+            rows = con.execute(sql).fetchall() + [(k, n, rn) for k, (n, rn) in extra.items()]
+            rows.sort(key=lambda r: r[2])
+            for k, n, _m in rows:
+                counter[k] = counter.get(k, 0) + n
         lo, hi = con.execute("SELECT min(ts), max(ts) FROM c").fetchone()
         if lo is not None:
             agg._first = min(agg._first, lo)

@@ -36,7 +36,7 @@ class FlowChunks:
                 (type = 'flow_complete' AND (flow_kind IS NULL OR flow_kind = 'flow'))
                 OR (type = 'span' AND kind = 'cycle' AND is_root))""")
         fc = agg.flow_counts
-        for fname, n in con.execute("SELECT fname, count(*) FROM fin GROUP BY fname").fetchall():
+        for fname, n, _m in con.execute("SELECT fname, count(*), min(seq) m FROM fin GROUP BY fname ORDER BY m").fetchall():
             fc[fname] = fc.get(fname, 0) + n
         if not agg.track_flows:
             return
