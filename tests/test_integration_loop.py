@@ -85,6 +85,59 @@ class TestBlockingDetection:
             asyncio.run(short_block())
         assert blocked(records) == []
 
+    def test_idle_wait_before_a_short_step_is_not_counted(self, loop_patched):
+        """A 30 ms step right after 300 ms idle in the selector is no block (the step is timed from the selector's return)."""
+        async def wake_then_work():
+            await asyncio.sleep(0.3)
+            time.sleep(0.03)
+
+        with capture_records() as records:
+            asyncio.run(wake_then_work())
+        assert blocked(records) == []
+
+    def test_many_short_callbacks_in_one_iteration_are_no_block(self, loop_patched):
+        """Twenty 10 ms callbacks run in one loop iteration (200 ms) give no record: each callback is timed alone."""
+        async def burst():
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+            for i in range(20):
+                loop.call_soon(time.sleep, 0.01)
+            loop.call_soon(done.set_result, None)
+            await done
+
+        with capture_records() as records:
+            asyncio.run(burst())
+        assert blocked(records) == []
+
+    def test_second_of_two_steps_in_one_iteration_is_timed_alone(self, loop_patched):
+        """A 150 ms callback after an 80 ms one in the same iteration is reported with about 150 ms, naming its own line."""
+        async def two():
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+            loop.call_soon(time.sleep, 0.08)
+            loop.call_soon(blocking_callback)
+            loop.call_soon(done.set_result, None)
+            await done
+
+        with capture_records() as records:
+            asyncio.run(two())
+        (rec,) = blocked(records)
+        assert 200 <= rec["duration_ms"] < 260  # blocking_callback sleeps 200 ms; the 80 ms before is not added
+        assert rec["location"].endswith(line_of(blocking_callback, "# CALLBACK BLOCKS"))
+
+    def test_a_stopped_loop_keeps_no_trace(self, loop_patched):
+        """After run_until_complete the loop and its selector carry nothing of autoperf; a second run is watched again."""
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(asyncio.sleep(0.01))
+            assert not hasattr(loop, "_autoperf_loop_state")
+            assert "select" not in vars(loop._selector)
+            with capture_records() as records:
+                loop.run_until_complete(blocking_command())
+            assert len(blocked(records)) == 1
+        finally:
+            loop.close()
+
     def test_blocking_callback_on_new_event_loop_in_a_thread(self, loop_patched):
         """A plain callback blocking a loop from ``new_event_loop`` in another thread is reported with its flow."""
         def run():
