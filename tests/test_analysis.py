@@ -54,6 +54,20 @@ def test_reservoir_exact_under_cap_and_bounded_over_cap():
     assert sum(1 for v in r.values if v > 50_000) > 350
 
 
+def test_reservoir_add_many_is_add_in_a_loop():
+    """add_many keeps the same sample, totals and random stream as add() value by value, across the cap."""
+    rng = random.Random(3)
+    for cap in (1, 7, 100, 1000):
+        a, b = Reservoir(cap), Reservoir(cap)
+        for _ in range(6):
+            vals = [rng.random() * 100 if rng.random() < 0.9 else rng.randint(0, 50) for _ in range(rng.randint(0, 3000))]
+            for v in vals:
+                a.add(v)
+            b.add_many(vals)
+            assert (list(a.values), a.count, a.total, a.min, a.max) == (list(b.values), b.count, b.total, b.min, b.max)
+        assert a.percentile(95) == b.percentile(95) and not a.exact
+
+
 def test_reservoir_merge_exact_when_it_fits():
     a, b = Reservoir(100), Reservoir(100)
     a.extend([1.0, 2.0, 3.0])

@@ -248,7 +248,10 @@ class ColumnarReader:
     def line(self, rn: int) -> bytes:
         """The chunk's ``rn``-th non-blank line (DuckDB's row ``rn``)."""
         if self._lines is None:
-            lines = [x for x in self._data.split(b"\n") if x and not x.isspace()]
+            lines = self._data.split(b"\n")
+            lines.pop()                       # the chunk ends with a newline
+            if len(lines) != self._n:         # blank lines: DuckDB skips them
+                lines = [x for x in lines if x and not x.isspace()]
             if len(lines) != self._n:
                 raise ValueError("DuckDB rows do not match the chunk's lines")
             self._lines = lines

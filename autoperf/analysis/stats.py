@@ -101,13 +101,20 @@ class Reservoir:
         if hi > self._max:
             self._max = hi
         end = c + len(values)
-        rng, cap, kept = self._rng, self.cap, self.values
         nxt = self._next
-        while nxt < end:
-            kept[rng.randrange(cap)] = values[nxt - c]
-            self._w *= math.exp(math.log(rng.random() or 1e-300) / cap)
-            self._advance(nxt)
-            nxt = self._next
+        if nxt < end:      # _add_slow's replace + _advance, inlined: the same random calls in the same order
+            rng, cap, kept = self._rng, self.cap, self.values
+            randbelow, random, log, exp, floor = rng._randbelow, rng.random, math.log, math.exp, math.floor
+            w = self._w
+            while nxt < end:
+                kept[randbelow(cap)] = values[nxt - c]          # = rng.randrange(cap)
+                w *= exp(log(random() or 1e-300) / cap)
+                if w >= 1.0:
+                    nxt += 1
+                else:
+                    nxt += int(floor(log(random() or 1e-300) / log(1.0 - w))) + 1
+            self._w = w
+            self._next = nxt
         self.count = end
 
     def _sync(self) -> None:

@@ -1,15 +1,18 @@
 """Benchmark: `autoperf report` aggregation over N generated records (default 10 M).
 
     .venv/bin/python tests/bench/bench_report.py [--records 10000000] [--dir DIR] [--keep] [--jobs N]
+                                                 [--phases decode,single,parallel,parse,columnar]
 
 Generates a JSON-lines log once (records in the documented schema: per command flow two db spans,
 one http span, the root span and flow_complete; plus resource, cycle and job records), then measures,
 each phase in a fresh subprocess so peak RSS is its own:
 
-  decode   orjson.loads of every line (the ceiling for any pure-Python pipeline)
-  single   read_records + Aggregator (+ result + suggestions) in one process
-  parallel aggregate_files with --jobs processes (byte ranges, merged)
-  render   result() -> terminal + html text (on the parallel aggregate)
+  decode    orjson.loads of every line (the ceiling for any pure-Python pipeline)
+  single    read_records + Aggregator (+ result + suggestions) in one process
+  parallel  aggregate_files with --jobs processes (byte ranges, merged), + render terminal and html
+  parse     DuckDB's NDJSON reader alone over the file (count of rows): the ceiling of the columnar path
+  columnar  the columnar path (analysis/columnar.py: DuckDB chunks + SQL group-bys, --jobs threads)
+            + result + render terminal and html — what `autoperf report` runs by default
 
 and prints records/s, records per CPU-second (meaningful on a busy machine) and peak RSS (MB) for each.
 Run on an idle machine; the numbers are CPU-bound.
@@ -130,6 +133,24 @@ elif mode == "single":
     r = agg.result()
     out["records"] = rd.records; out["skipped"] = rd.skipped; out["aggregate_s"] = t_agg
     out["commands"] = r["totals"]["commands"]; out["suggestions"] = len(r["suggestions"])
+elif mode == "parse":
+    import duckdb
+    from autoperf.analysis.columnar import _COLUMNS
+    con = duckdb.connect(config={{"threads": jobs}})
+    out["records"] = con.execute(
+        f"SELECT count(*) FROM read_json('{{path}}', format='newline_delimited', columns={{_COLUMNS}}, "
+        "ignore_errors=true)").fetchone()[0]
+elif mode == "columnar":
+    from autoperf.analysis.columnar import aggregate_files_columnar
+    from autoperf.analysis.render import render
+    agg, st = aggregate_files_columnar([path], threads=jobs)
+    t_agg = time.perf_counter() - t0
+    r = agg.result(); r["source"] = st
+    t1 = time.perf_counter()
+    txt = render(r, "terminal", colour=False); html = render(r, "html")
+    out["render_s"] = time.perf_counter() - t1
+    out["records"] = st["records"]; out["aggregate_s"] = t_agg; out["jobs"] = jobs
+    out["commands"] = r["totals"]["commands"]; out["html_kb"] = len(html) // 1024
 else:
     from autoperf.analysis.parallel import aggregate_files
     from autoperf.analysis.render import render
@@ -165,7 +186,7 @@ def main():
     ap.add_argument("--dir", default=None, help="where to put (and reuse) the generated log")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--phases", default="decode,single,parallel")
+    ap.add_argument("--phases", default="decode,single,parallel,parse,columnar")
     a = ap.parse_args()
     d = a.dir or tempfile.mkdtemp(prefix="autoperf-bench-")
     os.makedirs(d, exist_ok=True)
@@ -178,6 +199,7 @@ def main():
               f"-> {path}", flush=True)
     size = os.path.getsize(path)
     print(f"input: {path} ({size / 1e9:.2f} GB), cpus: {os.cpu_count()}, load avg: {os.getloadavg()}", flush=True)
+    print("rate = records / wall s; per CPU-s = records / (CPU s of the process, its threads and children)", flush=True)
     try:
         for mode in a.phases.split(","):
             r = run_phase(path, mode, a.jobs)
@@ -186,6 +208,8 @@ def main():
             if mode == "parallel":
                 extra = (f", jobs {r['jobs']}, render {r['render_s']:.2f} s (html {r['html_kb']} KB), "
                          f"peak RSS per worker {r['peak_rss_children_mb']:.0f} MB")
+            elif mode == "columnar":
+                extra = f", threads {r['jobs']}, render {r['render_s']:.2f} s (html {r['html_kb']} KB)"
             print(f"{mode:8s}: {r['records']:,} records in {r['wall_s']:.1f} s = {rate:,.0f} records/s "
                   f"({size / r['wall_s'] / 1e6:.0f} MB/s), CPU {r['cpu_s']:.0f} s = "
                   f"{r['records'] / r['cpu_s']:,.0f} records per CPU-second, peak RSS {r['peak_rss_mb']:.0f} MB{extra}",
