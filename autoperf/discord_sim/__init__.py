@@ -8,7 +8,8 @@
 
 See docs/discord_sim.md.
 """
-from .driver import SimHandle, Simulation, run_scenario, start_in_process, start_in_thread
+from .driver import Simulation
+from .handles import SimHandle, run_scenario, start_in_process, start_in_thread
 from .redirect import close_clients, point_discord_at, restore
 from .report import SimReport, StepResult, StepStats
 from .scenario import Scenario, ScenarioError, load_scenario
