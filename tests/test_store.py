@@ -133,6 +133,7 @@ def test_big_batches_split_across_connections(pg_db, tmp_path):
     assert backends == 3
     assert q(pg_db, "SELECT count(*), count(DISTINCT id) FROM performance_metrics")[0][:] == (20000, 20000)
     assert sink.counters["inserted"] == 20000 and sink.counters["duplicates"] == 5000
+    assert sink.counters["checked_batches"] == 3      # only the duplicate batch's parts took the ON CONFLICT way
 
 
 def test_sink_writes_n_records_into_day_partitions(pg_db, tmp_path):
@@ -163,6 +164,7 @@ def test_sink_writes_n_records_into_day_partitions(pg_db, tmp_path):
     assert s["metadata"] is None                      # spans keep their attrs in `record` only
     assert orjson.loads(s["record"]) == recs[5]
     assert not glob.glob(str(tmp_path / "pg_spill_*"))
+    assert sink.counters["checked_batches"] == 0      # new records: plain COPY, no per-row conflict check
 
 
 def test_same_records_twice_no_duplicates(pg_db, tmp_path):

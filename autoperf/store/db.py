@@ -286,13 +286,14 @@ _INSERT_SQL = (f"INSERT INTO performance_metrics ({_COLS}) SELECT {_COLS} FROM {
                "ON CONFLICT DO NOTHING")
 
 
-async def insert_rows(conn, rows: list[tuple], known_days: set, dedupe: bool = False) -> int:
+async def insert_rows(conn, rows: list[tuple], known_days: set, dedupe: bool = False, counts=None) -> int:
     """Write ``rows``; returns how many were inserted (rows already present are skipped: idempotent).
 
     Fast path: one binary COPY per UTC day straight into that day's partition, one transaction; the
     primary key (timestamp, id) refuses a record that is already stored, and only then (or when
     ``dedupe`` says duplicates are likely, e.g. a spill replay) the batch goes the checked way: COPY into
     the temp staging table and ``INSERT … ON CONFLICT DO NOTHING``. Creates missing day partitions first.
+    ``counts`` (a Counter, optional) gets ``checked_batches`` += 1 when the checked way was taken.
     """
     if not rows:
         return 0
@@ -311,6 +312,8 @@ async def insert_rows(conn, rows: list[tuple], known_days: set, dedupe: bool = F
         except Exception as exc:
             if getattr(exc, "sqlstate", None) != "23505":   # unique_violation: some rows are stored already
                 raise
+    if counts is not None:
+        counts["checked_batches"] += 1
     return await _with_partition_retry(conn, by_day, known_days, _copy_checked)
 
 

@@ -384,7 +384,7 @@ class PostgresSink:
     async def _insert_bisect(self, rows, recs, acc, conn, dedupe=False):
         """Insert (on the io loop); a data error splits the batch to isolate bad records. Counts go to ``acc``."""
         try:
-            n = await db.insert_rows(conn, rows, self._known_days, dedupe)
+            n = await db.insert_rows(conn, rows, self._known_days, dedupe, acc)
             acc["inserted"] += n
             acc["duplicates"] += len(rows) - n
         except Exception as exc:  # noqa: BLE001
