@@ -150,8 +150,16 @@ class ColumnarReader:
                         tail = b""
                         discarding = True
                     if size >= self.chunk_bytes:
-                        yield b"".join(out)
-                        out, size = [], 0
+                        buf = b"".join(out)
+                        start = 0
+                        while len(buf) - start >= self.chunk_bytes:   # whole lines, about chunk_bytes each
+                            end = buf.find(b"\n", start + self.chunk_bytes - 1) + 1
+                            if end == 0:
+                                break
+                            yield buf[start:end]
+                            start = end
+                        buf = buf[start:]
+                        out, size = ([buf], len(buf)) if buf else ([], 0)
         except (OSError, EOFError) as e:    # unreadable file or truncated .gz: count, move on
             self.skipped += 1
             if not isinstance(e, EOFError) and not os.path.exists(path):

@@ -40,30 +40,40 @@ class FlowChunks:
             fc[fname] = fc.get(fname, 0) + n
         if not agg.track_flows:
             return
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE it AS
-            SELECT {base} + rn AS seq, NULL::VARCHAR AS cfid, fh, parent, ts, d, name, kind, fp, flow_name AS oname
-            FROM c WHERE type = 'span' AND kind IN ('db', 'http') AND d IS NOT NULL AND has_fid
-                  AND NOT is_root""")
-        self._carry_in(base)
         self.base = base
+        self._carry_in(base)
         # each span belongs to the next end of its flow (none yet: still open)
-        con.execute("""CREATE OR REPLACE TEMP TABLE asg AS
-            SELECT it.*, fin.seq AS fin_seq, fin.fname FROM it ASOF LEFT JOIN fin ON it.fh = fin.fh AND it.seq < fin.seq""")
-        big = con.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM asg GROUP BY fh, fin_seq)").fetchone()[0]
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE asg AS
+            SELECT it.*, fin.seq AS fin_seq, fin.fname FROM (
+                SELECT {base} + rn AS seq, NULL::VARCHAR AS cfid, fh, parent, ts, d, name, kind, fp,
+                       flow_name AS oname
+                FROM c WHERE type = 'span' AND kind IN ('db', 'http') AND d IS NOT NULL AND has_fid AND NOT is_root
+                UNION ALL SELECT * FROM carry) it
+            ASOF LEFT JOIN fin ON it.fh = fin.fh AND it.seq < fin.seq""")
+        # per flow and fingerprint (fp NULL: the http spans): what the fingerprint, N+1 and gather rules need
+        con.execute("""CREATE OR REPLACE TEMP TABLE ifp AS
+            SELECT fh, fin_seq, fp, any_value(fname) AS fname, count(*) AS n, sum(d) AS ms, min(seq) AS first
+            FROM asg GROUP BY fh, fin_seq, fp""")
+        big = con.execute("SELECT max(n) FROM (SELECT sum(n) AS n FROM ifp GROUP BY fh, fin_seq)").fetchone()[0]
         if big is not None and big > _MAX_ITEMS:      # the Python path keeps the first 500 spans of a flow
             con.execute(f"""CREATE OR REPLACE TEMP TABLE asg AS SELECT * EXCLUDE (k) FROM (
                 SELECT *, row_number() OVER (PARTITION BY fh, fin_seq ORDER BY seq) AS k FROM asg) WHERE k <= {_MAX_ITEMS}""")
+            con.execute("""CREATE OR REPLACE TEMP TABLE ifp AS
+                SELECT fh, fin_seq, fp, any_value(fname) AS fname, count(*) AS n, sum(d) AS ms, min(seq) AS first
+                FROM asg GROUP BY fh, fin_seq, fp""")
         self._carry_out()
         con.execute("CREATE OR REPLACE TEMP VIEW done AS SELECT * FROM asg WHERE fin_seq IS NOT NULL")
-        con.execute("CREATE OR REPLACE TEMP TABLE inst AS SELECT fh, fin_seq, count(*) AS n_items, "
-                    "count(DISTINCT fp) AS n_fps FROM done GROUP BY fh, fin_seq")
+        con.execute("CREATE OR REPLACE TEMP TABLE inst AS SELECT fh, fin_seq, sum(n) AS n_items, "
+                    "count(fp) AS n_fps FROM ifp WHERE fin_seq IS NOT NULL GROUP BY fh, fin_seq")
         self._fingerprints()
         self._n_plus_one()
         self._sequential_io()
 
     def _carry_in(self, base: int) -> None:
         """Spans of flows still open (from earlier chunks or the Python path) join this chunk's spans."""
-        agg = self.agg
+        agg, con = self.agg, self.con
+        con.execute("CREATE OR REPLACE TEMP TABLE carry (seq BIGINT, cfid VARCHAR, fh UBIGINT, parent UBIGINT, "
+                    "ts VARCHAR, d DOUBLE, name VARCHAR, kind VARCHAR, fp VARCHAR, oname VARCHAR)")
         if not agg.open:
             return
         rows = []
@@ -73,8 +83,13 @@ class FlowChunks:
                     parent = hash(parent) & 0xFFFFFFFFFFFFFFFF
                 rows.append([fid, parent, ts, d, name, kind, fp, of.name])
         start = base - len(rows)
-        self.con.executemany("INSERT INTO it VALUES (?, ?, hash(?), ?, ?, ?, ?, ?, ?, ?)",
-                             [[start + i, r[0]] + r for i, r in enumerate(rows)])
+        cols = [list(range(start, base))] + [list(c) for c in zip(*rows)]
+        con.execute("""INSERT INTO carry SELECT seq, cfid, hash(cfid), parent, ts, d, name, kind, fp, oname FROM (
+                           SELECT unnest($1::BIGINT[]) AS seq, unnest($2::VARCHAR[]) AS cfid,
+                                  unnest($3::UBIGINT[]) AS parent, unnest($4::VARCHAR[]) AS ts,
+                                  unnest($5::DOUBLE[]) AS d, unnest($6::VARCHAR[]) AS name,
+                                  unnest($7::VARCHAR[]) AS kind, unnest($8::VARCHAR[]) AS fp,
+                                  unnest($9::VARCHAR[]) AS oname)""", cols)
         agg.open = {}
 
     def _carry_out(self) -> None:
@@ -99,8 +114,8 @@ class FlowChunks:
         """Distinct flows per fingerprint, and in which flows (cache candidates)."""
         dbs = self.agg.db
         for fp, fname, n, _m in self.con.execute(
-                "SELECT fp, fname, count(*), min(fin_seq) m FROM (SELECT DISTINCT fh, fin_seq, fname, fp FROM done "
-                "WHERE fp IS NOT NULL) GROUP BY fp, fname ORDER BY m").fetchall():
+                "SELECT fp, fname, count(*), min(fin_seq) m FROM ifp WHERE fin_seq IS NOT NULL AND fp IS NOT NULL "
+                "GROUP BY fp, fname ORDER BY m").fetchall():
             db = dbs.get(fp)
             if db is not None:
                 db.flows += n
@@ -111,13 +126,10 @@ class FlowChunks:
     def _n_plus_one(self) -> None:
         agg = self.agg
         for fname, fp, hits, sum_n, max_n, sum_ms, _m in self.con.execute(f"""
-                SELECT fname, fp, count(*), sum(n), max(n), sum(ms), min(fin_seq) m FROM (
-                    SELECT x.fh, x.fin_seq, any_value(x.fname) AS fname, x.fp, count(*) AS n, sum(x.d) AS ms,
-                           any_value(i.n_items) AS n_items
-                    FROM done x JOIN inst i ON i.fh = x.fh AND i.fin_seq = x.fin_seq
-                    WHERE x.fp IS NOT NULL GROUP BY x.fh, x.fin_seq, x.fp)
-                WHERE n >= {int(agg.n_plus_one_min)} AND n_items > 1
-                GROUP BY fname, fp ORDER BY m""").fetchall():
+                SELECT x.fname, x.fp, count(*), sum(x.n), max(x.n), sum(x.ms), min(x.fin_seq) m
+                FROM ifp x JOIN inst i ON i.fh = x.fh AND i.fin_seq = x.fin_seq
+                WHERE x.fp IS NOT NULL AND x.n >= {int(agg.n_plus_one_min)} AND i.n_items > 1
+                GROUP BY x.fname, x.fp ORDER BY m""").fetchall():
             s = agg.n_plus_one.get((fname, fp))
             if s is None:
                 s = agg.n_plus_one[(fname, fp)] = [0, 0, 0, 0.0]
