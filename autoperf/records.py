@@ -146,6 +146,12 @@ def hex_id(value) -> str:
 
 
 # -- conversion ----------------------------------------------------------------------------
+#: A finished span in compact form, as ``spans.record_finished`` buffers it: a tuple of these
+#: fields (``attrs`` may be shared between spans and is never written to; ``extra`` is merged
+#: over it). Everything else reads a finished span as a ``Span`` object.
+COMPACT_SPAN = ("name", "kind", "attrs", "parent", "site", "span_id", "thread", "task", "start_ns",
+                "duration_ns", "status", "error", "extra")
+
 def span_record(span, settings: Settings) -> dict:
     """The ``span`` record of one finished span (as ``to_records`` makes it)."""
     out = []
@@ -169,13 +175,24 @@ def _span_records(spans, settings: Settings, append):
     suffix = _MS_SUFFIX
     sec_now, prefix = -1, ""
     for span in spans:
-        wall = span.start_ns + offset
+        if type(span) is tuple:           # COMPACT_SPAN (spans.record_finished)
+            (name, kind, attrs, parent, site, span_id, thread, task, start_ns, dur, status, error,
+             more) = span
+            # attrs is shared between spans: the record gets its own dict (processors may edit it)
+            attrs = {**attrs, **more} if more else (dict(attrs) if attrs else {})
+            root = None if parent is None else (parent.root or parent)
+            children = None
+        else:
+            name, kind, attrs, parent, site = span.name, span.kind, span.attrs, span.parent, span.site
+            span_id, thread, task, start_ns = span.span_id, span.thread, span.task, span.start_ns
+            dur, status, error = span.duration_ns, span.status, span.error
+            root = span.root
+            children = span.children
+        wall = start_ns + offset
         sec = wall // 1_000_000_000
         if sec != sec_now:
             sec_now, prefix = sec, iso_from_wall_ns(wall)[:-5]  # "...T15:30:45" (".123Z" cut)
-        span_id = f"{span.span_id:016x}"
-        name, kind, parent, site = span.name, span.kind, span.parent, span.site
-        root = span.root
+        span_id = f"{span_id:016x}"
         if root is None:                  # a root span: its own flow
             flow_id = span_id
             flow_name = name if kind in FLOW_KINDS else None
@@ -191,8 +208,6 @@ def _span_records(spans, settings: Settings, append):
         else:
             parent_id = parent.span_id
             parent_id = hex_of(parent_id) or hex_id(parent_id)
-        dur = span.duration_ns
-        status = span.status
         # the level: ERROR over error_ms, WARNING over the site's threshold (else warning_ms),
         # flows INFO, DEBUG over debug_ms, else TRACE; a failed span is at least WARNING (a
         # failed root flow ERROR)
@@ -211,16 +226,12 @@ def _span_records(spans, settings: Settings, append):
             level = "TRACE"
         if status == "error" and level != "ERROR":
             level = "ERROR" if kind in FLOW_KINDS and parent is None else "WARNING"
-        error = span.error
-        thread = span.thread
         thread_name = names.get(thread)
         if thread_name is None:
             thread_name = names[thread] = _thread_name(thread)
-        task = span.task
         task_name = names.get(task)
         if task_name is None and task is not None:
             task_name = names[task] = _task_name(task)
-        attrs = span.attrs
         rec = {
             "timestamp": prefix + suffix[wall % 1_000_000_000 // 1_000_000],
             "level": level,
@@ -247,7 +258,7 @@ def _span_records(spans, settings: Settings, append):
         if extra:
             rec.update(extra)
         append(rec)
-        if span.children is not None:     # a root flow or cycle
+        if children is not None:          # a root flow or cycle
             append(flow_complete_record(span, settings, rec))
             # The flow and its children point at each other: let go here, so that the spans
             # are freed by reference counting once written (not left to the cyclic GC).
@@ -269,11 +280,16 @@ def checkpoint_entries(span) -> list:
             entries.append((at_ns, entry))
             prev = at_ns
     for child in span.children or ():
-        entries.append((child.start_ns, {
-            "name": child.name, "kind": child.kind,
-            "duration_ms": child.duration_ns // 1000 / 1000,
-            "offset_ms": round((child.start_ns - start) / 1e6, 3),
-            "status": child.status,
+        if type(child) is tuple:          # COMPACT_SPAN
+            name, kind, child_start, dur, status = child[0], child[1], child[8], child[9], child[10]
+        else:
+            name, kind, child_start = child.name, child.kind, child.start_ns
+            dur, status = child.duration_ns, child.status
+        entries.append((child_start, {
+            "name": name, "kind": kind,
+            "duration_ms": dur // 1000 / 1000,
+            "offset_ms": round((child_start - start) / 1e6, 3),
+            "status": status,
         }))
     entries.sort(key=lambda pair: pair[0])
     return [entry for _, entry in entries]

@@ -16,7 +16,7 @@ from time import perf_counter_ns
 
 from autoperf import pipeline
 
-__all__ = ["Span", "SpanRef", "CURRENT", "start", "start_detached", "span", "current"]
+__all__ = ["Span", "SpanRef", "CURRENT", "start", "start_detached", "span", "current", "record_finished"]
 
 _current: ContextVar = ContextVar("autoperf_current_span", default=None)
 _get_current = _current.get
@@ -196,9 +196,7 @@ class Span:
     # -- end ----------------------------------------------------------------------------------
     def fail(self, exc):
         """Mark the span failed with ``exc`` (an exception instance or class)."""
-        etype = exc if isinstance(exc, type) else type(exc)
-        self.status = "cancelled" if etype.__name__ == "CancelledError" else "error"
-        self.error = etype
+        self.status, self.error = failure(exc)
 
     def finish(self, duration_ns=None):
         """End the span, restore the previous current span and hand the span to the writer."""
@@ -239,6 +237,37 @@ class Span:
 
     def __repr__(self):
         return f"<Span {self.kind} {self.name!r} id={self.span_id:016x}>"
+
+
+def failure(exc):
+    """``(status, exception type)`` of a span that ``exc`` (an instance or class) ended."""
+    etype = exc if isinstance(exc, type) else type(exc)
+    return ("cancelled" if etype.__name__ == "CancelledError" else "error"), etype
+
+
+def record_finished(name, kind, attrs, parent, site, start_ns, duration_ns, status="success",
+                    error=None, extra=None):
+    """Record a span that has already ended, without making a Span object (hot paths).
+
+    For a call that nothing else needs to see as its current span while it runs and that is
+    never a flow (no ``flow_complete``, not counted in ``active_flows``): it costs one
+    tuple instead of a Span, and ``attrs`` may be shared between calls (it is never written to;
+    ``extra``, a dict or None, holds this call's own attributes and is merged over it when the
+    record is made). The tuple's layout is ``records.COMPACT_SPAN``.
+    """
+    ident = get_ident()
+    loop = _running_loop()
+    item = (name, kind, attrs, parent, site, _next_id(), _live_thread(ident) or ident,
+            None if loop is None else _current_tasks.get(loop), start_ns, duration_ns, status,
+            error, extra)
+    if parent is not None:
+        siblings = parent.children
+        if siblings is not None and len(siblings) < MAX_CHECKPOINT_SPANS:
+            siblings.append(item)
+    if len(_buffer) < _high_water[0]:
+        _append(item)
+    else:
+        _overflow(item)
 
 
 def _resolve_parent(parent):
