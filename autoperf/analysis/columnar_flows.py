@@ -45,8 +45,8 @@ class FlowChunks:
         # each span belongs to the next end of its flow (none yet: still open)
         con.execute(f"""CREATE OR REPLACE TEMP TABLE asg AS
             SELECT it.*, fin.seq AS fin_seq, fin.fname FROM (
-                SELECT {base} + rn AS seq, NULL::VARCHAR AS cfid, fh, parent, ts, d, name, kind, fp,
-                       flow_name AS oname
+                SELECT {base} + rn AS seq, NULL::VARCHAR AS cfid, NULL::VARCHAR AS cparent, fh, parent, ts, d,
+                       name, kind, fp, flow_name AS oname
                 FROM c WHERE type = 'span' AND kind IN ('db', 'http') AND d IS NOT NULL AND has_fid AND NOT is_root
                 UNION ALL SELECT * FROM carry) it
             ASOF LEFT JOIN fin ON it.fh = fin.fh AND it.seq < fin.seq""")
@@ -72,36 +72,40 @@ class FlowChunks:
     def _carry_in(self, base: int) -> None:
         """Spans of flows still open (from earlier chunks or the Python path) join this chunk's spans."""
         agg, con = self.agg, self.con
-        con.execute("CREATE OR REPLACE TEMP TABLE carry (seq BIGINT, cfid VARCHAR, fh UBIGINT, parent UBIGINT, "
-                    "ts VARCHAR, d DOUBLE, name VARCHAR, kind VARCHAR, fp VARCHAR, oname VARCHAR)")
+        con.execute("CREATE OR REPLACE TEMP TABLE carry (seq BIGINT, cfid VARCHAR, cparent VARCHAR, fh UBIGINT, "
+                    "parent UBIGINT, ts VARCHAR, d DOUBLE, name VARCHAR, kind VARCHAR, fp VARCHAR, oname VARCHAR)")
         if not agg.open:
             return
         rows = []
         for fid, of in agg.open.items():
             for (parent, ts, d, name, kind, fp) in of.items:
-                if type(parent) is not int:     # a span read by the Python path: any stable 64-bit key
-                    parent = hash(parent) & 0xFFFFFFFFFFFFFFFF
                 rows.append([fid, parent, ts, d, name, kind, fp, of.name])
         start = base - len(rows)
         cols = [list(range(start, base))] + [list(c) for c in zip(*rows)]
-        con.execute("""INSERT INTO carry SELECT seq, cfid, hash(cfid), parent, ts, d, name, kind, fp, oname FROM (
+        # the ids as the lines hold them; hashed here exactly as the chunk's own rows are
+        con.execute("""INSERT INTO carry SELECT seq, cfid, cparent, hash(cfid), hash(cparent), ts, d, name, kind, fp,
+                                                oname FROM (
                            SELECT unnest($1::BIGINT[]) AS seq, unnest($2::VARCHAR[]) AS cfid,
-                                  unnest($3::UBIGINT[]) AS parent, unnest($4::VARCHAR[]) AS ts,
+                                  unnest($3::VARCHAR[]) AS cparent, unnest($4::VARCHAR[]) AS ts,
                                   unnest($5::DOUBLE[]) AS d, unnest($6::VARCHAR[]) AS name,
                                   unnest($7::VARCHAR[]) AS kind, unnest($8::VARCHAR[]) AS fp,
                                   unnest($9::VARCHAR[]) AS oname)""", cols)
         agg.open = {}
 
     def _carry_out(self) -> None:
+        """Spans of flows not ended in this chunk back to ``Aggregator.open``, with their ids as in the line
+        (so the Python path can continue them)."""
         agg = self.agg
         opened = agg.open
-        fids = {}          # flow ids are hashed in SQL: the id itself comes from the carried flow or the line
-        for seq, cfid, fh, oname, parent, ts, d, name, kind, fp in self.con.execute(
-                "SELECT seq, cfid, fh, oname, parent, ts, d, name, kind, fp FROM asg WHERE fin_seq IS NULL "
+        fids = {}
+        for seq, cfid, cparent, fh, oname, ts, d, name, kind, fp in self.con.execute(
+                "SELECT seq, cfid, cparent, fh, oname, ts, d, name, kind, fp FROM asg WHERE fin_seq IS NULL "
                 "ORDER BY seq").fetchall():
-            fid = fids.get(fh)
-            if fid is None:
-                fid = fids[fh] = cfid if cfid is not None else orjson.loads(self.reader.line(seq - self.base))["flow_id"]
+            if cfid is None:                    # a span of this chunk: its ids from its line
+                rec = orjson.loads(self.reader.line(seq - self.base))
+                fid, parent = fids.setdefault(fh, rec["flow_id"]), rec.get("parent_id")
+            else:
+                fid, parent = fids.setdefault(fh, cfid), cparent
             of = opened.get(fid)
             if of is None:
                 of = opened[fid] = OpenFlow(oname)
