@@ -130,7 +130,7 @@ class TestBlockingDetection:
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(asyncio.sleep(0.01))
-            assert not hasattr(loop, "_autoperf_loop_state")
+            assert "_autoperf_loop_state" not in vars(loop)
             assert "select" not in vars(loop._selector)
             with capture_records() as records:
                 loop.run_until_complete(blocking_command())
@@ -170,6 +170,58 @@ class TestBlockingDetection:
         assert "ongoing" not in final and final["location"].endswith(where)
         assert final["duration_ms"] >= 1300
 
+    def test_block_started_by_a_timer_after_long_idle_is_sampled_while_going_on(self, loop_patched):
+        """After 1.5 s idle (the watchdog sleeps past the lag ticks) a step woken by its timer is still sampled mid-block."""
+        async def sleep_then_block():
+            await asyncio.sleep(1.5)
+            time.sleep(0.3)  # AFTER IDLE
+
+        with capture_records() as records:
+            asyncio.run(sleep_then_block())
+        (rec,) = blocked(records)
+        assert rec["sampled"] is True
+        assert rec["location"].endswith(line_of(sleep_then_block, "# AFTER IDLE"))
+
+    def test_block_started_by_io_after_long_idle_is_sampled_while_going_on(self, loop_patched):
+        """A reader callback woken by bytes on a socket after 1.5 s idle is sampled mid-block, naming its line."""
+        import socket
+
+        def on_readable(sock, done):
+            sock.recv(16)
+            time.sleep(0.3)  # READER BLOCKS
+            done.set_result(None)
+
+        async def serve():
+            loop = asyncio.get_running_loop()
+            left, right = socket.socketpair()
+            done = loop.create_future()
+            left.setblocking(False)
+            loop.add_reader(left, on_readable, left, done)
+            threading.Timer(1.5, right.send, (b"x",)).start()
+            try:
+                await done
+            finally:
+                loop.remove_reader(left)
+                left.close()
+                right.close()
+
+        with capture_records() as records:
+            asyncio.run(serve())
+        (rec,) = blocked(records)
+        assert rec["sampled"] is True
+        assert rec["location"].endswith(line_of(on_readable, "# READER BLOCKS"))
+
+    def test_idle_loop_wakes_the_watchdog_about_once_a_second(self, loop_patched):
+        """Over 3 s of an idle loop (lag ticks every 20 ms) the watchdog wakes a handful of times, not once per threshold."""
+        async def idle():
+            await asyncio.sleep(0.5)
+            before = event_loop._watchdog.looks
+            await asyncio.sleep(3)
+            return event_loop._watchdog.looks - before
+
+        looks = asyncio.run(idle())
+        assert looks <= 10  # once per 100 ms threshold would be 30
+
     def test_patch_unpatch_patch_is_identical(self):
         """Repatching wraps once (one record per block); unpatch restores Handle._run and _set_running_loop."""
         integrations.unpatch("asyncio")
@@ -188,6 +240,7 @@ class TestBlockingDetection:
             asyncio.run(blocking_command())
         assert blocked(records) == []
         assert not event_loop._watchdog
+        assert not hasattr(asyncio.BaseEventLoop, "_autoperf_loop_state")
 
 
 class TestLagMonitor:

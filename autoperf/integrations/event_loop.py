@@ -79,7 +79,7 @@ class _LoopState:
 
     __slots__ = ("loop", "tid", "since", "handle", "sampled", "sample", "ongoing_reported",
                  "timer", "expected", "lags", "nlags", "heartbeat", "hb_sampled", "handles",
-                 "selector", "context", "interval_s", "__weakref__")
+                 "selector", "context", "interval_s", "io", "quiet", "asleep", "__weakref__")
 
     def __init__(self, loop):
         self.loop = weakref.ref(loop)
@@ -101,6 +101,9 @@ class _LoopState:
         # enters it, one tick at a time (a loop runs in one thread at once).
         self.context = contextvars.Context()
         self.interval_s = 0.1
+        self.io = False         # the selector returned events since the watchdog last looked
+        self.quiet = 0          # watchdog looks in a row that found the loop idle without I/O
+        self.asleep = False     # the watchdog sleeps past this loop's next I/O: ring it then
 
     # -- lag monitor (runs on the loop) -------------------------------------------------------
     def start(self, loop):
@@ -198,6 +201,7 @@ def _loop_started(loop):
     _slots[tid] = state
     state.start(loop)
     _ensure_watchdog()
+    _ring_watchdog()  # it may sleep long: a new loop is busy from its first step
 
 
 def _loop_stopped():
@@ -229,15 +233,27 @@ def _set_running_loop_factory(original):
 
 
 def _select_hook(state, real):
-    """The loop's ``selector.select``: idle while waiting, busy (``since``) from its return."""
+    """The loop's ``selector.select``: idle while it waits, busy (``since``) from its return.
+
+    ``select(0)`` between busy iterations leaves the loop busy (it never waited). Events coming
+    in while the watchdog sleeps long (see ``_Watchdog.check``) ring it: a step started by I/O is
+    then watched from its first threshold on."""
     now = perf_counter_ns
 
     def select(timeout=None):
+        if timeout == 0:
+            return real(0)
         state.since = 0
         try:
-            return real(timeout)
+            ready = real(timeout)
         finally:
             state.since = now()
+        if ready:
+            state.io = True
+            if state.asleep:  # written by the watchdog before it read `since`: one of us sees the other
+                state.asleep = False
+                _ring_watchdog()
+        return ready
     select._autoperf_real = real
     return select
 
@@ -248,8 +264,10 @@ def _handle_run_factory(original):
 
     def _run(self):
         try:
-            state = self._loop._autoperf_loop_state
-        except AttributeError:  # a loop we do not time (not running, uvloop, a custom loop)
+            state = self._loop._autoperf_loop_state  # None (class default): a loop we do not time
+        except AttributeError:  # a loop that is no BaseEventLoop
+            return original(self)
+        if state is None:
             return original(self)
         state.handle = self
         try:
@@ -415,25 +433,44 @@ def _stack_sample(tid, handle):
 
 
 # -- the watchdog thread -----------------------------------------------------------------------
+QUIET_LOOKS = 3        # idle looks without I/O before the watchdog sleeps past the loop's timers
+LONG_SLEEP_S = 1.0     # the longest the watchdog sleeps (a step started some other way is seen by then)
+
+
 class _Watchdog(threading.Thread):
-    """Wakes when the next block could cross the threshold — not on a fixed fast tick: an idle
-    loop costs one wake-up per threshold; a running callback is looked at right when it crosses."""
+    """Wakes when the next block could cross the threshold — not on a fixed fast tick.
+
+    While a loop is busy, the running step is looked at right when it could cross the threshold.
+    While it is idle in its selector, a step can only start from I/O or from a timer: after a
+    few quiet looks the watchdog sleeps until the loop's next timer other than the lag tick (+ the
+    threshold), at most ``LONG_SLEEP_S``, and the selector rings it when events come in. An idle
+    program's watchdog thus wakes about once a second instead of once per threshold."""
 
     def __init__(self):
         super().__init__(name="autoperf-loop-watchdog", daemon=True)
-        self._stop_lock = threading.Lock()
-        self._stop_lock.acquire()  # released by stop(): a C-level timed wait, cheaper than an Event
+        self._stopping = False
+        self.looks = 0  # wake-ups so far (tests and benchmarks read it)
+        self._bell = threading.Lock()
+        self._bell.acquire()  # released by ring()/stop(): a C-level timed wait, cheaper than an Event
 
-    def stop(self):
+    def ring(self):
         try:
-            self._stop_lock.release()
-        except RuntimeError:
+            self._bell.release()
+        except RuntimeError:  # rung already and not yet heard
             pass
 
+    def stop(self):
+        self._stopping = True
+        self.ring()
+
     def run(self):
-        wait = self._stop_lock.acquire
+        wait = self._bell.acquire
         delay = 0.01
-        while not wait(timeout=delay):
+        while True:
+            wait(True, delay)
+            if self._stopping:
+                return
+            self.looks += 1
             try:
                 delay = self.check(perf_counter_ns())
             except Exception as exc:
@@ -448,37 +485,84 @@ class _Watchdog(threading.Thread):
         interval_ns = int(_settings["interval_s"] * 1e9)
         if not _slots:
             return 0.5
-        next_at = now + threshold
+        poll = now + threshold
+        next_at = now + int(LONG_SLEEP_S * 1e9)
         for tid, state in list(_slots.items()):
-            if state.handles:
-                since = state.since
-                if not since:
-                    continue
-                if now - since < threshold:
-                    next_at = min(next_at, since + threshold)
-                    continue
-                handle = state.handle
-                if state.sampled != since:
-                    sample = _stack_sample(tid, handle)
-                    if state.since != since:
-                        continue  # it ended while we looked: the callback reports it
-                    state.sample, state.sampled = sample, since
-                if state.ongoing_reported != since:
-                    if now - since >= ongoing_after:
-                        state.ongoing_reported = since
-                        _emit_blocked((now - since) / 1e6, state.sample, handle, ongoing=True)
-                    else:
-                        next_at = min(next_at, since + ongoing_after)
-            else:
+            if not state.handles:  # uvloop: the lag tick's heartbeat tells
                 beat = state.heartbeat
-                if not beat or state.hb_sampled == beat:
-                    continue
                 due = beat + interval_ns + threshold
-                if now >= due:
+                if not beat or state.hb_sampled == beat:
+                    next_at = min(next_at, poll)
+                elif now >= due:
                     state.sample, state.hb_sampled = _stack_sample(tid, None), beat
+                    next_at = min(next_at, poll)
                 else:
                     next_at = min(next_at, due)
-        return min(max((next_at - now) / 1e9, 0.002), 0.5)
+                continue
+            state.asleep = False
+            since = state.since
+            if not since:  # idle in the selector
+                wake = _idle_wake_at(state, now, threshold)
+                if wake is None:
+                    next_at = min(next_at, poll)
+                    continue
+                state.asleep = True  # from here the selector rings on I/O ...
+                if state.since:      # ... unless it woke before it could see that
+                    state.asleep = False
+                    next_at = min(next_at, poll)
+                else:
+                    next_at = min(next_at, wake)
+                continue
+            state.quiet = 0
+            if now - since < threshold:
+                next_at = min(next_at, since + threshold)
+                continue
+            next_at = min(next_at, poll)
+            handle = state.handle
+            if state.sampled != since:
+                sample = _stack_sample(tid, handle)
+                if state.since != since:
+                    continue  # it ended while we looked: the callback reports it
+                state.sample, state.sampled = sample, since
+            if state.ongoing_reported != since:
+                if now - since >= ongoing_after:
+                    state.ongoing_reported = since
+                    _emit_blocked((now - since) / 1e6, state.sample, handle, ongoing=True)
+                else:
+                    next_at = min(next_at, since + ongoing_after)
+        return min(max((next_at - now) / 1e9, 0.002), LONG_SLEEP_S)
+
+
+def _idle_wake_at(state, now, threshold):
+    """For a loop idle in its selector: when the watchdog must look again if no I/O comes (its
+    next timer other than the lag tick, + threshold), or None to keep polling every threshold
+    (I/O came lately, fewer than QUIET_LOOKS idle looks yet, or callbacks wait to run)."""
+    if state.io:
+        state.io = False
+        state.quiet = 0
+        return None
+    if state.quiet < QUIET_LOOKS:
+        state.quiet += 1
+        return None
+    loop = state.loop()
+    try:
+        if loop is None or loop._ready:  # noqa: SLF001 - handles waiting (call_soon from a thread)
+            return None
+        heap = loop._scheduled  # noqa: SLF001 - the loop's timer heap (a list; it sleeps now)
+        if heap and heap[0] is state.timer:
+            heap = heap[1:3]  # the second-smallest of a binary heap is a child of the root
+        when = min((h._when for h in heap), default=None)  # noqa: SLF001
+        if when is None:
+            return now + int(LONG_SLEEP_S * 1e9)
+        return now + max(0, int((when - loop.time()) * 1e9)) + threshold
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _ring_watchdog():
+    dog = _watchdog
+    if dog is not None:
+        dog.ring()
 
 
 def _after_fork_in_child():
@@ -557,6 +641,9 @@ def patch(module, options):
     global _active
     _configure(options)
     _active = True
+    # Class default read by Handle._run on loops not (yet) watched, e.g. one already running in
+    # another thread: a None check instead of an AttributeError per callback.
+    setattr(module.BaseEventLoop, _LOOP_ATTR, None)
     for mod, qualname in WRAPS:
         owner, attr = base.resolve(mod, qualname)
         base.wrap(owner, attr, FACTORIES[qualname])
@@ -579,3 +666,5 @@ def unpatch(module):
                 pass
     _keep.clear()
     _stop_watchdog()
+    if _LOOP_ATTR in vars(module.BaseEventLoop):  # the class, never an instance (see _unhook)
+        delattr(module.BaseEventLoop, _LOOP_ATTR)

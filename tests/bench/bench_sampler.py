@@ -3,8 +3,8 @@
 Run: .venv/bin/python tests/bench/bench_sampler.py [--seconds 20] [--repeat 3] [--root DIR]
 
 Idle: each variant runs in a fresh interpreter that sits in ``asyncio.sleep``; after a settling
-phase (``--settle``, past the sampler's one-off psutil import) the CPU time of every thread over
-``--seconds`` is read (``pthread_getcpuclockid``: ns resolution), and the process total is compared
+phase (``--settle``, 7 s: past the sampler's psutil import and the writer's first record) the CPU
+time of every thread over ``--seconds`` is read (``pthread_getcpuclockid``: ns resolution), and the process total is compared
 with a baseline run without autoperf. Variants: the pipeline alone (writer thread), + lag monitor
 and blocking watchdog (``asyncio`` integration, defaults 100 ms / 100 ms), + resource sampler
 (default 5 s). Variants run interleaved, ``--repeat`` times; medians are printed. The settling
@@ -194,7 +194,7 @@ def busy(args, log_dir):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--settle", type=float, default=3.0)
+    parser.add_argument("--settle", type=float, default=7.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--callbacks", type=int, default=100_000)
     parser.add_argument("--root", default=ROOT, help="checkout to measure (default: this one)")
