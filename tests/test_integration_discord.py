@@ -95,9 +95,26 @@ async def announce(interaction: discord.Interaction):
     await interaction.followup.send("announced")
 
 
-@app_commands.command(description="answers with a file (a multipart interaction response)")
+TIMEOUT_SPANS: list = []   # spans.current() inside ShortView.on_timeout
+
+
+class ShortView(discord.ui.View):
+    def __init__(self):
+        super().__init__(timeout=0.3)
+
+    @discord.ui.button(label="Flip", custom_id="flip")
+    async def flip(self, interaction: discord.Interaction, button: discord.ui.Button):
+        await interaction.response.defer()
+
+    async def on_timeout(self):
+        from autoperf import spans
+        TIMEOUT_SPANS.append(spans.current())
+
+
+@app_commands.command(description="answers with a file (a multipart interaction response) and a short-lived view")
 async def card(interaction: discord.Interaction):
-    await interaction.response.send_message("your card", file=discord.File(io.BytesIO(b"ace"), "card.txt"))
+    await interaction.response.send_message("your card", file=discord.File(io.BytesIO(b"ace"), "card.txt"),
+                                            view=ShortView())
 
 
 class Games(commands.Cog):
@@ -202,6 +219,7 @@ def runs(tmp_path_factory):
         memory = sinks.Memory()
         pipeline.add_sink(memory)
         try:
+            TIMEOUT_SPANS.clear()
             traced, bot = _play(SCENARIO)
             pipeline.flush()
         finally:
@@ -317,6 +335,11 @@ class TestResponseTimes:
         """A response carrying a file (multipart body) still gives the response type and first-response time."""
         md = _flows(runs[2], "card")[0]["metadata"]
         assert md["response_type"] == "message" and md["answered"] is True and md["first_response_ms"] > 0
+
+    def test_view_timeout_runs_outside_the_flow(self, runs):
+        """A view's timeout fires long after the flow that sent it ended: it runs outside that flow (its
+        task does not keep the finished flow's span alive for the whole timeout)."""
+        assert TIMEOUT_SPANS and all(s is None for s in TIMEOUT_SPANS), TIMEOUT_SPANS
 
     def test_missed_deadline_is_flagged(self, runs):
         """A command that answers after 3 s: deadline_missed, status timeout, ERROR, Unknown interaction counted."""

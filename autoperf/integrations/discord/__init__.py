@@ -10,6 +10,8 @@ modules are imported):
   ``commands.Command.dispatch_error``);
 - ``BaseView._scheduled_task`` (``View`` before 2.6) and ``Modal._scheduled_task`` — components and
   modal submits (errors reach the view's own ``on_error``, which is wrapped on first use per class);
+  ``BaseView._start_listening_from_store`` — a view's timeout task does not inherit the flow (it
+  would keep the finished flow's span alive for the view's whole timeout);
 - ``Client._run_event`` — event handlers (``events`` / ``exclude_events`` options);
 - ``BotBase.invoke`` — prefix commands; ``tasks.Loop.__init__`` — one ``cycle`` per iteration;
 - ``HTTPClient.request`` and ``AsyncWebhookAdapter.request`` — one ``http`` span per REST call with
@@ -75,6 +77,7 @@ WRAPS = [
     ("discord.app_commands.commands", "ContextMenu._invoke"),
     ("discord.ui.view", "BaseView._scheduled_task"),      # View._scheduled_task before 2.6
     ("discord.ui.view", "BaseView.__init__"),             # View.__init__ before 2.6
+    ("discord.ui.view", "BaseView._start_listening_from_store"),
     ("discord.ui.modal", "Modal._scheduled_task"),
     ("discord.client", "Client._run_event"),
     ("discord.http", "HTTPClient.request"),
@@ -100,6 +103,7 @@ _FACTORIES = {
     "ContextMenu._invoke": handlers.wrap_invoke_recording,
     "BaseView._scheduled_task": handlers.wrap_view_task,
     "BaseView.__init__": yaml_targets.wrap_view_init,
+    "BaseView._start_listening_from_store": handlers.wrap_view_listen,
     "Modal._scheduled_task": handlers.wrap_modal_task,
     "Client._run_event": handlers.wrap_run_event,
     "HTTPClient.request": rest.wrap_http_request,

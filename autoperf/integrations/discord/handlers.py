@@ -241,6 +241,29 @@ def wrap_view_task(original):
     return _scheduled_task
 
 
+_current_span = getattr(spans, "_current", None)   # spans' context variable (the current span)
+
+
+def wrap_view_listen(original):
+    """``BaseView._start_listening_from_store`` starts the view's timeout task (180 s by default) from
+    inside the flow that sent the view: that task would copy the flow's context and keep the finished
+    flow span — and the interaction task it names — alive until the view times out. Start it with
+    autoperf's context variables cleared (the bot's own variables are kept)."""
+    def _start_listening_from_store(self, store):
+        span_token = None
+        if _current_span is not None and _current_span.get() is not None:
+            span_token = _current_span.set(None)
+        flow_token = FLOW.set(None) if FLOW.get() is not None else None
+        try:
+            return original(self, store)
+        finally:
+            if flow_token is not None:
+                FLOW.reset(flow_token)
+            if span_token is not None:
+                _current_span.reset(span_token)
+    return _start_listening_from_store
+
+
 def _start_modal(modal, interaction):
     cls = type(modal)
     if cls not in hooked_classes:
