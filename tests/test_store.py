@@ -90,7 +90,7 @@ def test_migrations_idempotent(pg_db):
     assert relkind == "p"  # declaratively partitioned
     assert idx == {"performance_metrics_pkey"}   # one btree: uniqueness and time order
     assert pk == 'PRIMARY KEY ("timestamp", id)'
-    assert types == {"record": "json", "metadata": "json"}
+    assert types == {"record": "text", "metadata": "jsonb"}
 
 
 def test_record_id_rules():
@@ -496,7 +496,7 @@ def test_version_1_store_with_rows_keeps_working_then_upgrades(pg_db, tmp_path, 
 
     assert _cli(["db", "init", "--dsn", pg_db]) == 0
     assert "applied migrations 2" in capsys.readouterr().out
-    assert layout() == ((1, 2), "json")
+    assert layout() == ((1, 2), "text")
     sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=500, flush_interval_ms=20)
     try:
         sink.write(recs[900:])                                 # 100 already stored before the upgrade
