@@ -141,8 +141,16 @@ def hex_id(value) -> str:
     if text is None:
         if len(_hex_cache) > 50_000:
             _hex_cache.clear()
-        text = _hex_cache[value] = f"{value:016x}"
+        text = _hex_cache[value] = _hex16(value)
     return text
+
+
+def _hex16(value) -> str:
+    """``f"{value:016x}"`` in a third of the time (ids are 62-bit: always 8 bytes)."""
+    try:
+        return value.to_bytes(8, "big").hex()
+    except (OverflowError, AttributeError, TypeError):
+        return f"{value:016x}"
 
 
 # -- conversion ----------------------------------------------------------------------------
@@ -192,7 +200,10 @@ def _span_records(spans, settings: Settings, append):
         sec = wall // 1_000_000_000
         if sec != sec_now:
             sec_now, prefix = sec, iso_from_wall_ns(wall)[:-5]  # "...T15:30:45" (".123Z" cut)
-        span_id = f"{span_id:016x}"
+        try:
+            span_id = span_id.to_bytes(8, "big").hex()   # f"{span_id:016x}", 3x faster
+        except OverflowError:
+            span_id = f"{span_id:016x}"
         if root is None:                  # a root span: its own flow
             flow_id = span_id
             flow_name = name if kind in FLOW_KINDS else None
