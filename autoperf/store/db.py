@@ -290,8 +290,8 @@ async def insert_rows(conn, rows: list[tuple], known_days: set, dedupe: bool = F
     """Write ``rows``; returns how many were inserted (rows already present are skipped: idempotent).
 
     Fast path: one binary COPY per UTC day straight into that day's partition, one transaction; the
-    primary key (timestamp, id) refuses a record that is already stored, and only then (or when
-    ``dedupe`` says duplicates are likely, e.g. a spill replay) the batch goes the checked way: COPY into
+    primary key (timestamp, id) refuses a record that is already stored, and only then (or right away
+    when the caller says duplicates are likely: ``dedupe``) the batch goes the checked way: COPY into
     the temp staging table and ``INSERT … ON CONFLICT DO NOTHING``. Creates missing day partitions first.
     ``counts`` (a Counter, optional) gets ``checked_batches`` += 1 when the checked way was taken.
     """

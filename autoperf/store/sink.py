@@ -381,10 +381,10 @@ class PostgresSink:
             if isinstance(r, BaseException):
                 raise r
 
-    async def _insert_bisect(self, rows, recs, acc, conn, dedupe=False):
+    async def _insert_bisect(self, rows, recs, acc, conn):
         """Insert (on the io loop); a data error splits the batch to isolate bad records. Counts go to ``acc``."""
         try:
-            n = await db.insert_rows(conn, rows, self._known_days, dedupe, acc)
+            n = await db.insert_rows(conn, rows, self._known_days, counts=acc)
             acc["inserted"] += n
             acc["duplicates"] += len(rows) - n
         except Exception as exc:  # noqa: BLE001
@@ -397,8 +397,8 @@ class PostgresSink:
                                   f"PostgreSQL refused a record ({type(exc).__name__}); kept in pg_rejected_*.log")
                 return
             mid = len(rows) // 2
-            await self._insert_bisect(rows[:mid], recs[:mid], acc, conn, dedupe)
-            await self._insert_bisect(rows[mid:], recs[mid:], acc, conn, dedupe)
+            await self._insert_bisect(rows[:mid], recs[:mid], acc, conn)
+            await self._insert_bisect(rows[mid:], recs[mid:], acc, conn)
 
     # ------------------------------------------------------------ spill + replay
 
@@ -475,7 +475,9 @@ class PostgresSink:
         if rows:
             acc = collections.Counter()
             try:
-                self._run_coro(self._insert_bisect(rows, recs, acc, self._conn, dedupe=True))
+                # mostly records that never reached the server (only the batch in flight at the cut may be
+                # stored already): the fast path, falling back per batch like any other
+                self._run_coro(self._insert_bisect(rows, recs, acc, self._conn))
             except Exception as exc:  # noqa: BLE001 - gone again; resume from the same offset later
                 self._lost(exc)
                 return
