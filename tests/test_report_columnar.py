@@ -202,6 +202,8 @@ def test_flows_carried_between_chunks_end_up_the_same(tmp_path):
         recs += [r for r in synth.flow("slow_flow", t, 50.0) if r["type"] == "flow_complete"]
         for r in recs[-1:]:
             r["flow_id"] = fid
+    many = [("db.fetch", "db", 1.0, synth.db_attrs("SELECT y", "fpmany"))] * 520    # over the 500 kept per flow
+    recs += synth.flow("batch_flow", t, 600.0, many)
     for fid, t0 in open_flows[::6]:
         fc = synth.flow("slow_flow", t0, 60.0)[-1]
         fc["flow_id"] = fid
@@ -211,6 +213,7 @@ def test_flows_carried_between_chunks_end_up_the_same(tmp_path):
     py, pst, col, cst = _both([str(path)], 20_000, open_flows_cap=50)
     assert cst == pst
     _close(py.result(), col.result())
+    assert py.n_plus_one[("batch_flow", "fpmany")][2] == 500
     _close(py.n_plus_one, col.n_plus_one, "n_plus_one")
     _close(dict(py.flow_counts), dict(col.flow_counts), "flow_counts")
     assert {k: (v.flows, dict(v.flow_names)) for k, v in py.db.items()} == \

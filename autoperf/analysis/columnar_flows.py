@@ -42,29 +42,42 @@ class FlowChunks:
             return
         self.base = base
         self._carry_in(base)
-        # each span belongs to the next end of its flow (none yet: still open)
+        # each span belongs to the next end of its flow (none yet: still open). Nearly always a flow ends once
+        # in a chunk, after its spans: a hash join on the first end; the rare span after an end of a flow that
+        # ends again in the chunk gets its next end by an ASOF join.
+        con.execute("CREATE OR REPLACE TEMP TABLE f1 AS SELECT fh, min(seq) AS s, count(*) AS k, "
+                    "arg_min(fname, seq) AS fname FROM fin GROUP BY fh")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE asg AS
-            SELECT it.*, fin.seq AS fin_seq, fin.fname FROM (
+            SELECT it.*, CASE WHEN it.seq < f1.s THEN f1.s END AS fin_seq,
+                   CASE WHEN it.seq < f1.s THEN f1.fname END AS fname, coalesce(it.seq > f1.s AND f1.k > 1, FALSE) AS later
+            FROM (
                 SELECT {base} + rn AS seq, NULL::VARCHAR AS cfid, NULL::VARCHAR AS cparent, fh, parent, ts, d,
                        name, kind, fp, flow_name AS oname
                 FROM c WHERE type = 'span' AND kind IN ('db', 'http') AND d IS NOT NULL AND has_fid AND NOT is_root
                 UNION ALL SELECT * FROM carry) it
-            ASOF LEFT JOIN fin ON it.fh = fin.fh AND it.seq < fin.seq""")
+            LEFT JOIN f1 ON it.fh = f1.fh""")
+        if con.execute("SELECT count(*) FROM asg WHERE later").fetchone()[0]:
+            con.execute("""UPDATE asg SET fin_seq = x.fs, fname = x.fn FROM (
+                SELECT a.seq AS s, fin.seq AS fs, fin.fname AS fn
+                FROM (SELECT seq, fh FROM asg WHERE later) a ASOF LEFT JOIN fin ON a.fh = fin.fh AND a.seq < fin.seq) x
+                WHERE asg.seq = x.s""")
         # per flow and fingerprint (fp NULL: the http spans): what the fingerprint, N+1 and gather rules need
         con.execute("""CREATE OR REPLACE TEMP TABLE ifp AS
-            SELECT fh, fin_seq, fp, any_value(fname) AS fname, count(*) AS n, sum(d) AS ms, min(seq) AS first
+            SELECT fh, fin_seq, fp, any_value(fname) AS fname, count(*) AS n, sum(d) AS ms
             FROM asg GROUP BY fh, fin_seq, fp""")
-        big = con.execute("SELECT max(n) FROM (SELECT sum(n) AS n FROM ifp GROUP BY fh, fin_seq)").fetchone()[0]
-        if big is not None and big > _MAX_ITEMS:      # the Python path keeps the first 500 spans of a flow
+        con.execute("CREATE OR REPLACE TEMP TABLE inst AS SELECT fh, fin_seq, sum(n) AS n_items, "
+                    "count(fp) AS n_fps FROM ifp GROUP BY fh, fin_seq")
+        if (con.execute("SELECT max(n_items) FROM inst").fetchone()[0] or 0) > _MAX_ITEMS:
+            # the Python path keeps the first 500 spans of a flow
             con.execute(f"""CREATE OR REPLACE TEMP TABLE asg AS SELECT * EXCLUDE (k) FROM (
                 SELECT *, row_number() OVER (PARTITION BY fh, fin_seq ORDER BY seq) AS k FROM asg) WHERE k <= {_MAX_ITEMS}""")
             con.execute("""CREATE OR REPLACE TEMP TABLE ifp AS
-                SELECT fh, fin_seq, fp, any_value(fname) AS fname, count(*) AS n, sum(d) AS ms, min(seq) AS first
+                SELECT fh, fin_seq, fp, any_value(fname) AS fname, count(*) AS n, sum(d) AS ms
                 FROM asg GROUP BY fh, fin_seq, fp""")
+            con.execute("CREATE OR REPLACE TEMP TABLE inst AS SELECT fh, fin_seq, sum(n) AS n_items, "
+                        "count(fp) AS n_fps FROM ifp GROUP BY fh, fin_seq")
         self._carry_out()
         con.execute("CREATE OR REPLACE TEMP VIEW done AS SELECT * FROM asg WHERE fin_seq IS NOT NULL")
-        con.execute("CREATE OR REPLACE TEMP TABLE inst AS SELECT fh, fin_seq, sum(n) AS n_items, "
-                    "count(fp) AS n_fps FROM ifp WHERE fin_seq IS NOT NULL GROUP BY fh, fin_seq")
         self._fingerprints()
         self._n_plus_one()
         self._sequential_io()
