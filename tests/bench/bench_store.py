@@ -102,10 +102,11 @@ class PgCpu:
         return by
 
 
-def thread_cpu(native_ids) -> float:
+def thread_cpu(native_ids) -> dict:
+    """CPU seconds per thread id, for the given native thread ids."""
     import psutil
 
-    return sum(t.user_time + t.system_time for t in psutil.Process().threads() if t.id in native_ids)
+    return {t.id: t.user_time + t.system_time for t in psutil.Process().threads() if t.id in native_ids}
 
 
 async def _vacuum_cpu(dsn) -> float | None:
@@ -154,7 +155,8 @@ def main():
                                 max_buffer_records=200000, rollup=False, connections=a.connections)
             sink.write(make_records(10, day="2025-01-19"))   # connect + migrate outside the timing
             assert sink.sync(30)
-            sink_threads = {sink._thread.native_id, sink._io.native_id}
+            convert_tid, io_tid = sink._thread.native_id, sink._io.native_id
+            sink_threads = {convert_tid, io_tid}
             try:
                 pg = PgCpu(c.get_server_pid() for c in [sink._conn, *sink._extra])
             except Exception:  # noqa: BLE001 - remote server or no permission: skip the breakdown
@@ -179,7 +181,10 @@ def main():
                     last_t, last_n = now, done
             ok = sink.sync(600)
             elapsed = time.perf_counter() - t0
-            sink_cpu = thread_cpu(sink_threads) - sink0
+            sink1 = thread_cpu(sink_threads)
+            convert_cpu = sink1.get(convert_tid, 0.0) - sink0.get(convert_tid, 0.0)
+            io_cpu = sink1.get(io_tid, 0.0) - sink0.get(io_tid, 0.0)
+            sink_cpu = convert_cpu + io_cpu
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
             pg_cpu = pg.delta() if pg is not None else None
             wal1, ckpt1 = asyncio.run(_server_counters(dsn))
@@ -205,7 +210,8 @@ def main():
               f"({len(windows)} windows)")
     per = 1e6 / a.records
     total = sink_cpu + (sum(pg_cpu.values()) if pg_cpu else 0.0)
-    line = (f"  cpu per record: sink threads {sink_cpu * per:.1f} us (producer {prod_cpu * per:.1f} us, not counted; "
+    line = (f"  cpu per record: sink threads {sink_cpu * per:.1f} us (convert {convert_cpu * per:.1f}, "
+            f"asyncpg/io {io_cpu * per:.1f}; producer {prod_cpu * per:.1f} us, not counted; "
             f"{faults / a.records:.2f} page faults/record in this process)")
     if pg_cpu:
         parts = ", ".join(f"{k} {v * per:.1f}" for k, v in pg_cpu.most_common() if v * per >= 0.05)
