@@ -348,7 +348,7 @@ class ColumnarReader:
     # ------------------------------------------------------------------ flow_complete -> commands
     def _flow_completes(self) -> None:
         agg, con = self.agg, self.con
-        con.execute("""CREATE OR REPLACE TEMP VIEW fc AS
+        con.execute("""CREATE OR REPLACE TEMP TABLE fc AS
             SELECT c.rn, coalesce(nullif(c.flow_name, ''), '?') AS name, c.d, c.ts, c.status, c.err, c.sla_txt,
                    coalesce(TRY_CAST(c.sla_txt AS DOUBLE), s.sla) AS esla, TRY_CAST(c.sla_txt AS DOUBLE) IS NOT NULL
                    AS own_sla, c.command, c.fr, c.dm
