@@ -179,6 +179,7 @@ def _span_records(spans, settings: Settings, append):
     extra = settings.extra
     warning_ns, error_ns, debug_ns = settings.warning_ns, settings.error_ns, settings.debug_ns
     names = {None: None}       # Thread / ident / Task -> its name, for this batch
+    thresholds = {None: warning_ns}   # Site -> its WARNING threshold in whole ns, for this batch
     hex_of = _hex_cache.get
     suffix = _MS_SUFFIX
     sec_now, prefix = -1, ""
@@ -222,9 +223,10 @@ def _span_records(spans, settings: Settings, append):
         # the level: ERROR over error_ms, WARNING over the site's threshold (else warning_ms),
         # flows INFO, DEBUG over debug_ms, else TRACE; a failed span is at least WARNING (a
         # failed root flow ERROR)
-        threshold = warning_ns
-        if site is not None and site.threshold_ms is not None:
-            threshold = site.threshold_ms * 1e6
+        threshold = thresholds.get(site)
+        if threshold is None:
+            ms = site.threshold_ms
+            threshold = thresholds[site] = warning_ns if ms is None else math.floor(ms * 1e6)
         if dur > error_ns:
             level = "ERROR"
         elif dur > threshold:
