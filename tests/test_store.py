@@ -507,3 +507,18 @@ def test_version_1_store_with_rows_keeps_working_then_upgrades(pg_db, tmp_path, 
     got = list(iter_records_from_pg(pg_db))
     assert len(got) == 1501 and got[0] == old                  # ordered by time: the old row first
     assert sorted(r["span_id"] for r in got[1:]) == sorted(r["span_id"] for r in recs)
+
+
+def test_partition_dropped_behind_the_sinks_back(pg_db, tmp_path):
+    """A day partition dropped while the sink runs (retention job) is recreated; later records of that day land."""
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=500, flush_interval_ms=20)
+    try:
+        sink.write([span(i) for i in range(500)])
+        assert sink.sync(30)
+        q(pg_db, "DROP TABLE performance_metrics_p20250120")
+        sink.write([span(i) for i in range(500, 1500)])
+        assert sink.sync(30)
+    finally:
+        sink.close()
+    assert q(pg_db, "SELECT count(*), min(id) FROM performance_metrics")[0][:] == (1000, f"{500:016x}")
+    assert sink.counters["inserted"] == 1500 and not sink.counters["rejected"]

@@ -317,28 +317,36 @@ async def insert_rows(conn, rows: list[tuple], known_days: set, dedupe: bool = F
     return await _with_partition_retry(conn, by_day, known_days, _copy_checked)
 
 
-async def _copy_direct(conn, by_day) -> int:
+async def _copy_direct(conn, by_day, routed: bool) -> int:
     async with conn.transaction():
-        for day, part in by_day.items():
-            await conn.copy_records_to_table(partition_name(day), records=part, columns=COLUMNS)
+        if routed:  # through the parent (PostgreSQL finds the partitions)
+            await conn.copy_records_to_table("performance_metrics", records=_all(by_day), columns=COLUMNS)
+        else:
+            for day, part in by_day.items():
+                await conn.copy_records_to_table(partition_name(day), records=part, columns=COLUMNS)
     return sum(map(len, by_day.values()))
 
 
-async def _copy_checked(conn, by_day) -> int:
+def _all(by_day) -> list:
+    return [r for part in by_day.values() for r in part]
+
+
+async def _copy_checked(conn, by_day, routed: bool) -> int:
     sql = _INSERT_SQL
-    if len(by_day) == 1:  # skip tuple routing: straight into that day's partition
+    if len(by_day) == 1 and not routed:  # skip tuple routing: straight into that day's partition
         sql = _INSERT_SQL.replace("INTO performance_metrics ", f"INTO {partition_name(next(iter(by_day)))} ", 1)
     async with conn.transaction():
-        await conn.copy_records_to_table(STAGING, records=[r for part in by_day.values() for r in part],
-                                         columns=COLUMNS)
+        await conn.copy_records_to_table(STAGING, records=_all(by_day), columns=COLUMNS)
         status = await conn.execute(sql)
     return int(status.rsplit(" ", 1)[-1])
 
 
 async def _with_partition_retry(conn, by_day, known_days, write) -> int:
+    """``write`` into the day partitions by name; if one was dropped or renamed behind our back, (re)create
+    the missing ones and write through the parent instead."""
     for attempt in (0, 1, 2):
         try:
-            return await write(conn, by_day)
+            return await write(conn, by_day, attempt > 0)
         except Exception as exc:
             if attempt < 2 and getattr(exc, "sqlstate", None) in ("23514", "42P01"):  # partition dropped behind our back
                 known_days.clear()
