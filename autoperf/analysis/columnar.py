@@ -12,7 +12,7 @@ a handful of vectorised queries:
   sample, the same random stream, so percentiles are *identical* to the Python path (not merely close);
 * per-flow suggestion state: ``columnar_flows`` (flows still open at a chunk's end carry over);
 * rare records (resource, loop_blocked, warning, dropped, explain, job and cycle spans, unknown types)
-  come back as their JSON text and go through the Python code.
+  go through the Python code, decoded from their lines.
 
 Memory is bounded by one chunk (DuckDB's table of it) plus the Aggregator's own bounds. A chunk DuckDB
 cannot read goes through the Python path whole; a line that is not a JSON object is counted as
@@ -86,7 +86,12 @@ class ColumnarReader:
         self.progress = progress
         self.con = duckdb.connect(config={"threads": max(1, threads or os.cpu_count() or 1),
                                           "preserve_insertion_order": True, "memory_limit": "2GB"})
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        shm = None          # the chunk file lives in memory when there is room (a container's /dev/shm may be tiny)
+        try:
+            if os.access("/dev/shm", os.W_OK) and shutil.disk_usage("/dev/shm").free > 4 * chunk_bytes:
+                shm = "/dev/shm"
+        except OSError:
+            pass
         self.tmp = tempfile.mkdtemp(prefix="autoperf-report-", dir=tmpdir or shm)
         self.chunk_path = os.path.join(self.tmp, "chunk.ndjson")
         self.seq = 0                    # global row number of the next chunk's first row
