@@ -522,3 +522,15 @@ def test_partition_dropped_behind_the_sinks_back(pg_db, tmp_path):
         sink.close()
     assert q(pg_db, "SELECT count(*), min(id) FROM performance_metrics")[0][:] == (1000, f"{500:016x}")
     assert sink.counters["inserted"] == 1500 and not sink.counters["rejected"]
+
+
+def test_unconvertible_record_is_counted_and_skipped(pg_db, tmp_path):
+    """A value that is no record dict is counted as rejected; the rest of its batch lands."""
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=100, flush_interval_ms=20)
+    try:
+        sink.write([span(0), "not a record", span(1)])
+        assert sink.sync(30)
+    finally:
+        sink.close()
+    assert q(pg_db, "SELECT count(*) FROM performance_metrics")[0][0] == 2
+    assert sink.counters["rejected"] == 1 and sink.counters["inserted"] == 2

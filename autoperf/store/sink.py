@@ -341,13 +341,17 @@ class PostgresSink:
         self._note_down(exc)
 
     def _process(self, batch):
-        rows, recs = [], []
-        for rec in batch:
-            try:
-                rows.append(db.record_to_row(rec))
-                recs.append(rec)
-            except Exception:  # noqa: BLE001 - unconvertible record
-                self.counters["rejected"] += 1
+        to_row = db.record_to_row
+        try:
+            rows, recs = [to_row(rec) for rec in batch], batch
+        except Exception:  # noqa: BLE001 - an unconvertible record: again one by one (to_row is repeatable)
+            rows, recs = [], []
+            for rec in batch:
+                try:
+                    rows.append(to_row(rec))
+                    recs.append(rec)
+                except Exception:  # noqa: BLE001
+                    self.counters["rejected"] += 1
         self._finish_pending()           # the previous batch ran while this one was converted
         if not rows:
             return
