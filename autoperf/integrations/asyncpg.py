@@ -272,6 +272,11 @@ def _query_wrapper(original, query_of, params_of=None, batch_of=None):
 _EXECUTE_SIGNATURE = "(self, query, args, limit, timeout, *, return_status=False, ignore_custom_codec=False, record_class=None)"
 
 
+#: ``{"rows": n}`` for small n, the extra attributes of most queries (fetchval/fetchrow: 0 or 1).
+_ROWS_SHARED = 64
+_ROWS = tuple({"rows": n} for n in range(_ROWS_SHARED))
+
+
 def _execute_factory(original):
     """``Connection._execute``: the path of every fetch*/execute-with-args; kept lean by hand.
 
@@ -310,8 +315,14 @@ def _execute_factory(original):
             raise
         duration = _perf_counter_ns() - start
         rows = len(result) if type(result) is list else _rows(result)
+        if rows is None:
+            more = None
+        elif 0 <= rows < _ROWS_SHARED:
+            more = _ROWS[rows]          # shared, never written to: no allocation per query
+        else:
+            more = {"rows": rows}
         _record_finished(info.name, "db", info.attrs, parent, info.site, start, duration, "success",
-                         None, None if rows is None else {"rows": rows})
+                         None, more)
         if info.explain_ns is not None and duration >= info.explain_ns:
             _maybe_explain(self, query, info, _explain_params, args, None, duration)
         return result
