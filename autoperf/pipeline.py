@@ -1,8 +1,11 @@
 """The record pipeline: a bounded in-memory buffer and one writer thread.
 
-Producers (finished spans, ``emit()`` from samplers and integrations) only append to ``BUFFER``.
-The writer thread wakes at least every ``flush_interval_ms`` (≤ 250 ms), turns spans into record
-dicts, runs the processors (levels, alerts, live stats) and hands the batch to every sink.
+Producers (finished spans — ``Span`` objects or the compact tuples of ``spans.record_finished`` —
+and ``emit()`` from samplers and integrations) only append to ``BUFFER``. The writer thread wakes
+at least every ``flush_interval_ms`` (≤ 250 ms) or when the buffer is half full, and drains it a
+chunk at a time: spans become record dicts, the processors (levels, alerts, live stats) run, the
+chunk goes to every sink. (Waking it more rarely does not lower the event loop's CPU: measured,
+the loop thread costs the same with no writer thread at all.)
 When the buffer is full, new items are dropped and counted; a ``dropped`` record says so.
 """
 from __future__ import annotations
