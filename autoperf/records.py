@@ -188,7 +188,10 @@ def _span_records(spans, settings: Settings, append):
             (name, kind, attrs, parent, site, span_id, thread, task, start_ns, dur, status, error,
              more) = span
             # attrs is shared between spans: the record gets its own dict (processors may edit it)
-            attrs = {**attrs, **more} if more else (dict(attrs) if attrs else {})
+            if more:
+                attrs = {**attrs, **more} if attrs else dict(more)
+            else:
+                attrs = dict(attrs) if attrs else {}
             root = None if parent is None else (parent.root or parent)
             children = None
         else:

@@ -105,3 +105,40 @@ class TestDrain:
             pipeline.emit({"type": "drain_order", "i": i})
         got = [r["i"] for r in records.all("drain_order")]
         assert got == list(range(n))
+
+
+class TestRecordFinished:
+    def test_a_compact_span_is_recorded_like_a_span(self, records):
+        """record_finished writes the same record a Span would, attrs merged, under its flow."""
+        with spans.span("compact_flow", "flow") as flow:
+            shared = {"statement": "SELECT 1"}
+            spans.record_finished("compact_a", "db", shared, spans.current(), None, flow.start_ns + 1000,
+                                  2_500_000, extra={"rows": 3})
+            spans.record_finished("compact_b", "db", None, spans.current(), None, flow.start_ns + 2000,
+                                  1000, "error", ValueError, {"sqlstate": "XX000"})
+            spans.record_finished("compact_c", "db", None, spans.current(), None, flow.start_ns + 3000, 1000)
+        by_name = {r["name"]: r for r in records.spans()}
+        a, b, c = by_name["compact_a"], by_name["compact_b"], by_name["compact_c"]
+        assert a["attrs"] == {"statement": "SELECT 1", "rows": 3} and shared == {"statement": "SELECT 1"}
+        assert (a["duration_ms"], a["level"], a["status"]) == (2.5, "DEBUG", "success")
+        assert (b["status"], b["error"], b["level"], b["attrs"]) == ("error", "ValueError", "WARNING", {"sqlstate": "XX000"})
+        assert c["attrs"] == {}
+        flow_hex = f"{flow.span_id:016x}"
+        assert all(r["parent_id"] == flow_hex and r["flow_name"] == "compact_flow" for r in (a, b, c))
+        (complete,) = records.all("flow_complete")
+        assert [(cp["name"], cp["status"]) for cp in complete["checkpoints"]] == [
+            ("compact_a", "success"), ("compact_b", "error"), ("compact_c", "success")]
+
+    def test_a_full_buffer_drops_and_counts_compact_spans(self, records):
+        """Above capacity record_finished drops and counts, like every producer."""
+        old = pipeline._capacity
+        try:
+            with pipeline._process_lock:   # nothing drains meanwhile
+                pipeline.configure(pipeline.settings(), capacity=len(pipeline.BUFFER) + 10)
+                for i in range(25):
+                    spans.record_finished("compact_drop", "db", None, None, None, 0, 1)
+                assert pipeline.dropped_count() >= 15
+        finally:
+            pipeline.configure(pipeline.settings(), capacity=old)
+        assert len(records.spans("compact_drop")) == 10
+        assert sum(r["count"] for r in records.all("dropped")) >= 15
