@@ -21,7 +21,8 @@ the same step longer than ``blocking_threshold_ms`` it samples that thread's sta
 still blocked* (``sys._current_frames()``) and reads the current span from the handle's context
 (the blocked task's flow). When the callback returns, a ``loop_blocked`` record with the measured
 duration is emitted; a callback that never returns is reported by the watchdog (``ongoing: true``)
-after ``max(1 s, 5 x threshold)``.
+after ``max(1 s, 5 x threshold)``. While a loop idles, the watchdog sleeps until its next timer
+(not the lag tick) + threshold, at most 1 s, and the selector rings it on I/O (``_Watchdog``).
 
 uvloop runs its own Cython handles, so ``Handle._run`` is never called there: blocking is detected
 from the lag monitor's heartbeat instead (the watchdog sees the tick overdue and samples the stack
