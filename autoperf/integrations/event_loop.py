@@ -34,17 +34,14 @@ from __future__ import annotations
 
 import contextvars
 import os
-import sys
-import sysconfig
 import threading
-import time
 import weakref
 from threading import get_ident
 from time import perf_counter_ns
 
-from autoperf import diagnostics, pipeline, spans
+from autoperf import diagnostics
 from autoperf.config.schema import Field, Float, Obj
-from autoperf.integrations import base
+from autoperf.integrations import base, loop_blocked
 
 NAME = "asyncio"
 MODULE = "asyncio"
@@ -62,7 +59,6 @@ WRAPS = [("asyncio.events", "_set_running_loop"), ("asyncio", "_set_running_loop
 
 DEFAULT_LAG_INTERVAL_MS = 100.0
 DEFAULT_BLOCKING_THRESHOLD_MS = 100.0
-MAX_STACK = 40          # frames kept in a loop_blocked record (innermost ones)
 MAX_LAG_SAMPLES = 4096  # per loop between two lag_stats() calls (a ring beyond that)
 
 _settings = {"interval_s": 0.1, "threshold_ns": 100_000_000}
@@ -70,7 +66,6 @@ _LOOP_ATTR = "_autoperf_loop_state"   # on a watched default loop: its _LoopStat
 _slots: dict = {}                       # thread ident -> _LoopState of the loop running there
 _slots_get = _slots.get
 _keep: dict = {}                        # id(loop) -> _LoopState (forgotten once the loop is gone)
-_current_var = spans._current
 _watchdog = None
 _active = False
 
@@ -293,144 +288,14 @@ def _handle_blocked(state, handle, start, end):
         state.handle = None
         sample = state.sample if state.sampled == start else None
         if sample is None:
-            sample = _handle_sample(handle)
+            sample = loop_blocked.handle_sample(handle)
         _emit_blocked((end - start) / 1e6, sample, handle)
     except Exception as exc:
         diagnostics.internal_error("event_loop blocked", exc)
 
 
-def _iso_ago(duration_ms):
-    """ISO-8601 UTC of the moment ``duration_ms`` ago (the block's start)."""
-    wall_ns = time.time_ns() - int(duration_ms * 1e6)
-    sec, rem = divmod(wall_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{rem // 1_000_000:03d}Z"
-
-
 def _emit_blocked(duration_ms, sample, handle, detector="handle", ongoing=False):
-    sample = sample or {}
-    settings = pipeline.settings()
-    rec = {
-        "timestamp": _iso_ago(duration_ms),
-        "type": "loop_blocked",
-        "level": "ERROR" if duration_ms * 1e6 > settings.error_ns else "WARNING",
-        "duration_ms": round(duration_ms, 3),
-        "threshold_ms": _settings["threshold_ns"] / 1e6,
-        "flow_id": sample.get("flow_id"),
-        "flow_name": sample.get("flow_name"),
-        "span_id": sample.get("span_id"),
-        "span_name": sample.get("span_name"),
-        "task": sample.get("task"),
-        "location": sample.get("location"),
-        "stack": sample.get("stack", []),
-        "sampled": bool(sample.get("sampled")),
-        "detector": detector,
-        "thread": threading.current_thread().name if not ongoing else sample.get("thread"),
-    }
-    if ongoing:
-        rec["ongoing"] = True
-    pipeline.emit(rec)
-
-
-def _span_facts(span):
-    if span is None:
-        return {}
-    return {"flow_id": f"{span.flow_id:016x}", "flow_name": span.flow_name,
-            "span_id": f"{span.span_id:016x}", "span_name": getattr(span, "name", None)}
-
-
-def _task_of(handle):
-    owner = getattr(getattr(handle, "_callback", None), "__self__", None)
-    get_name = getattr(owner, "get_name", None)
-    if get_name is not None and hasattr(owner, "get_coro"):
-        return owner
-    return None
-
-
-def _handle_sample(handle):
-    """After the fact (the watchdog missed it): the flow from the context, the callback's place."""
-    out = {"sampled": False}
-    try:
-        out.update(_span_facts(handle._context.get(_current_var)))
-    except Exception:
-        pass
-    task = _task_of(handle)
-    code = line = None
-    if task is not None:
-        out["task"] = task.get_name()
-        coro = task.get_coro()
-        frame = getattr(coro, "cr_frame", None)
-        if frame is not None:
-            code, line = frame.f_code, frame.f_lineno
-        else:
-            code = getattr(coro, "cr_code", None)
-            line = code.co_firstlineno if code else None
-    else:
-        fn = getattr(handle, "_callback", None)
-        fn = getattr(fn, "__func__", fn)
-        code = getattr(fn, "__code__", None)
-        line = code.co_firstlineno if code else None
-    if code is not None:
-        out["location"] = f"{_short(code.co_filename)}:{line} in {code.co_name}"
-        out["stack"] = [out["location"]]
-    return out
-
-
-# -- stacks ------------------------------------------------------------------------------------
-_AUTOPERF_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_STDLIB_DIRS = tuple({os.path.abspath(p) + os.sep for p in (sysconfig.get_paths().get("stdlib"),
-                                                               sysconfig.get_paths().get("platstdlib")) if p})
-_LIB_DIRS = tuple({os.path.abspath(p) + os.sep for p in (sysconfig.get_paths().get("purelib"),
-                                                           sysconfig.get_paths().get("platlib")) if p})
-_ASYNCIO_DIR = os.path.dirname(os.path.abspath(threading.__file__)) + os.sep + "asyncio" + os.sep
-_CWD = os.getcwd() + os.sep
-
-
-def _short(filename):
-    return filename[len(_CWD):] if filename.startswith(_CWD) else filename
-
-
-def _frame_kind(filename):
-    if filename.startswith(_AUTOPERF_DIR):
-        return 3
-    if filename.startswith(_LIB_DIRS):
-        return 1
-    if filename.startswith(_ASYNCIO_DIR):
-        return 3
-    if filename.startswith(_STDLIB_DIRS) or filename.startswith("<frozen"):
-        return 2
-    return 0  # the program's own code
-
-
-def _stack_sample(tid, handle):
-    """The blocked thread's stack right now, its innermost program line, and the flow."""
-    frame = sys._current_frames().get(tid)
-    frames = []
-    while frame is not None and len(frames) < 200:
-        frames.append(frame)
-        frame = frame.f_back
-    frames.reverse()  # outermost first, innermost last
-    entries, location, best = [], None, 4
-    for f in frames:
-        filename = f.f_code.co_filename
-        kind = _frame_kind(filename)
-        if kind == 3 and filename.startswith(_AUTOPERF_DIR):
-            continue
-        text = f"{_short(filename)}:{f.f_lineno} in {f.f_code.co_name}"
-        entries.append(text)
-        if kind <= best:  # innermost frame of the most "user" kind (program < library < stdlib)
-            best, location = kind, text
-    out = {"sampled": True, "stack": entries[-MAX_STACK:], "location": location}
-    if handle is not None:
-        try:
-            out.update(_span_facts(handle._context.get(_current_var)))
-        except Exception:
-            pass
-        task = _task_of(handle)
-        if task is not None:
-            out["task"] = task.get_name()
-    thread = threading._active.get(tid)  # noqa: SLF001 - plain dict read
-    out["thread"] = thread.name if thread is not None else str(tid)
-    return out
+    loop_blocked.emit(duration_ms, sample, _settings["threshold_ns"], detector, ongoing)
 
 
 # -- the watchdog thread -----------------------------------------------------------------------
@@ -495,7 +360,7 @@ class _Watchdog(threading.Thread):
                 if not beat or state.hb_sampled == beat:
                     next_at = min(next_at, poll)
                 elif now >= due:
-                    state.sample, state.hb_sampled = _stack_sample(tid, None), beat
+                    state.sample, state.hb_sampled = loop_blocked.stack_sample(tid, None), beat
                     next_at = min(next_at, poll)
                 else:
                     next_at = min(next_at, due)
@@ -521,7 +386,7 @@ class _Watchdog(threading.Thread):
             next_at = min(next_at, poll)
             handle = state.handle
             if state.sampled != since:
-                sample = _stack_sample(tid, handle)
+                sample = loop_blocked.stack_sample(tid, handle)
                 if state.since != since:
                     continue  # it ended while we looked: the callback reports it
                 state.sample, state.sampled = sample, since
