@@ -124,6 +124,37 @@ def test_baseline_rule_uses_rolling_median_per_flow():
     assert rule.check(flow(5000.0, name="other_command")) is None   # another flow has its own (empty) baseline
 
 
+def test_baseline_median_follows_a_long_window_exactly():
+    """Past the window size the baseline is the exact median of the last N values (evictions included)."""
+    import random
+    import statistics
+    cfg = settings({"rules": [{"name": "command_baseline", "baseline_min_samples": 3, "baseline_samples": 7}]})
+    rule = [r for r in build_rules(cfg) if r.name == "command_baseline"][0]
+    rng = random.Random(7)
+    seen = []
+    for _ in range(400):
+        ms = float(rng.choice((10, 20, 20, 30, 45, 90, 200)) + rng.random())
+        ev = rule.check(flow(ms))
+        window = seen[-7:]
+        expect = len(window) >= 3 and ms > 2.0 * statistics.median(window)
+        assert (ev is not None) == expect
+        if ev is not None:
+            assert ev["baseline"] == round(statistics.median(window), 3)
+        seen.append(ms)
+
+
+def test_engine_checks_a_record_only_against_rules_of_its_type():
+    """Rules with a `type` match never see other records; rules without one see every record type."""
+    cfg = settings({"rules": [{"name": "any_type_slow", "match": {"name": "x"}, "above": 1, "key": "name"}]})
+    engine = AlertEngine(cfg, start=False)
+    for rec in ({"type": "span", "name": "x", "duration_ms": 5.0}, {"type": "custom", "name": "x", "duration_ms": 5.0},
+                {"type": "resource", "name": "x", "duration_ms": 5.0}):
+        engine.process(rec)
+    engine.process({"type": "warning", "name": "x", "duration_ms": 5.0})   # autoperf's own records never alert
+    assert engine.counters["events"] == 3 and engine._q.qsize() == 3
+    assert [r.name for r in engine._rules_for_type["span"]] == ["db_query_slow", "any_type_slow"]
+
+
 def test_rule_overrides_and_disable():
     """A rule with a default's name overrides fields; `disable` removes rules; custom rules match by path."""
     cfg = settings({"rules": [{"name": "command_slow", "above": 1000},

@@ -45,6 +45,7 @@ class AlertEngine:
         self.cfg = cfg
         self.emit = emit or _default_emit
         self.rules = build_rules(cfg)
+        self._rules_for_type: dict = {}   # record type -> the rules that can match it
         self.channels = [build_channel(c) for c in cfg.get("channels") or []]
         self.group_wait = float(cfg.get("group_wait_s", 1.0))
         self.window = float(cfg.get("window_s", 300.0))
@@ -75,9 +76,10 @@ class AlertEngine:
             if self._pid != os.getpid():  # forked child: fresh locks, queue and delivery thread
                 self._after_fork()
             rtype = record.get("type")
-            if rtype in ("alert", "warning", "dropped"):
-                return record
-            for rule in self.rules:
+            rules = self._rules_for_type.get(rtype)
+            if rules is None:
+                rules = self._rules_for(rtype)
+            for rule in rules:
                 ev = rule.check(record)
                 if ev is not None:
                     try:
@@ -88,6 +90,15 @@ class AlertEngine:
         except Exception:  # noqa: BLE001 - alerting must never hurt the pipeline
             self.counters["internal_errors"] += 1
         return record
+
+    def _rules_for(self, rtype):
+        if rtype in ("alert", "warning", "dropped") or not isinstance(rtype, str):
+            rules = ()
+        else:
+            rules = tuple(r for r in self.rules if r.types is None or rtype in r.types)
+        if len(self._rules_for_type) < 64:   # record types are few; never grow without bound
+            self._rules_for_type[rtype] = rules
+        return rules
 
     # ------------------------------------------------------------ lifecycle
 

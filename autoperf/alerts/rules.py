@@ -7,6 +7,7 @@ last `baseline_samples` values of the same key (once `baseline_min_samples` are 
 from __future__ import annotations
 
 import collections
+from bisect import bisect_left, insort
 
 SEVERITIES = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 MAX_KEYS = 10000          # baselines kept per rule (oldest key evicted beyond that)
@@ -31,18 +32,52 @@ DEFAULT_RULES = [
 ]
 
 
-def get_path(record: dict, path: str):
-    """``record['a']['b']`` for ``'a.b'``; None when any step is missing."""
-    if not path:
-        return None
-    cur = record
-    for part in path.split("."):
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-        if cur is None:
-            return None
-    return cur
+def compile_path(path: str):
+    """A getter for ``record['a']['b']`` given ``'a.b'`` (None when a step is missing), split once."""
+    parts = tuple(path.split(".")) if path else ()
+    if not parts:
+        return lambda record: None
+    if len(parts) == 1:
+        key = parts[0]
+        return lambda record: record.get(key) if isinstance(record, dict) else None
+
+    def get(record):
+        cur = record
+        for part in parts:
+            if not isinstance(cur, dict):
+                return None
+            cur = cur.get(part)
+            if cur is None:
+                return None
+        return cur
+    return get
+
+
+class _Window:
+    """The last ``size`` values in arrival order plus the same values sorted: a median per record
+    costs a bisect and a small memmove instead of sorting the window."""
+
+    __slots__ = ("order", "ordered")
+
+    def __init__(self, size: int):
+        self.order = collections.deque(maxlen=size)
+        self.ordered: list = []
+
+    def __len__(self):
+        return len(self.order)
+
+    def median(self):
+        ordered = self.ordered
+        n = len(ordered)
+        mid = n // 2
+        return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    def append(self, value):
+        order = self.order
+        if len(order) == order.maxlen:
+            del self.ordered[bisect_left(self.ordered, order[0])]
+        order.append(value)
+        insort(self.ordered, value)
 
 
 def _number(v):
@@ -68,21 +103,27 @@ class Rule:
         self.description = spec.get("description") or ""
         self.channels = list(spec.get("channels") or [])
         self.match = []
+        #: The record types this rule can match (None: any); the engine checks only these rules.
+        self.types = None
         for path, want in (spec.get("match") or {}).items():
             allowed = tuple(want) if isinstance(want, (list, tuple)) else (want,)
-            self.match.append((path, allowed))
+            self.match.append((compile_path(path), allowed))
+            if path == "type":
+                self.types = allowed
+        self._get_value = compile_path(self.field)
+        self._get_key = compile_path(self.key_path)
         self._hist: collections.OrderedDict = collections.OrderedDict()
         if self.above is None and self.factor is None:
             raise ValueError(f"alert rule {self.name!r} needs `above` or `baseline_factor`")
 
     def check(self, record: dict):
-        for path, allowed in self.match:
-            if get_path(record, path) not in allowed:
+        for get, allowed in self.match:
+            if get(record) not in allowed:
                 return None
-        value = _number(get_path(record, self.field))
+        value = _number(self._get_value(record))
         if value is None:
             return None
-        key = get_path(record, self.key_path) if self.key_path else None
+        key = self._get_key(record)
         if key is None and self.key_path == "attrs.fingerprint":
             key = record.get("name")
         key = "" if key is None else str(key)
@@ -92,11 +133,11 @@ class Rule:
         if self.factor is not None:
             hist = self._hist.get(key)
             if hist is None:
-                hist = self._hist[key] = collections.deque(maxlen=self.samples)
+                hist = self._hist[key] = _Window(self.samples)
                 if len(self._hist) > MAX_KEYS:
                     self._hist.popitem(last=False)
             if event is None and len(hist) >= self.min_samples:
-                median = _median(hist)
+                median = hist.median()
                 if median > 0 and value > self.factor * median:
                     event = self._event(record, key, value, self.factor * median, median)
             hist.append(value)
@@ -133,11 +174,3 @@ def build_rules(cfg: dict) -> list[Rule]:
     for name in cfg.get("disable") or []:
         specs.pop(name, None)
     return [Rule(s) for s in specs.values()]
-
-
-def _median(values):
-    """statistics.median without importing statistics (fractions, decimal…) into every process."""
-    ordered = sorted(values)
-    n = len(ordered)
-    mid = n // 2
-    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
