@@ -2,7 +2,7 @@
 
 The main bot runs in a subprocess (so the discord.py patches stay out of the pytest process) under
 the venv's discord.py 2.7 and, when a discord.py 2.0 interpreter is available
-(AUTOPERF_DPY20_PYTHON, default /tmp/dpy20/bin/python), under 2.0 too.
+(AUTOPERF_DPY20_PYTHON, default .venv-dpy20/bin/python, which `make test` creates), under 2.0 too.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 from autoperf.discord_sim import Simulation, SimServer, ScenarioError, load_scenario, run_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
-DPY20 = os.environ.get("AUTOPERF_DPY20_PYTHON", "/tmp/dpy20/bin/python")
+DPY20 = os.environ.get("AUTOPERF_DPY20_PYTHON", str(ROOT / ".venv-dpy20" / "bin" / "python"))
 # more interpreters with other discord.py versions, e.g. "/tmp/dpy2.4.0/bin/python:/tmp/dpy2.5.2/bin/python"
 EXTRA = [p for p in os.environ.get("AUTOPERF_DISCORD_PYTHONS", "").split(os.pathsep) if p]
 
