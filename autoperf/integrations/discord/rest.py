@@ -29,20 +29,20 @@ class Rest:
         self.wait_ns = 0
 
 
-_names: dict = {}   # (method, route template) -> span name; templates are few
+_names: dict = {}   # (method, route template, base URL) -> (span name, host); templates are few
 
 
 def _start(route):
     method = route.method
     path = route.path
-    key = (method, path)
-    name = _names.get(key)
-    if name is None:
-        name = f"{method} {path}"
+    key = (method, path, getattr(route, "BASE", None))
+    named = _names.get(key)
+    if named is None:
+        named = (f"{method} {path}", _host_of(route))
         if len(_names) < 4096:
-            _names[key] = name
-    rest = Rest(spans.start(name, "http", {"method": method, "route": path, "host": _host_of(route),
-                                           "system": "discord"}))
+            _names[key] = named
+    rest = Rest(spans.start(named[0], "http", {"method": method, "route": path, "host": named[1],
+                                               "system": "discord"}))
     return rest, REST.set(rest)
 
 
@@ -107,28 +107,39 @@ def wrap_http_request(original):
 
 
 def wrap_json_or_text(original):
-    async def json_or_text(response):
-        data = await original(response)
+    """Each attempt's status, read before its body is parsed; discord.py's own coroutine is handed
+    back as is (no second coroutine per REST response): only a 429 waits for its body."""
+    def json_or_text(response):
         rest = REST.get()
-        if rest is not None:
-            try:
-                status = response.status
-                rest.attempts += 1
-                attrs = rest.span.attrs
-                if rest.attempts > 1:
-                    if rest.statuses is None:
-                        rest.statuses = [attrs.get("status")]
-                    rest.statuses.append(status)
-                attrs["status"] = status
-                if status == 429:
-                    counters_["rest_429"] += 1
-                    retry = data.get("retry_after") if isinstance(data, dict) else None
-                    if isinstance(retry, (int, float)):
-                        rest.wait_ns += int(retry * 1e9)   # discord.py sleeps exactly this before retrying
-            except Exception as exc:
-                diagnostics.internal_error("discord: json_or_text", exc)
-        return data
+        if rest is None:
+            return original(response)
+        try:
+            status = response.status
+            rest.attempts += 1
+            attrs = rest.span.attrs
+            if rest.attempts > 1:
+                if rest.statuses is None:
+                    rest.statuses = [attrs.get("status")]
+                rest.statuses.append(status)
+            attrs["status"] = status
+            if status == 429:
+                counters_["rest_429"] += 1
+                return _add_retry_after(original(response), rest)
+        except Exception as exc:
+            diagnostics.internal_error("discord: json_or_text", exc)
+        return original(response)
     return json_or_text
+
+
+async def _add_retry_after(body, rest):
+    data = await body
+    try:
+        retry = data.get("retry_after") if isinstance(data, dict) else None
+        if isinstance(retry, (int, float)):
+            rest.wait_ns += int(retry * 1e9)   # discord.py sleeps exactly this before retrying
+    except Exception as exc:
+        diagnostics.internal_error("discord: json_or_text", exc)
+    return data
 
 
 def wrap_ratelimit(original):
