@@ -246,7 +246,7 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
 class PgRecordSource:
-    """Iterable over ``record`` JSONB values of ``performance_metrics`` between since/until.
+    """Iterable over ``record`` values (JSON text; jsonb in schema 1) of ``performance_metrics`` between since/until.
 
     Uses asyncpg in a private event loop (driven step by step from this synchronous iterator)
     and a server-side cursor inside a read-only transaction, so memory is bounded by
@@ -350,5 +350,5 @@ class PgRecordSource:
 
 def iter_records_from_pg(dsn: str, since=None, until=None, table: str = "performance_metrics",
                          batch_size: int = 5000, server_settings: dict | None = None) -> PgRecordSource:
-    """Records from the PostgreSQL store (``record`` JSONB column, filtered on ``timestamp``)."""
+    """Records from the PostgreSQL store (``record`` column, JSON text, filtered on ``timestamp``)."""
     return PgRecordSource(dsn, since, until, table=table, batch_size=batch_size, server_settings=server_settings)
