@@ -137,24 +137,40 @@ def _start_prefix_command(bot, ctx, command):
     return begin(command.qualified_name, attrs, ist_of(interaction) if interaction else None)
 
 
-def wrap_bot_invoke(original):
-    async def invoke(self, ctx, /):
-        command = getattr(ctx, "command", None)
-        if command is None or not opts.get("commands", True):
-            return await original(self, ctx)
-        try:
-            fs, token = _start_prefix_command(self, ctx, command)
-        except Exception as exc:
-            diagnostics.internal_error("discord: BotBase.invoke", exc)
-            return await original(self, ctx)
-        try:
-            result = await original(self, ctx)
-        except BaseException as exc:
-            end(fs, token, exc)
-            raise
-        end(fs, token)
-        return result
-    return invoke
+def _flow_handler(option, start, where):
+    """Wrapper factory for a discord.py method that runs one handler as one flow.
+
+    ``start(self, *args)`` returns ``(FlowState, token)``, or None to run the call untraced. The
+    wrapper is a single coroutine: a shared helper coroutine would add a frame to every resumption.
+    """
+    def factory(original):
+        async def handler(self, *args):
+            started = None
+            if opts.get(option, True):
+                try:
+                    started = start(self, *args)
+                except Exception as exc:
+                    diagnostics.internal_error(where, exc)
+            if started is None:
+                return await original(self, *args)
+            fs, token = started
+            try:
+                result = await original(self, *args)
+            except BaseException as exc:
+                end(fs, token, exc)
+                raise
+            end(fs, token)
+            return result
+        return handler
+    return factory
+
+
+def _start_bot_invoke(bot, ctx):
+    command = getattr(ctx, "command", None)
+    return None if command is None else _start_prefix_command(bot, ctx, command)
+
+
+wrap_bot_invoke = _flow_handler("commands", _start_bot_invoke, "discord: BotBase.invoke")
 
 
 # -- components and modals ---------------------------------------------------------------------
@@ -206,7 +222,7 @@ _COMPONENT_TYPES = {2: "button", 3: "string_select", 5: "user_select", 6: "role_
                     7: "mentionable_select", 8: "channel_select"}
 
 
-def _start_component(view, item, interaction):
+def _start_component(view, item, interaction, *_rest):
     if type(view) not in hooked_classes:
         _hook_class(type(view))
     attrs = interaction_attrs(interaction, "component")
@@ -222,23 +238,7 @@ def _start_component(view, item, interaction):
     return begin(name, attrs, ist_of(interaction))
 
 
-def wrap_view_task(original):
-    async def _scheduled_task(self, item, interaction, *rest):
-        if not opts.get("components", True):
-            return await original(self, item, interaction, *rest)
-        try:
-            fs, token = _start_component(self, item, interaction)
-        except Exception as exc:
-            diagnostics.internal_error("discord: View._scheduled_task", exc)
-            return await original(self, item, interaction, *rest)
-        try:
-            result = await original(self, item, interaction, *rest)
-        except BaseException as exc:
-            end(fs, token, exc)
-            raise
-        end(fs, token)
-        return result
-    return _scheduled_task
+wrap_view_task = _flow_handler("components", _start_component, "discord: View._scheduled_task")
 
 
 _current_span = getattr(spans, "_current", None)   # spans' context variable (the current span)
@@ -264,7 +264,7 @@ def wrap_view_listen(original):
     return _start_listening_from_store
 
 
-def _start_modal(modal, interaction):
+def _start_modal(modal, interaction, *_rest):
     cls = type(modal)
     if cls not in hooked_classes:
         _hook_class(cls)
@@ -274,23 +274,7 @@ def _start_modal(modal, interaction):
     return begin(f"{cls.__name__}.on_submit", attrs, ist_of(interaction))
 
 
-def wrap_modal_task(original):
-    async def _scheduled_task(self, interaction, *rest):
-        if not opts.get("modals", True):
-            return await original(self, interaction, *rest)
-        try:
-            fs, token = _start_modal(self, interaction)
-        except Exception as exc:
-            diagnostics.internal_error("discord: Modal._scheduled_task", exc)
-            return await original(self, interaction, *rest)
-        try:
-            result = await original(self, interaction, *rest)
-        except BaseException as exc:
-            end(fs, token, exc)
-            raise
-        end(fs, token)
-        return result
-    return _scheduled_task
+wrap_modal_task = _flow_handler("modals", _start_modal, "discord: Modal._scheduled_task")
 
 
 # -- events ------------------------------------------------------------------------------------
