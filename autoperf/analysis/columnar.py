@@ -274,49 +274,41 @@ class ColumnarReader:
         """Lines DuckDB read as rows without a type: corrupt lines, non-objects (skipped, as on the Python
         path) and objects without "type" (counted in _fold: nothing else reads them)."""
         lines = [self.line(rn) for rn in rns]
-        since, until = self.since, self.until
         for rn, line in zip(rns, lines):
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                self.skipped += 1
-                continue
-            if type(rec) is not dict:
-                self.skipped += 1
-                continue
-            if since is not None or until is not None:
-                ts = rec.get("timestamp")
-                if type(ts) is not str or (since is not None and ts < since) or (until is not None and ts >= until):
-                    self.filtered += 1
-                    continue
-            self.records += 1
-            self._typeless.append((rn, rec))
+            rec = self._decode(line)
+            if rec is not None:
+                self._typeless.append((rn, rec))
+
+    def _decode(self, line):
+        """The record on ``line``, counted; None (counted as skipped or filtered) when there is none."""
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            self.skipped += 1
+            return None
+        if type(rec) is not dict:
+            self.skipped += 1
+            return None
+        since, until = self.since, self.until
+        if since is not None or until is not None:
+            ts = rec.get("timestamp")
+            if type(ts) is not str or (since is not None and ts < since) or (until is not None and ts >= until):
+                self.filtered += 1
+                return None
+        self.records += 1
+        return rec
 
     def _python_chunk(self, data: bytes) -> None:
         """The Python path for one chunk (RecordReader's rules: blank lines ignored, non-objects skipped)."""
-        agg = self.agg
-        since, until = self.since, self.until
-        loads = orjson.loads
+        add, decode = self.agg.add, self._decode
         for line in data.split(b"\n"):
             if not line or line.isspace():
                 continue
             self.lines += 1
             self.seq += 1
-            try:
-                rec = loads(line)
-            except orjson.JSONDecodeError:
-                self.skipped += 1
-                continue
-            if type(rec) is not dict:
-                self.skipped += 1
-                continue
-            if since is not None or until is not None:
-                ts = rec.get("timestamp")
-                if type(ts) is not str or (since is not None and ts < since) or (until is not None and ts >= until):
-                    self.filtered += 1
-                    continue
-            self.records += 1
-            agg.add(rec)
+            rec = decode(line)
+            if rec is not None:
+                add(rec)
 
     def _fold(self) -> None:
         agg, con = self.agg, self.con
