@@ -12,6 +12,7 @@ import math
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 
@@ -245,3 +246,29 @@ def test_chunks_duckdb_cannot_read_go_through_the_python_path(logs):
     assert reader.fallback_chunks > 5 and reader.stats() == rd.stats()
     _close(py.result(), col.result())
     _close(py.n_plus_one, col.n_plus_one, "n_plus_one")
+
+
+def test_chunk_directory_of_a_killed_report_is_removed_by_the_next(logs):
+    """A report killed mid-run leaves its chunk directory (on /dev/shm: memory until reboot); the next
+    report deletes it, keeps those of reports still running, and leaves nothing of its own behind."""
+    from autoperf.analysis.columnar import chunk_dir_base
+
+    base = chunk_dir_base()
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()
+    stale = os.path.join(base, f"autoperf-report-{killed.pid}-test")
+    running = os.path.join(base, f"autoperf-report-{os.getpid()}-test")
+    for d in (stale, running):
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "chunk.ndjson"), "wb") as f:
+            f.write(b"{}\n" * 1000)
+    try:
+        before = set(os.listdir(base))
+        _cli("columnar", logs, "json")
+        after = set(os.listdir(base))
+        assert not os.path.exists(stale)
+        assert os.path.exists(os.path.join(running, "chunk.ndjson"))
+        assert after == before - {os.path.basename(stale)}    # the report's own directory went too
+    finally:
+        for d in (stale, running):
+            shutil.rmtree(d, ignore_errors=True)

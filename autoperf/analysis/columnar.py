@@ -28,6 +28,8 @@ import tempfile
 
 import orjson
 
+from autoperf import pids
+
 from .state import DEADLINE_MS, LEVELS
 
 __all__ = ["available", "aggregate_files_columnar", "ColumnarReader", "CHUNK_BYTES"]
@@ -53,6 +55,38 @@ _RARE = ("type NOT IN ('span', 'flow_complete') "
 def available() -> bool:
     import importlib.util
     return importlib.util.find_spec("duckdb") is not None
+
+
+_TMP_PREFIX = "autoperf-report-"
+
+
+def chunk_dir_base(chunk_bytes: int = CHUNK_BYTES) -> str:
+    """Where chunk directories go: /dev/shm (memory) when it has room, else the temp directory."""
+    try:    # a container's /dev/shm may be tiny
+        if os.access("/dev/shm", os.W_OK) and shutil.disk_usage("/dev/shm").free > 4 * chunk_bytes:
+            return "/dev/shm"
+    except OSError:
+        pass
+    return tempfile.gettempdir()
+
+
+def _remove_stale_chunk_dirs(base: str) -> None:
+    """Delete chunk directories left by reports that were killed (their pid is gone).
+
+    A report stopped by SIGKILL or a crash cannot clean up after itself, and on /dev/shm its chunk
+    (up to ``CHUNK_BYTES``) holds memory until reboot. The directory name carries the pid.
+    """
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(_TMP_PREFIX):
+            continue
+        pid = name[len(_TMP_PREFIX):].partition("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or pids.alive(int(pid)):
+            continue
+        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
 def _q(s: str) -> str:
@@ -86,13 +120,9 @@ class ColumnarReader:
         self.progress = progress
         self.con = duckdb.connect(config={"threads": max(1, threads or os.cpu_count() or 1),
                                           "preserve_insertion_order": True, "memory_limit": "2GB"})
-        shm = None          # the chunk file lives in memory when there is room (a container's /dev/shm may be tiny)
-        try:
-            if os.access("/dev/shm", os.W_OK) and shutil.disk_usage("/dev/shm").free > 4 * chunk_bytes:
-                shm = "/dev/shm"
-        except OSError:
-            pass
-        self.tmp = tempfile.mkdtemp(prefix="autoperf-report-", dir=tmpdir or shm)
+        base = tmpdir or chunk_dir_base(chunk_bytes)
+        _remove_stale_chunk_dirs(base)
+        self.tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=base)
         self.chunk_path = os.path.join(self.tmp, "chunk.ndjson")
         self.seq = 0                    # global row number of the next chunk's first row
         self.files_read: list[str] = []
