@@ -310,10 +310,10 @@ def test_processor_is_cheap_and_never_raises():
             assert eng.process(rec) is rec
         rec = {"type": "span", "kind": "db", "name": "db.fetch", "duration_ms": 3.0, "attrs": {"fingerprint": "a"}}
         n = 20000
-        t0 = time.perf_counter()
+        t0 = time.thread_time()     # CPU of this thread: a loaded machine does not make it look slow
         for _ in range(n):
             eng.process(rec)
-        per = (time.perf_counter() - t0) / n
+        per = (time.thread_time() - t0) / n
     finally:
         eng.close()
     assert per < 20e-6, per

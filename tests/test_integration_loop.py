@@ -324,7 +324,9 @@ class TestForkedWorker:
                 flow, pid = asyncio.run(submit())
         finally:
             integrations.unpatch("process_pool")
-        assert blocked(records) == []  # nothing blocked the parent's loop
+        # The parent's loop only waited for the worker: no block of the worker's length there (a
+        # shorter one, e.g. the fork itself on a loaded machine, is not what this test is about).
+        assert [r for r in blocked(records) if r["duration_ms"] >= 200] == []
         found = []
         for name in glob.glob(os.path.join(os.path.dirname(bootstrap.log_path()), "performance_*.log")):
             with open(name, "rb") as fh:
