@@ -517,9 +517,9 @@ def test_parallel_ranges_equal_single_pass(tmp_path):
 
 
 def test_overlong_garbage_line_is_bounded_and_counted(tmp_path, monkeypatch):
-    from autoperf.analysis import reader
+    from autoperf.analysis import blocks
     from autoperf.analysis.parallel import aggregate_files
-    monkeypatch.setattr(reader, "MAX_LINE", 5000)
+    monkeypatch.setattr(blocks, "MAX_LINE", 5000)
     recs = flows("a", [1.0, 2.0, 3.0])
     good = b"".join(orjson.dumps(r) + b"\n" for r in recs)
     p = tmp_path / "g.log"
@@ -529,6 +529,11 @@ def test_overlong_garbage_line_is_bounded_and_counted(tmp_path, monkeypatch):
     for rb in (7_000, 20_000, 10 ** 9):
         agg, st = aggregate_files([str(p)], jobs=1 if rb == 10 ** 9 else 2, range_bytes=rb)
         assert st["records"] == 2 * len(recs) and st["skipped_lines"] == 2, (rb, st)
+    from autoperf.analysis import columnar
+    if columnar.available():
+        for chunk_bytes in (3_000, 1 << 20):    # the columnar reader reads through the same blocks
+            agg, st = columnar.aggregate_files_columnar([str(p)], chunk_bytes=chunk_bytes)
+            assert st["records"] == 2 * len(recs) and st["skipped_lines"] == 2, (chunk_bytes, st)
 
 
 def test_explain_records_drive_index_advice_and_deadline_missed_counts():

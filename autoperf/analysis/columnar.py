@@ -30,12 +30,12 @@ import orjson
 
 from autoperf import pids
 
+from .blocks import whole_line_blocks
 from .state import DEADLINE_MS, LEVELS
 
 __all__ = ["available", "aggregate_files_columnar", "ColumnarReader", "CHUNK_BYTES"]
 
 CHUNK_BYTES = 32 << 20
-_READ = 1 << 20            # read size; the over-long-line rule (reader.MAX_LINE) is checked per read, as there
 
 # The fields the report reads (read_json `columns`). VARCHAR for sla_ms / rows keeps the JSON text: an int
 # stays an int. A malformed line, a line that is not an object, and an object without "type" read as a row
@@ -149,58 +149,22 @@ class ColumnarReader:
 
     # ------------------------------------------------------------------ input
     def _blocks(self, path):
-        """Chunks of whole lines of one file, like RecordReader.iter_lines (same over-long-line rule)."""
-        import gzip
-
-        from .reader import MAX_LINE
-        opener = gzip.open if path.endswith(".gz") else open
+        """Chunks of whole lines of one file, about ``chunk_bytes`` each."""
         out, size = [], 0
-        tail = b""
-        discarding = False
-        try:
-            with opener(path, "rb") as f:
-                while True:
-                    b = f.read(_READ)
-                    if not b:
+        for b, end in whole_line_blocks(path, self):
+            out.append(b if end == len(b) else b[:end])
+            size += end
+            if size >= self.chunk_bytes:
+                buf = b"".join(out)
+                start = 0
+                while len(buf) - start >= self.chunk_bytes:   # whole lines, about chunk_bytes each
+                    end = buf.find(b"\n", start + self.chunk_bytes - 1) + 1
+                    if end == 0:
                         break
-                    self.bytes_read += len(b)
-                    self._done += len(b)
-                    if discarding:
-                        nl = b.find(b"\n")
-                        if nl < 0:
-                            continue
-                        b = b[nl + 1:]
-                        discarding = False
-                    if tail:
-                        b = tail + b
-                    cut = b.rfind(b"\n")
-                    if cut < 0:
-                        tail = b
-                    else:
-                        out.append(b[:cut + 1])
-                        size += cut + 1
-                        tail = b[cut + 1:]
-                    if len(tail) > MAX_LINE:
-                        self.skipped += 1
-                        tail = b""
-                        discarding = True
-                    if size >= self.chunk_bytes:
-                        buf = b"".join(out)
-                        start = 0
-                        while len(buf) - start >= self.chunk_bytes:   # whole lines, about chunk_bytes each
-                            end = buf.find(b"\n", start + self.chunk_bytes - 1) + 1
-                            if end == 0:
-                                break
-                            yield buf[start:end]
-                            start = end
-                        buf = buf[start:]
-                        out, size = ([buf], len(buf)) if buf else ([], 0)
-        except (OSError, EOFError) as e:    # unreadable file or truncated .gz: count, move on
-            self.skipped += 1
-            if not isinstance(e, EOFError) and not os.path.exists(path):
-                self.files_missing.append(path)
-        if tail:
-            out.append(tail + b"\n")
+                    yield buf[start:end]
+                    start = end
+                buf = buf[start:]
+                out, size = ([buf], len(buf)) if buf else ([], 0)
         if out:
             yield b"".join(out)
 
@@ -215,14 +179,13 @@ class ColumnarReader:
                 todo.append(p)
             except OSError:
                 self.files_missing.append(p)
-        self._done = 0
         for p in todo:
             self.files_read.append(p)
             for block in self._blocks(p):
                 self.chunk(block)
                 if self.progress is not None:
                     try:
-                        self.progress(min(self._done, total), total)
+                        self.progress(min(self.bytes_read, total), total)
                     except Exception:
                         pass
         if self.progress is not None:

@@ -71,8 +71,8 @@ def plan_spans(paths, n_spans: int):
 
 def _range_lines(path, start, end, chunk=1 << 20):
     """Lines that start in [start, end) (end None = to EOF). Memory stays bounded: a "line" longer than
-    ``reader.MAX_LINE`` is yielded as one undecodable marker (counted as skipped) and dropped."""
-    from .reader import MAX_LINE
+    ``blocks.MAX_LINE`` is yielded as one undecodable marker (counted as skipped) and dropped."""
+    from .blocks import MAX_LINE
     if path.endswith(".gz"):
         import gzip
         f = gzip.open(path, "rb")

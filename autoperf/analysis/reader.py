@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import glob
-import gzip
 import os
 import re
 from typing import Callable, Iterable, Iterator
 
 import orjson
 
+from .blocks import whole_line_blocks
+
 __all__ = ["read_records", "RecordReader", "expand_inputs", "iter_records_from_pg", "to_ts", "parse_time"]
 
-_CHUNK = 1 << 20
-MAX_LINE = 16 << 20        # a "line" longer than this is garbage (skipped, counted) — keeps memory bounded
 _DATE_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
 
@@ -125,18 +124,8 @@ class RecordReader:
                 "records": self.records, "skipped_lines": self.skipped, "filtered": self.filtered,
                 "bytes": self.bytes_read}
 
-    def _chunks(self, path: str) -> Iterator[bytes]:
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rb") as f:
-            read = f.read
-            while True:
-                b = read(_CHUNK)
-                if not b:
-                    return
-                yield b
-
     def iter_lines(self) -> Iterator[bytes]:
-        """Raw non-blank lines (bytes), for callers that decode themselves."""
+        """Raw lines (bytes, blank ones too), for callers that decode themselves."""
         total = 0
         paths = []
         for p in self.paths:
@@ -147,47 +136,23 @@ class RecordReader:
                 paths.append(p)
             except OSError:
                 self.files_missing.append(p)
-        done = 0
         next_report = 8 << 20
         progress = self.progress
         for p in paths:
             self.files_read.append(p)
-            tail = b""
-            discarding = False
-            try:
-                for chunk in self._chunks(p):
-                    done += len(chunk)
-                    self.bytes_read += len(chunk)
-                    if discarding:            # inside an over-long line: drop up to its end
-                        nl = chunk.find(b"\n")
-                        if nl < 0:
-                            continue
-                        chunk = chunk[nl + 1:]
-                        discarding = False
-                    if tail:
-                        chunk = tail + chunk
-                    parts = chunk.split(b"\n")
-                    tail = parts.pop()
-                    if len(tail) > MAX_LINE:      # no newline for 16 MiB: garbage, count it once
-                        self.skipped += 1
-                        tail = b""
-                        discarding = True
-                    yield from parts
-                    if progress is not None and done >= next_report:
-                        next_report = done + (8 << 20)
-                        try:
-                            progress(done, total)
-                        except Exception:
-                            pass
-            except (OSError, EOFError) as e:   # unreadable file or truncated .gz: count, move on
-                self.skipped += 1
-                if not isinstance(e, EOFError) and not os.path.exists(p):
-                    self.files_missing.append(p)
-            if tail:
-                yield tail
+            for block, end in whole_line_blocks(p, self):
+                lines = block.split(b"\n")
+                lines.pop()                   # after the last newline (block[end:]): the next block has it
+                yield from lines
+                if progress is not None and self.bytes_read >= next_report:
+                    next_report = self.bytes_read + (8 << 20)
+                    try:
+                        progress(self.bytes_read, total)
+                    except Exception:
+                        pass
         if progress is not None:
             try:
-                progress(done, total)
+                progress(self.bytes_read, total)
             except Exception:
                 pass
 
