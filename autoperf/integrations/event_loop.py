@@ -22,7 +22,7 @@ still blocked* (``sys._current_frames()``) and reads the current span from the h
 (the blocked task's flow). When the callback returns, a ``loop_blocked`` record with the measured
 duration is emitted; a callback that never returns is reported by the watchdog (``ongoing: true``)
 after ``max(1 s, 5 x threshold)``. While a loop idles, the watchdog sleeps until its next timer
-(not the lag tick) + threshold, at most 1 s, and the selector rings it on I/O (``_Watchdog``).
+(not the lag tick) + threshold, at most 1 s, and the selector rings it on I/O (``loop_watchdog.Watchdog``).
 
 uvloop runs its own Cython handles, so ``Handle._run`` is never called there: blocking is detected
 from the lag monitor's heartbeat instead (the watchdog sees the tick overdue and samples the stack
@@ -41,7 +41,7 @@ from time import perf_counter_ns
 
 from autoperf import diagnostics
 from autoperf.config.schema import Field, Float, Obj
-from autoperf.integrations import base, loop_blocked
+from autoperf.integrations import base, loop_blocked, loop_watchdog
 
 NAME = "asyncio"
 MODULE = "asyncio"
@@ -232,7 +232,7 @@ def _select_hook(state, real):
     """The loop's ``selector.select``: idle while it waits, busy (``since``) from its return.
 
     ``select(0)`` between busy iterations leaves the loop busy (it never waited). Events coming
-    in while the watchdog sleeps long (see ``_Watchdog.check``) ring it: a step started by I/O is
+    in while the watchdog sleeps long (see ``loop_watchdog.Watchdog.check``) ring it: a step started by I/O is
     then watched from its first threshold on."""
     now = perf_counter_ns
 
@@ -298,133 +298,7 @@ def _emit_blocked(duration_ms, sample, handle, detector="handle", ongoing=False)
     loop_blocked.emit(duration_ms, sample, _settings["threshold_ns"], detector, ongoing)
 
 
-# -- the watchdog thread -----------------------------------------------------------------------
-QUIET_LOOKS = 3        # idle looks without I/O before the watchdog sleeps past the loop's timers
-LONG_SLEEP_S = 1.0     # the longest the watchdog sleeps (a step started some other way is seen by then)
-
-
-class _Watchdog(threading.Thread):
-    """Wakes when the next block could cross the threshold — not on a fixed fast tick.
-
-    While a loop is busy, the running step is looked at right when it could cross the threshold.
-    While it is idle in its selector, a step can only start from I/O or from a timer: after a
-    few quiet looks the watchdog sleeps until the loop's next timer other than the lag tick (+ the
-    threshold), at most ``LONG_SLEEP_S``, and the selector rings it when events come in. An idle
-    program's watchdog thus wakes about once a second instead of once per threshold."""
-
-    def __init__(self):
-        super().__init__(name="autoperf-loop-watchdog", daemon=True)
-        self._stopping = False
-        self.looks = 0  # wake-ups so far (tests and benchmarks read it)
-        self._bell = threading.Lock()
-        self._bell.acquire()  # released by ring()/stop(): a C-level timed wait, cheaper than an Event
-
-    def ring(self):
-        try:
-            self._bell.release()
-        except RuntimeError:  # rung already and not yet heard
-            pass
-
-    def stop(self):
-        self._stopping = True
-        self.ring()
-
-    def run(self):
-        wait = self._bell.acquire
-        delay = 0.01
-        while True:
-            wait(True, delay)
-            if self._stopping:
-                return
-            self.looks += 1
-            try:
-                delay = self.check(perf_counter_ns())
-            except Exception as exc:
-                diagnostics.internal_error("event_loop watchdog", exc)
-                delay = 0.5
-
-    @staticmethod
-    def check(now):
-        """Sample what is blocked now; return the seconds until the next possible crossing."""
-        threshold = _settings["threshold_ns"]
-        ongoing_after = max(1_000_000_000, 5 * threshold)
-        interval_ns = int(_settings["interval_s"] * 1e9)
-        if not _slots:
-            return 0.5
-        poll = now + threshold
-        next_at = now + int(LONG_SLEEP_S * 1e9)
-        for tid, state in list(_slots.items()):
-            if not state.handles:  # uvloop: the lag tick's heartbeat tells
-                beat = state.heartbeat
-                due = beat + interval_ns + threshold
-                if not beat or state.hb_sampled == beat:
-                    next_at = min(next_at, poll)
-                elif now >= due:
-                    state.sample, state.hb_sampled = loop_blocked.stack_sample(tid, None), beat
-                    next_at = min(next_at, poll)
-                else:
-                    next_at = min(next_at, due)
-                continue
-            state.asleep = False
-            since = state.since
-            if not since:  # idle in the selector
-                wake = _idle_wake_at(state, now, threshold)
-                if wake is None:
-                    next_at = min(next_at, poll)
-                    continue
-                state.asleep = True  # from here the selector rings on I/O ...
-                if state.since:      # ... unless it woke before it could see that
-                    state.asleep = False
-                    next_at = min(next_at, poll)
-                else:
-                    next_at = min(next_at, wake)
-                continue
-            state.quiet = 0
-            if now - since < threshold:
-                next_at = min(next_at, since + threshold)
-                continue
-            next_at = min(next_at, poll)
-            handle = state.handle
-            if state.sampled != since:
-                sample = loop_blocked.stack_sample(tid, handle)
-                if state.since != since:
-                    continue  # it ended while we looked: the callback reports it
-                state.sample, state.sampled = sample, since
-            if state.ongoing_reported != since:
-                if now - since >= ongoing_after:
-                    state.ongoing_reported = since
-                    _emit_blocked((now - since) / 1e6, state.sample, handle, ongoing=True)
-                else:
-                    next_at = min(next_at, since + ongoing_after)
-        return min(max((next_at - now) / 1e9, 0.002), LONG_SLEEP_S)
-
-
-def _idle_wake_at(state, now, threshold):
-    """For a loop idle in its selector: when the watchdog must look again if no I/O comes (its
-    next timer other than the lag tick, + threshold), or None to keep polling every threshold
-    (I/O came lately, fewer than QUIET_LOOKS idle looks yet, or callbacks wait to run)."""
-    if state.io:
-        state.io = False
-        state.quiet = 0
-        return None
-    if state.quiet < QUIET_LOOKS:
-        state.quiet += 1
-        return None
-    loop = state.loop()
-    try:
-        if loop is None or loop._ready:  # noqa: SLF001 - handles waiting (call_soon from a thread)
-            return None
-        heap = loop._scheduled  # noqa: SLF001 - the loop's timer heap (a list; it sleeps now)
-        if heap and heap[0] is state.timer:
-            heap = heap[1:3]  # the second-smallest of a binary heap is a child of the root
-        when = min((h._when for h in heap), default=None)  # noqa: SLF001
-        if when is None:
-            return now + int(LONG_SLEEP_S * 1e9)
-        return now + max(0, int((when - loop.time()) * 1e9)) + threshold
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return None
-
-
+# -- the watchdog thread (loop_watchdog.py) ----------------------------------------------------
 def _ring_watchdog():
     dog = _watchdog
     if dog is not None:
@@ -446,7 +320,7 @@ def _ensure_watchdog():
     global _watchdog
     if _watchdog is not None and _watchdog.is_alive():
         return
-    _watchdog = _Watchdog()
+    _watchdog = loop_watchdog.Watchdog(_slots, _settings, _emit_blocked)
     _watchdog.start()
 
 
