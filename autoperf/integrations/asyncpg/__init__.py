@@ -43,16 +43,19 @@ DEV: ``Connection.prepare()`` (Parse/Describe, no execution) is not a span; the 
 executions are.
 DEV: ``Pool.release`` runs ``Connection.reset`` (unlock, close cursors, UNLISTEN, RESET ALL) on the
 caller's time: that is one ``db.pool.reset`` ``wait`` span, and the reset query inside it is *not*
-a query span (the reset span is a ``_DbSpan``, so the ``execute`` wrapper calls through): it is
-nothing to tune, cache or count. A pool made with ``reset=`` (asyncpg >= 0.30) does not call
-``Connection.reset``: the queries of its callback are recorded as queries.
+a query span (a shared ``_DbSpan`` marker is current meanwhile, so the ``execute`` wrapper calls
+through): it is nothing to tune, cache or count. A pool made with ``reset=`` (asyncpg >= 0.30) does
+not call ``Connection.reset``: the queries of its callback are recorded as queries.
 DEV: the lean ``_execute`` wrapper (the hot path) makes no Span object and nothing current: it
 times the call and hands one tuple to ``spans.record_finished`` (a Span and a ContextVar set +
 reset were ~40 % of the wrapper's cost). Nothing wrapped runs inside ``_execute`` (type
-introspection goes through the private ``__execute``; the outer ``execute`` wrapper and EXPLAIN
-tasks mark themselves current, so ``_execute`` still sees them and calls through). What differs:
-a span started by user code inside the call (a custom codec) hangs under the caller's span, and a
-``loop_blocked`` inside it names the caller's span.
+introspection goes through the private ``__execute``; the outer ``execute`` wrapper, EXPLAIN tasks
+and ``Connection.reset`` mark themselves current, so ``_execute`` still sees them and calls
+through). What differs: a span started by user code inside the call (a custom codec) hangs under
+the caller's span, and a ``loop_blocked`` inside it names the caller's span.
+DEV: the pool waits (``db.pool.acquire``, ``db.pool.reset``) take the lean path too (see ``pools``):
+no Span object, one ``record_finished`` tuple each. What the pool runs inside ``acquire`` (connect,
+``init``/``setup`` callbacks and their queries) hangs under the caller's span, not under the wait.
 DEV: ``Pool`` has ``__slots__`` without ``__weakref__``; the registry holds a weak reference to
 the pool's first ``PoolConnectionHolder`` (which has one and lives exactly as long as its pool).
 

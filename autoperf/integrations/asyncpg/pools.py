@@ -1,7 +1,22 @@
 """Pools: the registry behind ``pool_stats()`` and the wait spans of ``Pool._acquire`` and
-``Connection.reset`` (what ``Pool.release`` runs)."""
+``Connection.reset`` (what ``Pool.release`` runs).
+
+DEV: the two waits are the largest record category of a pooled service (one of each per pooled
+query batch), so they take the lean path of ``queries._execute_factory``: no Span object, timed
+by hand, one tuple to ``spans.record_finished`` with the caller's span as parent.
+- ``Pool._acquire`` makes nothing current: what the pool runs inside it (connecting, the pool's
+  ``init``/``setup`` callbacks and their queries) hangs under the caller's span, not under the
+  acquire wait (which still times all of it), and a ``loop_blocked`` inside it names the caller's
+  span.
+- ``Connection.reset`` must keep the reset query it runs from being recorded: the one shared
+  ``_RESETTING`` marker (a ``_DbSpan``) is current while it runs, so the ``execute`` wrapper calls
+  straight through. A span started inside a reset (nothing in asyncpg does) would hang under that
+  marker, which is never recorded, and a ``loop_blocked`` inside it names ``db.pool.reset`` but
+  not the caller's flow (the reset runs in ``Pool.release``'s own shielded task: only asyncpg code).
+"""
 from __future__ import annotations
 
+import time
 import weakref
 
 from autoperf import diagnostics, spans
@@ -10,6 +25,15 @@ from .common import _DbSpan
 
 _get_current = spans._get_current
 _set_current = spans._set_current
+_reset_current = spans._reset_current
+_record_finished = spans.record_finished
+_failure = spans.failure
+_perf_counter_ns = time.perf_counter_ns
+
+#: The attributes of every wait span (shared: ``record_finished`` never writes to them).
+_WAIT_ATTRS = {"system": "postgresql"}
+#: Current while ``Connection.reset`` runs: the query wrappers inside call straight through.
+_RESETTING = _DbSpan("db.pool.reset", "wait", None, None)
 
 
 # -- the registry --------------------------------------------------------------------------------
@@ -76,15 +100,17 @@ def pool_stats() -> list:
 def _acquire_factory(original):
     async def _acquire(self, timeout):
         _register_pool(self)
-        s = spans.Span("db.pool.acquire", "wait", {"system": "postgresql"}, _get_current())
-        s._token = _set_current(s)
+        parent = _get_current()
+        start = _perf_counter_ns()
         try:
-            return await original(self, timeout)
+            result = await original(self, timeout)
         except BaseException as exc:
-            s.fail(exc)
+            status, etype = _failure(exc)
+            _record_finished("db.pool.acquire", "wait", _WAIT_ATTRS, parent, None, start,
+                             _perf_counter_ns() - start, status, etype)
             raise
-        finally:
-            s.finish()
+        _record_finished("db.pool.acquire", "wait", _WAIT_ATTRS, parent, None, start, _perf_counter_ns() - start)
+        return result
     return _acquire
 
 
@@ -92,15 +118,25 @@ def _reset_factory(original):
     # Pool.release resets the connection (unlock, close cursors, UNLISTEN, RESET ALL) on the
     # caller's time: one "db.pool.reset" wait span, not a query to tune, cache or count.
     async def reset(self, *args, **kwargs):
-        s = _DbSpan("db.pool.reset", "wait", {"system": "postgresql"}, _get_current())
-        s._token = _set_current(s)
+        parent = _get_current()
+        token = _set_current(_RESETTING)
+        start = _perf_counter_ns()
         try:
-            return await original(self, *args, **kwargs)
+            result = await original(self, *args, **kwargs)
         except BaseException as exc:
-            s.fail(exc)
+            status, etype = _failure(exc)
+            _record_finished("db.pool.reset", "wait", _WAIT_ATTRS, parent, None, start,
+                             _perf_counter_ns() - start, status, etype)
             raise
         finally:
-            s.finish()
+            try:
+                _reset_current(token)
+            except ValueError:
+                # Ended in another context than it started in (a coroutine driven by hand): that
+                # context keeps its own value, nothing to restore here (as in ``Span.finish``).
+                pass
+        _record_finished("db.pool.reset", "wait", _WAIT_ATTRS, parent, None, start, _perf_counter_ns() - start)
+        return result
     return reset
 
 

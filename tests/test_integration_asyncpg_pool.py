@@ -1,0 +1,202 @@
+"""asyncpg pool waits against a real PostgreSQL: ``db.pool.acquire`` and ``db.pool.reset`` are
+``wait`` spans, one per call under the caller's span, failures included; the reset query is not a
+query span; and neither wait makes a Span object (waits are the largest record category)."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+asyncpg = pytest.importorskip("asyncpg")
+
+from autoperf import spans, testing  # noqa: E402
+from tests.test_integration_asyncpg import db_spans, dsn, patch_pg  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("autoperf_pipeline")
+
+WAIT_ATTRS = {"system": "postgresql"}
+
+
+def waits(records, name):
+    return [r for r in records if r.get("type") == "span" and r["name"] == name]
+
+
+def hex_id(span):
+    return f"{span.span_id:016x}"
+
+
+def terminate_backend_blocking(dsn, pid):
+    """Terminate backend ``pid`` and wait until it is gone, from another thread, blocking this loop
+    meanwhile: the connection's own protocol has not read the termination yet when we return."""
+    async def kill():
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("SELECT pg_terminate_backend($1)", pid)
+            for _ in range(500):
+                if not await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"backend {pid} still alive")
+        finally:
+            await conn.close()
+
+    errors = []
+
+    def run():
+        try:
+            asyncio.run(kill())
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert not errors, errors
+
+
+class TestWaitSpans:
+    def test_acquire_and_reset_once_per_call_under_the_callers_flow(self, dsn, patch_pg):
+        """Each acquire and release records one wait span under the caller's flow, in order; the reset query is none."""
+        patch_pg()
+
+        async def main():
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+            try:
+                with testing.capture_records() as records:
+                    with spans.span("ladder_command", "flow") as flow:
+                        async with pool.acquire() as conn:
+                            await conn.fetchval("SELECT 1")
+                        conn = await pool.acquire()
+                        await conn.execute("LISTEN autoperf_pool_test")   # the reset query UNLISTENs it
+                        await pool.release(conn)
+                return records, hex_id(flow)
+            finally:
+                await pool.close()
+
+        records, flow_id = asyncio.run(main())
+        found = [r for r in records if r["type"] == "span" and r["kind"] != "flow"]
+        assert [(s["name"], s["kind"]) for s in found] == [
+            ("db.pool.acquire", "wait"), ("db.select", "db"), ("db.pool.reset", "wait"),
+            ("db.pool.acquire", "wait"), ("db.listen", "db"), ("db.pool.reset", "wait")]
+        for s in found:
+            assert s["parent_id"] == flow_id and s["flow_id"] == flow_id and s["flow_name"] == "ladder_command"
+        for s in waits(records, "db.pool.acquire") + waits(records, "db.pool.reset"):
+            assert s["attrs"] == WAIT_ATTRS and s["status"] == "success" and s["error"] is None
+            assert s["duration_ms"] > 0
+        (complete,) = [r for r in records if r["type"] == "flow_complete"]
+        assert [c["name"] for c in complete["checkpoints"]] == [s["name"] for s in found]
+
+    def test_acquire_timeout_and_cancel_on_an_exhausted_pool(self, dsn, patch_pg):
+        """An acquire that times out on an exhausted pool records an error, a cancelled one ``cancelled``."""
+        patch_pg()
+
+        async def main():
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+            try:
+                held = await pool.acquire()
+                with testing.capture_records() as records:
+                    with spans.span("queue_command", "flow") as flow:
+                        with pytest.raises(asyncio.TimeoutError):
+                            await pool.acquire(timeout=0.1)
+                        waiter = asyncio.ensure_future(pool.acquire())
+                        await asyncio.sleep(0.05)
+                        waiter.cancel()
+                        with pytest.raises(asyncio.CancelledError):
+                            await waiter
+                await pool.release(held)
+                assert await pool.fetchval("SELECT 3") == 3     # the pool still works
+                return records, hex_id(flow)
+            finally:
+                await pool.close()
+
+        records, flow_id = asyncio.run(main())
+        timed_out, cancelled = waits(records, "db.pool.acquire")
+        assert (timed_out["status"], timed_out["error"]) == ("error", "TimeoutError")
+        assert timed_out["duration_ms"] >= 90 and timed_out["level"] in ("WARNING", "ERROR")
+        assert (cancelled["status"], cancelled["error"]) == ("cancelled", "asyncio.exceptions.CancelledError")
+        for s in (timed_out, cancelled):
+            assert s["kind"] == "wait" and s["attrs"] == WAIT_ATTRS and s["parent_id"] == flow_id
+
+    def test_a_failing_reset_records_its_error_and_asyncpg_behaves_as_without_us(self, dsn, patch_pg):
+        """A reset that fails (backend terminated) records its error; release raises and recovers as in bare asyncpg."""
+        async def scenario():
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+            try:
+                conn = await pool.acquire()
+                pid = conn.get_server_pid()
+                with testing.capture_records() as records:
+                    with spans.span("report_command", "flow") as flow:
+                        terminate_backend_blocking(dsn, pid)
+                        with pytest.raises(Exception) as raised:
+                            await pool.release(conn)
+                after = await pool.fetchval("SELECT pg_backend_pid()")
+                return raised.type, after != pid, records, hex_id(flow)
+            finally:
+                await pool.close()
+
+        bare_type, bare_reconnected, bare_records, _ = asyncio.run(scenario())
+        assert not waits(bare_records, "db.pool.reset")
+        patch_pg()
+        raised_type, reconnected, records, flow_id = asyncio.run(scenario())
+        assert raised_type is bare_type and issubclass(raised_type, asyncpg.PostgresConnectionError)
+        assert reconnected and bare_reconnected
+        (reset,) = waits(records, "db.pool.reset")
+        assert reset["status"] == "error" and reset["error"] == f"{raised_type.__module__}.{raised_type.__qualname__}"
+        assert reset["kind"] == "wait" and reset["attrs"] == WAIT_ATTRS and reset["parent_id"] == flow_id
+        # the failed reset query is no query span either (the helper thread's queries are roots)
+        assert not [s for s in db_spans(records) if s["flow_id"] == flow_id]
+
+    def test_acquire_and_release_make_no_span_object(self, dsn, patch_pg, monkeypatch):
+        """The acquire and reset waits are recorded without making a Span object (one tuple each)."""
+        patch_pg()
+        made = []
+        real_init = spans.Span.__init__
+
+        def counting_init(self, name, *args, **kwargs):
+            made.append(name)
+            real_init(self, name, *args, **kwargs)
+
+        async def main():
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+            try:
+                with testing.capture_records() as records:
+                    with spans.span("profile_command", "flow"):
+                        monkeypatch.setattr(spans.Span, "__init__", counting_init)
+                        conn = await pool.acquire()
+                        acquired = [n for n in made if n.startswith("db.")]
+                        await conn.fetchval("SELECT $1::int", 1)
+                        await pool.release(conn)
+                        monkeypatch.undo()
+                released = [n for n in made if n.startswith("db.")]
+                return records, acquired, released
+            finally:
+                await pool.close()
+
+        records, acquired, released = asyncio.run(main())
+        assert acquired == [] and released == []
+        assert len(waits(records, "db.pool.acquire")) == 1 and len(waits(records, "db.pool.reset")) == 1
+
+    def test_queries_the_pool_runs_inside_acquire_hang_under_the_callers_span(self, dsn, patch_pg):
+        """A pool ``setup`` callback's query (run inside acquire) is a child of the caller's span, not of the acquire wait."""
+        patch_pg()
+
+        async def setup(conn):
+            await conn.fetchval("SELECT 'setup'")
+
+        async def main():
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1, setup=setup)
+            try:
+                with testing.capture_records() as records:
+                    with spans.span("queue_command", "flow") as flow:
+                        async with pool.acquire():
+                            pass
+                return records, hex_id(flow)
+            finally:
+                await pool.close()
+
+        records, flow_id = asyncio.run(main())
+        (query,) = db_spans(records)
+        (acquire,) = waits(records, "db.pool.acquire")
+        assert query["attrs"]["statement"] == "SELECT ?"
+        assert query["parent_id"] == flow_id and acquire["parent_id"] == flow_id
