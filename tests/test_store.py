@@ -534,3 +534,87 @@ def test_unconvertible_record_is_counted_and_skipped(pg_db, tmp_path):
         sink.close()
     assert q(pg_db, "SELECT count(*) FROM performance_metrics")[0][0] == 2
     assert sink.counters["rejected"] == 1 and sink.counters["inserted"] == 2
+
+
+NASTY = ["back\\slash", "tab\there", "new\nline", "cr\rhere", 'quote"s', "nul\x00char", "ünïcødé ✓ 😀", "\\N", "",
+         "\\.", "x" * 1500, "ends with backslash\\"]
+
+
+def nasty_records():
+    """Records whose values stress the row encoding: escapes, NUL, non-ASCII, long strings, non-str values,
+    missing / offset / numeric timestamps, odd numbers, every record type."""
+    recs = []
+    for i, s in enumerate(NASTY):
+        recs.append(span(i, name=s, flow=s, attrs={"s": s}, status=s, parent_id=s or None))
+        recs.append(span(100 + i, level=s, kind=s, flow_id=s))
+    recs += [
+        span(200, span_id="a" * 1100),                                        # an id longer than 1 KB
+        span(201, span_id="\x00nul-id\\"),
+        span(202, level=7, kind=["db"], status={"code": 1}, flow_id=12.5),    # non-str values in text columns
+        span(203, level=True, kind=1, status=1.0),                            # equal hashes, different texts
+        span(204, dur=float("nan"), pid=True, user_id="77"),
+        span(205, dur=float("inf"), pid=2 ** 40, user_id=2 ** 63),                  # beyond int64: NULL
+        span(206, dur=3, pid=-5, user_id=-(2 ** 63)),
+        span(207, timestamp="2025-01-20T23:30:00.123456-02:00"),              # offset: next UTC day
+        span(208, timestamp=1737400000.25),                                   # epoch seconds
+        span(209, timestamp="2025-02-30T10:00:00.000Z"),                      # not a date: stamped now
+        span(210, timestamp="2025-01-20T10:00:00.000"),                       # no zone: UTC
+        span(211, timestamp=None),
+        span(212, name=None, operation_name="op-fallback"),
+        span(213, span_id=""),                                                # no span id: hashed
+        {"type": "resource", "pid": 1, "rss_mb": 12.5},                       # no timestamp at all
+        {"timestamp": "2025-01-20T10:00:00.000Z", "type": "flow_complete", "flow_name": "f\\\t", "id": 5,
+         "metadata": {"k": "v\x00\\", "n": [1, 2.5, None]}, "user_id": 123, "duration_ms": 1.5},
+        {"timestamp": "2025-01-20T10:00:00.000Z", "type": "alert", "id": "a1", 3: "int key"},
+    ]
+    return recs
+
+
+def test_hard_values_round_trip_exactly(pg_db, tmp_path):
+    """Every column read back from PostgreSQL equals record_to_row's mapping of the record, whatever its strings."""
+    recs = nasty_records()
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=1000, flush_interval_ms=20)
+    try:
+        sink.write(recs)
+        assert sink.sync(30)
+    finally:
+        sink.close()
+    assert sink.counters["inserted"] == len(recs) and not sink.counters["rejected"]
+    got = {(r["timestamp"], r["id"]): dict(r) for r in q(pg_db, "SELECT * FROM performance_metrics")}
+    assert len(got) == len(recs)
+    for rec in recs:
+        want = dict(zip(db.COLUMNS, db.record_to_row(rec)))   # the timestamps the sink stamped are in `rec` now
+        row = dict(got[(want["timestamp"], want["id"])])
+        meta, want_meta = row.pop("metadata"), want.pop("metadata")
+        assert (meta and orjson.loads(meta)) == (want_meta and orjson.loads(want_meta))
+        assert row == want, rec
+        assert "\x00" not in row["record"] and orjson.loads(row["record"]) == orjson.loads(
+            orjson.dumps(rec, option=orjson.OPT_NON_STR_KEYS, default=str).replace(b"\\u0000", b"\\ufffd"))
+    flow = got[(dt.datetime(2025, 1, 20, 10, tzinfo=dt.timezone.utc), "5")]
+    assert flow["flow_name"] == "f\\\t" and orjson.loads(flow["metadata"]) == {"k": "v\ufffd\\", "n": [1, 2.5, None]}
+    assert got[(dt.datetime(2025, 1, 20, 15, 30, 0, tzinfo=dt.timezone.utc), f"{0:016x}")]["operation_name"] == "back\\slash"
+
+
+def test_column_type_changed_by_hand_still_written(pg_db, tmp_path):
+    """A store whose column types differ from schema 2 (a DBA's ALTER) is written with typed values, not refused."""
+    async def prepare():
+        conn = await asyncpg.connect(pg_db)
+        try:
+            await db.migrate(conn)
+            assert await db.copy_layout_ok(conn)
+            await conn.execute("ALTER TABLE performance_metrics ALTER COLUMN duration_ms TYPE numeric, "
+                               "ALTER COLUMN pid TYPE bigint")
+            assert not await db.copy_layout_ok(conn)
+        finally:
+            await conn.close()
+    asyncio.run(prepare())
+    recs = [span(i) for i in range(300)]
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=100, flush_interval_ms=20)
+    try:
+        sink.write(recs)
+        assert sink.sync(30)
+    finally:
+        sink.close()
+    assert sink.counters["inserted"] == 300 and not sink.counters["rejected"]
+    assert q(pg_db, "SELECT sum(duration_ms)::float8, min(pid) FROM performance_metrics")[0][:] == (
+        sum(r["duration_ms"] for r in recs), 4242)
