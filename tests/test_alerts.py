@@ -468,3 +468,24 @@ def test_alerts_section_validates_with_config_loader(tmp_path):
     with pytest.raises(config.ConfigError) as err:
         config.load_config(str(bad))
     assert "alerts.channels[0]" in str(err.value)
+
+
+def test_idle_delivery_thread_sleeps_until_something_is_due():
+    """With nothing pending the delivery thread does not poll (each wake-up costs CPU in every
+    monitored process); an event still gets delivered after group_wait."""
+    records = []
+    eng = AlertEngine(settings({"group_wait_s": 0.2}), emit=records.append, start=False)
+    ticks = []
+    real_tick = eng._tick
+    eng._tick = lambda final=False: (ticks.append(time.monotonic()), real_tick(final))
+    eng.start()
+    try:
+        time.sleep(1.6)
+        assert len(ticks) <= 1, ticks          # polled every 0.5 s before: 3
+        eng.process(flow(9000.0))              # over the default flow rule's limit
+        deadline = time.monotonic() + 5
+        while not records and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        eng.close()
+    assert records and records[0]["type"] == "alert", records

@@ -40,6 +40,9 @@ class _Group:
         self.first_ts = event.get("timestamp")
 
 
+IDLE_WAKEUP_S = 30.0
+
+
 class AlertEngine:
     def __init__(self, cfg: dict, emit=None, start: bool = True):
         self.cfg = cfg
@@ -163,8 +166,10 @@ class AlertEngine:
                 return
 
     def _next_wakeup(self) -> float:
+        # Events and stop() wake the thread through the queue; otherwise it only has to wake for
+        # what is due. The cap is a safety net (an idle wake-up costs ~0.2 ms of CPU on a VM).
         now = time.monotonic()
-        t = now + 0.5
+        t = now + IDLE_WAKEUP_S
         for g in self._groups.values():
             if g.count and g.due is not None:
                 t = min(t, g.due)
