@@ -515,11 +515,6 @@ def row_day(row) -> _dt.date:
     return row[0] if len(row) == 3 else row[1].date()
 
 
-def row_id(row) -> str:
-    """The record id of a :func:`record_to_copy` tuple or a :func:`record_to_row` row."""
-    return row[1] if len(row) == 3 else row[0]
-
-
 async def _copy_typed(conn, table, rows) -> None:
     await conn.copy_records_to_table(table, records=rows, columns=COLUMNS)
 

@@ -378,9 +378,10 @@ class PostgresSink:
             return await self._insert_bisect(rows, recs, acc, self._conn)
         await db.ensure_partitions(self._conn, set(map(db.row_day, rows)), self._known_days)
         k = len(conns)
+        at = 1 if len(rows[0]) == 3 else 0            # the id in a db.record_to_copy / db.record_to_row row
         parts = [([], []) for _ in conns]
         for row, rec in zip(rows, recs):
-            part = parts[hash(db.row_id(row)) % k]
+            part = parts[hash(row[at]) % k]
             part[0].append(row)
             part[1].append(rec)
         results = await asyncio.gather(

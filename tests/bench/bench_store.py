@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -102,6 +104,23 @@ class PgCpu:
         return by
 
 
+class GcTime:
+    """CPU seconds spent in CPython's cyclic garbage collector, per thread name (a gc callback)."""
+
+    def __init__(self):
+        self.by = collections.Counter()
+        self._start: dict = {}
+
+    def __call__(self, phase, info):
+        tid = threading.get_ident()
+        if phase == "start":
+            self._start[tid] = time.thread_time()
+        else:
+            t0 = self._start.pop(tid, None)
+            if t0 is not None:
+                self.by[threading.current_thread().name] += time.thread_time() - t0
+
+
 def thread_cpu(native_ids) -> dict:
     """CPU seconds per thread id, for the given native thread ids."""
     import psutil
@@ -165,6 +184,8 @@ def main():
             sink0 = thread_cpu(sink_threads)
             faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             prod_cpu = 0.0
+            gct = GcTime()
+            gc.callbacks.append(gct)
             windows, last_t, last_n = [], None, 0
             t0 = last_t = time.perf_counter()
             for i in range(0, a.records, a.chunk):
@@ -181,6 +202,7 @@ def main():
                     last_t, last_n = now, done
             ok = sink.sync(600)
             elapsed = time.perf_counter() - t0
+            gc.callbacks.remove(gct)
             sink1 = thread_cpu(sink_threads)
             convert_cpu = sink1.get(convert_tid, 0.0) - sink0.get(convert_tid, 0.0)
             io_cpu = sink1.get(io_tid, 0.0) - sink0.get(io_tid, 0.0)
@@ -219,6 +241,11 @@ def main():
         line += f"; total {total * per:.1f} us -> {1e6 / (total * per) * (os.cpu_count() or 1):,.0f} records/s " \
                 f"if {os.cpu_count()} cpus were ours"
     print(line)
+    gc_sink = sum(v for k, v in gct.by.items() if k.startswith("autoperf-pg"))
+    gil = (sink_cpu + prod_cpu) * per
+    print(f"  one GIL: sink threads + producer {gil:.1f} us/record of Python -> at most {1e6 / gil:,.0f} records/s "
+          f"however many cpus; CPython's cyclic GC {gc_sink * per:.1f} us of the sink threads' and "
+          f"{(sum(gct.by.values()) - gc_sink) * per:.1f} us of the producer thread's per record")
     print(f"  WAL {(wal1 - wal0) / a.records:.0f} B/record ({(wal1 - wal0) / elapsed / 2**20:.0f} MB/s), "
           f"checkpoints during the run: {ckpt1 - ckpt0}; "
           + (f"VACUUM (ANALYZE) afterwards {vacuum * per:.1f} us/record; " if vacuum is not None else "")
