@@ -601,10 +601,8 @@ def test_column_type_changed_by_hand_still_written(pg_db, tmp_path):
         conn = await asyncpg.connect(pg_db)
         try:
             await db.migrate(conn)
-            assert await db.copy_layout_ok(conn)
             await conn.execute("ALTER TABLE performance_metrics ALTER COLUMN duration_ms TYPE numeric, "
                                "ALTER COLUMN pid TYPE bigint")
-            assert not await db.copy_layout_ok(conn)
         finally:
             await conn.close()
     asyncio.run(prepare())

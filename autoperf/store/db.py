@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import re
-import struct
 import sys
 from importlib import resources
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -275,164 +274,6 @@ else:  # pragma: no cover - Python 3.10 does not read 'Z'
         return _dt.datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith("Z") else s)
 
 
-# ---------------------------------------------------------------- records -> binary COPY tuples
-
-# Column order of the tuples `record_to_copy` builds (COPY names its columns, so any order will do):
-# the fixed-size numbers first so one struct.pack writes them together.
-COPY_COLUMNS = ("timestamp", "duration_ms", "pid", "user_id", "id", "type", "level", "flow_name",
-                "operation_name", "kind", "status", "flow_id", "parent_id", "metadata", "record")
-# the column types a binary COPY tuple is encoded for (checked against the table: `copy_layout_ok`)
-COPY_TYPES = {"timestamp": "timestamp with time zone", "duration_ms": "double precision", "pid": "integer",
-              "user_id": "bigint", "id": "text", "type": "text", "level": "text", "flow_name": "text",
-              "operation_name": "text", "kind": "text", "status": "text", "flow_id": "text",
-              "parent_id": "text", "metadata": "jsonb", "record": "text"}
-COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)   # signature, flags, no header extension
-COPY_TRAILER = b"\xff\xff"
-_NULL = b"\xff\xff\xff\xff"
-_LEN = [n.to_bytes(4, "big") for n in range(1024)]     # field length prefixes of short values
-_pack_i = struct.Struct(">i").pack
-_pack_q = struct.Struct(">iq").pack                     # length 8 + int64 (timestamp, bigint)
-_pack_d = struct.Struct(">id").pack
-_pack_ii = struct.Struct(">ii").pack
-_pack_head = struct.Struct(">hiqidii").pack             # 15 fields, timestamp, duration_ms, pid
-_EPOCH_2000 = _dt.datetime(2000, 1, 1, tzinfo=UTC)      # binary timestamptz: microseconds since then
-_US = _dt.timedelta(microseconds=1)
-_MS = {f"{i:03d}": i * 1000 for i in range(1000)}
-_SECONDS: dict = {}      # 'YYYY-MM-DDTHH:MM:SS' -> (microseconds since 2000, UTC date) of that second
-_TEXTS: dict = {}        # (type, level, flow_name, operation_name, kind, status) -> those 6 fields, encoded
-
-
-def _field(v) -> bytes:
-    """A text field: length + UTF-8 (non-str values as str(), NUL characters as U+FFFD); None -> NULL."""
-    if v is None:
-        return _NULL
-    s = v if isinstance(v, str) else str(v)
-    if "\x00" in s:
-        s = s.replace("\x00", "\ufffd")
-    b = s.encode()
-    return (_LEN[len(b)] if len(b) < 1024 else _pack_i(len(b))) + b
-
-
-def _text_fields(key: tuple) -> bytes:
-    """The encoded fields of ``key``'s values, cached when they are all str or None."""
-    out = b"".join(map(_field, key))
-    for v in key:
-        if v is not None and type(v) is not str or type(v) is str and len(v) > 200:
-            return out
-    if len(_TEXTS) >= 4096:
-        _TEXTS.clear()
-    _TEXTS[key] = out
-    return out
-
-
-def _json_bytes(v) -> bytes:
-    """orjson of ``v``; NUL characters as U+FFFD (jsonb and `record::jsonb` refuse them)."""
-    try:
-        b = orjson.dumps(v, default=str)
-    except TypeError:  # non-str dict keys: the slower option (rare)
-        b = orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS, default=str)
-    if b.find(b"\\") >= 0 and b"\\u0000" in b:
-        b = _NUL_ESC.sub(rb"\1\\ufffd", b)
-    return b
-
-
-def _second(prefix: str):
-    """(microseconds since 2000-01-01 UTC, date) of a 'YYYY-MM-DDTHH:MM:SS' UTC second, or None."""
-    if prefix[4] != "-" or prefix[7] != "-" or prefix[10] != "T" or prefix[13] != ":" or prefix[16] != ":":
-        return None
-    try:
-        ts = _fromiso(prefix + "+00:00")
-    except ValueError:
-        return None
-    if len(_SECONDS) >= 4096:
-        _SECONDS.clear()
-    out = _SECONDS[prefix] = ((ts - _EPOCH_2000) // _US, ts.date())
-    return out
-
-
-def record_to_copy(rec: dict) -> tuple:
-    """``(UTC date, id, tuple)``: one `performance_metrics` row as a binary COPY tuple (:data:`COPY_COLUMNS`).
-
-    Maps the record exactly as :func:`record_to_row` does (that function's docstring holds; a test
-    compares the two through the server) and encodes it here instead of in asyncpg's per-value codecs:
-    the timestamp's second is parsed once per second of records, the six low-cardinality text columns
-    are encoded once per distinct combination, the ids and the JSON are used as they are when the JSON
-    has no backslash (then no string of the record holds a NUL: orjson escapes it).
-    """
-    get = rec.get
-    ts = get("timestamp")
-    if (type(ts) is str and len(ts) == 24 and ts[19] == "." and ts[23] == "Z"  # the pipeline's format
-            and (sec := _SECONDS.get(ts[:19]) or _second(ts[:19])) and (ms := _MS.get(ts[20:23])) is not None):
-        us = sec[0] + ms
-        day = sec[1]
-    else:
-        dt = parse_ts(ts)
-        if dt is None:
-            dt = _now_ms()
-            rec["timestamp"] = dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        us = (dt - _EPOCH_2000) // _US
-        day = dt.date()
-    rtype = get("type")
-    name = get("name") or get("operation_name")
-    if not name and rtype == "flow_complete":
-        name = get("flow_name")
-    if rtype == "span" and get("span_id"):
-        rid = get("span_id")
-    else:
-        rid = record_id(rec)
-    if type(rid) is not str:
-        rid = str(rid)
-    dur = get("duration_ms")
-    if type(dur) is not float or dur != dur or dur in _INF:
-        dur = _float(dur)
-    pid = get("pid")
-    if type(pid) is not int or not _INT32[0] <= pid <= _INT32[1]:
-        pid = _int(pid, _INT32)
-    uid = get("user_id")
-    meta = get("metadata")
-    fid = get("flow_id")
-    par = get("parent_id")
-    j = _json_bytes(rec)
-    if dur is not None and pid is not None:
-        out = _pack_head(15, 8, us, 8, dur, 4, pid)
-    else:
-        out = (b"\x00\x0f" + _pack_q(8, us) + (_NULL if dur is None else _pack_d(8, dur))
-               + (_NULL if pid is None else _pack_ii(4, pid)))
-    if uid is not None:
-        uid = _int(uid, _INT64)
-    out += _NULL if uid is None else _pack_q(8, uid)
-    key = (rtype, get("level"), get("flow_name"), name, get("kind"), get("status"))
-    try:
-        texts = _TEXTS.get(key) or _text_fields(key)
-    except TypeError:  # an unhashable value (a list as `kind`, …): encoded as its str(), not cached
-        texts = b"".join(map(_field, key))
-    # The ids: no backslash in the record's JSON means no NUL in any of its strings (orjson escapes it)
-    clean = j.find(b"\\") < 0
-    if clean and type(rid) is str and len(rid) < 256:
-        b = rid.encode()
-        out += _LEN[len(b)] + b + texts
-    else:
-        out += _field(rid) + texts
-    if clean and type(fid) is str and len(fid) < 256:
-        b = fid.encode()
-        out += _LEN[len(b)] + b
-    else:
-        out += _field(fid)
-    if clean and type(par) is str and len(par) < 256:
-        b = par.encode()
-        out += _LEN[len(b)] + b
-    else:
-        out += _field(par)
-    n = len(j)
-    return day, rid, (out + (_NULL if type(meta) is not dict else _jsonb_field(meta))
-                      + (_LEN[n] if n < 1024 else _pack_i(n)) + j)
-
-
-def _jsonb_field(v) -> bytes:
-    b = _json_bytes(v)
-    return _pack_i(len(b) + 1) + b"\x01" + b   # jsonb binary format: version 1, then the text
-
-
 # ---------------------------------------------------------------- writing
 
 async def prepare_connection(conn) -> None:
@@ -452,28 +293,10 @@ _INSERT_SQL = (f"INSERT INTO performance_metrics ({_COLS}) SELECT {_COLS} FROM {
                "ON CONFLICT DO NOTHING")
 
 
-async def copy_layout_ok(conn) -> bool:
-    """True when `performance_metrics` has the column types :func:`record_to_copy` encodes for (schema 2).
-
-    Binary COPY carries no types: a tuple encoded for another layout (the version-1 store, whose
-    `record` is jsonb, or a column a DBA changed) would be refused or misread, so such a store is
-    written with :func:`record_to_row` rows and asyncpg's codecs instead, as before.
-    """
-    rows = await conn.fetch(
-        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-        "WHERE attrelid = 'performance_metrics'::regclass AND attnum > 0 AND NOT attisdropped")
-    types = {r[0]: r[1] for r in rows}
-    return all(types.get(col) == t for col, t in COPY_TYPES.items())
-
-
 async def insert_rows(conn, rows: list[tuple], known_days: set, dedupe: bool = False, counts=None) -> int:
     """Write ``rows``; returns how many were inserted (rows already present are skipped: idempotent).
 
-    ``rows`` are either all :func:`record_to_copy` tuples ``(day, id, bytes)`` (binary COPY of those
-    bytes; the table must pass :func:`copy_layout_ok`) or all :func:`record_to_row` rows (asyncpg
-    encodes them; any layout).
-
-    Fast path: one COPY per UTC day straight into that day's partition, one transaction; the
+    Fast path: one binary COPY per UTC day straight into that day's partition, one transaction; the
     primary key (timestamp, id) refuses a record that is already stored, and only then (or right away
     when the caller says duplicates are likely: ``dedupe``) the batch goes the checked way: COPY into
     the temp staging table and ``INSERT … ON CONFLICT DO NOTHING``. Creates missing day partitions first.
@@ -481,83 +304,33 @@ async def insert_rows(conn, rows: list[tuple], known_days: set, dedupe: bool = F
     """
     if not rows:
         return 0
-    copy = _copy_bytes if len(rows[0]) == 3 else _copy_typed
     by_day: dict = {}
-    if copy is _copy_bytes:
-        for r in rows:
-            part = by_day.get(r[0])
-            if part is None:
-                by_day[r[0]] = [r]
-            else:
-                part.append(r)
-    else:
-        for r in rows:
-            day = r[1].date()
-            part = by_day.get(day)
-            if part is None:
-                by_day[day] = [r]
-            else:
-                part.append(r)
+    for r in rows:
+        day = r[1].date()
+        part = by_day.get(day)
+        if part is None:
+            by_day[day] = [r]
+        else:
+            part.append(r)
     await ensure_partitions(conn, by_day, known_days)
     if not dedupe:
         try:
-            return await _with_partition_retry(conn, by_day, known_days, _copy_direct, copy)
+            return await _with_partition_retry(conn, by_day, known_days, _copy_direct)
         except Exception as exc:
             if getattr(exc, "sqlstate", None) != "23505":   # unique_violation: some rows are stored already
                 raise
     if counts is not None:
         counts["checked_batches"] += 1
-    return await _with_partition_retry(conn, by_day, known_days, _copy_checked, copy)
+    return await _with_partition_retry(conn, by_day, known_days, _copy_checked)
 
 
-def row_day(row) -> _dt.date:
-    """The UTC day of a :func:`record_to_copy` tuple or a :func:`record_to_row` row."""
-    return row[0] if len(row) == 3 else row[1].date()
-
-
-async def _copy_typed(conn, table, rows) -> None:
-    await conn.copy_records_to_table(table, records=rows, columns=COLUMNS)
-
-
-async def _copy_bytes(conn, table, rows) -> None:
-    await conn.copy_to_table(table, source=_Chunks(rows), columns=COPY_COLUMNS, format="binary")
-
-
-class _Chunks:
-    """The COPY data of ``rows`` as an async iterable of ~64 KB pieces.
-
-    One joined buffer of a whole batch (megabytes) would be a fresh mmap each time: its page faults
-    cost more than the join. Pieces this small reuse the heap.
-    """
-
-    __slots__ = ("rows", "i")
-    STEP = 1000
-
-    def __init__(self, rows):
-        self.rows, self.i = rows, -1
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        i, rows = self.i, self.rows
-        if i < 0:
-            self.i = 0
-            return COPY_HEADER
-        if i > len(rows):
-            raise StopAsyncIteration
-        self.i = i + self.STEP
-        chunk = b"".join([r[2] for r in rows[i:i + self.STEP]])
-        return chunk + COPY_TRAILER if i + self.STEP > len(rows) else chunk
-
-
-async def _copy_direct(conn, by_day, routed: bool, copy) -> int:
+async def _copy_direct(conn, by_day, routed: bool) -> int:
     async with conn.transaction():
         if routed:  # through the parent (PostgreSQL finds the partitions)
-            await copy(conn, "performance_metrics", _all(by_day))
+            await conn.copy_records_to_table("performance_metrics", records=_all(by_day), columns=COLUMNS)
         else:
             for day, part in by_day.items():
-                await copy(conn, partition_name(day), part)
+                await conn.copy_records_to_table(partition_name(day), records=part, columns=COLUMNS)
     return sum(map(len, by_day.values()))
 
 
@@ -565,22 +338,22 @@ def _all(by_day) -> list:
     return [r for part in by_day.values() for r in part]
 
 
-async def _copy_checked(conn, by_day, routed: bool, copy) -> int:
+async def _copy_checked(conn, by_day, routed: bool) -> int:
     sql = _INSERT_SQL
     if len(by_day) == 1 and not routed:  # skip tuple routing: straight into that day's partition
         sql = _INSERT_SQL.replace("INTO performance_metrics ", f"INTO {partition_name(next(iter(by_day)))} ", 1)
     async with conn.transaction():
-        await copy(conn, STAGING, _all(by_day))
+        await conn.copy_records_to_table(STAGING, records=_all(by_day), columns=COLUMNS)
         status = await conn.execute(sql)
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def _with_partition_retry(conn, by_day, known_days, write, copy) -> int:
+async def _with_partition_retry(conn, by_day, known_days, write) -> int:
     """``write`` into the day partitions by name; if one was dropped or renamed behind our back, (re)create
     the missing ones and write through the parent instead."""
     for attempt in (0, 1, 2):
         try:
-            return await write(conn, by_day, attempt > 0, copy)
+            return await write(conn, by_day, attempt > 0)
         except Exception as exc:
             if attempt < 2 and getattr(exc, "sqlstate", None) in ("23514", "42P01"):  # partition dropped behind our back
                 known_days.clear()

@@ -90,7 +90,6 @@ class PostgresSink:
         self._conn = None                 # primary connection (migrations, replay, rollup, inserts)
         self._extra: list = []            # further connections: a big batch is split across all of them
         self._known_days: set = set()
-        self._binary = True               # the store takes db.record_to_copy tuples (checked on connect)
         self._next_connect = 0.0
         self._backoff = 0.25
         self._down_since = None
@@ -283,13 +282,12 @@ class PostgresSink:
                 try:
                     await db.migrate(conn, rewrite_ok=False)
                     await db.prepare_connection(conn)
-                    binary = await db.copy_layout_ok(conn)
                 except BaseException:
                     await conn.close()
                     raise
-                return conn, binary
+                return conn
 
-            self._conn, self._binary = self._run_coro(connect())
+            self._conn = self._run_coro(connect())
         except Exception as exc:  # noqa: BLE001
             self._conn = None
             self._note_down(exc)
@@ -342,11 +340,8 @@ class PostgresSink:
         self._next_connect = 0.0
         self._note_down(exc)
 
-    def _to_row(self):
-        return db.record_to_copy if self._binary else db.record_to_row
-
     def _process(self, batch):
-        to_row = self._to_row()
+        to_row = db.record_to_row
         try:
             rows, recs = [to_row(rec) for rec in batch], batch
         except Exception:  # noqa: BLE001 - an unconvertible record: again one by one (to_row is repeatable)
@@ -376,12 +371,11 @@ class PostgresSink:
         conns = [self._conn] + [c for c in self._extra if not c.is_closed()]
         if len(conns) == 1 or len(rows) < 2000:
             return await self._insert_bisect(rows, recs, acc, self._conn)
-        await db.ensure_partitions(self._conn, set(map(db.row_day, rows)), self._known_days)
+        await db.ensure_partitions(self._conn, {r[1].date() for r in rows}, self._known_days)
         k = len(conns)
-        at = 1 if len(rows[0]) == 3 else 0            # the id in a db.record_to_copy / db.record_to_row row
         parts = [([], []) for _ in conns]
         for row, rec in zip(rows, recs):
-            part = parts[hash(row[at]) % k]
+            part = parts[hash(row[0]) % k]
             part[0].append(row)
             part[1].append(rec)
         results = await asyncio.gather(
@@ -393,8 +387,6 @@ class PostgresSink:
 
     async def _insert_bisect(self, rows, recs, acc, conn):
         """Insert (on the io loop); a data error splits the batch to isolate bad records. Counts go to ``acc``."""
-        if not self._binary and len(rows[0]) == 3:  # converted before a connect found an older layout
-            rows = [db.record_to_row(rec) for rec in recs]
         try:
             n = await db.insert_rows(conn, rows, self._known_days, counts=acc)
             acc["inserted"] += n
@@ -465,7 +457,6 @@ class PostgresSink:
             self._replay = [files[0], 0]
         path, offset = self._replay
         recs, rows = [], []
-        to_row = self._to_row()
         try:
             with open(path, "rb") as f:
                 f.seek(offset)
@@ -478,7 +469,7 @@ class PostgresSink:
                     offset = f.tell()
                     try:
                         rec = orjson.loads(line)
-                        rows.append(to_row(rec))
+                        rows.append(db.record_to_row(rec))
                         recs.append(rec)
                     except Exception:  # noqa: BLE001
                         self.counters["spill_bad_lines"] += 1
