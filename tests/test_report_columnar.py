@@ -272,3 +272,18 @@ def test_chunk_directory_of_a_killed_report_is_removed_by_the_next(logs):
     finally:
         for d in (stale, running):
             shutil.rmtree(d, ignore_errors=True)
+
+
+def test_duckdb_prints_no_progress_bar_on_stdout(logs, capfd):
+    """DuckDB draws a progress bar on stdout (a pipe too) for a query over 2 s: it would land in the
+    middle of `autoperf report --format json > out.json`. Shown at once here if it were on."""
+    from autoperf.analysis.columnar import ColumnarReader
+
+    rd = ColumnarReader(Aggregator(**SMALL), chunk_bytes=40_000)
+    rd.con.execute("SET progress_bar_time = 0")
+    try:
+        rd.run(sorted(str(p) for p in logs.iterdir()))
+    finally:
+        rd.close()
+    assert rd.records > 3000
+    assert capfd.readouterr().out == ""

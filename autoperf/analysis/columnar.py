@@ -118,8 +118,12 @@ class ColumnarReader:
         self.since, self.until = to_ts(since), to_ts(until)
         self.chunk_bytes = chunk_bytes
         self.progress = progress
+        # No progress bar: DuckDB prints it on stdout (also to a pipe) once a query runs > 2 s, which
+        # would land in the middle of `autoperf report --format json > out.json`.
         self.con = duckdb.connect(config={"threads": max(1, threads or os.cpu_count() or 1),
                                           "preserve_insertion_order": True, "memory_limit": "2GB"})
+        self.con.execute("SET enable_progress_bar = false")
+        self.con.execute("SET enable_progress_bar_print = false")
         base = tmpdir or chunk_dir_base(chunk_bytes)
         _remove_stale_chunk_dirs(base)
         self.tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=base)

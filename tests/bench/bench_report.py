@@ -137,6 +137,7 @@ elif mode == "parse":
     import duckdb
     from autoperf.analysis.columnar import _COLUMNS
     con = duckdb.connect(config={{"threads": jobs}})
+    con.execute("SET enable_progress_bar = false")
     out["records"] = con.execute(
         f"SELECT count(*) FROM read_json('{{path}}', format='newline_delimited', columns={{_COLUMNS}}, "
         "ignore_errors=true)").fetchone()[0]
