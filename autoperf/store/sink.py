@@ -18,19 +18,10 @@ import time
 
 import orjson
 
+from autoperf import pids
 from autoperf.store import db
 
 _SPILL_OPTS = orjson.OPT_NON_STR_KEYS
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _is_transient(exc: BaseException, conn) -> bool:
@@ -440,7 +431,7 @@ class PostgresSink:
                 pid = int(os.path.basename(path).split("_")[2])
             except (IndexError, ValueError):
                 continue
-            if pid == os.getpid() or not _pid_alive(pid):
+            if pid == os.getpid() or not pids.alive(pid):
                 out.append(path)
         return out
 
