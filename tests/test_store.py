@@ -616,3 +616,22 @@ def test_column_type_changed_by_hand_still_written(pg_db, tmp_path):
     assert sink.counters["inserted"] == 300 and not sink.counters["rejected"]
     assert q(pg_db, "SELECT sum(duration_ms)::float8, min(pid) FROM performance_metrics")[0][:] == (
         sum(r["duration_ms"] for r in recs), 4242)
+
+
+def test_record_the_sink_cannot_convert_is_kept_in_the_rejected_log(pg_db, tmp_path):
+    """A record that cannot become a row (an integer over 64 bits: orjson refuses it) is counted and
+    written to pg_rejected_*.log, not lost; the rest of its batch lands."""
+    import json
+    recs = [span(i) for i in range(50)]
+    recs[7]["attrs"] = {"huge": 2 ** 70}
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=1000, flush_interval_ms=20)
+    try:
+        sink.write(recs)
+        assert sink.sync(30)
+    finally:
+        sink.close()
+    assert q(pg_db, "SELECT count(*) FROM performance_metrics")[0][0] == 49
+    (rejected,) = glob.glob(str(tmp_path / "pg_rejected_*.log"))
+    lines = [json.loads(x) for x in open(rejected, "rb").read().splitlines()]
+    assert [(r["span_id"], r["attrs"]["huge"]) for r in lines] == [(recs[7]["span_id"], 2 ** 70)]
+    assert sink.counters["rejected"] == 1

@@ -24,6 +24,14 @@ from autoperf.store import db
 _SPILL_OPTS = orjson.OPT_NON_STR_KEYS
 
 
+def _line(rec) -> bytes:
+    try:
+        return orjson.dumps(rec, option=_SPILL_OPTS, default=str) + b"\n"
+    except TypeError:   # what orjson cannot write (an int over 64 bits): the standard library can
+        import json
+        return json.dumps(rec, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
+
+
 def _is_transient(exc: BaseException, conn) -> bool:
     """True when ``exc`` means "the server is (temporarily) not there" rather than "this data is bad"."""
     if conn is None or conn.is_closed():
@@ -336,13 +344,14 @@ class PostgresSink:
         try:
             rows, recs = [to_row(rec) for rec in batch], batch
         except Exception:  # noqa: BLE001 - an unconvertible record: again one by one (to_row is repeatable)
-            rows, recs = [], []
+            rows, recs, bad = [], [], []
             for rec in batch:
                 try:
                     rows.append(to_row(rec))
                     recs.append(rec)
                 except Exception:  # noqa: BLE001
-                    self.counters["rejected"] += 1
+                    bad.append(rec)
+            self._reject(bad, "a record it cannot store (e.g. an integer over 64 bits)")
         self._finish_pending()           # the previous batch ran while this one was converted
         if not rows:
             return
@@ -400,7 +409,18 @@ class PostgresSink:
     def _write_lines(self, path, recs):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "ab") as f:
-            f.write(b"".join(orjson.dumps(r, option=_SPILL_OPTS, default=str) + b"\n" for r in recs))
+            f.write(b"".join(_line(r) for r in recs))
+
+    def _reject(self, recs, why):
+        """Count ``recs`` as rejected and keep them in pg_rejected_<pid>.log (never silently lost)."""
+        if not recs:
+            return
+        self.counters["rejected"] += len(recs)
+        try:
+            self._write_lines(os.path.join(self.log_dir, f"pg_rejected_{os.getpid()}.log"), recs)
+        except Exception:  # noqa: BLE001 - counted above; the warning says where they should be
+            pass
+        db.report_warning("store_rejected", f"PostgreSQL sink: {why}; kept in pg_rejected_*.log")
 
     def _spill(self, recs):
         try:
