@@ -109,3 +109,24 @@ def test_install_registers_with_the_real_pipeline():
     pipeline.emit({"type": "flow_complete", "flow_name": "setup_command", "duration_ms": 1.0, "status": "success"})
     pipeline.flush()
     assert live.command("setup_command")["count"] == 3     # no longer fed
+
+
+def test_full_rings_stay_small():
+    """A long-running program fills every ring: 20 names x 10 000 entries must not cost tens of MB
+    (tuples of floats did: ~22 MB here; flat arrays ~3.5 MB)."""
+    import tracemalloc
+    s = LiveStats()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(12_000):
+            for n in range(20):
+                s.process({"type": "span", "kind": "db", "name": f"db.q{n}", "duration_ms": i * 0.5,
+                           "status": "success" if i % 7 else "error"})
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert used < 6_000_000, used
+    st = s.operation("db.q3")
+    assert st["count"] == 10_000 and st["max_ms"] == 11_999 * 0.5       # the newest 10 000 kept
+    assert st["error_rate_pct"] == pytest.approx(100 * sum(1 for i in range(2000, 12_000) if i % 7 == 0) / 10_000)
