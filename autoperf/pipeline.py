@@ -267,6 +267,8 @@ def _run_writer():
         else:                   # nothing came: wake less often (emit() rings, see module doc)
             wait = min(wait * 2, max(IDLE_WAIT_S, _flush_interval))
             _backing_off[0] = wait > _flush_interval
+            if BUFFER:          # emitted before the flag was up: not rung
+                wait = _flush_interval
 
 
 def ensure_started():
