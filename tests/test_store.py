@@ -418,6 +418,17 @@ def test_store_section_validates_with_config_loader(tmp_path, monkeypatch):
     assert "store.batch_records" in str(err.value)
 
 
+def _write_all(pg_db, tmp_path, recs):
+    """One sink writes ``recs`` in one batch, synced and closed; returns it (counters)."""
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=1000, flush_interval_ms=20)
+    try:
+        sink.write(recs)
+        assert sink.sync(30)
+    finally:
+        sink.close()
+    return sink
+
+
 def test_record_refused_by_the_server_is_isolated(pg_db, tmp_path):
     """A record PostgreSQL refuses (a real CHECK constraint) is isolated into pg_rejected_*.log; the rest land."""
     async def prepare():
@@ -430,12 +441,7 @@ def test_record_refused_by_the_server_is_isolated(pg_db, tmp_path):
     asyncio.run(prepare())
     recs = [span(i) for i in range(1000)]
     recs[617]["level"] = "BOOM"
-    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=1000, flush_interval_ms=20)
-    try:
-        sink.write(recs)
-        assert sink.sync(30)
-    finally:
-        sink.close()
+    sink = _write_all(pg_db, tmp_path, recs)
     assert q(pg_db, "SELECT count(*) FROM performance_metrics")[0][0] == 999
     rejected = glob.glob(str(tmp_path / "pg_rejected_*.log"))
     assert len(rejected) == 1
@@ -624,12 +630,7 @@ def test_record_the_sink_cannot_convert_is_kept_in_the_rejected_log(pg_db, tmp_p
     import json
     recs = [span(i) for i in range(50)]
     recs[7]["attrs"] = {"huge": 2 ** 70}
-    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=1000, flush_interval_ms=20)
-    try:
-        sink.write(recs)
-        assert sink.sync(30)
-    finally:
-        sink.close()
+    sink = _write_all(pg_db, tmp_path, recs)
     assert q(pg_db, "SELECT count(*) FROM performance_metrics")[0][0] == 49
     (rejected,) = glob.glob(str(tmp_path / "pg_rejected_*.log"))
     lines = [json.loads(x) for x in open(rejected, "rb").read().splitlines()]

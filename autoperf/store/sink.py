@@ -351,7 +351,9 @@ class PostgresSink:
                     recs.append(rec)
                 except Exception:  # noqa: BLE001
                     bad.append(rec)
-            self._reject(bad, "a record it cannot store (e.g. an integer over 64 bits)")
+            if bad:
+                self.counters["rejected"] += len(bad)
+                self._keep_rejected(bad, "PostgreSQL sink: a record it cannot store (e.g. an integer over 64 bits)")
         self._finish_pending()           # the previous batch ran while this one was converted
         if not rows:
             return
@@ -396,9 +398,7 @@ class PostgresSink:
                 raise
             if len(rows) == 1:
                 acc["rejected"] += 1
-                self._write_lines(os.path.join(self.log_dir, f"pg_rejected_{os.getpid()}.log"), recs)
-                db.report_warning("store_rejected",
-                                  f"PostgreSQL refused a record ({type(exc).__name__}); kept in pg_rejected_*.log")
+                self._keep_rejected(recs, f"PostgreSQL refused a record ({type(exc).__name__})")
                 return
             mid = len(rows) // 2
             await self._insert_bisect(rows[:mid], recs[:mid], acc, conn)
@@ -411,16 +411,14 @@ class PostgresSink:
         with open(path, "ab") as f:
             f.write(b"".join(_line(r) for r in recs))
 
-    def _reject(self, recs, why):
-        """Count ``recs`` as rejected and keep them in pg_rejected_<pid>.log (never silently lost)."""
-        if not recs:
-            return
-        self.counters["rejected"] += len(recs)
+    def _keep_rejected(self, recs, why):
+        """Keep records that will never be stored in pg_rejected_<pid>.log (never silently lost), and say so.
+        The caller counts them."""
         try:
             self._write_lines(os.path.join(self.log_dir, f"pg_rejected_{os.getpid()}.log"), recs)
-        except Exception:  # noqa: BLE001 - counted above; the warning says where they should be
+        except Exception:  # noqa: BLE001 - counted by the caller; the warning says where they should be
             pass
-        db.report_warning("store_rejected", f"PostgreSQL sink: {why}; kept in pg_rejected_*.log")
+        db.report_warning("store_rejected", f"{why}; kept in pg_rejected_*.log")
 
     def _spill(self, recs):
         try:
