@@ -265,6 +265,33 @@ class TestLagMonitor:
         assert stats["max"] >= 100
         assert set(stats) == {"avg", "p50", "p95", "max", "count"}
 
+    def test_idle_loop_is_not_woken_for_the_lag_tick(self, loop_patched, monkeypatch):
+        """While the loop sleeps with nothing else to do, the tick does not wake it (each wake-up costs
+        CPU); the ticks slept through still count, with lag 0. Under load the tick runs as before."""
+        ran = []
+        real_tick = event_loop._LoopState.tick
+        monkeypatch.setattr(event_loop._LoopState, "tick", lambda self: (ran.append(1), real_tick(self)))
+
+        async def idle():
+            await asyncio.sleep(0.5)
+
+        asyncio.run(idle())
+        stats = event_loop.lag_stats()
+        assert len(ran) <= 2                   # one tick when the sleep's timer woke the loop
+        assert 20 <= stats["count"] <= 27 and stats["max"] < 15   # 25 ticks of 20 ms
+
+        async def busy():
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end:
+                time.sleep(0.004)              # the loop is never idle: every tick runs
+                await asyncio.sleep(0)
+
+        ran.clear()
+        asyncio.run(busy())
+        assert 8 <= len(ran) <= 17
+        stats = event_loop.lag_stats()
+        assert stats["count"] == len(ran) and stats["max"] < 15
+
     def test_loops_in_several_threads_are_all_probed(self, loop_patched):
         """Loops running at the same time in three threads are each probed every interval."""
         threads = [threading.Thread(target=asyncio.run, args=(asyncio.sleep(0.4),)) for _ in range(3)]
