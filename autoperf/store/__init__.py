@@ -8,7 +8,7 @@ import os
 
 DEFAULTS = {
     "dsn": "",
-    "batch_records": 5000,
+    "batch_records": 10000,
     "flush_interval_ms": 1000,
     "max_buffer_records": 200000,
     "rollup": True,
@@ -23,7 +23,7 @@ from autoperf.config.schema import Bool, Field, Float, Int, Obj, Str, with_defau
 CONFIG_SCHEMA = Obj({
     "dsn": Field(Str(), default="", doc="PostgreSQL DSN; empty = store disabled. Usually "
                  "`${AUTOPERF_PG_DSN:-}` so the secret stays in the environment. Never printed."),
-    "batch_records": Field(Int(min=1), default=5000, doc="Most records per COPY batch."),
+    "batch_records": Field(Int(min=1), default=10000, doc="Most records per COPY batch."),
     "flush_interval_ms": Field(Int(min=10), default=1000, doc="Longest time a record waits before its batch is written."),
     "max_buffer_records": Field(Int(min=100), default=200000,
                                 doc="Records held in memory for the sink; beyond that they are dropped and counted."),

@@ -54,7 +54,7 @@ def _is_transient(exc: BaseException, conn) -> bool:
 class PostgresSink:
     """Pipeline sink writing records to PostgreSQL (see module docstring and docs/store.md)."""
 
-    def __init__(self, dsn: str, log_dir="logs", *, batch_records: int = 5000, flush_interval_ms: float = 1000,
+    def __init__(self, dsn: str, log_dir="logs", *, batch_records: int = 10000, flush_interval_ms: float = 1000,
                  max_buffer_records: int = 200000, rollup: bool = True, connect_timeout_s: float = 5.0,
                  retry_max_s: float = 10.0, max_spill_mb: float = 1024, command_timeout_s: float = 60.0,
                  connections: int = 2, start: bool = True):

@@ -1,6 +1,6 @@
 """Sustained PostgresSink throughput into a local PostgreSQL (goal: >= 100k records/s).
 
-Run: .venv/bin/python tests/bench/bench_store.py [--records 2000000] [--batch 5000] [--connections 2]
+Run: .venv/bin/python tests/bench/bench_store.py [--records 2000000] [--batch 10000] [--connections 2]
 
 Uses the same server resolution as the tests (tests/pgserver.py) and a fresh database, dropped after.
 Records are generated while the sink runs (memory stays flat); the producer's own CPU is measured and
@@ -157,7 +157,7 @@ async def _server_counters(dsn):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=2_000_000)
-    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--batch", type=int, default=10000)
     ap.add_argument("--chunk", type=int, default=1000, help="records per write() call (pipeline batch)")
     ap.add_argument("--connections", type=int, default=2)
     ap.add_argument("--backlog", type=int, default=None,
