@@ -278,7 +278,7 @@ class TestLagMonitor:
         asyncio.run(idle())
         stats = event_loop.lag_stats()
         assert len(ran) <= 2                   # one tick when the sleep's timer woke the loop
-        assert 20 <= stats["count"] <= 27 and stats["max"] < 15   # 25 ticks of 20 ms
+        assert 20 <= stats["count"] <= 35 and stats["max"] < 50   # ~25 ticks of 20 ms
 
         async def busy():
             end = time.monotonic() + 0.3
@@ -290,7 +290,7 @@ class TestLagMonitor:
         asyncio.run(busy())
         assert 8 <= len(ran) <= 17
         stats = event_loop.lag_stats()
-        assert stats["count"] == len(ran) and stats["max"] < 15
+        assert stats["count"] == len(ran) and stats["max"] < 50   # no lag-0 samples added
 
     def test_loops_in_several_threads_are_all_probed(self, loop_patched):
         """Loops running at the same time in three threads are each probed every interval."""
