@@ -579,12 +579,7 @@ def nasty_records():
 def test_hard_values_round_trip_exactly(pg_db, tmp_path):
     """Every column read back from PostgreSQL equals record_to_row's mapping of the record, whatever its strings."""
     recs = nasty_records()
-    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=1000, flush_interval_ms=20)
-    try:
-        sink.write(recs)
-        assert sink.sync(30)
-    finally:
-        sink.close()
+    sink = _write_all(pg_db, tmp_path, recs)
     assert sink.counters["inserted"] == len(recs) and not sink.counters["rejected"]
     got = {(r["timestamp"], r["id"]): dict(r) for r in q(pg_db, "SELECT * FROM performance_metrics")}
     assert len(got) == len(recs)
