@@ -181,6 +181,13 @@ class _LoopState:
             self.idle_ticks += int((now - self.expected) / self.interval_s)
             self.expected = now
 
+    def next_timer_but_tick(self, loop):
+        """``loop.time()`` at which the loop's next timer other than the lag tick is due, or None."""
+        heap = loop._scheduled  # noqa: SLF001 - the loop's timer heap: heap[0] is the next timer
+        # the second-smallest of a binary heap is a child of the root
+        nxt = heap[1:3] if heap and heap[0] is self.timer else heap[:1]
+        return min((h._when for h in nxt), default=None)  # noqa: SLF001
+
     def stop(self):
         timer, self.timer = self.timer, None
         if timer is not None:
@@ -260,11 +267,10 @@ def _select_hook(state, real):
             # on a VM): sleep until the next other timer or I/O instead (slept_through_tick).
             loop = state.loop()
             try:
-                heap = loop._scheduled  # noqa: SLF001 - the timer heap; heap[0] is the next timer
+                heap = loop._scheduled  # noqa: SLF001
                 if heap and heap[0] is state.timer:
-                    later = heap[1:3]   # the second-smallest of a binary heap is a child of the root
-                    timeout = (min(max(0.0, min(h._when for h in later) - loop.time()), 86400.0)  # noqa: SLF001
-                               if later else None)
+                    when = state.next_timer_but_tick(loop)
+                    timeout = None if when is None else min(max(0.0, when - loop.time()), 86400.0)
                 else:
                     loop = None
             except (AttributeError, TypeError, ValueError):

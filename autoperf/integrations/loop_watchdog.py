@@ -131,10 +131,7 @@ def _idle_wake_at(state, now, threshold):
     try:
         if loop is None or loop._ready:  # noqa: SLF001 - handles waiting (call_soon from a thread)
             return None
-        heap = loop._scheduled  # noqa: SLF001 - the loop's timer heap (a list; it sleeps now)
-        if heap and heap[0] is state.timer:
-            heap = heap[1:3]  # the second-smallest of a binary heap is a child of the root
-        when = min((h._when for h in heap), default=None)  # noqa: SLF001
+        when = state.next_timer_but_tick(loop)  # the loop sleeps now: its heap holds still
         if when is None:
             return now + int(LONG_SLEEP_S * 1e9)
         return now + max(0, int((when - loop.time()) * 1e9)) + threshold
