@@ -83,6 +83,8 @@ asyncio.run(main())
 
 CONFIG = '''
 loop: {blocking_threshold_ms: 100}
+integrations:
+  asyncpg: {pool_wait_span_ms: 0}   # every pool wait a span (the default records those over 1 ms)
 targets:
   - target: "__main__:report_match"
     kind: flow

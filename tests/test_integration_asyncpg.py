@@ -286,7 +286,7 @@ class TestPool:
                     assert await pool.fetchval("SELECT mmr FROM players WHERE name <> $1 ORDER BY id LIMIT 1",
                                                SECRET) == 1
                 names = [s["name"] for s in records if s.get("type") == "span"]
-                assert names.count("db.pool.acquire") == 1
+                assert names.count("db.pool.acquire") <= 1      # a span only when it took > 1 ms
                 selects = [s for s in db_spans(records)
                            if s["attrs"]["statement"].startswith("SELECT mmr")]
                 assert len(selects) == 1 and selects[0]["attrs"]["rows"] == 1
@@ -319,7 +319,7 @@ class TestPool:
                     assert await w == 2
                     await h
                 waits = [s for s in records if s.get("type") == "span" and s["name"] == "db.pool.acquire"]
-                assert len(waits) == 2 and all(s["kind"] == "wait" for s in waits)
+                assert 1 <= len(waits) <= 2 and all(s["kind"] == "wait" for s in waits)
                 waited = [s for s in waits if s["flow_name"] == "waiting_flow"]
                 assert len(waited) == 1 and waited[0]["duration_ms"] >= 150
                 after = [p for p in apg.pool_stats() if p["max_size"] == 1][0]

@@ -1,6 +1,7 @@
 """asyncpg pool waits against a real PostgreSQL: ``db.pool.acquire`` and ``db.pool.reset`` are
-``wait`` spans, one per call under the caller's span, failures included; the reset query is not a
-query span; and neither wait makes a Span object (waits are the largest record category)."""
+``wait`` spans under the caller's span (every one with ``pool_wait_span_ms: 0``; by default only
+those over 1 ms, and failures), each counted in ``wait_stats()`` and the resource record; the
+reset query is not a query span; and neither wait makes a Span object."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +12,7 @@ import pytest
 asyncpg = pytest.importorskip("asyncpg")
 
 from autoperf import spans, testing  # noqa: E402
+from autoperf.integrations import asyncpg as apg  # noqa: E402
 from tests.test_integration_asyncpg import db_spans, dsn, patch_pg  # noqa: E402,F401
 
 pytestmark = pytest.mark.usefixtures("autoperf_pipeline")
@@ -58,7 +60,7 @@ def terminate_backend_blocking(dsn, pid):
 class TestWaitSpans:
     def test_acquire_and_reset_once_per_call_under_the_callers_flow(self, dsn, patch_pg):
         """Each acquire and release records one wait span under the caller's flow, in order; the reset query is none."""
-        patch_pg()
+        patch_pg(pool_wait_span_ms=0)
 
         async def main():
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
@@ -149,7 +151,7 @@ class TestWaitSpans:
 
     def test_acquire_and_release_make_no_span_object(self, dsn, patch_pg, monkeypatch):
         """The acquire and reset waits are recorded without making a Span object (one tuple each)."""
-        patch_pg()
+        patch_pg(pool_wait_span_ms=0)
         made = []
         real_init = spans.Span.__init__
 
@@ -179,7 +181,7 @@ class TestWaitSpans:
 
     def test_queries_the_pool_runs_inside_acquire_hang_under_the_callers_span(self, dsn, patch_pg):
         """A pool ``setup`` callback's query (run inside acquire) is a child of the caller's span, not of the acquire wait."""
-        patch_pg()
+        patch_pg(pool_wait_span_ms=0)
 
         async def setup(conn):
             await conn.fetchval("SELECT 'setup'")
@@ -200,3 +202,67 @@ class TestWaitSpans:
         (acquire,) = waits(records, "db.pool.acquire")
         assert query["attrs"]["statement"] == "SELECT ?"
         assert query["parent_id"] == flow_id and acquire["parent_id"] == flow_id
+
+
+class TestWaitCounters:
+    def test_by_default_only_waits_over_a_millisecond_are_spans_and_every_wait_is_counted(self, dsn, patch_pg):
+        """Default ``pool_wait_span_ms`` (1): a free connection's acquire and a reset are counted, not recorded;
+        an acquire that waits on an exhausted pool is a span; ``wait_stats()`` covers all, per interval."""
+        patch_pg()
+        apg.wait_stats()                          # start a fresh interval
+
+        async def main():
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+            try:
+                await pool.fetchval("SELECT 1")   # warm: the connection's first reset is not in the test
+                apg.wait_stats()
+                with testing.capture_records() as records:
+                    with spans.span("queue_command", "flow") as flow:
+                        for _ in range(20):
+                            async with pool.acquire() as conn:
+                                await conn.fetchval("SELECT 1")
+                        held = await pool.acquire()
+                        waiter = asyncio.ensure_future(pool.acquire())
+                        await asyncio.sleep(0.05)
+                        await pool.release(held)
+                        await pool.release(await waiter)
+                first, second = apg.wait_stats(), apg.wait_stats()
+                return records, hex_id(flow), first, second
+            finally:
+                await pool.close()
+
+        records, flow_id, stats, empty = asyncio.run(main())
+        acquires, resets = waits(records, "db.pool.acquire"), waits(records, "db.pool.reset")
+        slow = [s for s in acquires if s["duration_ms"] >= 45]
+        assert len(slow) == 1 and slow[0]["parent_id"] == flow_id and slow[0]["kind"] == "wait"
+        # the other 21 acquires and 22 resets took a few µs / one round trip: nearly none is a span
+        assert len(acquires) + len(resets) < 10, [(s["name"], s["duration_ms"]) for s in acquires + resets]
+        assert all(s["duration_ms"] >= 1.0 for s in acquires + resets)
+        assert (stats["acquires"], stats["resets"]) == (22, 22)
+        assert stats["wait_spans"] == len(acquires) + len(resets)
+        assert stats["acquire_wait_max_ms"] >= 45 and stats["acquire_wait_ms"] >= stats["acquire_wait_max_ms"]
+        assert 0 < stats["reset_max_ms"] <= stats["reset_ms"]
+        assert empty == {"acquires": 0, "acquire_wait_ms": 0.0, "acquire_wait_max_ms": 0.0, "resets": 0,
+                         "reset_ms": 0.0, "reset_max_ms": 0.0, "wait_spans": 0}
+
+    def test_a_failed_wait_is_a_span_however_short(self, dsn, patch_pg):
+        """A reset that fails is recorded even under the span threshold, and counted once."""
+        patch_pg(pool_wait_span_ms=10_000)
+
+        async def main():
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+            try:
+                conn = await pool.acquire()
+                terminate_backend_blocking(dsn, conn.get_server_pid())
+                apg.wait_stats()
+                with testing.capture_records() as records:
+                    with pytest.raises(Exception):
+                        await pool.release(conn)
+                return records, apg.wait_stats()
+            finally:
+                await pool.close()
+
+        records, stats = asyncio.run(main())
+        (reset,) = waits(records, "db.pool.reset")
+        assert reset["status"] == "error"
+        assert (stats["resets"], stats["wait_spans"]) == (1, 1)

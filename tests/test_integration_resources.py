@@ -120,6 +120,8 @@ class TestSampler:
         dsn = pg_dsn()
         integrations.unpatch("asyncpg")
         assert integrations.patch("asyncpg", asyncpg, {})
+        from autoperf.integrations.asyncpg import wait_stats
+        wait_stats()                    # an interval of this test's own waits
         try:
             sampler = resources.Sampler(interval_s=60)
 
@@ -138,10 +140,18 @@ class TestSampler:
             busy, calm = asyncio.run(main())
         finally:
             integrations.unpatch("asyncpg")
-        assert busy["db_pool"] == {"size": 3, "in_use": 3, "idle": 0, "waiters": 1, "utilisation_pct": 100.0}
+        state = ("size", "in_use", "idle", "waiters", "utilisation_pct")
+        assert {k: busy["db_pool"][k] for k in state} == {"size": 3, "in_use": 3, "idle": 0, "waiters": 1,
+                                                          "utilisation_pct": 100.0}
         assert busy["level"] == "CRITICAL"
         assert [a["metric"] for a in busy["alerts"]] == ["db_pool.utilisation_pct"]
         assert calm["db_pool"]["in_use"] == 0 and calm["level"] == "INFO"
+        # the pool waits of each interval: three acquires before the first sample; the waiter's
+        # (>= 50 ms, a span) and four releases' resets before the second
+        assert (busy["db_pool"]["acquires"], busy["db_pool"]["resets"]) == (3, 0)
+        assert (calm["db_pool"]["acquires"], calm["db_pool"]["resets"]) == (1, 4)
+        assert calm["db_pool"]["acquire_wait_max_ms"] >= 45 and calm["db_pool"]["acquire_wait_ms"] >= 45
+        assert calm["db_pool"]["wait_spans"] >= 1
 
     def test_active_flows_counts_flows_running_now(self):
         """``active_flows`` is the number of root flows started and not yet finished."""

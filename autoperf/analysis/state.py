@@ -22,6 +22,7 @@ RESOURCE_METRICS = {
     "active_flows": ("active_flows",),
     "db_pool_utilisation_pct": ("db_pool", "utilisation_pct"),
     "db_pool_waiters": ("db_pool", "waiters"),
+    "db_pool_acquire_wait_max_ms": ("db_pool", "acquire_wait_max_ms"),
     "process_pool_pending": ("process_pool", "pending"),
     "loop_lag_p95_ms": ("loop_lag_ms", "p95"),
     "loop_lag_max_ms": ("loop_lag_ms", "max"),

@@ -215,6 +215,9 @@ class Sampler(threading.Thread):
         pools = _db_pools()
         if pools:
             rec["db_pool"] = _aggregate_db(pools)
+            waits = _call("autoperf.integrations.asyncpg", "wait_stats")
+            if waits:
+                rec["db_pool"].update(waits)
             if len(pools) > 1:
                 rec["db_pools"] = pools
         if ppools:

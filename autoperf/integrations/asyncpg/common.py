@@ -17,6 +17,9 @@ OPTIONS = Obj({
                          "on a separate connection, in the background."),
     "explain_threshold_ms": Field(Float(min=0), default=None,
                                   doc="A SELECT slower than this gets an EXPLAIN (default: its slow-query threshold)."),
+    "pool_wait_span_ms": Field(Float(min=0), default=1.0,
+                               doc="A pool acquire or reset longer than this is a `wait` span; shorter ones are "
+                                   "counted in the resource record's `db_pool` (count, total, max). 0: a span for every one."),
 }, doc="asyncpg (PostgreSQL) queries and pools.")
 
 #: Bound of each per-text / per-fingerprint memory (query infos, fingerprints explained).
@@ -30,7 +33,7 @@ class _DbSpan(spans.Span):
 
 
 class _Settings:
-    __slots__ = ("slow_ms", "overrides", "max_length", "explain", "explain_ms")
+    __slots__ = ("slow_ms", "overrides", "max_length", "explain", "explain_ms", "pool_wait_span_ms")
 
     def __init__(self, options):
         opts = {k: f.default_value() for k, f in OPTIONS.fields.items()}
@@ -41,7 +44,8 @@ class _Settings:
         self.explain = bool(opts["explain"])
         e = opts.get("explain_threshold_ms")
         self.explain_ms = None if e is None else float(e)
+        self.pool_wait_span_ms = float(opts["pool_wait_span_ms"])
 
     def key(self):
         return (self.slow_ms, tuple(sorted(self.overrides.items())), self.max_length, self.explain,
-                self.explain_ms)
+                self.explain_ms, self.pool_wait_span_ms)

@@ -1,5 +1,12 @@
-"""Pools: the registry behind ``pool_stats()`` and the wait spans of ``Pool._acquire`` and
-``Connection.reset`` (what ``Pool.release`` runs).
+"""Pools: the registry behind ``pool_stats()``, and the waits of ``Pool._acquire`` and
+``Connection.reset`` (what ``Pool.release`` runs): a ``wait`` span when one took longer than
+``pool_wait_span_ms``, always counted (``wait_stats()``: count, total and longest per sampler
+interval, in the resource record's ``db_pool``).
+
+Why not a span each: a pooled service makes one acquire and one reset per query batch, nearly all
+a few µs (a free connection) or one quick round-trip (the reset). As spans they were 27 % of the
+ladder bot's records and of the writer's CPU, and said nothing a counter does not; the ones that
+waited for a connection or a slow reset are still spans, under the caller's span.
 
 DEV: the two waits are the largest record category of a pooled service (one of each per pooled
 query batch), so they take the lean path of ``queries._execute_factory``: no Span object, timed
@@ -29,6 +36,16 @@ _reset_current = spans._reset_current
 _record_finished = spans.record_finished
 _failure = spans.failure
 _perf_counter_ns = time.perf_counter_ns
+
+#: Waits up to this long are only counted (``configure``: the ``pool_wait_span_ms`` option).
+_span_over_ns = 1_000_000
+#: Since start, per wait: [count, total ns, spans recorded]; and the longest since the last
+#: ``wait_stats()``. Updated on the loop's thread with no lock: two loops in two threads could
+#: lose an increment (a ``+=`` is not atomic across threads); nothing else can.
+_acquires = [0, 0, 0]
+_resets = [0, 0, 0]
+_longest = {"acquire": 0, "reset": 0}
+_reported = {"acquire": (0, 0, 0), "reset": (0, 0, 0)}
 
 #: The attributes of every wait span (shared: ``record_finished`` never writes to them).
 _WAIT_ATTRS = {"system": "postgresql"}
@@ -96,7 +113,43 @@ def pool_stats() -> list:
     return out
 
 
+def configure(settings) -> None:
+    global _span_over_ns
+    _span_over_ns = round(settings.pool_wait_span_ms * 1e6)
+
+
+def wait_stats() -> dict:
+    """The pool waits since the previous call (the sampler's interval), for the ``db_pool`` record:
+    ``acquires``, ``acquire_wait_ms`` (total), ``acquire_wait_max_ms``, ``resets``, ``reset_ms``,
+    ``reset_max_ms`` and ``wait_spans`` (how many were long enough to be recorded as spans)."""
+    out = {}
+    spans_n = 0
+    for key, counts, label in (("acquire", _acquires, "acquire_wait"), ("reset", _resets, "reset")):
+        now = (counts[0], counts[1], counts[2])
+        before = _reported[key]
+        _reported[key] = now
+        longest, _longest[key] = _longest[key], 0
+        out["acquires" if key == "acquire" else "resets"] = now[0] - before[0]
+        out[f"{label}_ms"] = round((now[1] - before[1]) / 1e6, 3)
+        out[f"{label}_max_ms"] = round(longest / 1e6, 3)
+        spans_n += now[2] - before[2]
+    out["wait_spans"] = spans_n
+    return out
+
+
 # -- the wrappers --------------------------------------------------------------------------------
+def _count(counts, key, dur) -> bool:
+    """Count one wait; True when it is long enough to be a span."""
+    counts[0] += 1
+    counts[1] += dur
+    if dur > _longest[key]:
+        _longest[key] = dur
+    if dur > _span_over_ns:
+        counts[2] += 1
+        return True
+    return False
+
+
 def _acquire_factory(original):
     async def _acquire(self, timeout):
         _register_pool(self)
@@ -104,12 +157,16 @@ def _acquire_factory(original):
         start = _perf_counter_ns()
         try:
             result = await original(self, timeout)
-        except BaseException as exc:
+        except BaseException as exc:     # a failed wait is always a span
             status, etype = _failure(exc)
-            _record_finished("db.pool.acquire", "wait", _WAIT_ATTRS, parent, None, start,
-                             _perf_counter_ns() - start, status, etype)
+            dur = _perf_counter_ns() - start
+            if not _count(_acquires, "acquire", dur):
+                _acquires[2] += 1
+            _record_finished("db.pool.acquire", "wait", _WAIT_ATTRS, parent, None, start, dur, status, etype)
             raise
-        _record_finished("db.pool.acquire", "wait", _WAIT_ATTRS, parent, None, start, _perf_counter_ns() - start)
+        dur = _perf_counter_ns() - start
+        if _count(_acquires, "acquire", dur):
+            _record_finished("db.pool.acquire", "wait", _WAIT_ATTRS, parent, None, start, dur)
         return result
     return _acquire
 
@@ -123,10 +180,12 @@ def _reset_factory(original):
         start = _perf_counter_ns()
         try:
             result = await original(self, *args, **kwargs)
-        except BaseException as exc:
+        except BaseException as exc:     # a failed wait is always a span
             status, etype = _failure(exc)
-            _record_finished("db.pool.reset", "wait", _WAIT_ATTRS, parent, None, start,
-                             _perf_counter_ns() - start, status, etype)
+            dur = _perf_counter_ns() - start
+            if not _count(_resets, "reset", dur):
+                _resets[2] += 1
+            _record_finished("db.pool.reset", "wait", _WAIT_ATTRS, parent, None, start, dur, status, etype)
             raise
         finally:
             try:
@@ -135,7 +194,9 @@ def _reset_factory(original):
                 # Ended in another context than it started in (a coroutine driven by hand): that
                 # context keeps its own value, nothing to restore here (as in ``Span.finish``).
                 pass
-        _record_finished("db.pool.reset", "wait", _WAIT_ATTRS, parent, None, start, _perf_counter_ns() - start)
+        dur = _perf_counter_ns() - start
+        if _count(_resets, "reset", dur):
+            _record_finished("db.pool.reset", "wait", _WAIT_ATTRS, parent, None, start, dur)
         return result
     return reset
 
