@@ -214,7 +214,8 @@ def test_operations_queries_jobs_cycles_resources_blocked():
         recs.append(synth.span("parse_replay", "job", T0, qw + 100, cid, cid, "matchmaker.cycle",
                                attrs={"queue_wait_ms": qw, "run_ms": 100.0, "transfer_ms": 4.0, "executor": "process"}))
     recs += [synth.resource(T0, pool_pct=20.0, pending=1, worker_rss=100, lag_p95=3, lag_max=9),
-             synth.resource(T0 + dt.timedelta(seconds=5), pool_pct=95.0, pending=7, worker_rss=650, lag_p95=5, lag_max=40)]
+             synth.resource(T0 + dt.timedelta(seconds=5), pool_pct=95.0, pending=7, worker_rss=650, lag_p95=5, lag_max=40,
+                            acquire_max=120.0)]
     for d, loc in ((150.0, "bot.py:10 in handler"), (900.0, "bot.py:10 in handler"), (120.0, "util.py:3 in f")):
         recs.append({"timestamp": to_ts(T0), "type": "loop_blocked", "level": "WARNING", "duration_ms": d,
                      "flow_id": None, "flow_name": "queue_command", "location": loc, "stack": [loc]})
@@ -237,6 +238,7 @@ def test_operations_queries_jobs_cycles_resources_blocked():
     assert m["db_pool_utilisation_pct"]["peak"] == 95.0 and m["db_pool_utilisation_pct"]["avg"] == 57.5
     assert m["process_pool_pending"]["peak"] == 7 and m["max_worker_rss_mb"]["peak"] == 650
     assert m["loop_lag_max_ms"]["peak"] == 40 and m["loop_lag_p95_ms"]["avg"] == 4.0
+    assert m["db_pool_acquire_wait_max_ms"]["peak"] == 120.0
     lb = r["loop_blocked"]
     assert lb["count"] == 3 and lb["worst_ms"] == 900.0 and lb["worst_location"] == "bot.py:10 in handler"
     assert lb["by_location"][0] == {"location": "bot.py:10 in handler", "count": 2, "total_ms": 1050.0,
@@ -244,6 +246,8 @@ def test_operations_queries_jobs_cycles_resources_blocked():
     assert r["warnings"] == {"target_not_found": 1} and r["dropped"] == 7
     kinds = {s["kind"] for s in r["suggestions"]}
     assert {"index", "loop_blocking", "scale_db_pool", "scale_process_pool", "worker_memory"} <= kinds
+    pool = next(s for s in r["suggestions"] if s["kind"] == "scale_db_pool")
+    assert "longest acquire 120" in pool["evidence"] and pool["details"]["longest_acquire_ms"] == 120.0
     idx = next(s for s in r["suggestions"] if s["kind"] == "index")
     assert idx["flow"] == "queue_command" and "players" in idx["title"] and "120,000" in idx["evidence"]
 

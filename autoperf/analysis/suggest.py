@@ -166,15 +166,19 @@ def suggestions_from(agg, **options) -> list[dict]:
 
     p = peak("db_pool_utilisation_pct")
     w = peak("db_pool_waiters")
+    longest = peak("db_pool_acquire_wait_max_ms")
     if (p is not None and p >= o["db_pool_pct"]) or (w is not None and w > 0):
         out.append({
             "kind": "scale_db_pool", "severity": "high" if (p or 0) >= 90 else "medium", "flow": None,
             "title": "Database connection pool is saturating",
             "evidence": (f"utilisation peak {p if p is not None else 'n/a'}% (avg {avg('db_pool_utilisation_pct') or 0:.0f}%)"
-                         f", peak waiters {w if w is not None else 'n/a'} over {agg.res_n} samples"),
+                         f", peak waiters {w if w is not None else 'n/a'}"
+                         + (f", longest acquire {_fmt(longest)}" if longest is not None else "")
+                         + f" over {agg.res_n} samples"),
             "saving_ms": None,
-            "saving": "removes pool-acquire waits (see `wait` spans) — raise max_size or shorten transactions",
-            "details": {"peak_pct": p, "peak_waiters": w}})
+            "saving": "removes pool-acquire waits (the `db.pool.acquire` wait spans) — raise max_size or "
+                      "shorten transactions",
+            "details": {"peak_pct": p, "peak_waiters": w, "longest_acquire_ms": longest}})
     p = peak("process_pool_pending")
     if p is not None and p >= o["process_pool_pending"]:
         waits = [(name, j[1].percentile(95)) for name, j in agg.jobs.items() if j[1].count]

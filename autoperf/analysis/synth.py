@@ -60,13 +60,16 @@ def flow(name, start: _dt.datetime, duration_ms, children=(), status="success", 
     return out
 
 
-def resource(start: _dt.datetime, rss=100.0, pool_pct=10.0, pending=0, worker_rss=80.0, lag_p95=1.0, lag_max=2.0):
+def resource(start: _dt.datetime, rss=100.0, pool_pct=10.0, pending=0, worker_rss=80.0, lag_p95=1.0, lag_max=2.0,
+             acquire_max=0.02):
     return {"timestamp": ts(start), "level": "INFO", "type": "resource", "pid": 1, "rss_mb": rss, "uss_mb": rss * 0.8,
             "cpu_percent": 5.0, "threads": 4, "open_fds": 10, "system_memory_percent": 30.0,
             "workers": [{"pid": 2, "rss_mb": worker_rss}], "max_worker_rss_mb": worker_rss, "active_flows": 1,
             "loop_lag_ms": {"avg": lag_p95 / 2, "p50": lag_p95 / 2, "p95": lag_p95, "max": lag_max},
             "db_pool": {"size": 10, "in_use": int(pool_pct / 10), "idle": 10 - int(pool_pct / 10), "waiters": 0,
-                        "utilisation_pct": pool_pct},
+                        "utilisation_pct": pool_pct, "acquires": 40, "acquire_wait_ms": acquire_max * 20,
+                        "acquire_wait_max_ms": acquire_max, "resets": 40, "reset_ms": 8.0, "reset_max_ms": 0.4,
+                        "wait_spans": int(acquire_max > 1.0)},
             "process_pool": {"pending": pending, "busy": 1, "workers": 2}}
 
 

@@ -8,8 +8,7 @@ a few µs (a free connection) or one quick round-trip (the reset). As spans they
 ladder bot's records and of the writer's CPU, and said nothing a counter does not; the ones that
 waited for a connection or a slow reset are still spans, under the caller's span.
 
-DEV: the two waits are the largest record category of a pooled service (one of each per pooled
-query batch), so they take the lean path of ``queries._execute_factory``: no Span object, timed
+DEV: the two waits run once each per pooled query batch, so they take the lean path of ``queries._execute_factory``: no Span object, timed
 by hand, one tuple to ``spans.record_finished`` with the caller's span as parent.
 - ``Pool._acquire`` makes nothing current: what the pool runs inside it (connecting, the pool's
   ``init``/``setup`` callbacks and their queries) hangs under the caller's span, not under the
