@@ -418,9 +418,9 @@ def test_store_section_validates_with_config_loader(tmp_path, monkeypatch):
     assert "store.batch_records" in str(err.value)
 
 
-def _write_all(pg_db, tmp_path, recs):
-    """One sink writes ``recs`` in one batch, synced and closed; returns it (counters)."""
-    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=1000, flush_interval_ms=20)
+def _write_all(pg_db, tmp_path, recs, batch_records=1000):
+    """One sink writes ``recs`` (in one batch by default), synced and closed; returns it (counters)."""
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=batch_records, flush_interval_ms=20)
     try:
         sink.write(recs)
         assert sink.sync(30)
@@ -608,12 +608,7 @@ def test_column_type_changed_by_hand_still_written(pg_db, tmp_path):
             await conn.close()
     asyncio.run(prepare())
     recs = [span(i) for i in range(300)]
-    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=100, flush_interval_ms=20)
-    try:
-        sink.write(recs)
-        assert sink.sync(30)
-    finally:
-        sink.close()
+    sink = _write_all(pg_db, tmp_path, recs, batch_records=100)
     assert sink.counters["inserted"] == 300 and not sink.counters["rejected"]
     assert q(pg_db, "SELECT sum(duration_ms)::float8, min(pid) FROM performance_metrics")[0][:] == (
         sum(r["duration_ms"] for r in recs), 4242)
