@@ -38,13 +38,12 @@ _perf_counter_ns = time.perf_counter_ns
 
 #: Waits up to this long are only counted (``configure``: the ``pool_wait_span_ms`` option).
 _span_over_ns = 1_000_000
-#: Since start, per wait: [count, total ns, spans recorded]; and the longest since the last
-#: ``wait_stats()``. Updated on the loop's thread with no lock: two loops in two threads could
-#: lose an increment (a ``+=`` is not atomic across threads); nothing else can.
-_acquires = [0, 0, 0]
-_resets = [0, 0, 0]
-_longest = {"acquire": 0, "reset": 0}
-_reported = {"acquire": (0, 0, 0), "reset": (0, 0, 0)}
+#: Per wait: [count, total ns, spans recorded] since start, [3] the longest since the last
+#: ``wait_stats()``, [4] the first three as that call saw them. Updated on the loop's thread with
+#: no lock: two loops in two threads could lose an increment (a ``+=`` is not atomic across
+#: threads); nothing else can.
+_acquires = [0, 0, 0, 0, (0, 0, 0)]
+_resets = [0, 0, 0, 0, (0, 0, 0)]
 
 #: The attributes of every wait span (shared: ``record_finished`` never writes to them).
 _WAIT_ATTRS = {"system": "postgresql"}
@@ -123,12 +122,10 @@ def wait_stats() -> dict:
     ``reset_max_ms`` and ``wait_spans`` (how many were long enough to be recorded as spans)."""
     out = {}
     spans_n = 0
-    for key, counts, label in (("acquire", _acquires, "acquire_wait"), ("reset", _resets, "reset")):
-        now = (counts[0], counts[1], counts[2])
-        before = _reported[key]
-        _reported[key] = now
-        longest, _longest[key] = _longest[key], 0
-        out["acquires" if key == "acquire" else "resets"] = now[0] - before[0]
+    for counts, n_key, label in ((_acquires, "acquires", "acquire_wait"), (_resets, "resets", "reset")):
+        now, before = (counts[0], counts[1], counts[2]), counts[4]
+        longest, counts[3], counts[4] = counts[3], 0, now
+        out[n_key] = now[0] - before[0]
         out[f"{label}_ms"] = round((now[1] - before[1]) / 1e6, 3)
         out[f"{label}_max_ms"] = round(longest / 1e6, 3)
         spans_n += now[2] - before[2]
@@ -137,12 +134,12 @@ def wait_stats() -> dict:
 
 
 # -- the wrappers --------------------------------------------------------------------------------
-def _count(counts, key, dur) -> bool:
+def _count(counts, dur) -> bool:
     """Count one wait; True when it is long enough to be a span."""
     counts[0] += 1
     counts[1] += dur
-    if dur > _longest[key]:
-        _longest[key] = dur
+    if dur > counts[3]:
+        counts[3] = dur
     if dur > _span_over_ns:
         counts[2] += 1
         return True
@@ -159,12 +156,12 @@ def _acquire_factory(original):
         except BaseException as exc:     # a failed wait is always a span
             status, etype = _failure(exc)
             dur = _perf_counter_ns() - start
-            if not _count(_acquires, "acquire", dur):
+            if not _count(_acquires, dur):
                 _acquires[2] += 1
             _record_finished("db.pool.acquire", "wait", _WAIT_ATTRS, parent, None, start, dur, status, etype)
             raise
         dur = _perf_counter_ns() - start
-        if _count(_acquires, "acquire", dur):
+        if _count(_acquires, dur):
             _record_finished("db.pool.acquire", "wait", _WAIT_ATTRS, parent, None, start, dur)
         return result
     return _acquire
@@ -182,7 +179,7 @@ def _reset_factory(original):
         except BaseException as exc:     # a failed wait is always a span
             status, etype = _failure(exc)
             dur = _perf_counter_ns() - start
-            if not _count(_resets, "reset", dur):
+            if not _count(_resets, dur):
                 _resets[2] += 1
             _record_finished("db.pool.reset", "wait", _WAIT_ATTRS, parent, None, start, dur, status, etype)
             raise
@@ -194,7 +191,7 @@ def _reset_factory(original):
                 # context keeps its own value, nothing to restore here (as in ``Span.finish``).
                 pass
         dur = _perf_counter_ns() - start
-        if _count(_resets, "reset", dur):
+        if _count(_resets, dur):
             _record_finished("db.pool.reset", "wait", _WAIT_ATTRS, parent, None, start, dur)
         return result
     return reset
