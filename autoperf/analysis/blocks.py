@@ -10,10 +10,14 @@ READ_SIZE = 1 << 20
 MAX_LINE = 16 << 20        # a "line" longer than this is garbage (skipped, counted) — keeps memory bounded
 
 
-def whole_line_blocks(path: str, counts, read_size: int = READ_SIZE) -> Iterator[tuple[bytes, int]]:
+def whole_line_blocks(path: str, counts, read_size: int = READ_SIZE, start: int = 0,
+                      end: int | None = None) -> Iterator[tuple[bytes, int]]:
     """``(block, end)`` pairs: ``block[:end]`` are whole lines of ``path`` (the last ends with a newline;
     a last line of the file without one gets one). What follows ``end`` comes again in the next block.
     Not sliced here: a slice of a 1 MiB read is a fresh 1 MiB allocation (page faults).
+
+    ``start`` / ``end`` (not for ``.gz``) restrict the blocks to the lines that *start* in that byte range,
+    so ranges cut anywhere cover every line exactly once (the parallel reader's spans).
 
     ``counts`` gets ``bytes_read += `` what was read, ``skipped += 1`` per over-long line and per file that
     could not be read to its end (a truncated .gz), and the path appended to ``files_missing`` if it is
@@ -21,24 +25,39 @@ def whole_line_blocks(path: str, counts, read_size: int = READ_SIZE) -> Iterator
     """
     opener = gzip.open if path.endswith(".gz") else open
     tail = b""
-    discarding = False
+    discarding = start > 0            # the line straddling `start` belongs to the previous range
+    pos = start - 1 if start > 0 else 0   # file offset of the next read
     try:
         with opener(path, "rb") as f:
+            if start > 0:
+                f.seek(pos)
             read = f.read
             while True:
                 b = read(read_size)
                 if not b:
                     break
                 counts.bytes_read += len(b)
-                if discarding:            # inside an over-long line: drop up to its end
+                bpos = pos                # file offset of b[0]
+                pos += len(b)
+                if discarding:            # inside an over-long line (or the previous range's): drop up to its end
                     nl = b.find(b"\n")
                     if nl < 0:
                         continue
                     b = b[nl + 1:]
+                    bpos += nl + 1
                     discarding = False
                 if tail:
                     b = tail + b
-                cut = b.rfind(b"\n") + 1
+                    bpos -= len(tail)
+                if end is not None:
+                    if bpos >= end:
+                        return
+                    cut = b.rfind(b"\n") + 1
+                    if bpos + cut > end:  # the lines starting from `end` on are the next range's
+                        yield b, b.find(b"\n", end - bpos - 1) + 1
+                        return
+                else:
+                    cut = b.rfind(b"\n") + 1
                 if cut:
                     tail = b[cut:]
                     yield b, cut
@@ -52,5 +71,5 @@ def whole_line_blocks(path: str, counts, read_size: int = READ_SIZE) -> Iterator
         counts.skipped += 1
         if not isinstance(e, EOFError) and not os.path.exists(path):
             counts.files_missing.append(path)
-    if tail:
+    if tail and (end is None or pos - len(tail) < end):
         yield tail + b"\n", len(tail) + 1

@@ -27,10 +27,10 @@ def _add_inputs(p, positional=True, window=True):
     p.add_argument("--progress", action="store_true", default=None, help="progress on stderr (default: when a TTY)")
     p.add_argument("--now", default=None, help=argparse.SUPPRESS)   # pin "now" (tests)
     p.add_argument("--jobs", "-j", type=int, default=None,
-                   help="cores for log files (default: all; the Python reader uses processes only past 256 MB)")
+                   help="processes for log files (default: one per core from 256 MB of input, one below)")
     p.add_argument("--engine", choices=["auto", "columnar", "python"], default=None,
-                   help="log reader: columnar (DuckDB, fast), python (orjson per line), auto (columnar when "
-                        "DuckDB is installed; default, or $AUTOPERF_REPORT_ENGINE)")
+                   help="log reader: python (orjson per line; = auto, the default, or $AUTOPERF_REPORT_ENGINE), "
+                        "columnar (DuckDB chunks and SQL: the same result, needs the 'report' extra)")
     if window:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--day", default=None, help="one UTC day: YYYY-MM-DD, today, yesterday")
@@ -176,6 +176,9 @@ def _aggregator(cfg, slo):
     return Aggregator(**_agg_kwargs(cfg, slo))
 
 
+PROCESSES_FROM_BYTES = 256 << 20     # smaller inputs: starting workers and merging costs more than it saves
+
+
 def _aggregate(args, cfg, slo, since, until, track_flows=True):
     """One pass over the inputs -> (Aggregator, source stats). Big file inputs use several processes."""
     src = _source(args, since, until)
@@ -183,23 +186,22 @@ def _aggregate(args, cfg, slo, since, until, track_flows=True):
     kw["track_flows"] = track_flows
     jobs = getattr(args, "jobs", None)
     paths = getattr(src, "paths", None)
+    # auto = the Python reader: on the 2-core reference VM it is as fast per CPU-second as the columnar one
+    # and uses a fifth of the memory (docs/analysis.md, Performance)
     engine = getattr(args, "engine", None) or os.environ.get("AUTOPERF_REPORT_ENGINE") or "auto"
-    if paths is not None and engine != "python":
-        from .columnar import aggregate_files_columnar
-        done = aggregate_files_columnar(paths, src.since, src.until, agg_kwargs=kw, progress=src.progress,
-                                        threads=jobs or None)
-        if done is not None:
-            return done
-        if engine == "columnar":
+    auto = jobs is None or jobs == 0
+    processes = paths is not None and jobs != 1 and (not auto or (os.cpu_count() or 1) > 1 and sum(
+        os.path.getsize(p) for p in paths if os.path.exists(p)) >= PROCESSES_FROM_BYTES)
+    if paths is not None and engine == "columnar":
+        from .columnar import aggregate_files_columnar, available
+        if not available():
             raise UsageError("--engine columnar needs DuckDB (pip install duckdb)")
-    if paths is not None and jobs != 1:
-        size = sum(os.path.getsize(p) for p in paths if os.path.exists(p))
-        auto = jobs is None or jobs == 0
-        if not auto or size >= (256 << 20):
-            from .parallel import aggregate_files
-            agg, stats = aggregate_files(paths, src.since, src.until, jobs=None if auto else jobs,
-                                         agg_kwargs=kw, progress=src.progress)
-            return agg, stats
+        if not processes:   # one process, DuckDB on every core
+            return aggregate_files_columnar(paths, src.since, src.until, agg_kwargs=kw, progress=src.progress)
+    if processes:           # each worker reads a byte span (DuckDB on one thread for columnar); merged in order
+        from .parallel import aggregate_files
+        return aggregate_files(paths, src.since, src.until, jobs=None if auto else jobs, agg_kwargs=kw,
+                               progress=src.progress, engine="columnar" if engine == "columnar" else "python")
     from .aggregate import Aggregator
     agg = Aggregator(**kw)
     agg.add_all(src)

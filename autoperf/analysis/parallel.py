@@ -5,6 +5,9 @@ with its own :class:`Aggregator` and the results are merged (``Aggregator.merge`
 the range in which it starts, so no line is lost or counted twice. Results equal a single pass except
 for sampled reservoirs (still uniform) and flows whose spans straddle a range boundary (their
 N+1 / concurrency bookkeeping may be split — a handful of flows per 64 MiB range).
+
+A worker reads its span line by line (orjson, ``Aggregator.add``) or with the columnar reader (DuckDB,
+one thread each). Both fold a span into the same state, so the two engines give the same merged result.
 """
 from __future__ import annotations
 
@@ -121,16 +124,31 @@ def _range_lines(path, start, end, chunk=1 << 20):
                 discarding = True
 
 
-def _work(task):
-    (ranges, since, until, agg_kwargs, first) = task
-    import orjson
+_progress = None            # a worker's view of the shared per-span byte counts (set by _init)
 
+
+def _init(shared):
+    global _progress
+    _progress = shared
+
+
+def _report(slot, nbytes):
+    if _progress is not None:
+        _progress[slot] = nbytes
+
+
+def _work(task):
+    (ranges, since, until, agg_kwargs, first, engine, slot) = task
     from .aggregate import Aggregator
-    from .reader import to_ts
     kw = dict(agg_kwargs)
     if not first:            # flows may have begun in the previous span (or the previous day's file)
         kw.setdefault("defer_head", 5000)
     agg = Aggregator(**kw)
+    if engine == "columnar":
+        return _work_columnar(agg, ranges, since, until, slot)
+    import orjson
+
+    from .reader import to_ts
     add = agg.add
     loads = orjson.loads
     JSONDecodeError = orjson.JSONDecodeError
@@ -157,16 +175,35 @@ def _work(task):
                     continue
             records += 1
             add(rec)
+            if not records & 8191:
+                _report(slot, nbytes)
+    _report(slot, nbytes)
     return agg, {"lines": lines, "records": records, "skipped_lines": skipped, "filtered": filtered, "bytes": nbytes}
 
 
+def _work_columnar(agg, ranges, since, until, slot):
+    """One span through the columnar reader on one DuckDB thread (the processes are the parallelism)."""
+    from .columnar import ColumnarReader
+    rd = ColumnarReader(agg, since, until, threads=1, progress=lambda done, total: _report(slot, done))
+    try:
+        rd.run(ranges)
+    finally:
+        rd.close()
+    st = rd.stats()
+    _report(slot, rd.lines_bytes)
+    return agg, {"lines": st["lines"], "records": st["records"], "skipped_lines": st["skipped_lines"],
+                 "filtered": st["filtered"], "bytes": rd.lines_bytes}
+
+
 def aggregate_files(paths, since=None, until=None, jobs: int | None = None, agg_kwargs: dict | None = None,
-                    progress=None, range_bytes: int | None = RANGE_BYTES):
+                    progress=None, range_bytes: int | None = RANGE_BYTES, engine: str = "python"):
     """Aggregate ``paths`` with ``jobs`` processes. Returns ``(Aggregator, stats)``.
 
     The inputs (in order) are cut into ``jobs`` contiguous spans (or spans of ``range_bytes``), each
-    aggregated by one worker; the partial aggregates are merged in input order as they arrive, so at
-    most a few are held at once.
+    aggregated by one worker — with orjson line by line (``engine="python"``) or with the columnar
+    reader (``"columnar"``, DuckDB on one thread per worker); the partial aggregates are merged in input
+    order as they arrive, so at most a few are held at once. Workers share their byte counts, so
+    ``progress`` moves while they read.
     """
     from .aggregate import Aggregator
     from .reader import _file_may_overlap, to_ts
@@ -178,21 +215,27 @@ def aggregate_files(paths, since=None, until=None, jobs: int | None = None, agg_
     n_spans = jobs if not range_bytes else max(jobs, -(-total // range_bytes))
     spans = plan_spans(paths, n_spans) if paths else []
     jobs = max(1, min(jobs, len(spans)))
-    tasks = [(sp, s, u, agg_kwargs, i == 0) for i, sp in enumerate(spans)]
+    tasks = [(sp, s, u, agg_kwargs, i == 0, engine, i) for i, sp in enumerate(spans)]
     merged = Aggregator(**agg_kwargs)
     stats = {"files": len(paths), "lines": 0, "records": 0, "skipped_lines": 0, "filtered": 0, "bytes": 0,
              "jobs": jobs, "spans": len(spans)}
+
+    shown = [0]
+
+    def show(done):
+        if progress is not None and done >= shown[0]:      # never backwards
+            shown[0] = done
+            try:
+                progress(min(done, total), total)
+            except Exception:
+                pass
 
     def fold(res):
         agg, st = res
         merged.merge(agg)
         for k in ("lines", "records", "skipped_lines", "filtered", "bytes"):
             stats[k] += st[k]
-        if progress is not None:
-            try:
-                progress(min(stats["bytes"], total), total)
-            except Exception:
-                pass
+        show(stats["bytes"])
 
     if jobs == 1:
         for t in tasks:
@@ -203,14 +246,21 @@ def aggregate_files(paths, since=None, until=None, jobs: int | None = None, agg_
         import threading
         ctx = mp.get_context("fork" if sys.platform.startswith("linux") and threading.active_count() == 1
                              else "spawn")
+        shared = ctx.Array("q", len(tasks), lock=False)    # bytes read per span, written by its worker
         waiting: dict = {}
         nxt = 0
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init,
+                                    initargs=(shared,)) as ex:
             futs = {ex.submit(_work, t): i for i, t in enumerate(tasks)}
-            for fut in cf.as_completed(futs):
-                waiting[futs[fut]] = fut.result()
+            pending = set(futs)
+            while pending:
+                done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    waiting[futs[fut]] = fut.result()
                 while nxt in waiting:          # merge in input order: boundary flows re-join correctly
                     fold(waiting.pop(nxt))
                     nxt += 1
+                if pending:
+                    show(sum(shared))
     merged.flush_open()
     return merged, stats

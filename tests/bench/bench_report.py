@@ -1,7 +1,7 @@
 """Benchmark: `autoperf report` aggregation over N generated records (default 10 M).
 
     .venv/bin/python tests/bench/bench_report.py [--records 10000000] [--dir DIR] [--keep] [--jobs N]
-                                                 [--phases decode,single,parallel,parse,columnar]
+                                                 [--phases decode,single,parallel,parse,columnar,parcolumnar]
 
 Generates a JSON-lines log once (records in the documented schema: per command flow two db spans,
 one http span, the root span and flow_complete; plus resource, cycle and job records), then measures,
@@ -12,7 +12,9 @@ each phase in a fresh subprocess so peak RSS is its own:
   parallel  aggregate_files with --jobs processes (byte ranges, merged), + render terminal and html
   parse     DuckDB's NDJSON reader alone over the file (count of rows): the ceiling of the columnar path
   columnar  the columnar path (analysis/columnar.py: DuckDB chunks + SQL group-bys, --jobs threads)
-            + result + render terminal and html — what `autoperf report` runs by default
+            + result + render terminal and html — what `autoperf report` runs below 256 MB of input
+  parcolumnar  the columnar path in --jobs processes (byte spans, one DuckDB thread each, merged)
+            + result + render — what `autoperf report` runs from 256 MB of input
 
 and prints records/s, records per CPU-second (meaningful on a busy machine) and peak RSS (MB) for each.
 Run on an idle machine; the numbers are CPU-bound.
@@ -155,7 +157,7 @@ elif mode == "columnar":
 else:
     from autoperf.analysis.parallel import aggregate_files
     from autoperf.analysis.render import render
-    agg, st = aggregate_files([path], jobs=jobs)
+    agg, st = aggregate_files([path], jobs=jobs, engine="columnar" if mode == "parcolumnar" else "python")
     t_agg = time.perf_counter() - t0
     r = agg.result(); r["source"] = st
     t1 = time.perf_counter()
@@ -187,7 +189,7 @@ def main():
     ap.add_argument("--dir", default=None, help="where to put (and reuse) the generated log")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--phases", default="decode,single,parallel,parse,columnar")
+    ap.add_argument("--phases", default="decode,single,parallel,parse,columnar,parcolumnar")
     a = ap.parse_args()
     d = a.dir or tempfile.mkdtemp(prefix="autoperf-bench-")
     os.makedirs(d, exist_ok=True)
@@ -206,12 +208,12 @@ def main():
             r = run_phase(path, mode, a.jobs)
             rate = r["records"] / r["wall_s"]
             extra = ""
-            if mode == "parallel":
+            if mode in ("parallel", "parcolumnar"):
                 extra = (f", jobs {r['jobs']}, render {r['render_s']:.2f} s (html {r['html_kb']} KB), "
                          f"peak RSS per worker {r['peak_rss_children_mb']:.0f} MB")
             elif mode == "columnar":
                 extra = f", threads {r['jobs']}, render {r['render_s']:.2f} s (html {r['html_kb']} KB)"
-            print(f"{mode:8s}: {r['records']:,} records in {r['wall_s']:.1f} s = {rate:,.0f} records/s "
+            print(f"{mode:11s}: {r['records']:,} records in {r['wall_s']:.1f} s = {rate:,.0f} records/s "
                   f"({size / r['wall_s'] / 1e6:.0f} MB/s), CPU {r['cpu_s']:.0f} s = "
                   f"{r['records'] / r['cpu_s']:,.0f} records per CPU-second, peak RSS {r['peak_rss_mb']:.0f} MB{extra}",
                   flush=True)
