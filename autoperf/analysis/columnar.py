@@ -1,4 +1,5 @@
-"""Columnar fast path of `autoperf report`: DuckDB parses the logs, SQL group-bys feed the Aggregator.
+"""Columnar reader of `autoperf report` (``--engine columnar``): DuckDB parses the logs, SQL group-bys feed
+the Aggregator.
 
 The pure-Python path decodes every line with orjson and walks it in ``Aggregator.add`` (about 10 us a
 record here). This path reads the JSON-line files in chunks of whole lines (``CHUNK_BYTES``), lets

@@ -9,12 +9,13 @@ each phase in a fresh subprocess so peak RSS is its own:
 
   decode    orjson.loads of every line (the ceiling for any pure-Python pipeline)
   single    read_records + Aggregator (+ result + suggestions) in one process
-  parallel  aggregate_files with --jobs processes (byte ranges, merged), + render terminal and html
+  parallel  aggregate_files with --jobs processes (byte ranges, merged), + render terminal and html —
+            what `autoperf report` runs from 256 MB of input
   parse     DuckDB's NDJSON reader alone over the file (count of rows): the ceiling of the columnar path
   columnar  the columnar path (analysis/columnar.py: DuckDB chunks + SQL group-bys, --jobs threads)
-            + result + render terminal and html — what `autoperf report` runs below 256 MB of input
+            + result + render terminal and html — `autoperf report --engine columnar` below 256 MB of input
   parcolumnar  the columnar path in --jobs processes (byte spans, one DuckDB thread each, merged)
-            + result + render — what `autoperf report` runs from 256 MB of input
+            + result + render — `autoperf report --engine columnar` from 256 MB of input
 
 and prints records/s, records per CPU-second (meaningful on a busy machine) and peak RSS (MB) for each.
 Run on an idle machine; the numbers are CPU-bound.
