@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from autoperf import diagnostics, importhooks, pipeline, records, sinks, targets
+from autoperf import diagnostics, importhooks, pipeline, records, sinks, targets, threads
 
 ENV_CONFIG = "AUTOPERF_CONFIG"
 ENV_LOG_DIR = "AUTOPERF_LOG_DIR"
@@ -284,8 +284,38 @@ def _install_sigterm():
         return
     if current not in (signal.SIG_DFL, None):
         return  # the program (or a parent) handles SIGTERM itself; atexit will flush
+    if sys.argv[1:2] == ["--multiprocessing-fork"]:
+        return  # a spawned multiprocessing child keeps the default: see _default_sigterm_in_mp_children
     _previous_sigterm = current
     signal.signal(signal.SIGTERM, _on_sigterm)
+    threads.guard_forks()   # a SIGTERM reaching a child just after its fork must not be forgotten
+    _hook("multiprocessing.util", _default_sigterm_in_mp_children)
+
+
+class _SigtermMarker:
+    """register_after_fork needs a live, weak-referenceable object."""
+
+
+_SIGTERM_MARKER = _SigtermMarker()
+
+
+def _default_sigterm_in_mp_children(mp_util):
+    """multiprocessing stops its children with SIGTERM (``Process.terminate()``, ``Pool.terminate()``)
+    and counts on the default action. A Python handler only runs when the main thread next runs
+    bytecode: one that arrives just before a worker blocks in ``sem_wait`` for its next task is never
+    handled, and ``Pool.terminate()`` waits for that worker forever. So a forked multiprocessing child
+    (fork, forkserver: the callback runs in ``Process._bootstrap``) gets the default back, and a spawned
+    one never gets the handler (``_install_sigterm``); their records were flushed after each job
+    (process_pool) and at their exit (the finalizer)."""
+    mp_util.register_after_fork(_SIGTERM_MARKER, _restore_default_sigterm)
+
+
+def _restore_default_sigterm(_marker=None):
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except (ValueError, OSError):   # not the main thread: nothing to undo here
+        pass
 
 
 def _on_sigterm(signum, frame):

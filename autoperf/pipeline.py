@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from autoperf import records
+from autoperf import records, threads
 
 BUFFER: collections.deque = collections.deque()
 _DEFAULT_CAPACITY = 100_000
@@ -280,7 +280,7 @@ def ensure_started():
         if _writer is not None and _writer.is_alive():
             return
         _writer = threading.Thread(target=_run_writer, name="autoperf-writer", daemon=True)
-        _writer.start()
+        threads.start(_writer)
     _register_exit_flush()
 
 

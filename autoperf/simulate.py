@@ -25,6 +25,8 @@ import threading
 import time
 from typing import Callable, Optional
 
+from autoperf import threads
+
 ENV_CONNECT_TIMEOUT = "AUTOPERF_SIM_CONNECT_TIMEOUT"
 PLACEHOLDER_TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAx.simulated.autoperf-loopback-token"
 
@@ -162,7 +164,7 @@ def run(scenario_path: str, program: Callable[[], int], *, connect_timeout: Opti
 
     main_done = threading.Event()
     watchdog = _Watchdog(handle, main_done)
-    watchdog.start()
+    threads.start(watchdog)
     code = 1
     try:
         code = program()

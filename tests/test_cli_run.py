@@ -214,6 +214,59 @@ class TestLosslessStop:
         assert proc.returncode == code, proc.stderr.read()
         self._expect_all(prog)
 
+    def test_autoperf_threads_leave_process_signals_to_the_program(self, tmp_path):
+        """autoperf's threads block asynchronous signals (SIGTERM, SIGINT, SIGCHLD) so the kernel delivers them
+        to the program's threads: a pool worker's main thread waiting in sem_wait must get Pool.terminate()'s
+        SIGTERM. Fault signals stay unblocked everywhere; the program's own threads keep an empty mask."""
+        prog = Program(tmp_path, """
+            import asyncio, json, signal, threading
+            def blocked(tid):
+                for line in open(f"/proc/self/task/{tid}/status"):
+                    if line.startswith("SigBlk:"):
+                        mask = int(line.split()[1], 16)
+                        return [bool(mask >> (s - 1) & 1) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD,
+                                                                     signal.SIGSEGV)]
+            async def main():
+                mine = threading.Thread(target=threading.Event().wait, args=(1,), name="program-thread", daemon=True)
+                mine.start()
+                await asyncio.sleep(0.3)
+                print(json.dumps({t.name: blocked(t.native_id) for t in threading.enumerate()}))
+            asyncio.run(main())
+        """)
+        proc = prog.run()
+        assert proc.returncode == 0, proc.stderr
+        masks = json.loads(proc.stdout)
+        assert masks["MainThread"] == masks["program-thread"] == [False] * 4
+        ours = {name: m for name, m in masks.items() if name.startswith("autoperf-")}
+        assert {"autoperf-writer", "autoperf-sampler", "autoperf-loop-watchdog"} <= set(ours), masks
+        assert all(m == [True, True, True, False] for m in ours.values()), ours
+
+    def test_sigterm_right_after_a_fork_still_ends_the_child(self, tmp_path):
+        """A SIGTERM sent to a child the moment it is forked (Pool.terminate() just after the pool started a
+        worker) ends it, as it would without autoperf: CPython forgets signals caught before its after-fork
+        reset, so autoperf blocks them across the fork. Without that, every one of these was lost."""
+        prog = Program(tmp_path, """
+            import os, signal, time
+            def command():
+                return 1
+            outcomes = []
+            for _ in range(3):
+                pid = os.fork()
+                if pid == 0:
+                    command()
+                    time.sleep(5)          # a worker waiting for work
+                    os._exit(3)
+                os.kill(pid, signal.SIGTERM)
+                _, status = os.waitpid(pid, 0)
+                outcomes.append(os.WTERMSIG(status) if os.WIFSIGNALED(status) else -os.WEXITSTATUS(status))
+            print(outcomes)
+        """, "targets:\n  - target: '__main__:command'\n")
+        started = time.monotonic()
+        proc = prog.run()
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == str([int(signal.SIGTERM)] * 3)
+        assert time.monotonic() - started < 5
+
     def test_program_sigterm_handler_still_runs(self, tmp_path):
         """A program that handles SIGTERM itself keeps its handler; records still land at exit."""
         prog = Program(tmp_path, """
@@ -279,6 +332,32 @@ class TestChildren:
         parent_pid = {r["pid"] for r in prog.records() if r.get("code") == "internal_error"}
         assert not parent_pid
         assert len({s["pid"] for s in spans}) >= 3
+
+    @pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+    def test_multiprocessing_children_keep_sigterms_default(self, tmp_path, method):
+        """The program's SIGTERM flushes through autoperf's handler; a multiprocessing child gets the default
+        action back (Process/Pool.terminate() count on it: a Python handler can miss a SIGTERM that lands
+        just before the worker blocks) and still records its job."""
+        (tmp_path / "worker_mod.py").write_text(WORKER_MODULE + textwrap.dedent("""
+            import signal
+            def handler(_):
+                return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        """))
+        prog = Program(tmp_path, """
+            import multiprocessing as mp, signal, sys
+            import worker_mod
+            if __name__ == "__main__":
+                with mp.get_context(sys.argv[1]).Pool(1) as pool:
+                    print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, pool.apply(worker_mod.handler, (0,)),
+                          pool.apply(worker_mod.square, (3,)))
+        """, "targets:\n  - target: 'worker_mod:square'\n")
+        proc = prog.run(method)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["False", "True", "9"]
+        recs = prog.records()
+        done_in_worker = [r for r in recs if r["type"] == "span" and r["kind"] == "span" and r["name"] == "worker_mod.square"]
+        jobs = [r for r in recs if r["type"] == "span" and r["kind"] == "job"]
+        assert len(done_in_worker) == 1 and len(jobs) == 2 and done_in_worker[0]["pid"] != jobs[0]["pid"]
 
     def test_existing_sitecustomize_is_chained(self, tmp_path):
         """A sitecustomize already on PYTHONPATH still runs in instrumented children."""

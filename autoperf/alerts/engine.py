@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 
+from autoperf import threads
 from autoperf.alerts.channels import DeliveryError, build_channel, scrub
 from autoperf.alerts.rules import build_rules
 
@@ -119,7 +120,7 @@ class AlertEngine:
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="autoperf-alerts", daemon=True)
-            self._thread.start()
+            threads.start(self._thread)
 
     def close(self, timeout: float = 5.0):
         """Send what is grouped now (one attempt each within ``timeout``) and stop the thread."""

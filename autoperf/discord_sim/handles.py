@@ -7,6 +7,8 @@ import inspect
 import threading
 from typing import Any, Callable, Optional, Union
 
+from autoperf import threads
+
 from .driver import Simulation
 from .report import SimReport
 from .scenario import Scenario, load_scenario
@@ -145,7 +147,7 @@ def start_in_thread(scenario: Union[Scenario, dict, str], *, host: str = "127.0.
 
     t = threading.Thread(target=runner, name="autoperf-discord-sim", daemon=True)
     handle._thread = t
-    t.start()
+    threads.start(t)      # runs in the bot's process under --simulate: the bot's signals stay the bot's
     handle._started.wait(start_timeout)
     if not handle.base_url:
         handle.stop(timeout=1.0)

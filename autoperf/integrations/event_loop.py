@@ -42,7 +42,7 @@ import weakref
 from threading import get_ident
 from time import perf_counter_ns
 
-from autoperf import diagnostics
+from autoperf import diagnostics, threads
 from autoperf.config.schema import Field, Float, Obj
 from autoperf.integrations import base, loop_blocked, loop_watchdog
 
@@ -358,7 +358,7 @@ def _ensure_watchdog():
     if _watchdog is not None and _watchdog.is_alive():
         return
     _watchdog = loop_watchdog.Watchdog(_slots, _settings, _emit_blocked)
-    _watchdog.start()
+    threads.start(_watchdog)
 
 
 def _stop_watchdog():

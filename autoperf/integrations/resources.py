@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-from autoperf import diagnostics, pipeline
+from autoperf import diagnostics, pipeline, threads
 from autoperf.config.schema import Field, Float, Obj
 
 NAME = "resources"
@@ -337,7 +337,7 @@ def start(config_data=None, options=None):
             diagnostics.warn_once("integration_version", "resource sampler: psutil is not installed",
                                   key="psutil", integration=NAME)
             return None
-        sampler.start()
+        threads.start(sampler)
         _sampler = sampler
         return sampler
 

@@ -18,7 +18,7 @@ import time
 
 import orjson
 
-from autoperf import pids
+from autoperf import pids, threads
 from autoperf.store import db
 
 _SPILL_OPTS = orjson.OPT_NON_STR_KEYS
@@ -104,7 +104,7 @@ class PostgresSink:
     def start(self):
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="autoperf-pg-sink", daemon=True)
-            self._thread.start()
+            threads.start(self._thread)
 
     def write(self, records) -> None:
         """Enqueue records; never blocks on I/O, never raises. Beyond `max_buffer_records` they are dropped."""
@@ -179,7 +179,7 @@ class PostgresSink:
         # waits for PostgreSQL, this thread converts the next batch (pipelining).
         self._loop = asyncio.new_event_loop()
         self._io = threading.Thread(target=self._loop.run_forever, name="autoperf-pg-io", daemon=True)
-        self._io.start()
+        threads.start(self._io)
         next_housekeeping = 0.0
         try:
             while True:
