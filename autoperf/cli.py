@@ -23,7 +23,8 @@ def _run_parser():
                          help="show records on stderr (default: when stdout is a terminal)")
     console.add_argument("--no-console", dest="console", action="store_false")
     parser.add_argument("--disable", action="append", default=[], metavar="NAME",
-                        help="turn off an integration or a target (by name or target string); repeatable")
+                        help="turn off an integration, a feature (stats, alerts, store) or a target (by name or "
+                             "target string); repeatable")
     parser.add_argument("--simulate", metavar="SCENARIO",
                         help="run the bot against a loopback Discord playing SCENARIO (YAML)")
     parser.add_argument("--summary", action="store_true",
@@ -54,6 +55,24 @@ def _split_run_argv(argv):
     return argv, None, None, []
 
 
+_FEATURES = ("stats", "alerts", "store")
+
+
+def _unknown_disable_names(names, cfg):
+    """The error for ``--disable`` names that match nothing (a typo would silently measure with the
+    component on), or None."""
+    from autoperf import integrations
+    known = set(integrations.REGISTRY) | set(_FEATURES)
+    for spec in cfg.targets:
+        known.update(n for n in (spec.name, spec.target) if n)
+    bad = [n for n in names if n not in known]
+    if not bad:
+        return None
+    return (f"autoperf: --disable {', '.join(bad)}: no integration, feature or target of that name "
+            f"(integrations: {', '.join(sorted(integrations.REGISTRY))}; features: {', '.join(_FEATURES)}; "
+            f"targets: by name or target string, as in {cfg.path or 'the config'})")
+
+
 def cmd_run(argv) -> int:
     options, script, module, args = _split_run_argv(argv)
     parser = _run_parser()
@@ -71,6 +90,11 @@ def cmd_run(argv) -> int:
         for line in exc.errors:
             sys.stderr.write(f"autoperf: {line}\n")
         sys.stderr.write("autoperf: the program was not started\n")
+        return 2
+
+    unknown = _unknown_disable_names(opts.disable, cfg)
+    if unknown:
+        sys.stderr.write(unknown + "\nautoperf: the program was not started\n")
         return 2
 
     log_dir = os.path.abspath(opts.log_dir or os.environ.get(bootstrap.ENV_LOG_DIR)

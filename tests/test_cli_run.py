@@ -151,6 +151,19 @@ class TestBadConfig:
         assert "not started" in proc.stderr
         assert not (tmp_path / "ran").exists()
 
+    def test_unknown_disable_name_stops_before_the_program(self, tmp_path):
+        """`--disable event_loop` (the integration is `asyncio`) would measure with it on: exit 2 naming it;
+        integration, feature and target names (by name or target string) are accepted."""
+        prog = Program(tmp_path, "open('ran', 'w').write('x')\n",
+                       "targets:\n  - target: '__main__:f'\n    name: fast_path\n")
+        proc = prog.run(options=("--disable", "asyncio", "--disable", "event_loop"))
+        assert proc.returncode == 2 and "--disable event_loop: no integration" in proc.stderr, proc.stderr
+        assert "not started" in proc.stderr and not (tmp_path / "ran").exists()
+        for name in ("asyncio", "alerts", "fast_path", "__main__:f"):
+            proc = prog.run(options=("--disable", name))
+            assert proc.returncode == 0, (name, proc.stderr)
+        assert (tmp_path / "ran").exists()
+
     def test_several_problems_are_all_reported(self, tmp_path):
         """One error line per problem, not just the first."""
         prog = Program(tmp_path, "pass\n", "bogus: 1\nlevels:\n  debug_ms: x\n")
