@@ -114,6 +114,11 @@ class Aggregator(FlowTracking, Merging, Reporting):
             lc[lv] = lc.get(lv, 0) + 1
 
     @property
+    def deferring(self) -> bool:
+        """Flow ends are still being deferred to merge() (``defer_head``)."""
+        return self._defer_left > 0
+
+    @property
     def records(self) -> int:
         return sum(self.types.values())
 

@@ -193,7 +193,7 @@ class ColumnarReader:
                 self.files_read.append(p)
             for block in self._blocks(p, start, end):
                 self.lines_bytes += len(block)
-                if self.agg._defer_left > 0:
+                if self.agg.deferring:
                     block = self._python_head(block)
                     if not block:
                         continue
@@ -308,25 +308,24 @@ class ColumnarReader:
 
     def _python_chunk(self, data: bytes) -> None:
         """The Python path for one chunk (RecordReader's rules: blank lines ignored, non-objects skipped)."""
-        add, decode = self.agg.add, self._decode
-        for line in data.split(b"\n"):
-            if not line or line.isspace():
-                continue
-            self.lines += 1
-            self.seq += 1
-            rec = decode(line)
-            if rec is not None:
-                add(rec)
+        self._python_lines(data, head_only=False)
 
     def _python_head(self, data: bytes) -> bytes:
         """The lines of ``data`` that end the Aggregator's deferred head flows (``defer_head``: a parallel
         worker's first flows may have spans in the previous span, merge() judges them whole) go through
         the Python path, which defers them; what follows is returned for the columnar path."""
+        return self._python_lines(data, head_only=True)
+
+    def _python_lines(self, data: bytes, head_only: bool) -> bytes:
+        """Lines of ``data`` through ``Aggregator.add`` — all of them, or (``head_only``) until the
+        Aggregator defers no more flows; returns the rest."""
         agg = self.agg
         add, decode = agg.add, self._decode
         pos, n = 0, len(data)
-        while pos < n and agg._defer_left > 0:
+        while pos < n and (not head_only or agg.deferring):
             nl = data.find(b"\n", pos)
+            if nl < 0:
+                nl = n
             line = data[pos:nl]
             pos = nl + 1
             if not line or line.isspace():
