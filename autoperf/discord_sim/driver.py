@@ -163,9 +163,12 @@ class Simulation(InteractionDataMixin):
         deadline = self._t0 + scn.duration_s
         weights = [f.weight for f in scn.mix]
 
-        def can_start() -> bool:
-            return (not self._stop.is_set() and loop.time() < deadline and self.server.connected
+        def may_start() -> bool:
+            return (not self._stop.is_set() and self.server.connected
                     and (scn.max_flows is None or self._flows_started < scn.max_flows))
+
+        def can_start() -> bool:
+            return loop.time() < deadline and may_start()
 
         def launch(flow: Flow, user_id: int, flow_seed: int) -> asyncio.Task:
             self._flows_started += 1
@@ -196,7 +199,9 @@ class Simulation(InteractionDataMixin):
                 wait = next_t - loop.time()
                 if wait > 0:
                     await self._sleep(wait)
-                if not can_start():
+                # The plan put this arrival before the deadline: a late wake-up (loop lag) must not
+                # drop it, or two runs of one seed would play different numbers of flows.
+                if not may_start():
                     break
                 tasks.append(launch(flow, user_id, flow_seed))
             if tasks:
