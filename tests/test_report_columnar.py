@@ -256,6 +256,35 @@ def test_chunks_duckdb_cannot_read_go_through_the_python_path(logs):
     _close(py.n_plus_one, col.n_plus_one, "n_plus_one")
 
 
+def test_lines_up_to_the_readers_line_limit_are_read_by_duckdb(tmp_path):
+    """DuckDB reads a JSON object up to 16 MiB by default — the readers' own line limit (``blocks.MAX_LINE``,
+    longer is garbage, skipped and counted). A 15 MiB record is read like any other (no Python fallback for
+    its chunk); a 17 MiB one is skipped by both readers."""
+    from autoperf.analysis.blocks import MAX_LINE
+    from autoperf.analysis.columnar import ColumnarReader
+    recs = _records(DAY, 60, 7)
+    for fp, size in (("fp15mib", MAX_LINE - (1 << 20)), ("fptoolong", MAX_LINE + (1 << 20))):
+        recs.insert(len(recs) // 2, synth.span("db.fetch", "db", DAY, 4.0, None, None, None,
+                                               attrs=dict(synth.db_attrs("SELECT big FROM t", fp), blob="x" * size)))
+    path = tmp_path / "performance_2025-01-20.log"
+    _write(path, recs)
+    rd = read_records([str(path)])
+    py = Aggregator(**SMALL)
+    py.add_all(rd)
+    py.flush_open()
+    col = Aggregator(**SMALL)
+    reader = ColumnarReader(col, chunk_bytes=4 << 20)
+    try:
+        reader.run([str(path)])
+    finally:
+        reader.close()
+    col.flush_open()
+    assert reader.fallback_chunks == 0
+    assert reader.stats() == rd.stats()
+    assert col.db["fp15mib"].res.count == py.db["fp15mib"].res.count == 1 and "fptoolong" not in col.db
+    _close(py.result(), col.result())
+
+
 def test_chunk_directory_of_a_killed_report_is_removed_by_the_next(logs):
     """A report killed mid-run leaves its chunk directory (on /dev/shm: memory until reboot); the next
     report deletes it, keeps those of reports still running, and leaves nothing of its own behind."""

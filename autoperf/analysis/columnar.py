@@ -237,7 +237,9 @@ class ColumnarReader:
                 keep.append(f"ts < {_q(self.until)}")
             keep = f"coalesce({' AND '.join(keep)}, FALSE)"
         con = self.con
-        # ids are only compared: 64-bit hashes group faster than strings (flow_id is kept for open flows)
+        # ids are only compared: 64-bit hashes group faster than strings (flow_id is kept for open flows).
+        # DuckDB's default maximum_object_size (16 MiB) is blocks.MAX_LINE, the longest line any reader keeps;
+        # raising it to the chunk size made each chunk ~1.6x slower to load (measured: 0.137 vs 0.085 s / 32 MB).
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE raw AS
             SELECT type, level, timestamp AS ts, coalesce(nullif(name, ''), '?') AS name, kind,
@@ -249,7 +251,7 @@ class ColumnarReader:
                    attrs.rows AS a_rows, attrs.explain AS a_explain,
                    metadata.command AS command, metadata.first_response_ms AS fr, metadata.deadline_missed AS dm
             FROM read_json({_q(self.chunk_path)}, format = 'newline_delimited', columns = {_COLUMNS},
-                           ignore_errors = true, maximum_object_size = {self.chunk_bytes + (16 << 20)})""")
+                           ignore_errors = true)""")
         n, untyped, filtered = con.execute(
             f"SELECT count(*), count(*) FILTER (type IS NULL), count(*) FILTER (type IS NOT NULL AND NOT {keep}) "
             f"FROM raw").fetchone()
