@@ -123,13 +123,6 @@ def _thread_name(ident) -> str:
     return _thread_names.get(ident) or str(ident)
 
 
-def _task_name(task):
-    if task is None:
-        return None
-    try:
-        return task.get_name()
-    except Exception:
-        return None
 
 
 _hex_cache: dict = {}
@@ -178,7 +171,7 @@ def _span_records(spans, settings: Settings, append):
     pid = _pid
     extra = settings.extra
     warning_ns, error_ns, debug_ns = settings.warning_ns, settings.error_ns, settings.debug_ns
-    names = {None: None}       # Thread / ident / Task -> its name, for this batch
+    names = {None: None}       # Thread / ident -> its name, for this batch
     thresholds = {None: warning_ns}   # Site -> its WARNING threshold in whole ns, for this batch
     hex_of = _hex_cache.get
     suffix = _MS_SUFFIX
@@ -245,9 +238,6 @@ def _span_records(spans, settings: Settings, append):
         thread_name = names.get(thread)
         if thread_name is None:
             thread_name = names[thread] = _thread_name(thread)
-        task_name = names.get(task)
-        if task_name is None and task is not None:
-            task_name = names[task] = _task_name(task)
         rec = {
             "timestamp": prefix + suffix[wall % 1_000_000_000 // 1_000_000],
             "level": level,
@@ -263,7 +253,7 @@ def _span_records(spans, settings: Settings, append):
             "error": None if error is None else error_name(error),
             "pid": pid,
             "thread": thread_name,
-            "task": task_name,
+            "task": task,                 # its name (spans.Span keeps no Task)
             "attrs": attrs if attrs is not None else {},
         }
         if site is not None:

@@ -111,6 +111,17 @@ class SpanRef:
         return f"SpanRef({self.span_id:016x}, flow={self.flow_id:016x}, {self.flow_name!r})"
 
 
+def _task_name(task):
+    """The running task's name, taken when a span starts. Spans keep the name, not the Task: a span stays
+    reachable from every context copied while it was current — a library's timer handle, such as asyncpg's
+    statement-cache expiry (300 s) — and a Task held there keeps its coroutine, result and context alive
+    (measured: hundreds of finished command tasks retained, more and longer full GC collections)."""
+    try:
+        return task.get_name()
+    except Exception:   # a task factory's object without get_name(): no task name, never an error
+        return None
+
+
 class Span:
     """One timed operation. Fields are read by the writer thread once the span has finished.
 
@@ -154,7 +165,10 @@ class Span:
         ident = get_ident()
         self.thread = _live_thread(ident) or ident
         loop = _running_loop()
-        self.task = None if loop is None else _current_tasks.get(loop)
+        task = None if loop is None else _current_tasks.get(loop)
+        if task is not None:
+            task = _task_name(task)
+        self.task = task
         self._token = None
         self.duration_ns = None
         self.start_ns = perf_counter_ns()
@@ -257,9 +271,11 @@ def record_finished(name, kind, attrs, parent, site, start_ns, duration_ns, stat
     """
     ident = get_ident()
     loop = _running_loop()
-    item = (name, kind, attrs, parent, site, _next_id(), _live_thread(ident) or ident,
-            None if loop is None else _current_tasks.get(loop), start_ns, duration_ns, status,
-            error, extra)
+    task = None if loop is None else _current_tasks.get(loop)
+    if task is not None:
+        task = _task_name(task)
+    item = (name, kind, attrs, parent, site, _next_id(), _live_thread(ident) or ident, task, start_ns,
+            duration_ns, status, error, extra)
     if parent is not None:
         siblings = parent.children
         if siblings is not None and len(siblings) < MAX_CHECKPOINT_SPANS:

@@ -236,3 +236,40 @@ def test_overflow_is_counted_and_reported(records, tiny_buffer):
     assert dropped[0]["level"] == "WARNING" and dropped[0]["since"].endswith("Z")
     assert pipeline.dropped_count() == 0  # reported, so the counter starts again
     json.dumps(dropped)
+
+
+def test_a_timer_made_inside_a_span_does_not_keep_the_task_alive(records):
+    """A library's long timer (asyncpg's statement-cache expiry runs 300 s) copies the context it is made in,
+    and with it the current span. The span must not hold the task it ran in: a finished command's task,
+    its coroutine and result would stay alive for the timer's life (full GC collections grow)."""
+    import gc
+    import weakref
+
+    timers, task_refs = [], []
+
+    @autoperf.span("prepare")
+    async def prepare():
+        timers.append(asyncio.get_running_loop().call_later(300, lambda: None))
+
+    @autoperf.flow("command")
+    async def command(i):
+        await prepare()
+        return [i] * 100
+
+    async def main():
+        for i in range(3):
+            t = asyncio.create_task(command(i))
+            task_refs.append(weakref.ref(t))
+            await t
+            del t
+        await asyncio.sleep(0)              # asyncio lets go of the last task it woke us for
+        pipeline.flush()                    # the writer has made the records
+        gc.collect()
+        alive = sum(r() is not None for r in task_refs)
+        for h in timers:
+            h.cancel()
+        return alive
+
+    assert asyncio.run(main()) == 0
+    recs = [r for r in records.all() if r.get("type") == "span" and r["name"] == "prepare"]
+    assert len(recs) == 3 and all(r["task"] and r["task"].startswith("Task-") for r in recs)
