@@ -194,6 +194,28 @@ class TestQueryPaths:
 
         asyncio.run(main())
 
+    def test_long_timers_made_by_queries_hold_no_flow(self, dsn, patch_pg):
+        """asyncpg's statement-cache expiry and a pooled connection's idle timer (300 s by default) copy the
+        context of the query that made them; they must not keep the flow and span current then alive."""
+        patch_pg()
+
+        async def main():
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+            try:
+                with spans.span("leaderboard_command", "flow"):
+                    async with pool.acquire() as conn:
+                        await conn.fetchval("SELECT mmr FROM players WHERE name = $1", SECRET)
+                        entries = list(conn._con._stmt_cache._entries.values())  # noqa: SLF001
+                holder = pool._holders[0]  # noqa: SLF001
+                timers = [e._cleanup_cb for e in entries] + [holder._inactive_callback]  # noqa: SLF001
+                assert len(timers) == 2 and all(t is not None for t in timers)
+                # what each timer's callback will run in: no autoperf span (nothing of ours at all)
+                return [(t._context.run(spans.current), len(t._context)) for t in timers]  # noqa: SLF001
+            finally:
+                await pool.close()
+
+        assert asyncio.run(main()) == [(None, 0), (None, 0)]
+
     def test_transactions_and_nesting_under_flow(self, dsn, patch_pg):
         """Queries inside a transaction and a flow are children of the current span, once each."""
         patch_pg()

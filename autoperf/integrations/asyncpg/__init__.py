@@ -65,6 +65,9 @@ Modules: ``common`` (options, settings, the ``_DbSpan`` type), ``queries`` (per-
 rows, the query wrappers incl. the lean ``_execute``), ``pools`` (pool registry, ``pool_stats``,
 the acquire / reset / init wrappers), ``explain`` (background EXPLAIN).
 
+asyncpg's long timers (a cached statement's expiry, a pooled connection's idle close) are set up in an
+empty context (``common.in_empty_context``), so they never keep a finished flow alive.
+
 Parameters are never read into a span or record. EXPLAIN (off by default) needs them: they stay
 in memory, referenced by the background task until that one EXPLAIN has run.
 """
@@ -73,7 +76,7 @@ from __future__ import annotations
 from autoperf.integrations import base
 
 from . import pools, queries
-from .common import OPTIONS, _DbSpan, _Settings  # noqa: F401  (re-exported: tests, tools)
+from .common import OPTIONS, _DbSpan, _Settings, in_empty_context  # noqa: F401  (re-exported: tests, tools)
 from .explain import (EXPLAIN_INTERVAL_S, EXPLAIN_MAX_CONCURRENT, EXPLAIN_TIMEOUT_S,  # noqa: F401
                       _SUPPRESS, explain_tasks, reset_explain_memory)
 from .pools import _acquire_factory, _async_init_factory, _reset_factory, pool_stats, wait_stats  # noqa: F401
@@ -104,6 +107,8 @@ WRAPS = [
     ("asyncpg.connection", "Connection.reset"),
     ("asyncpg.pool", "Pool._acquire"),
     ("asyncpg.pool", "Pool._async__init__"),
+    ("asyncpg.connection", "_StatementCache._set_entry_timeout"),
+    ("asyncpg.pool", "PoolConnectionHolder._setup_inactive_callback"),
 ]
 
 _FACTORIES = {
@@ -124,6 +129,8 @@ _FACTORIES = {
     "Cursor.forward": lambda o: _query_wrapper(o, _self_query),
     "Pool._acquire": _acquire_factory,
     "Pool._async__init__": _async_init_factory,
+    "_StatementCache._set_entry_timeout": in_empty_context,
+    "PoolConnectionHolder._setup_inactive_callback": in_empty_context,
 }
 
 
