@@ -573,3 +573,52 @@ def test_arrival_plan_is_reproducible():
     assert plan(42) != plan(43)
     names = [p[1] for p in plan(42)]
     assert names.count("/a") > names.count("/b")
+
+
+def test_planned_arrivals_start_even_when_the_loop_wakes_late(monkeypatch):
+    """Every arrival the seeded plan puts before the deadline starts, also when the driver wakes up late
+    for it (loop lag): two runs of one seed play the same flows. The driver here oversleeps each wait by
+    0.4 s; the deadline falls 0.2 s after an arrival that has to wait, so it wakes after the deadline."""
+    import discord
+
+    from autoperf.discord_sim import redirect
+
+    base = {"seed": 11, "rate": 2, "users": 2, "warmup_s": 0.05, "grace_s": 3,
+            "mix": [{"message": "!stats", "expect_reply": False}]}
+    t, starts = 0.0, []
+    for gap, *_ in Simulation(dict(base, duration_s=60)).plan(40):
+        t += gap
+        starts.append((t, gap))
+    # the last arrival before the deadline: 1.5 s or more into the run, its gap longer than the oversleep
+    # (it waits, then wakes late), the next one more than 0.2 s after it
+    k = next(i for i, (at, gap) in enumerate(starts) if at >= 1.5 and gap > 0.6 and starts[i + 1][1] > 0.2)
+    scn = dict(base, duration_s=starts[k][0] + 0.2)
+
+    real_sleep = Simulation._sleep
+
+    async def late_sleep(self, seconds):
+        await real_sleep(self, seconds + 0.4 if seconds > 0 else seconds)
+
+    monkeypatch.setattr(Simulation, "_sleep", late_sleep)
+
+    async def main():
+        client = discord.Client(intents=discord.Intents.default(), guild_ready_timeout=0.05)
+        task = None
+
+        def started(url):
+            nonlocal task
+            assert redirect.point_discord_at(url)
+            task = asyncio.ensure_future(client.start("sim.token.3"))
+
+        try:
+            report = await asyncio.wait_for(run_scenario(scn, on_started=started, close_clients=True), 30)
+            await asyncio.wait_for(task, 10)
+        finally:
+            redirect.restore()
+            if not client.is_closed():
+                await client.close()
+        return report
+
+    report = asyncio.run(main())
+    assert report.error is None
+    assert report.flows_started == k + 1          # the plan's arrivals before the deadline, the late one too
