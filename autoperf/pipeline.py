@@ -11,7 +11,12 @@ cold caches after the sleep: the same 5-record drain took ~30 us in a hot loop a
 A writer that found nothing to write backs off (doubling its wait up to ``IDLE_WAIT_S``): an empty
 wake-up costs ~0.1 ms of CPU on a VM, 4 per second in every idle process (pool workers sit idle
 most of the time). ``emit()`` rings it out of a back-off at once; a span finishing in a process
-that was idle is written within ``IDLE_WAIT_S``. Flush and exit paths drain everything regardless.
+that was idle is written within ``IDLE_WAIT_S``. A writer that found only a trickle (fewer than
+``TRICKLE_RECORDS``) also doubles its wait, up to ``IDLE_WAIT_S``, without being rung: at 20
+interactions a second (~120 records) a wake-up per second instead of four saved ~40 us of CPU per
+interaction, ~1.5 % of the ladder bot's (measured: writer 141-146 -> 103-110 us per 6-span step);
+records then reach the sinks within ~1 s. From ``TRICKLE_RECORDS`` per wake-up on, it wakes every
+``flush_interval_ms`` again. Flush and exit paths drain everything regardless.
 When the buffer is full, new items are dropped and counted; a ``dropped`` record says so.
 """
 from __future__ import annotations
@@ -38,6 +43,7 @@ _bell = threading.Lock()            # released to wake the writer; a timed acqui
 _bell.acquire()
 _backing_off = [False]              # the writer waits longer than flush_interval: emit() rings it
 IDLE_WAIT_S = 1.0
+TRICKLE_RECORDS = 128               # fewer per wake-up: wake less often (see module doc)
 _dropped = 0
 _dropped_since_ns = None
 
@@ -263,8 +269,11 @@ def _run_writer():
                         _call_quietly(sink, "flush")
             except Exception as exc:  # pragma: no cover - last-resort guard, keep writing
                 _internal_error("writer", exc)
-        if n or BUFFER:
+        if n >= TRICKLE_RECORDS or len(BUFFER) >= TRICKLE_RECORDS:
             wait = _flush_interval
+            _backing_off[0] = False
+        elif n or BUFFER:       # a trickle: wake less often, not rung (emit() rings only an idle writer)
+            wait = min(wait * 2, max(IDLE_WAIT_S, _flush_interval))
             _backing_off[0] = False
         else:                   # nothing came: wake less often (emit() rings, see module doc)
             wait = min(wait * 2, max(IDLE_WAIT_S, _flush_interval))

@@ -175,7 +175,7 @@ def root_schema():
             "console_level": Field(level, default="INFO", doc="Lowest level printed on the console."),
             "file_level": Field(level, default="TRACE", doc="Lowest level written to the log file."),
             "buffer_records": Field(Int(min=100), default=100000, doc="Records buffered before new ones are dropped (and counted)."),
-            "flush_interval_ms": Field(Float(min=0, max=250, min_exclusive=True), default=250, doc="How often the writer thread flushes while records come (idle, it backs off to 1 s)."),
+            "flush_interval_ms": Field(Float(min=0, max=250, min_exclusive=True), default=250, doc="How often the writer thread flushes while records come in numbers (a trickle or nothing: down to once a second)."),
         }), doc="Where and how records are written."),
         "levels": Field(Obj({
             "debug_ms": Field(Float(min=0), default=1, doc="Spans up to this are TRACE, longer ones DEBUG."),
