@@ -14,10 +14,10 @@ most of the time). ``emit()`` rings it out of a back-off at once; a span finishi
 that was idle is written within ``IDLE_WAIT_S``. A writer that found only a trickle (fewer than
 ``TRICKLE_RECORDS``) also doubles its wait, up to ``IDLE_WAIT_S``, without being rung: each
 wake-up skipped saves ~250 us of CPU (measured, 6 spans every 50 ms: 47 -> 13 wake-ups in 12 s,
-writer 2.9-3.0 -> 1.9-2.5 ms of CPU per second) — ~0.6 % of the ladder bot's CPU at 20 interactions
-a second, ~10 % at one a second. Records then reach the sinks within ~1 s. From ``TRICKLE_RECORDS``
-per wake-up on, it wakes every ``flush_interval_ms`` again. Flush and exit paths drain everything
-regardless.
+writer 2.9-3.0 -> 1.9-2.5 ms of CPU per second) — about 0.6 % of the ladder bot's CPU at 20
+interactions a second and, by the same arithmetic, ~10 % at one a second. Records then reach the
+sinks within ~1 s. From ``TRICKLE_RECORDS`` per wake-up on, it wakes every ``flush_interval_ms``
+again. Flush and exit paths drain everything regardless.
 When the buffer is full, new items are dropped and counted; a ``dropped`` record says so.
 """
 from __future__ import annotations
