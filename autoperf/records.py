@@ -123,8 +123,6 @@ def _thread_name(ident) -> str:
     return _thread_names.get(ident) or str(ident)
 
 
-
-
 _hex_cache: dict = {}
 
 

@@ -57,8 +57,8 @@ def in_empty_context(original):
     """asyncpg's long timers — a cached statement's expiry and an idle pooled connection's close, 300 s
     each by default — are made during a query and copy its context: the flow and span current then.
     Made in an empty context, they hold none of autoperf's objects (measured on the ladder bot at
-    100 flows/s: ~300 flows' FlowState, spans and context nodes kept alive, ~4,000 objects for the
-    cyclic GC to traverse). Their callbacks only drop a cache entry or close a connection."""
+    100 flows/s: ~300 flows' FlowState, spans and context nodes were kept alive by them). Their
+    callbacks only drop a cache entry or close a connection."""
     def setup_timer(*args, **kwargs):
         return contextvars.Context().run(original, *args, **kwargs)
     return setup_timer
