@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import io
 import sys
 import textwrap
@@ -56,8 +57,14 @@ async def later(interaction: discord.Interaction):
     await interaction.edit_original_response(content="done")
 
 
+HELD_ERRORS: list = []   # per run: flow states still holding an exception when the bot closed
+
+
 @app_commands.command(description="always fails")
 async def boom(interaction: discord.Interaction):
+    # a long timer made during the command copies the flow's context, as a library's would (asyncpg's
+    # statement-cache expiry, an HTTP client's timeout)
+    asyncio.get_running_loop().call_later(300, lambda: None)
     raise ValueError("boom")
 
 
@@ -151,6 +158,9 @@ class LoopbackBot(commands.Bot):
 
     async def close(self):
         self.ticker.cancel()
+        from autoperf.integrations.discord.state import FlowState
+        gc.collect()
+        HELD_ERRORS.append(sum(1 for o in gc.get_objects() if type(o) is FlowState and o.error is not None))
         await super().close()
 
 
@@ -220,6 +230,7 @@ def runs(tmp_path_factory):
         pipeline.add_sink(memory)
         try:
             TIMEOUT_SPANS.clear()
+            HELD_ERRORS.clear()
             traced, bot = _play(SCENARIO)
             pipeline.flush()
         finally:
@@ -302,6 +313,12 @@ class TestFlows:
         """An exception in a command (swallowed by the CommandTree) is status error with its own type."""
         flow = _flows(runs[2], "boom")[0]
         assert flow["status"] == "error" and flow["error"] == "ValueError" and flow["level"] == "ERROR"
+
+    def test_a_failed_flows_state_left_in_a_timer_holds_no_exception(self, runs):
+        """A timer made during a failing command holds the flow's context for its whole delay: the flow's
+        state it reaches must not keep the exception (whose traceback holds the command's frames, the
+        interaction, the members) alive with it."""
+        assert _flows(runs[2], "boom") and HELD_ERRORS == [0], HELD_ERRORS
 
     def test_check_failure_and_cooldown(self, runs):
         """A failing check is status check_failure; a cooldown hit is status cooldown."""

@@ -153,7 +153,10 @@ def end(fs, token, exc=None):
                 del by_id[ist.id]
             if ist.token and by_token.get(ist.token) is ist:
                 del by_token[ist.token]
-        fs.span = fs.ist = None   # the flow's span may sit in the writer's buffer: keep it small
+        # Keep what outlives the flow small: the FlowState stays reachable from every context copied
+        # during the flow (a library's timer or socket handle), and the exception's traceback would
+        # keep the command's frames, its interaction, members and views alive with it.
+        fs.span = fs.ist = fs.error = None
     except Exception as e:
         diagnostics.internal_error("discord: finishing a flow", e)
     s.finish()
