@@ -412,12 +412,33 @@ def test_rest_headers_and_forced_429_on_the_wire():
     asyncio.run(main())
 
 
+async def _play_in_this_loop(scn, client, timeout=20):
+    """run_scenario in this event loop with ``client`` (a real discord.py Client or Bot) pointed at the
+    loopback Discord once it listens; the scenario closes the client at its end. Returns the report."""
+    from autoperf.discord_sim import redirect
+
+    task = None
+
+    def started(url):
+        nonlocal task
+        assert redirect.point_discord_at(url)
+        task = asyncio.ensure_future(client.start("sim.token.in-loop"))
+
+    try:
+        report = await asyncio.wait_for(run_scenario(scn, on_started=started, close_clients=True), timeout)
+        await asyncio.wait_for(task, 10)   # close_clients closed the client: start() returned
+    finally:
+        redirect.restore()
+        if not client.is_closed():
+            await client.close()
+    return report
+
+
 def test_late_callback_is_a_timeout_and_rejected_like_discord():
     """In-loop run_scenario: a callback later than 3 s is a timeout, the sim answers 404 10062, the bot stops."""
     import discord
     from discord.ext import commands
 
-    from autoperf.discord_sim import redirect
 
     scn = {"seed": 1, "duration_s": 0.2, "rate": 50, "max_flows": 2, "warmup_s": 0.1, "grace_s": 5,
            "mix_order": "round_robin", "mix": [{"command": "sleepy"}, {"command": "fast"}]}
@@ -441,21 +462,7 @@ def test_late_callback_is_a_timeout_and_rejected_like_discord():
         async def setup_hook():
             await bot.tree.sync()
         bot.setup_hook = setup_hook
-        bot_task = None
-
-        def started(url):
-            nonlocal bot_task
-            assert redirect.point_discord_at(url)
-            bot_task = asyncio.ensure_future(bot.start("sim.token.1"))
-
-        try:
-            report = await asyncio.wait_for(run_scenario(scn, on_started=started, close_clients=True), 20)
-            await asyncio.wait_for(bot_task, 10)   # close_clients closed the bot: start() returned
-        finally:
-            redirect.restore()
-            if not bot.is_closed():
-                await bot.close()
-        return report
+        return await _play_in_this_loop(scn, bot)
 
     report = asyncio.run(main())
     assert report.steps["/sleepy"].timeouts == 1 and report.steps["/sleepy"].first_ms["p50"] is None
@@ -493,7 +500,6 @@ def test_think_time_mode_and_message_content_intent():
     """Think-time mode loops every user; without MESSAGE_CONTENT the bot gets blank content, as on Discord."""
     import discord
 
-    from autoperf.discord_sim import redirect
 
     scn = {"seed": 5, "duration_s": 1.2, "think_time_s": 0.1, "users": 2, "warmup_s": 0.05, "grace_s": 3,
            "mix": [{"message": "hello {bot} !stats", "expect_reply": False}, {"message": "!stats", "expect_reply": False}]}
@@ -508,21 +514,7 @@ def test_think_time_mode_and_message_content_intent():
         async def on_message(message):
             seen.append((message.author.id, message.content))
 
-        task = None
-
-        def started(url):
-            nonlocal task
-            assert redirect.point_discord_at(url)
-            task = asyncio.ensure_future(client.start("sim.token.2"))
-
-        try:
-            report = await asyncio.wait_for(run_scenario(scn, on_started=started, close_clients=True), 20)
-            await asyncio.wait_for(task, 10)
-        finally:
-            redirect.restore()
-            if not client.is_closed():
-                await client.close()
-        return report
+        return await _play_in_this_loop(scn, client)
 
     report = asyncio.run(main())
     users = {r.user_id for r in report.results}
@@ -581,7 +573,6 @@ def test_planned_arrivals_start_even_when_the_loop_wakes_late(monkeypatch):
     0.4 s; the deadline falls 0.2 s after an arrival that has to wait, so it wakes after the deadline."""
     import discord
 
-    from autoperf.discord_sim import redirect
 
     base = {"seed": 11, "rate": 2, "users": 2, "warmup_s": 0.05, "grace_s": 3,
             "mix": [{"message": "!stats", "expect_reply": False}]}
@@ -603,21 +594,7 @@ def test_planned_arrivals_start_even_when_the_loop_wakes_late(monkeypatch):
 
     async def main():
         client = discord.Client(intents=discord.Intents.default(), guild_ready_timeout=0.05)
-        task = None
-
-        def started(url):
-            nonlocal task
-            assert redirect.point_discord_at(url)
-            task = asyncio.ensure_future(client.start("sim.token.3"))
-
-        try:
-            report = await asyncio.wait_for(run_scenario(scn, on_started=started, close_clients=True), 30)
-            await asyncio.wait_for(task, 10)
-        finally:
-            redirect.restore()
-            if not client.is_closed():
-                await client.close()
-        return report
+        return await _play_in_this_loop(scn, client, timeout=30)
 
     report = asyncio.run(main())
     assert report.error is None
