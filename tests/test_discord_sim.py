@@ -439,7 +439,6 @@ def test_late_callback_is_a_timeout_and_rejected_like_discord():
     import discord
     from discord.ext import commands
 
-
     scn = {"seed": 1, "duration_s": 0.2, "rate": 50, "max_flows": 2, "warmup_s": 0.1, "grace_s": 5,
            "mix_order": "round_robin", "mix": [{"command": "sleepy"}, {"command": "fast"}]}
     errors = []
@@ -499,7 +498,6 @@ def test_handle_stops_without_a_bot(mode):
 def test_think_time_mode_and_message_content_intent():
     """Think-time mode loops every user; without MESSAGE_CONTENT the bot gets blank content, as on Discord."""
     import discord
-
 
     scn = {"seed": 5, "duration_s": 1.2, "think_time_s": 0.1, "users": 2, "warmup_s": 0.05, "grace_s": 3,
            "mix": [{"message": "hello {bot} !stats", "expect_reply": False}, {"message": "!stats", "expect_reply": False}]}
@@ -572,7 +570,6 @@ def test_planned_arrivals_start_even_when_the_loop_wakes_late(monkeypatch):
     for it (loop lag): two runs of one seed play the same flows. The driver here oversleeps each wait by
     0.4 s; the deadline falls 0.2 s after an arrival that has to wait, so it wakes after the deadline."""
     import discord
-
 
     base = {"seed": 11, "rate": 2, "users": 2, "warmup_s": 0.05, "grace_s": 3,
             "mix": [{"message": "!stats", "expect_reply": False}]}
