@@ -12,6 +12,8 @@ scenario.yaml) at a fixed rate; the bot runs in a subprocess, once as plain ``py
 - bot CPU per step between the end of warm-up and the end of the scenario (the sim is not counted),
   split into the event-loop (main) thread, the bot's other threads (autoperf's writer and sampler,
   discord.py's keep-alive, executors) and the replay worker processes;
+- the other threads' CPU by thread name (autoperf's writer, sampler and loop watchdog; discord.py's and
+  the executors' threads), from the names the launcher reports;
 - garbage collection in the bot's main thread over the same window (collections per generation,
   pause time, cyclic garbage found) — measured by the launcher through ``gc.callbacks``;
 - the ratio of the two modes, and the median of the per-round ratios (robust to a noisy round).
@@ -33,6 +35,7 @@ import gc
 import glob
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -73,7 +76,8 @@ def _reset(*_):
 def _dump(*_):
     types0, types1 = _gc.pop("types0"), _types()
     growth = {k: v - types0.get(k, 0) for k, v in types1.items() if v != types0.get(k, 0)}
-    out = dict(_gc, growth=growth, tracked_growth=sum(types1.values()) - sum(types0.values()), on=False)
+    out = dict(_gc, growth=growth, tracked_growth=sum(types1.values()) - sum(types0.values()), on=False,
+               threads={str(t.native_id): t.name for t in threading.enumerate()})
     with open(os.environ["BENCH_GC_OUT"], "w") as fh:
         json.dump(out, fh)
     _gc["on"] = False
@@ -99,11 +103,13 @@ runpy.run_path(bot, run_name="__main__")
 
 
 def _cpu(proc: psutil.Process) -> dict:
-    """CPU seconds of the bot: its main thread, its other threads, its live children (replay workers)."""
-    out = {"loop": 0.0, "threads": 0.0, "workers": 0.0}
+    """CPU seconds of the bot: its main thread, its other threads (also by thread id), its live children
+    (replay workers)."""
+    out = {"loop": 0.0, "threads": 0.0, "workers": 0.0, "by_tid": {}}
     try:
         for t in proc.threads():
             out["loop" if t.id == proc.pid else "threads"] += t.user_time + t.system_time
+            out["by_tid"][t.id] = t.user_time + t.system_time
         for child in proc.children(recursive=True):
             try:
                 c = child.cpu_times()
@@ -170,8 +176,19 @@ def run_once(mode: str, scenario: dict, launcher: str, work: str, extra=()) -> d
         gcs = None
     return {"first_ms": [r.first_ms for r in results if r.first_ms is not None], "steps": len(results),
             "bad": sum(1 for r in results if r.status in ("timeout", "error")),
-            "cpu": {k: cpu1[k] - cpu0[k] for k in cpu0}, "gc": gcs,
+            "cpu": {k: cpu1[k] - cpu0[k] for k in ("loop", "threads", "workers")}, "gc": gcs,
+            "thread_cpu": _thread_cpu(cpu0["by_tid"], cpu1["by_tid"], proc.pid, (gcs or {}).get("threads") or {}),
             "records": _records_by_kind(log_dir) if mode == "autoperf" else None}
+
+
+def _thread_cpu(before: dict, after: dict, main_tid: int, names: dict) -> collections.Counter:
+    """CPU seconds over the window of the bot's other threads, by thread name (digits folded: a pool's
+    threads count together; threads that ended before the window closed are not seen)."""
+    out: collections.Counter = collections.Counter()
+    for tid, cpu in after.items():
+        if tid != main_tid:
+            out[re.sub(r"\d+", "N", names.get(str(tid), "?"))] += cpu - before.get(tid, 0.0)
+    return out
 
 
 def _no_targets_config(work: str) -> str:
@@ -192,6 +209,8 @@ def _summary(runs: list) -> dict:
     for key in ("loop", "threads", "workers"):
         out[f"cpu_{key}"] = 1e6 * sum(r["cpu"][key] for r in runs) / steps
     out["cpu_total"] = out["cpu_loop"] + out["cpu_threads"] + out["cpu_workers"]
+    by_name: collections.Counter = sum((r["thread_cpu"] for r in runs), collections.Counter())
+    out["thread_cpu"] = {k: 1e6 * v / steps for k, v in by_name.items()}
     gcs = [r["gc"] for r in runs if r["gc"]]
     if gcs:
         out["gc_full"] = sum(g["n"][2] for g in gcs)
@@ -239,6 +258,11 @@ def print_table(title: str, results: dict) -> None:
                 growth[k] += sign * v / len(results[mode])
     print("tracked objects growth over the window, autoperf minus plain, by type: "
           + ", ".join(f"{k} {v:+.0f}" for k, v in sorted(growth.items(), key=lambda kv: -abs(kv[1]))[:8]))
+    names = sorted(set(plain["thread_cpu"]) | set(traced["thread_cpu"]),
+                   key=lambda k: -traced["thread_cpu"].get(k, 0.0))
+    print("other threads, CPU us / step, plain -> autoperf: "
+          + ", ".join(f"{k} {plain['thread_cpu'].get(k, 0.0):.0f} -> {traced['thread_cpu'].get(k, 0.0):.0f}"
+                      for k in names))
     counts: collections.Counter = sum((r["records"] for r in results["autoperf"]), collections.Counter())
     steps = max(1, sum(r["steps"] for r in results["autoperf"]))
     print(f"records per step (whole run incl. start-up): {sum(counts.values()) / steps:.2f} = "
