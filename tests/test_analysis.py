@@ -417,6 +417,19 @@ def test_cache_candidate():
     assert not [x for x in suggest(recs[: len(recs) // 3]) if x["kind"] == "cache"]    # 4 flows: not enough
 
 
+def test_suggestion_totals_under_a_second_are_given_in_ms():
+    """24 calls of 5 ms: the evidence says 120 ms in total, not "0.1 s" (or "0.0 s" for less)."""
+    def cache_suggestion(ms):
+        recs = []
+        for i in range(12):
+            ch = [("db.fetch", "db", ms, synth.db_attrs("SELECT * FROM settings", "fp_settings"))] * 2
+            recs += synth.flow(["a", "b", "c"][i % 3], T0 + dt.timedelta(seconds=i), 2 * ms + 10, ch)
+        return next(x for x in suggest(recs) if x["kind"] == "cache")
+    small, large = cache_suggestion(5.0), cache_suggestion(125.0)
+    assert "120 ms total" in small["evidence"] and "120 ms in total" in small["saving"]
+    assert "3.0 s total" in large["evidence"] and "3.0 s in total" in large["saving"]
+
+
 # ---------------------------------------------------------------- SLO
 def test_slo_defaults_pass_and_fail():
     good = flows("q", [100.0] * 100)

@@ -31,6 +31,11 @@ def _fmt(ms):
     return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
 
 
+def _total(ms):
+    """A total time: in ms below a second (a cache saving of "0.0 s" says nothing), else in s."""
+    return _fmt(ms) if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
 def _short(stmt, n=90):
     if not stmt:
         return "?"
@@ -80,9 +85,9 @@ def suggestions_from(agg, **options) -> list[dict]:
             "kind": "cache", "severity": "medium" if db.res.total >= 1000 else "low",
             "flow": db.flow_names.most_common(1)[0][0] if db.flow_names else None,
             "title": f"Cache candidate: read query run {db.res.count}× across {db.flows} flows",
-            "evidence": f"{_short(db.statement)} — avg {_fmt(avg)}, {db.res.total / 1000:.1f} s total; flows: {top_flows}",
+            "evidence": f"{_short(db.statement)} — avg {_fmt(avg)}, {_total(db.res.total)} total; flows: {top_flows}",
             "saving_ms": per_flow,
-            "saving": (f"up to {_fmt(per_flow)} per flow and {db.res.total / 1000:.1f} s in total with a cache "
+            "saving": (f"up to {_fmt(per_flow)} per flow and {_total(db.res.total)} in total with a cache "
                        f"(minus misses and invalidation)"),
             "details": {"fingerprint": fp, "statement": db.statement, "calls": db.res.count, "flows": db.flows,
                         "avg_ms": avg, "total_ms": db.res.total},
@@ -130,7 +135,7 @@ def suggestions_from(agg, **options) -> list[dict]:
             "evidence": (f"{_short(db.statement)} — p95 {_fmt(p95)}, {db.res.count} calls; EXPLAIN: Seq Scan on {rel} "
                          f"(Plan Rows {rows:,.0f})" + (f", Filter: {flt}" if flt else "")),
             "saving_ms": max(0.0, avg - 1.0),
-            "saving": (f"most of the {_fmt(avg)} average ({db.res.total / 1000:.1f} s in total) if an index on the "
+            "saving": (f"most of the {_fmt(avg)} average ({_total(db.res.total)} in total) if an index on the "
                        f"filtered column(s) of {rel} turns the scan into an index lookup"),
             "details": {"fingerprint": fp, "statement": db.statement, "relation": rel, "plan_rows": rows,
                         "filter": flt, "p95_ms": p95},
@@ -146,7 +151,7 @@ def suggestions_from(agg, **options) -> list[dict]:
             "kind": "loop_blocking", "severity": "high" if mx >= 1000 else "medium",
             "flow": flows.most_common(1)[0][0] if flows else None,
             "title": f"Blocking call at {loc}",
-            "evidence": f"held the event loop {n}× (worst {_fmt(mx)}, {total / 1000:.2f} s total); flows: {fl}",
+            "evidence": f"held the event loop {n}× (worst {_fmt(mx)}, {_total(total)} total); flows: {fl}",
             "saving_ms": total / n,
             "saving": (f"≈{_fmt(total / n)} of loop stall per occurrence for every concurrent user "
                        f"(move it to asyncio.to_thread / run_in_executor or use an async API)"),
