@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -72,6 +73,8 @@ def test_report_terminal_json_markdown(logs, capsys):
     assert "Total commands" in out and "480" in out and "queue_command" in out
     assert "Skipped lines (corrupt/truncated)  1" in out or "Skipped lines (corrupt/truncated)" in out
     assert "\x1b[" not in out                          # not a TTY: no colour
+    row = next(line for line in out.splitlines() if line.startswith("queue_command "))
+    assert re.search(r" 300 +ok ", row) and "300.0" not in row   # an SLA as configured, not "300.0"
     code, out, _ = run(["report", "--log-dir", str(logs), "--format", "json", "--day", "2025-01-20"], capsys)
     r = json.loads(out)
     assert r["totals"]["commands"] == 60 and r["source"]["skipped_lines"] == 1

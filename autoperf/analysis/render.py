@@ -14,6 +14,13 @@ def _ms(v):
     return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.1f}"
 
 
+def _limit(v):
+    """A configured limit (an SLA): as written when whole ("300", "1,500"), else like a measurement."""
+    if v is not None and float(v).is_integer():
+        return f"{v:,.0f}"
+    return _ms(v)
+
+
 def _pct(v, digits=1):
     return "n/a" if v is None else f"{v:.{digits}f}%"
 
@@ -58,7 +65,7 @@ def sections(r: dict) -> list[dict]:
     for c in r["commands"]:
         over = c["sla_status"] == "over"
         rows.append([c["name"], _num(c["count"]), _ms(c["avg_ms"]), _ms(c["p50_ms"]), _ms(c["p95_ms"]),
-                     _ms(c["p99_ms"]), _ms(c["max_ms"]), _ms(c["sla_ms"]) if c["sla_ms"] is not None else "—",
+                     _ms(c["p99_ms"]), _ms(c["max_ms"]), _limit(c["sla_ms"]) if c["sla_ms"] is not None else "—",
                      ("OVER" if over else "ok") if c["sla_status"] else "—",
                      _pct(c["sla_met_pct"]) if c["sla_met_pct"] is not None else "—", _pct(c["error_rate_pct"], 2)])
         flags.append(over or (c["over_ms"].get("3000", 0) > 0))
