@@ -63,6 +63,23 @@ class TestSampler:
         assert rec["pid"] == os.getpid()
         assert sampler_threads() == []
 
+    def test_uss_is_read_once_per_uss_interval(self, monkeypatch):
+        """USS (a page-table walk in the kernel) is read on the first sample and then once per
+        ``uss_interval_s``; the samples between carry null, RSS is in every one."""
+        monkeypatch.setattr(bootstrap, "_config", None)
+        with capture_records() as records:
+            assert integrations.patch("resources", autoperf, {"interval_s": 0.1, "uss_interval_s": 0.45})
+            time.sleep(1.3)
+            integrations.unpatch("resources")
+        found = resource_records(records)
+        assert len(found) >= 8
+        assert all(r["rss_mb"] > 5 for r in found)
+        read = [i for i, r in enumerate(found) if r["uss_mb"] is not None]
+        assert read[0] == 0 and 2 <= len(read) <= 4, [r["uss_mb"] for r in found]
+        assert all(0 < found[i]["uss_mb"] <= found[i]["rss_mb"] for i in read)
+        every = resources.Sampler(interval_s=60, uss_interval_s=0)
+        assert every.sample()["uss_mb"] is not None and every.sample()["uss_mb"] is not None
+
     def test_workers_pool_queue_and_alerts(self):
         """With 14 jobs on 2 workers the record lists each worker's RSS, the queue, and a CRITICAL queue alert."""
         integrations.unpatch("process_pool")

@@ -1,6 +1,6 @@
 """Resource sampler: a ``resource`` record every ``sampler.interval_s`` (default 5 s).
 
-A daemon thread (psutil) reads: process RSS/USS, CPU %, threads, open fds; the RSS of every child
+A daemon thread (psutil) reads: process RSS (USS once a minute, ``uss_interval_s``), CPU %, threads, open fds; the RSS of every child
 process, recursively (pool workers; found through /proc rather than psutil's scan of the whole
 process table, once per interval); system memory; and, when those integrations are loaded and
 patched: DB pool utilisation (``asyncpg.pool_stats()``), process-pool queue depth and busy workers
@@ -33,6 +33,9 @@ DEFAULT_ENABLED = True
 OPTIONS = Obj({
     "interval_s": Field(Float(min=0, min_exclusive=True), default=None,
                         doc="Seconds between samples (default: `sampler.interval_s`, 5)."),
+    "uss_interval_s": Field(Float(min=0), default=None,
+                            doc="Seconds between USS readings (default 60; 0: every sample). RSS is read every sample; "
+                                "USS costs 2-10 ms of CPU a reading (the kernel walks the page tables)."),
     "db_pool_warning_pct": Field(Float(min=0), default=80, doc="DB pool utilisation above this -> WARNING."),
     "db_pool_critical_pct": Field(Float(min=0), default=90, doc="DB pool utilisation above this -> CRITICAL."),
     "queue_warning": Field(Float(min=0), default=5, doc="Process-pool jobs waiting above this -> WARNING."),
@@ -42,6 +45,9 @@ OPTIONS = Obj({
 WRAPS: list = []  # wraps nothing: it is a thread
 
 DEFAULT_INTERVAL_S = 5.0
+# USS comes from /proc/<pid>/smaps_rollup, which the kernel computes by walking the page tables: 2.2 ms of
+# CPU on a 120 MB process, 9.5 ms on 1 GB (measured here). RSS (statm) costs ~20 us. USS moves slowly.
+DEFAULT_USS_INTERVAL_S = 60.0
 THRESHOLD_DEFAULTS = {"db_pool_warning_pct": 80.0, "db_pool_critical_pct": 90.0, "queue_warning": 5.0,
                       "queue_critical": 10.0, "worker_rss_warning_mb": 500.0}
 _MB = 1024 * 1024
@@ -115,11 +121,13 @@ def _aggregate_process_pools(pools):
 class Sampler(threading.Thread):
     """Emits one ``resource`` record per interval until ``stop()``."""
 
-    def __init__(self, interval_s=DEFAULT_INTERVAL_S, thresholds=None):
+    def __init__(self, interval_s=DEFAULT_INTERVAL_S, thresholds=None, uss_interval_s=DEFAULT_USS_INTERVAL_S):
         super().__init__(name="autoperf-sampler", daemon=True)
         self.psutil = None  # imported in the sampler's own thread: not on the program's start-up
         self.process = None
         self.interval_s = float(interval_s)
+        self.uss_interval_s = float(uss_interval_s)
+        self._uss_at = None     # monotonic time of the last USS reading
         self.thresholds = dict(thresholds or {})
         self.stop_event = threading.Event()
         self._known = {}
@@ -185,10 +193,16 @@ class Sampler(threading.Thread):
         proc = self.process
         rec = {"type": "resource", "timestamp": _now_iso()}
         with proc.oneshot():
-            try:
-                mem = proc.memory_full_info()
-                rec["uss_mb"] = round(mem.uss / _MB, 2)
-            except (psutil.AccessDenied, AttributeError):
+            now = time.monotonic()
+            mem = None
+            if self._uss_at is None or now - self._uss_at >= self.uss_interval_s:
+                try:
+                    mem = proc.memory_full_info()
+                    rec["uss_mb"] = round(mem.uss / _MB, 2)
+                    self._uss_at = now
+                except (psutil.AccessDenied, AttributeError):
+                    mem = None
+            if mem is None:       # not due (or not readable): null, so a report averages real readings only
                 mem = proc.memory_info()
                 rec["uss_mb"] = None
             rec["rss_mb"] = round(mem.rss / _MB, 2)
@@ -330,9 +344,11 @@ def start(config_data=None, options=None):
         if _sampler is not None and _sampler.is_alive():
             return None
         interval = options.pop("interval_s", None) or section.get("interval_s") or DEFAULT_INTERVAL_S
+        uss_interval = options.pop("uss_interval_s", None)
         options.pop("enabled", None)
         try:
-            sampler = Sampler(interval, options)
+            sampler = Sampler(interval, options,
+                              DEFAULT_USS_INTERVAL_S if uss_interval is None else uss_interval)
         except ImportError:
             diagnostics.warn_once("integration_version", "resource sampler: psutil is not installed",
                                   key="psutil", integration=NAME)
