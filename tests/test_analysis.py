@@ -195,6 +195,16 @@ def test_deadline_compliance_from_first_response():
     assert r["commands"][0]["command"] == "queue"
 
 
+def test_deadline_table_lists_only_flows_with_an_interaction():
+    """A prefix command (no first response) gets no "0 / n/a" row in the deadline table, only a mention."""
+    from autoperf.analysis.render import sections
+    recs = synth.flow("queue_command", T0, 110.0, metadata={"command": "queue", "first_response_ms": 100.0})
+    recs += synth.flow("report", T0, 50.0)
+    table = next(t for t in sections(aggregate(recs)) if t["id"] == "deadline")
+    assert [row[0] for row in table["rows"]] == ["queue_command"] and table["flags"] == [False]
+    assert table["note"] == "No interaction response recorded (prefix commands, events): report."
+
+
 def test_operations_queries_jobs_cycles_resources_blocked():
     explain = [{"Plan": {"Node Type": "Seq Scan", "Relation Name": "players", "Plan Rows": 120000,
                          "Filter": "(discord_uid = $1)"}}]

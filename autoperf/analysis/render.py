@@ -75,19 +75,23 @@ def sections(r: dict) -> list[dict]:
                 "note": "p95 vs SLA compares the p95 with the flow's sla_ms; within SLA = share of runs ≤ sla_ms."
                         + ("" if all(c["exact"] for c in r["commands"]) else
                            " Some percentiles are from a uniform sample (reservoir cap reached).")})
-    rows, flags = [], []
+    rows, flags, unanswered = [], [], []
     for c in r["commands"]:
         fr = c.get("first_response")
         if fr:
             rows.append([c["name"], _num(fr["measured"]), _pct(fr["pct"], 2), _ms(fr["p95_ms"])])
             flags.append(fr["pct"] < 100.0)
         else:
-            rows.append([c["name"], "0", "n/a", "n/a"])
-            flags.append(False)
+            unanswered.append(c["name"])   # prefix commands, events, tasks: no interaction to answer
+    if not r.get("deadline"):
+        note = "n/a: flows carry no metadata.first_response_ms (enable the discord integration)."
+    elif unanswered:
+        note = "No interaction response recorded (prefix commands, events): " + ", ".join(unanswered) + "."
+    else:
+        note = None
     out.append({"id": "deadline", "title": "Interaction deadline (first response < 3 s)", "flags": flags,
                 "headers": ["command", "measured", "< 3 s", "p95 first response ms"], "rows": rows,
-                "note": None if r.get("deadline") else "n/a: flows carry no metadata.first_response_ms "
-                                                     "(enable the discord integration)."})
+                "note": note})
     out.append({"id": "operations", "title": "Top 10 slowest operations (by p95)", "flags": None,
                 "headers": ["operation", "kind", "count", "p95 ms", "max ms", "avg ms", "errors"],
                 "rows": [[o["name"], o["kind"], _num(o["count"]), _ms(o["p95_ms"]), _ms(o["max_ms"]), _ms(o["avg_ms"]),
