@@ -11,6 +11,7 @@ from autoperf.analysis import synth
 from autoperf.analysis.aggregate import Aggregator, aggregate
 from autoperf.analysis.reader import read_records, to_ts
 from autoperf.analysis.regress import compare, compare_samples, regress, split_by_tag
+from autoperf.analysis.render import sections
 from autoperf.analysis.slo import CONFIG_SCHEMA, check_records, evaluate, sla_from_config
 from autoperf.analysis.stats import Reservoir, exceedance_test, mann_whitney_u, percentile
 from autoperf.analysis.suggest import suggest
@@ -197,7 +198,6 @@ def test_deadline_compliance_from_first_response():
 
 def test_deadline_table_lists_only_flows_with_an_interaction():
     """A prefix command (no first response) gets no "0 / n/a" row in the deadline table, only a mention."""
-    from autoperf.analysis.render import sections
     recs = synth.flow("queue_command", T0, 110.0, metadata={"command": "queue", "first_response_ms": 100.0})
     recs += synth.flow("report", T0, 50.0)
     table = next(t for t in sections(aggregate(recs)) if t["id"] == "deadline")

@@ -1,7 +1,7 @@
 """Resource sampler: a ``resource`` record every ``sampler.interval_s`` (default 5 s).
 
-A daemon thread (psutil) reads: process RSS (USS once a minute, ``uss_interval_s``), CPU %, threads, open fds; the RSS of every child
-process, recursively (pool workers; found through /proc rather than psutil's scan of the whole
+A daemon thread (psutil) reads: process RSS (USS once a minute, ``uss_interval_s``), CPU %, threads,
+open fds; the RSS of every child process, recursively (pool workers; found through /proc rather than psutil's scan of the whole
 process table, once per interval); system memory; and, when those integrations are loaded and
 patched: DB pool utilisation (``asyncpg.pool_stats()``), process-pool queue depth and busy workers
 (``process_pool.pool_stats()``), event-loop lag since the previous sample
@@ -33,8 +33,8 @@ DEFAULT_ENABLED = True
 OPTIONS = Obj({
     "interval_s": Field(Float(min=0, min_exclusive=True), default=None,
                         doc="Seconds between samples (default: `sampler.interval_s`, 5)."),
-    "uss_interval_s": Field(Float(min=0), default=None,
-                            doc="Seconds between USS readings (default 60; 0: every sample). RSS is read every sample; "
+    "uss_interval_s": Field(Float(min=0), default=60,
+                            doc="Seconds between USS readings (0: every sample). RSS is read every sample; "
                                 "USS costs 2-10 ms of CPU a reading (the kernel walks the page tables)."),
     "db_pool_warning_pct": Field(Float(min=0), default=80, doc="DB pool utilisation above this -> WARNING."),
     "db_pool_critical_pct": Field(Float(min=0), default=90, doc="DB pool utilisation above this -> CRITICAL."),
@@ -201,7 +201,7 @@ class Sampler(threading.Thread):
                     rec["uss_mb"] = round(mem.uss / _MB, 2)
                     self._uss_at = now
                 except (psutil.AccessDenied, AttributeError):
-                    mem = None
+                    pass
             if mem is None:       # not due (or not readable): null, so a report averages real readings only
                 mem = proc.memory_info()
                 rec["uss_mb"] = None
@@ -344,11 +344,10 @@ def start(config_data=None, options=None):
         if _sampler is not None and _sampler.is_alive():
             return None
         interval = options.pop("interval_s", None) or section.get("interval_s") or DEFAULT_INTERVAL_S
-        uss_interval = options.pop("uss_interval_s", None)
+        uss_interval = options.pop("uss_interval_s", DEFAULT_USS_INTERVAL_S)
         options.pop("enabled", None)
         try:
-            sampler = Sampler(interval, options,
-                              DEFAULT_USS_INTERVAL_S if uss_interval is None else uss_interval)
+            sampler = Sampler(interval, options, uss_interval)
         except ImportError:
             diagnostics.warn_once("integration_version", "resource sampler: psutil is not installed",
                                   key="psutil", integration=NAME)
