@@ -1,0 +1,1 @@
+"""In-process aggregates of every finished span: exponential histograms (``exphist``)."""
