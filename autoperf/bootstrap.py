@@ -115,7 +115,7 @@ def _console_wanted(setting):
     if setting in (False, "0", "false", "no", "off"):
         return False
     try:
-        return os.isatty(1)
+        return os.isatty(2)   # auto: the console writes to stderr, so it follows stderr
     except Exception:
         return False
 

@@ -20,7 +20,7 @@ def _run_parser():
     parser.add_argument("--log-dir", help="directory for performance_{date}.log (default: log.dir or ./logs)")
     console = parser.add_mutually_exclusive_group()
     console.add_argument("--console", dest="console", action="store_true", default=None,
-                         help="show records on stderr (default: when stdout is a terminal)")
+                         help="show records on stderr (default: log.console; auto = when stderr is a terminal)")
     console.add_argument("--no-console", dest="console", action="store_false")
     parser.add_argument("--disable", action="append", default=[], metavar="NAME",
                         help="turn off an integration, a feature (stats, alerts, store) or a target (by name or "
@@ -99,8 +99,10 @@ def cmd_run(argv) -> int:
 
     log_dir = os.path.abspath(opts.log_dir or os.environ.get(bootstrap.ENV_LOG_DIR)
                               or cfg.data.get("log", {}).get("dir") or "logs")
-    _export_to_children(path, log_dir, opts.disable)
+    # install() decides about the console from this process's environment: export to the
+    # children (whose console stays off) only afterwards.
     bootstrap.install(cfg, log_dir=log_dir, console=opts.console, disable=opts.disable)
+    _export_to_children(path, log_dir, opts.disable)
     if opts.summary:
         from autoperf import summary
         summary.install()
