@@ -189,8 +189,12 @@ def cmd_schema(opts) -> int:
     return 0
 
 
+DESCRIPTION = ("autoperf: run a program instrumented (autoperf run), check its config, and read, report and "
+               "check what it recorded.")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="autoperf", description=__doc__)
+    parser = argparse.ArgumentParser(prog="autoperf", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="run a program instrumented (autoperf run --help)", add_help=False)
     validate = sub.add_parser("validate", help="check autoperf.yaml and resolve its targets")
@@ -220,7 +224,15 @@ def main(argv=None) -> int:
     if handler is None:
         parser.print_help()
         return 2
-    return handler(opts)
+    try:
+        code = handler(opts)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``autoperf schema | head``): stop quietly. Python flushes stdout
+        # again at exit, so point it at /dev/null first (the recipe of Python's signal docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return code
 
 
 if __name__ == "__main__":

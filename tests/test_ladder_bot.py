@@ -27,7 +27,9 @@ pytestmark = pytest.mark.timeout(150)
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     logs = tmp_path_factory.mktemp("ladder_logs")
+    scratch = tmp_path_factory.mktemp("ladder_tmp")
     env = dict(os.environ)
+    env["TMPDIR"] = str(scratch)     # the bot's temporary files, to see that it removes them
     env.pop("DISCORD_TOKEN", None)
     env["LADDER_MATCHMAKING_INTERVAL_S"] = "0.5"
     env["AUTOPERF_CONSOLE"] = "0"
@@ -37,7 +39,7 @@ def run(tmp_path_factory):
     for path in glob.glob(os.path.join(str(logs), "*.log")):
         with open(path) as fh:
             records.extend(json.loads(line) for line in fh if line.strip())
-    return proc, records
+    return proc, records, scratch
 
 
 def _flows(records, name):
@@ -51,14 +53,19 @@ def _by_id(records):
 class TestLadderBot:
     def test_program_exits_cleanly_and_prints_the_user_side_summary(self, run):
         """The bot stops when the scenario ends (exit 0) and the per-step latency table is on stderr."""
-        proc, _ = run
+        proc, _, _ = run
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "discord_sim:" in proc.stderr and "first p50" in proc.stderr
         assert "/queue" in proc.stderr and "button:Join queue" in proc.stderr
 
+    def test_the_bot_leaves_no_temporary_directory(self, run):
+        """The replay store's temporary directory is removed when the bot stops (``make demo`` left one a run)."""
+        _, _, scratch = run
+        assert not glob.glob(os.path.join(str(scratch), "ladder_storage_*"))
+
     def test_every_command_has_flows_with_the_right_status(self, run):
         """Each slash command (and !report) produced flows; the broken /matchhistory is an error."""
-        _, records = run
+        _, records, _ = run
         for name in COMMANDS:
             assert _flows(records, name), name
         for name in ("setup", "queue", "profile", "leaderboard", "activate", "setcountry", "termsofservice", "report"):
@@ -69,7 +76,7 @@ class TestLadderBot:
 
     def test_components_and_modal_flows(self, run):
         """Dropdowns, buttons and the modal are flows of their own, answered in time."""
-        _, records = run
+        _, records, _ = run
         for name in ("SetupView.choose_country", "SetupView.choose_race", "SetupView.confirm", "QueueView.join",
                      "LeaderboardView.next", "TosView.accept", "ActivateModal.on_submit"):
             flows = _flows(records, name)
@@ -79,7 +86,7 @@ class TestLadderBot:
 
     def test_deadline_missing_command_is_flagged(self, run):
         """The cold-cache /seasonstats misses Discord's 3 s deadline and says so."""
-        _, records = run
+        _, records, _ = run
         missed = [f for f in _flows(records, "seasonstats") if f["metadata"].get("deadline_missed")]
         assert missed and all(f["level"] == "ERROR" for f in missed)
         assert missed[0]["metadata"].get("unknown_interaction") is True
@@ -88,7 +95,7 @@ class TestLadderBot:
 
     def test_db_spans_nest_in_the_right_flow(self, run):
         """Reader methods and asyncpg statements are inside the command that ran them."""
-        _, records = run
+        _, records, _ = run
         spans = _by_id(records)
         queue_ids = {f["flow_id"] for f in _flows(records, "queue")}
         prefs = [s for s in spans.values() if s["name"] == "db.get_preferences_1v1"]
@@ -101,7 +108,7 @@ class TestLadderBot:
 
     def test_replay_parsing_jobs_are_linked_to_the_report_flow(self, run):
         """The process-pool job and the parser span in the worker belong to the `report` flow."""
-        _, records = run
+        _, records, _ = run
         report_ids = {f["flow_id"] for f in _flows(records, "report")}
         jobs = [r for r in records if r["type"] == "span" and r["kind"] == "job" and "parse_replay" in r["name"]]
         assert jobs and all(j["flow_id"] in report_ids for j in jobs)
@@ -116,7 +123,7 @@ class TestLadderBot:
 
     def test_matchmaker_cycles_capture_matches_made(self, run):
         """Each matchmaking pass is a cycle with queue_size and matches_made; queued players got matched."""
-        _, records = run
+        _, records, _ = run
         cycles = _flows(records, "matchmaking_cycle")
         assert len(cycles) >= 5
         assert all("matches_made" in c["metadata"] and "queue_size" in c["metadata"] for c in cycles)
@@ -128,7 +135,7 @@ class TestLadderBot:
 
     def test_discord_rest_spans(self, run):
         """Interaction callbacks, channel posts and the command sync are http spans with templates."""
-        _, records = run
+        _, records, _ = run
         names = collections.Counter(r["name"] for r in records if r["type"] == "span" and r["kind"] == "http"
                                     and r["attrs"].get("system") == "discord")
         assert names["POST /interactions/{webhook_id}/{webhook_token}/callback"] >= 20
@@ -137,7 +144,7 @@ class TestLadderBot:
 
     def test_gateway_latency_in_resource_samples(self, run):
         """The resource sampler carries the heartbeat latency the discord integration measured."""
-        _, records = run
+        _, records, _ = run
         values = [r["gateway_latency_ms"] for r in records if r["type"] == "resource" and r.get("gateway_latency_ms")]
         assert values and all(0 < v < 1000 for v in values)
 

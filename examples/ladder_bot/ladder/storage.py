@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 
 import aiohttp
@@ -14,7 +13,10 @@ class StorageServer:
     """``PUT /storage/v1/object/replays/{name}`` stores the body; ``GET`` returns it. Loopback only."""
 
     def __init__(self, latency_s: float = 0.0):
-        self.root = tempfile.mkdtemp(prefix="ladder_storage_")
+        # removed by stop(), and at interpreter exit when stop() never ran to its end (bot.run() cancels
+        # the tasks still running when the bot's main task returns, a close() among them)
+        self._dir = tempfile.TemporaryDirectory(prefix="ladder_storage_")
+        self.root = self._dir.name
         self.latency_s = latency_s
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -51,7 +53,7 @@ class StorageServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        shutil.rmtree(self.root, ignore_errors=True)
+        self._dir.cleanup()
 
 
 class ReplayStorage:
