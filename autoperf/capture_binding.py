@@ -7,6 +7,16 @@ from __future__ import annotations
 
 _MISSING = object()
 _SQL_PARAM_NAMES = ("query", "sql", "statement", "stmt", "command", "operation")
+#: Driver packages -> OpenTelemetry's ``db.system``: a ``kind: db`` target in one of them, or called
+#: with one of their connections / cursors as its first argument, knows its database.
+DRIVER_SYSTEMS = {"sqlite3": "sqlite", "aiosqlite": "sqlite", "psycopg2": "postgresql", "psycopg": "postgresql",
+                  "asyncpg": "postgresql", "pg8000": "postgresql", "aiopg": "postgresql", "pymysql": "mysql",
+                  "MySQLdb": "mysql", "mysql": "mysql", "aiomysql": "mysql", "asyncmy": "mysql",
+                  "oracledb": "oracle", "cx_Oracle": "oracle", "duckdb": "duckdb"}
+#: Results whose length is the number of rows (the exact built-in types: len() of a subclass could run
+#: the program's code).
+_SIZED = (list, tuple, dict, set, frozenset)
+_system_by_type: dict = {}
 
 
 def _parameters(fn):
@@ -85,7 +95,26 @@ def build_hooks(spec, fn, bound=False):
         hook = _statement_hook(spec, params)
         if hook is not None:
             arg_hooks.insert(0, hook)
+        return_hooks.insert(0, _rows)    # first: a capture of the program's own named `rows` wins
     return tuple(arg_hooks), tuple(return_hooks)
+
+
+def _rows(span, result):
+    if type(result) in _SIZED:
+        span.set("rows", len(result))
+
+
+def _system_of(value):
+    """The database of a driver's object (a connection, a cursor), or None."""
+    cls = type(value)
+    try:
+        return _system_by_type[cls]
+    except KeyError:
+        pass
+    system = DRIVER_SYSTEMS.get((getattr(cls, "__module__", None) or "").partition(".")[0])
+    if len(_system_by_type) < 256:
+        _system_by_type[cls] = system
+    return system
 
 
 def _statement_hook(spec, params):
@@ -108,6 +137,8 @@ def _statement_hook(spec, params):
                               key=(spec.target, "statement_arg"), target=spec.target)
         return None
 
+    known = spec.system or DRIVER_SYSTEMS.get(spec.module.partition(".")[0])
+
     def on_call(span, args, kwargs):
         text = get(args, kwargs)
         if isinstance(text, (str, bytes)):
@@ -116,4 +147,7 @@ def _statement_hook(spec, params):
                 span.attrs = dict(attrs)
             else:
                 span.attrs.update(attrs)
+        system = known or (_system_of(args[0]) if args else None)
+        if system is not None:
+            span.set("system", system)
     return on_call

@@ -109,7 +109,7 @@ class TestAiohttp:
         assert body == BODY and f"Bearer {SECRET}" in [h.get("Authorization") for h in seen]
         s, s2 = http_spans(records)
         host = base.removeprefix("http://")
-        assert s["name"] == f"GET {host}" and s2["name"] == f"GET {host}"
+        assert s["name"] == "GET /users/{id}" and s2["name"] == "GET /users/{id}"
         assert s["attrs"] == {"method": "GET", "host": host, "path": "/users/{id}", "status": 200,
                               "bytes": len(BODY)}
         assert s["parent_id"] == f"{flow.span_id:016x}" and s["status"] == "success"
@@ -210,7 +210,7 @@ class TestHttpx:
                 assert r.status_code == 200 and r.content == BODY
         first, redirected = http_spans(records)
         host = base.removeprefix("http://")
-        assert first["name"] == f"GET {host}"
+        assert first["name"] == "GET /users/{id}"
         assert first["attrs"] == {"method": "GET", "host": host, "path": "/users/{id}", "status": 200,
                                   "bytes": len(BODY)}
         assert redirected["attrs"]["path"] == "/redirect" and redirected["attrs"]["status"] == 200

@@ -43,7 +43,7 @@ def build_targets(entries, lines=()):
             target=t["target"], module=module, qualname=qualname, kind=t["kind"], name=t["name"],
             threshold_ms=t["threshold_ms"], sla_ms=t["sla_ms"],
             capture={k: compile_capture(v) for k, v in t["capture"].items()},
-            statement_arg=t["statement_arg"], enabled=t["enabled"],
+            statement_arg=t["statement_arg"], system=t["system"], enabled=t["enabled"],
             line=lines[i] if i < len(lines) else None,
         ))
     return out

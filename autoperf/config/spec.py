@@ -62,10 +62,11 @@ def _capture_problem(text):
     return None
 
 
-def _statement_arg_only_db(target):
-    if target.get("statement_arg") is not None and target.get("kind") not in (None, "db"):
-        return [("statement_arg", f"only allowed when kind is db (kind is {target.get('kind')!r})")]
-    return []
+def _db_keys_only_db(target):
+    if target.get("kind") in (None, "db"):
+        return []
+    return [(key, f"only allowed when kind is db (kind is {target.get('kind')!r})")
+            for key in ("statement_arg", "system") if target.get(key) is not None]
 
 
 def _levels_ordered(levels):
@@ -158,8 +159,10 @@ def target_schema():
         "capture": Field(Map(Str(check=_capture_problem), keys=Str(r"[A-Za-z_][A-Za-z0-9_.]*")), default={},
                          doc="Attributes to record: name -> capture path (`interaction.user.id`, `len(return)`, `args[0]`)."),
         "statement_arg": Field(Str(), default=None, doc="kind db only: the argument holding the SQL statement."),
+        "system": Field(Str(), default=None, doc="kind db only: the database (`postgresql`, `sqlite`, `mysql`, … as "
+                                                 "OpenTelemetry's db.system); default: known from the driver."),
         "enabled": Field(Bool(), default=True, doc="Set false to keep the entry but not instrument it."),
-    }, rules=[_statement_arg_only_db], doc="One function or method to time.")
+    }, rules=[_db_keys_only_db], doc="One function or method to time.")
 
 
 def root_schema():

@@ -15,6 +15,7 @@ class TargetSpec:
     sla_ms: "float | None" = None
     capture: dict = field(default_factory=dict)   # name -> CapturePath
     statement_arg: "str | None" = None
+    system: "str | None" = None      # kind db: the database system (OpenTelemetry's db.system)
     enabled: bool = True
     line: "int | None" = None        # 1-based line of the entry in the file (None when not from a file)
 

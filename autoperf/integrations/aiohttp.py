@@ -3,7 +3,8 @@
 Attributes: ``method``, ``host`` (``name`` or ``name:port`` when not the scheme's default),
 ``path`` (no query string, no fragment; segments that look like ids or secrets templated:
 ``/api/webhooks/{id}/{token}``), ``status``, ``bytes`` (the response's Content-Length when given).
-Never headers, cookies, query strings, userinfo or bodies. Span name: ``"{METHOD} {host}"``.
+Never headers, cookies, query strings, userinfo or bodies. Span name: ``"{METHOD} {path template}"``
+(``GET /orders/{id}``, as OpenTelemetry names client spans), so each endpoint is its own row.
 
 The span ends when ``_request`` returns: response status and headers received. Reading the body
 afterwards (``await resp.json()``) is the caller's own time. A 5xx response marks the span
@@ -103,8 +104,8 @@ def start_http_span(method, url_host, url_port, scheme, path):
     """Start (and make current) an ``http`` span with the request's safe attributes."""
     method = str(method).upper()
     host = host_of(url_host, url_port, scheme)
-    return spans.start(f"{method} {host}", "http",
-                       {"method": method, "host": host, "path": template_path(path)})
+    path = template_path(path)
+    return spans.start(f"{method} {path}", "http", {"method": method, "host": host, "path": path})
 
 
 def end_http_span(s, status, size):
