@@ -25,6 +25,8 @@ _generation = 0          # bumped by uninstall(): hooks of an older install do n
 _installed = False
 _config = None
 _specs_by_module: dict = {}
+_imported: set = set()       # target modules whose import hook fired (a later unload is no "never imported")
+_main_names: set = set()     # module names whose targets were applied to the program's __main__
 _file_sink = None
 _console_sink = None
 _previous_sigterm = None
@@ -144,14 +146,19 @@ def _hook(module_name, fn):
 def _patch_targets(module):
     specs = _specs_by_module.get(module.__name__, ())
     if specs:
+        _imported.add(module.__name__)
         targets.patch_module(module, specs)
 
 
 def main_specs(*module_names):
-    """Target specs that apply to the program's ``__main__`` (``__main__:f`` or its real name)."""
-    out = []
-    for name in ("__main__",) + tuple(module_names):
-        out.extend(_specs_by_module.get(name, ()))
+    """Target specs that apply to the program's ``__main__``: ``__main__:f``, and those written with the
+    name the script or module would have when imported (``app:f`` for ``app.py``, ``pkg.cli:f`` for
+    ``-m pkg.cli``)."""
+    out = list(_specs_by_module.get("__main__", ()))
+    for name in module_names:
+        if name and name != "__main__":
+            _main_names.add(name)
+            out.extend(_specs_by_module.get(name, ()))
     return out
 
 
@@ -189,6 +196,8 @@ def install(cfg=None, *, log_dir=None, console=None, disable=(), child=False):
         # Targets after integrations: an integration may register adapters (discord commands,
         # task loops) that targets in already-imported modules need.
         _specs_by_module = {}
+        _imported.clear()
+        _main_names.clear()
         for spec in cfg.targets:
             if not spec.enabled or spec.name in disabled or spec.target in disabled:
                 continue
@@ -236,7 +245,8 @@ def _patch_spawn_main(spawn_module):
         def _fixup_main_from_path(main_path):
             original(main_path)
             module = sys.modules.get("__mp_main__")
-            specs = main_specs()
+            from autoperf.runner import script_module_name
+            specs = main_specs(script_module_name(main_path))
             if module is not None and specs:
                 targets.patch_module(module, specs)
         return _fixup_main_from_path
@@ -250,7 +260,8 @@ def _before_exit():
     try:
         # Only the program itself says which targets never loaded: its workers import less.
         for module_name, specs in ({} if _child else _specs_by_module).items():
-            if module_name in ("__main__", "__mp_main__") or module_name in sys.modules:
+            if (module_name in ("__main__", "__mp_main__") or module_name in sys.modules
+                    or module_name in _imported or module_name in _main_names):
                 continue
             for spec in specs:
                 diagnostics.warn_once("target_module_not_imported",

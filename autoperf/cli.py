@@ -110,7 +110,7 @@ def cmd_run(argv) -> int:
     if module is not None:
         program = lambda: runner.run_module(module, args, lambda name: bootstrap.main_specs(name))
     else:
-        program = lambda: runner.run_path(script, args, bootstrap.main_specs())
+        program = lambda: runner.run_path(script, args, bootstrap.main_specs(runner.script_module_name(script)))
     if opts.simulate:
         from autoperf import simulate
         code = simulate.run(opts.simulate, program)
@@ -140,47 +140,6 @@ def _export_to_children(config_path, log_dir, disabled):
     env["PYTHONPATH"] = os.pathsep.join([bootstrap.BOOTSTRAP_DIR, *paths])
 
 
-def cmd_validate(opts) -> int:
-    """Check autoperf.yaml; import each target's module and say whether the target resolves."""
-    import importlib
-
-    from autoperf import targets
-    from autoperf.config import ConfigError, find_config, load_config
-
-    path = find_config(opts.config, None)
-    if path is None:
-        print("autoperf: no autoperf.yaml found (use --config)", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return 2
-    print(f"{path}: valid, {len(cfg.targets)} targets")
-    sys.path.insert(0, os.getcwd())
-    missing = 0
-    for spec in cfg.targets:
-        if spec.module == "__main__":
-            print(f"  ?  {spec.target}  (the program's __main__: checked when it runs)")
-            continue
-        try:
-            module = importlib.import_module(spec.module)
-        except Exception as exc:
-            missing += 1
-            print(f"  ✗  {spec.target}  module {spec.module} cannot be imported: {type(exc).__name__}: {exc}")
-            continue
-        found, gone, near = targets.resolve(module, spec.qualname)
-        if found:
-            names = ", ".join(sorted({attr for _, attr in found}))
-            print(f"  ✓  {spec.target}  [{spec.kind}] -> {names}")
-        else:
-            missing += 1
-            hint = f"; nearest: {', '.join(near)}" if near else ""
-            print(f"  ✗  {spec.target}  {gone!r} not found{hint}")
-    return 1 if missing else 0
-
-
 def cmd_schema(opts) -> int:
     import json
 
@@ -197,9 +156,8 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="autoperf", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="run a program instrumented (autoperf run --help)", add_help=False)
-    validate = sub.add_parser("validate", help="check autoperf.yaml and resolve its targets")
-    validate.add_argument("--config")
-    validate.set_defaults(handler=cmd_validate)
+    from autoperf import validate
+    validate.register(sub)
     schema = sub.add_parser("schema", help="print the JSON Schema of autoperf.yaml")
     schema.set_defaults(handler=cmd_schema)
     for path in ("autoperf.analysis.cli", "autoperf.store.cli"):

@@ -18,6 +18,15 @@ _HOOK = "__autoperf_main_hook__"
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+def script_module_name(script):
+    """The module name a script's file would have if imported (``app`` for ``app.py``), or None: the
+    name people write in targets for the functions of the script they run."""
+    if not script:
+        return None
+    stem, ext = os.path.splitext(os.path.basename(script))
+    return stem if ext == ".py" and stem.isidentifier() else None
+
+
 def _first_component(spec):
     return spec.qualname.split(".", 1)[0]
 

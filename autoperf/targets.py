@@ -123,15 +123,20 @@ def _instrument_value(value, site):
     return None
 
 
+def site_name(spec, owner, attr):
+    """The name records of ``owner.attr`` carry: the target's ``name`` (``name.attr`` per match of a
+    wildcard), else ``module.qualname`` of the attribute."""
+    import inspect
+    if spec.name:
+        return f"{spec.name}.{attr}" if _has_wildcard(spec.qualname) else spec.name
+    if inspect.ismodule(owner):
+        return f"{owner.__name__}.{attr}"
+    return f"{getattr(owner, '__module__', None) or owner.__name__}.{getattr(owner, '__qualname__', '')}.{attr}"
+
+
 def make_site(spec, owner, attr, value):
     import inspect
-    default_name = f"{getattr(owner, '__module__', None) or owner.__name__}.{getattr(owner, '__qualname__', '')}.{attr}"
-    if inspect.ismodule(owner):
-        default_name = f"{owner.__name__}.{attr}"
-    name = spec.name or default_name
-    if spec.name and _has_wildcard(spec.qualname):
-        name = f"{spec.name}.{attr}"  # one name per matched method
-    site = wrappers.CallSite(name, spec.kind, spec.threshold_ms, spec.sla_ms)
+    site = wrappers.CallSite(site_name(spec, owner, attr), spec.kind, spec.threshold_ms, spec.sla_ms)
     raw = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
     callback = getattr(raw, "callback", None)
     if not inspect.isfunction(raw) and inspect.isfunction(callback):

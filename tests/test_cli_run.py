@@ -436,7 +436,7 @@ class TestTargetsAtRunTime:
 
 class TestOtherCommands:
     def test_validate_reports_resolution_with_nearest_names(self, tmp_path):
-        """``autoperf validate`` imports each target's module and names the nearest existing names."""
+        """``autoperf validate`` says which targets resolve and names the nearest existing names of those that do not."""
         (tmp_path / "svc.py").write_text("def fetch_profile():\n    pass\n")
         (tmp_path / "autoperf.yaml").write_text(
             "targets:\n  - target: 'svc:fetch_profile'\n  - target: 'svc:fetch_profil'\n")
