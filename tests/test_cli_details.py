@@ -90,3 +90,30 @@ def test_help_lists_every_command():
     for name in ("run", *SUBCOMMANDS):
         assert name in text, name
     assert textwrap.dedent(text).startswith("usage: autoperf")
+
+
+def test_live_stats_say_when_a_name_matches_nothing(tmp_path):
+    """``autoperf.stats.command`` with a name no flow carries and no target has says so, with the nearest
+    names (and a warning record), instead of a plain ``count: 0``; a configured flow that has not run yet is
+    just 0."""
+    prog = Program(tmp_path, """
+        import json
+        import autoperf
+        def queue_command():
+            return 1
+        def later():
+            return 2
+        queue_command()
+        autoperf.flush()
+        print(json.dumps([autoperf.stats.command(n) for n in ("queue_comand", "queue_command", "later")]))
+    """, "targets:\n  - target: '__main__:queue_command'\n    kind: flow\n    name: queue_command\n"
+         "  - target: '__main__:later'\n    kind: flow\n    name: later\n")
+    proc = prog.run()
+    assert proc.returncode == 0, proc.stderr
+    typo, known, configured = json.loads(proc.stdout)
+    assert typo["count"] == 0 and typo["unknown"] is True and typo["nearest"][0] == "queue_command"
+    assert known["count"] == 1 and "unknown" not in known
+    assert configured["count"] == 0 and "unknown" not in configured
+    warning, = [r for r in prog.records() if r["type"] == "warning"]
+    assert warning["code"] == "stats_unknown_name" and "'queue_comand'" in warning["message"]
+    assert "nearest: queue_command" in warning["message"]

@@ -135,7 +135,7 @@ class LiveStats:
                 "error_rate_pct": round(100.0 * errs / n, 2)}
 
     def flow(self, name: str, minutes: float = 10) -> dict:
-        return self._summ(self._window(self._flows, name, minutes))
+        return self._answer(self._flows, "flow", name, minutes)
 
     def command(self, name: str, minutes: float = 10) -> dict:
         """By flow name, or by the ``metadata.command`` of the flow (``"queue"`` → ``queue_command``);
@@ -147,7 +147,31 @@ class LiveStats:
         return self.flow(name, minutes)
 
     def operation(self, name: str, minutes: float = 10) -> dict:
-        return self._summ(self._window(self._ops, name, minutes))
+        return self._answer(self._ops, "operation", name, minutes)
+
+    def _answer(self, table, what, name, minutes):
+        """The window's numbers; for a name never recorded that no target is named either (a typo, most
+        likely) also ``unknown: True`` and the ``nearest`` names, and a warning record once per name."""
+        out = self._summ(self._window(table, name, minutes))
+        with self._lock:
+            recorded = name in table
+            names = list(table) + (list(self._alias) if table is self._flows else [])
+        if recorded:
+            return out
+        import fnmatch
+        expected = configured_names()
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in expected):
+            return out
+        import difflib
+        from autoperf import diagnostics
+        nearest = difflib.get_close_matches(name, sorted(set(names) | expected), n=3, cutoff=0.5)
+        out["unknown"] = True
+        out["nearest"] = nearest
+        hint = f"; nearest: {', '.join(nearest)}" if nearest else ""
+        diagnostics.warn_once("stats_unknown_name",
+                              f"autoperf.stats: no {what} named {name!r} has been recorded and no target is "
+                              f"named so{hint}", key=(what, name), name=name, nearest=nearest)
+        return out
 
     def commands(self, minutes: float = 10) -> dict:
         with self._lock:
@@ -164,6 +188,19 @@ class LiveStats:
             self._ops.clear()
             self._alias.clear()
             self.overflow = 0
+
+
+def configured_names() -> set:
+    """The names records of the configured targets carry (``name``, else ``module.qualname``); for a
+    wildcard target the pattern (``repo.*``, ``pkg.mod.Repo.fetch_*``)."""
+    try:
+        from autoperf import bootstrap
+        cfg = bootstrap.config()
+        specs = cfg.targets if cfg else ()
+    except Exception:
+        return set()
+    return {(f"{spec.name}.*" if spec.name and spec.is_wildcard else spec.name) or f"{spec.module}.{spec.qualname}"
+            for spec in specs}
 
 
 STATS = LiveStats()
