@@ -128,7 +128,7 @@ def _on_asyncio(module):
 
 
 # -- import hooks --------------------------------------------------------------------------
-def _hook(module_name, fn):
+def _hook(module_name, fn, every_import=False):
     """A post-import hook that can never fail the program's import and dies with uninstall()."""
     generation = _generation
 
@@ -140,7 +140,7 @@ def _hook(module_name, fn):
         except Exception as exc:
             diagnostics.internal_error(f"import hook for {module_name}", exc)
 
-    importhooks.register(module_name, hook)
+    importhooks.register(module_name, hook, every_import)
 
 
 def _patch_targets(module):
@@ -204,7 +204,7 @@ def install(cfg=None, *, log_dir=None, console=None, disable=(), child=False):
             _specs_by_module.setdefault(spec.module, []).append(spec)
         for module_name in _specs_by_module:
             if module_name not in ("__main__", "__mp_main__"):
-                _hook(module_name, _patch_targets)
+                _hook(module_name, _patch_targets, every_import=True)   # again after a reload
         # A spawned multiprocessing child re-runs the main script as __mp_main__.
         if not child or _specs_by_module.get("__main__"):
             _hook("multiprocessing.spawn", _patch_spawn_main)
@@ -354,6 +354,8 @@ def uninstall():
             base.unwrap(sys.modules["multiprocessing.spawn"], "_fixup_main_from_path")
         except KeyError:
             pass
+        for module_name in _specs_by_module:
+            importhooks.forget(module_name)
         _specs_by_module = {}
         if threading.current_thread() is threading.main_thread():
             try:

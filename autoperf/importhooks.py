@@ -8,6 +8,9 @@ start-up budget of ``autoperf run`` (≤ +50 ms over plain python).
 
 Hooks run outside the lock: a hook that imports another hooked module must not deadlock.
 A hook that raises never fails the program's import (the caller's hooks are guarded too).
+A hook registered with ``every_import=True`` also fires each time the module's code runs again:
+``importlib.reload`` and a fresh import after ``del sys.modules[name]`` (discord.py's
+``reload_extension``), so what it did to the old module's objects is done to the new ones.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import sys
 import threading
 
 _lock = threading.RLock()
-_hooks: dict[str, list] = {}
+_hooks: dict[str, list] = {}          # fire once, at the next import
+_every: dict[str, list] = {}          # fire after every execution of the module's code
 _resolving = threading.local()
 
 
@@ -29,13 +33,18 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def register(name: str, hook) -> None:
-    """Call ``hook(module)`` once ``name`` is imported (now, if it already is)."""
+def register(name: str, hook, every_import: bool = False) -> None:
+    """Call ``hook(module)`` once ``name`` is imported (now, if it already is); with ``every_import``
+    also whenever the module is reloaded or imported anew."""
     with _lock:
         module = sys.modules.get(name)
-        if module is None or _initialising(module):
-            _hooks.setdefault(name, []).append(hook)
+        if every_import:
+            _every.setdefault(name, []).append(hook)
             _install_finder()
+        if module is None or _initialising(module):
+            if not every_import:
+                _hooks.setdefault(name, []).append(hook)
+                _install_finder()
             return
     _fire([hook], module)
 
@@ -55,7 +64,7 @@ def _fire(hooks, module):
 
 def _notify(name):
     with _lock:
-        hooks = _hooks.pop(name, None)
+        hooks = _hooks.pop(name, []) + _every.get(name, [])
     module = sys.modules.get(name)
     if hooks and module is not None:
         _fire(hooks, module)
@@ -88,7 +97,7 @@ class _Finder:
     """First on ``sys.meta_path``; only looks at modules someone registered a hook for."""
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname not in _hooks:
+        if fullname not in _hooks and fullname not in _every:
             return None
         pending = getattr(_resolving, "names", None)
         if pending is None:
@@ -120,3 +129,9 @@ def pending() -> list[str]:
     """Modules with hooks still waiting for their import."""
     with _lock:
         return sorted(_hooks)
+
+
+def forget(name: str) -> None:
+    """Drop the every-import hooks of ``name`` (``uninstall``)."""
+    with _lock:
+        _every.pop(name, None)

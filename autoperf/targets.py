@@ -146,7 +146,11 @@ def make_site(spec, owner, attr, value):
 
 
 def patch_module(module, specs, module_label=None):
-    """Patch every spec whose module is this one. Returns the number of objects wrapped."""
+    """Patch every spec whose module is this one. Returns the number of objects wrapped.
+
+    Called again after the module's code ran again (a reload), it patches the new objects and
+    forgets the patches of the objects the module no longer holds."""
+    _forget_replaced(module)
     count = 0
     for spec in specs:
         try:
@@ -169,9 +173,10 @@ def _patch_one(module, spec):
     for owner, attr in found:
         key = (id(owner), attr)
         with _lock:
-            if key in _patches:
-                continue
             value = vars(owner)[attr]
+            known = _patches.get(key)
+            if known is not None and known.owner is owner and known.replacement is value:
+                continue   # patched already (a module's code that ran again re-binds its names: patched anew)
             if wrappers.is_instrumented(getattr(value, "__func__", value)):
                 continue
             site = make_site(spec, owner, attr, value)
@@ -191,6 +196,35 @@ def _patch_one(module, spec):
             _patches[key] = Patch(owner, attr, value, replacement, spec.target)
             count += 1
     return count
+
+
+def _forget_replaced(module):
+    """Patches of objects this module's code made before it ran again: the old module object
+    (``reload_extension`` imports a new one) and the classes it defined that it no longer holds."""
+    import inspect
+    name = module.__name__
+    with _lock:
+        for key, p in list(_patches.items()):
+            owner = p.owner
+            if owner is module:
+                continue
+            if inspect.ismodule(owner):
+                stale = owner.__name__ == name
+            else:
+                stale = getattr(owner, "__module__", None) == name and not _held_by(module, owner)
+            if stale:
+                del _patches[key]
+
+
+def _held_by(module, cls):
+    """Whether ``module`` still holds ``cls`` at its qualified name (``vars`` only: nothing runs)."""
+    owner = module
+    for part in getattr(cls, "__qualname__", "").split("."):
+        try:
+            owner = vars(owner)[part]
+        except (KeyError, TypeError):
+            return False
+    return owner is cls
 
 
 def patched():
