@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-dev
 # The oldest discord.py we support (2.0.1) in a venv of its own; CI tests it next to the newest.
 OLD       := .venv-dpy20
 OLD_STAMP := $(OLD)/.installed-dev
-DISCORD_TESTS := tests/test_integration_discord.py tests/test_ladder_bot.py tests/test_discord_sim.py
+DISCORD_TESTS := tests/test_integration_discord.py tests/test_ladder_bot.py tests/test_discord_sim.py tests/test_discord_targets.py
 
 .PHONY: demo test bench quickstart clean
 

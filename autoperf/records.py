@@ -257,8 +257,9 @@ def _span_records(spans, settings: Settings, append):
         if site is not None:
             if site.threshold_ms is not None:
                 rec["threshold_ms"] = site.threshold_ms
-            if site.sla_ms is not None:
+            if site.sla_ms is not None:    # a step's SLA is evaluated too (a kind: flow target inside a flow)
                 rec["sla_ms"] = site.sla_ms
+                rec["sla_met"] = rec["duration_ms"] <= site.sla_ms
         if extra:
             rec.update(extra)
         append(rec)

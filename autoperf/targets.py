@@ -34,7 +34,8 @@ class Patch:
 
 
 def register_adapter(adapter):
-    """``adapter(obj, site_factory) -> replacement | None`` for callables that are not functions.
+    """``adapter(obj, site) -> replacement | None``: an integration instruments what it knows better
+    (commands, task loops: callables that are not functions; a handler function it runs as a flow).
 
     An adapter may also instrument the object in place and return it unchanged.
     """
@@ -112,12 +113,12 @@ def _instrument_value(value, site):
     if isinstance(value, classmethod):
         inner = _instrument_value(value.__func__, site)
         return None if inner is None else classmethod(inner)
-    if inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value):
-        return wrappers.instrument(value, site)
     for adapter in _adapters:
         replacement = adapter(value, site)
         if replacement is not None:
             return replacement
+    if inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value):
+        return wrappers.instrument(value, site)
     if callable(value) and not isinstance(value, type):
         return wrappers.instrument(value, site)
     return None

@@ -204,8 +204,8 @@ class Aggregator(FlowTracking, Merging, Reporting):
 
     def _span(self, rec, ts):
         kind = rec.get("kind")
-        if kind == "flow":
-            return                      # flows are counted from flow_complete
+        if kind == "flow" and rec.get("span_id") == rec.get("flow_id"):
+            return                      # root flows are counted from flow_complete; a nested one is a step
         d = rec.get("duration_ms")
         if d.__class__ is not float:
             if d.__class__ is not int:
@@ -228,6 +228,12 @@ class Aggregator(FlowTracking, Merging, Reporting):
             op.errors += 1
         else:
             err = False
+        sla = rec.get("sla_ms")
+        if sla is not None and (sla.__class__ is float or sla.__class__ is int):
+            op.sla_ms = sla
+            op.sla_known += 1
+            if d > sla:
+                op.sla_missed += 1
         if kind == "db" or kind == "http":
             attrs = rec.get("attrs")
             fp = None

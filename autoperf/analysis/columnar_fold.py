@@ -159,15 +159,21 @@ class ChunkFolding:
     def _operations(self) -> None:
         from .state import OpState
         agg = self.agg
-        for name, kind, vals, errors, _m in self.con.execute(
-                "SELECT name, kind, list(d ORDER BY rn), count(*) FILTER (err), min(rn) m FROM c "
-                "WHERE type = 'span' AND kind IS DISTINCT FROM 'flow' AND d IS NOT NULL "
+        for name, kind, vals, errors, sla_txt, known, missed, _m in self.con.execute(
+                "SELECT name, kind, list(d ORDER BY rn), count(*) FILTER (err), "
+                "arg_max(sla_txt, rn) FILTER (sla IS NOT NULL), count(sla), count(*) FILTER (d > sla), min(rn) m "
+                "FROM (SELECT *, TRY_CAST(sla_txt AS DOUBLE) AS sla FROM c) "
+                "WHERE type = 'span' AND (kind IS DISTINCT FROM 'flow' OR NOT is_root) AND d IS NOT NULL "
                 "GROUP BY name, kind ORDER BY m").fetchall():
             op = agg.ops.get((name, kind))
             if op is None:
                 op = agg.ops[(name, kind)] = OpState(agg.op_cap)
             op.res.add_many(vals)
             op.errors += errors
+            if known:
+                op.sla_ms = _sla_value(sla_txt, None)
+                op.sla_known += known
+                op.sla_missed += missed
 
     def _rare_and_db(self) -> None:
         """Fingerprints and the records handled by the Python code, in file order where order matters

@@ -37,6 +37,9 @@ class Merging:
         def _combine_ops(mine, op):
             mine.res.merge(op.res)
             mine.errors += op.errors
+            mine.sla_ms = mine.sla_ms if mine.sla_ms is not None else op.sla_ms
+            mine.sla_known += op.sla_known
+            mine.sla_missed += op.sla_missed
         fold(self.ops, other.ops, _combine_ops)
 
         def _combine_db(mine, db):

@@ -96,6 +96,16 @@ def sections(r: dict) -> list[dict]:
                 "headers": ["operation", "kind", "count", "p95 ms", "max ms", "avg ms", "errors"],
                 "rows": [[o["name"], o["kind"], _num(o["count"]), _ms(o["p95_ms"]), _ms(o["max_ms"]), _ms(o["avg_ms"]),
                           _num(o["errors"])] for o in r["slowest_operations"]], "note": None})
+    slas = r.get("operation_slas") or []
+    if slas:
+        out.append({"id": "operation_slas", "title": "Spans with an SLA (steps inside a flow)",
+                    "flags": [o["p95_ms"] is not None and o["p95_ms"] > o["sla_ms"] for o in slas],
+                    "headers": ["span", "kind", "count", "p95 ms", "SLA ms", "p95 vs SLA", "within SLA"],
+                    "rows": [[o["name"], o["kind"], _num(o["count"]), _ms(o["p95_ms"]), _limit(o["sla_ms"]),
+                              "OVER" if o["p95_ms"] is not None and o["p95_ms"] > o["sla_ms"] else "ok",
+                              _pct(o["sla_met_pct"])] for o in slas],
+                    "note": "A target's sla_ms on a span, or on a kind: flow target that ran inside another flow "
+                            "(docs/config.md): evaluated on each run of that span."})
     db = r["db"]
     out.append({"id": "queries", "title": "Slow queries by fingerprint", "flags": None,
                 "headers": ["fingerprint", "count", "avg ms", "p95 ms", "max ms", "total s", "statement"],

@@ -72,7 +72,10 @@ class Reporting:
             s = op.res.summary()
             ops.append({"name": name, "kind": kind, "count": s["count"], "avg_ms": s["avg_ms"],
                         "p50_ms": s["p50_ms"], "p95_ms": s["p95_ms"], "p99_ms": s["p99_ms"],
-                        "max_ms": s["max_ms"], "total_ms": op.res.total, "errors": op.errors})
+                        "max_ms": s["max_ms"], "total_ms": op.res.total, "errors": op.errors,
+                        "sla_ms": op.sla_ms,
+                        "sla_met_pct": (100.0 * (op.sla_known - op.sla_missed) / op.sla_known
+                                        if op.sla_known else None)})
         ops.sort(key=lambda r: (-(r["p95_ms"] or 0), r["name"]))
 
         queries = []
@@ -164,6 +167,7 @@ class Reporting:
                           "pct": 100.0 * fr_ok / fr_n} if fr_n else None),
             "slowest_operations": ops[:top],
             "operations_total": len(ops),
+            "operation_slas": sorted((o for o in ops if o["sla_ms"] is not None), key=lambda o: (o["name"], o["kind"])),
             "db": {"count": self.db_count, "total_ms": self.db_total,
                    "avg_ms": self.db_total / self.db_count if self.db_count else None,
                    "fingerprints": len(queries)},

@@ -57,11 +57,14 @@ class FlowState:
 
 
 class OpState:
-    __slots__ = ("res", "errors")
+    __slots__ = ("res", "errors", "sla_ms", "sla_known", "sla_missed")
 
     def __init__(self, cap):
         self.res = Reservoir(cap)
         self.errors = 0
+        self.sla_ms = None          # a span's own SLA (a target's sla_ms; a kind: flow target run inside a flow)
+        self.sla_known = 0
+        self.sla_missed = 0
 
 
 class DbState:

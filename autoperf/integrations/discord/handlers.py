@@ -165,9 +165,32 @@ def _flow_handler(option, start, where):
     return factory
 
 
+def _invoked_command(ctx, command):
+    """The command a prefix message runs: for a group, the subcommand its next word names (``!tag create``
+    runs ``tag create``). discord.py reads that word only later, in ``Group.invoke``; peek at it the same
+    way and put the view back. A group with parameters of its own parses them first (unless
+    ``invoke_without_command``): the word cannot be known here, and the group names the flow."""
+    view = getattr(ctx, "view", None)
+    if view is None:
+        return command
+    index, previous = view.index, view.previous
+    try:
+        while getattr(command, "all_commands", None):
+            if not getattr(command, "invoke_without_command", False) and getattr(command, "clean_params", None):
+                break
+            view.skip_ws()
+            sub = command.all_commands.get(view.get_word())
+            if sub is None:
+                break
+            command = sub
+    finally:
+        view.index, view.previous = index, previous
+    return command
+
+
 def _start_bot_invoke(bot, ctx):
     command = getattr(ctx, "command", None)
-    return None if command is None else _start_prefix_command(bot, ctx, command)
+    return None if command is None else _start_prefix_command(bot, ctx, _invoked_command(ctx, command))
 
 
 wrap_bot_invoke = _flow_handler("commands", _start_bot_invoke, "discord: BotBase.invoke")
@@ -235,7 +258,7 @@ def _start_component(view, item, interaction, *_rest):
     values = data.get("values")
     if values is not None:
         attrs["values_count"] = len(values)
-    return begin(name, attrs, ist_of(interaction))
+    return begin(name, attrs, ist_of(interaction), (item, view))
 
 
 wrap_view_task = _flow_handler("components", _start_component, "discord: View._scheduled_task")
@@ -271,7 +294,7 @@ def _start_modal(modal, interaction, *_rest):
     attrs = interaction_attrs(interaction, "modal_submit")
     attrs["custom_id"] = (interaction.data or {}).get("custom_id")
     attrs["modal"] = cls.__name__
-    return begin(f"{cls.__name__}.on_submit", attrs, ist_of(interaction))
+    return begin(f"{cls.__name__}.on_submit", attrs, ist_of(interaction), (modal,))
 
 
 wrap_modal_task = _flow_handler("modals", _start_modal, "discord: Modal._scheduled_task")

@@ -48,14 +48,15 @@ class _IState:
 
 
 class FlowState:
-    __slots__ = ("span", "ist", "error", "status", "adopted")
+    __slots__ = ("span", "ist", "error", "status", "adopted", "handlers")
 
-    def __init__(self, span, ist):
+    def __init__(self, span, ist, handlers=()):
         self.span = span
         self.ist = ist
         self.error = None
         self.status = None
         self.adopted = False
+        self.handlers = handlers   # the objects whose method discord.py runs as this flow (item, view, modal)
 
 
 by_id: dict = {}
@@ -103,9 +104,9 @@ def note_client(client):
 
 
 # -- one flow ------------------------------------------------------------------------------------
-def begin(name, attrs, ist=None):
+def begin(name, attrs, ist=None, handlers=()):
     """Start a root flow and make it this task's discord flow; ``end(fs, token[, exc])`` ends it."""
-    fs = FlowState(spans.start(name, "flow", attrs, parent=None), ist)
+    fs = FlowState(spans.start(name, "flow", attrs, parent=None), ist, handlers)
     return fs, FLOW.set(fs)
 
 

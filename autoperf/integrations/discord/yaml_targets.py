@@ -7,6 +7,7 @@ instruments what discord.py actually calls.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 
 from autoperf import diagnostics, wrappers
@@ -20,10 +21,13 @@ adapter_changes: list = []   # (object, attribute, original) changed in place by
 fixed_views: dict = {}       # View classes already pointed at instrumented button functions
 
 
-def _adopting(fn, site, rename=None):
-    """A YAML ``kind: flow`` target on a command callback: when the integration already opened a flow
-    for this invocation, that flow takes the target's thresholds, captures and (when the target has a
-    ``name:``) its name — one flow, not two."""
+def _adopting(fn, site, rename=None, handler_method=False):
+    """A YAML ``kind: flow`` target on what discord.py runs as a flow's handler (a command's callback, a
+    View button's method, a ``Button`` subclass's ``callback``, a modal's ``on_submit``): the flow the
+    integration opened for this invocation takes the target's SLA, thresholds, captures and (when the
+    target has a ``name:``) its name — one flow, not two. ``handler_method``: ``fn`` is a method; it
+    joins only when called on the very item, view or modal the flow runs (``self`` is one of
+    ``FlowState.handlers``), so a helper of the same kind called inside the flow stays a step of it."""
     fallback = wrappers.instrument(fn, site)
     if rename is None:
         spec = _spec_for(site)
@@ -32,7 +36,8 @@ def _adopting(fn, site, rename=None):
     async def adopted(*args, **kwargs):
         fs = FLOW.get()
         s = None if fs is None or fs.adopted else fs.span
-        if s is None or s.duration_ns is not None or not _ADOPTABLE.intersection(s.attrs or ()):
+        if (s is None or s.duration_ns is not None or not _ADOPTABLE.intersection(s.attrs or ())
+                or handler_method and not (args and any(args[0] is h for h in fs.handlers))):
             return await fallback(*args, **kwargs)
         fs.adopted = True
         try:
@@ -77,6 +82,8 @@ def target_adapter(obj, site):
     """targets.register_adapter hook: instrument what discord.py actually calls."""
     if "discord" not in sys.modules:
         return None
+    if site.kind == "flow" and inspect.iscoroutinefunction(obj):
+        return _adopting(obj, site, handler_method=True)   # joins the flow when it is its handler
     mod = type(obj).__module__ or ""
     if not mod.startswith("discord."):
         return None
