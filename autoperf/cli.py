@@ -156,8 +156,9 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="autoperf", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="run a program instrumented (autoperf run --help)", add_help=False)
-    from autoperf import validate
+    from autoperf import tail, validate
     validate.register(sub)
+    tail.register(sub)
     schema = sub.add_parser("schema", help="print the JSON Schema of autoperf.yaml")
     schema.set_defaults(handler=cmd_schema)
     for path in ("autoperf.analysis.cli", "autoperf.store.cli"):

@@ -185,7 +185,7 @@ class Console:
                 f"{k}={v}" for k, v in rec.items()
                 if k in ("rss_mb", "cpu_percent", "active_flows") and v is not None)
         else:
-            text = f"{kind} {rec.get('message') or rec.get('location') or ''}"
+            text = f"{kind} {rec.get('message') or rec.get('location') or rec.get('step') or rec.get('statement') or ''}"
             if rec.get("duration_ms") is not None:
                 text += f" {rec['duration_ms']:.1f}ms"
         if self.colour:
