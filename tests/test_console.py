@@ -53,18 +53,26 @@ def _read_until_exit(master, proc, timeout=60):
     return out.decode("utf-8", "replace")
 
 
-def test_auto_console_appears_on_a_terminal(tmp_path):
-    """With ``console: auto`` and the program run on a terminal, flows are shown on it (coloured)."""
-    script, config = _files(tmp_path, "auto")
+def _on_a_terminal(tmp_path, console, stderr_on_terminal=True):
+    """Run the program with stdin and stdout (and stderr, unless told) on a pseudo-terminal:
+    ``(exit code, what the terminal showed, stderr when it was a pipe)``."""
+    script, config = _files(tmp_path, console)
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen(_cmd(tmp_path, script, config), cwd=tmp_path, env=clean_env(),
-                                stdin=slave, stdout=slave, stderr=slave)
+        proc = subprocess.Popen(_cmd(tmp_path, script, config), cwd=tmp_path, env=clean_env(), stdin=slave,
+                                stdout=slave, stderr=slave if stderr_on_terminal else subprocess.PIPE)
         os.close(slave)
         text = _read_until_exit(master, proc)
+        err = "" if stderr_on_terminal else proc.stderr.read().decode()
     finally:
         os.close(master)
-    assert proc.returncode == 0, text
+    return proc.returncode, text, err
+
+
+def test_auto_console_appears_on_a_terminal(tmp_path):
+    """With ``console: auto`` and the program run on a terminal, flows are shown on it (coloured)."""
+    code, text, _ = _on_a_terminal(tmp_path, "auto")
+    assert code == 0, text
     assert "out" in text
     assert "flow  __main__.command" in text
     assert "\x1b[32m" in text            # INFO in colour: the console writes to a terminal
@@ -72,17 +80,8 @@ def test_auto_console_appears_on_a_terminal(tmp_path):
 
 def test_auto_console_follows_stderr(tmp_path):
     """``auto`` follows stderr, where the console writes: stdout on a terminal, stderr to a pipe → no view."""
-    script, config = _files(tmp_path, "auto")
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(_cmd(tmp_path, script, config), cwd=tmp_path, env=clean_env(),
-                                stdin=slave, stdout=slave, stderr=subprocess.PIPE)
-        os.close(slave)
-        text = _read_until_exit(master, proc)
-        err = proc.stderr.read().decode()
-    finally:
-        os.close(master)
-    assert proc.returncode == 0, err
+    code, text, err = _on_a_terminal(tmp_path, "auto", stderr_on_terminal=False)
+    assert code == 0, err
     assert "out" in text and "flow  " not in text
     assert "flow  " not in err
 
@@ -99,17 +98,9 @@ def test_console_true_in_the_config_shows_flows_without_a_terminal(tmp_path):
 
 def test_console_false_and_no_console_option(tmp_path):
     """``log.console: false`` on a terminal shows nothing; ``--console`` overrides it."""
-    script, config = _files(tmp_path, "false")
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(_cmd(tmp_path, script, config), cwd=tmp_path, env=clean_env(),
-                                stdin=slave, stdout=slave, stderr=slave)
-        os.close(slave)
-        text = _read_until_exit(master, proc)
-    finally:
-        os.close(master)
-    assert proc.returncode == 0 and "out" in text and "flow  " not in text
-    cmd = _cmd(tmp_path, script, config)
+    code, text, _ = _on_a_terminal(tmp_path, "false")
+    assert code == 0 and "out" in text and "flow  " not in text
+    cmd = _cmd(tmp_path, tmp_path / "prog.py", tmp_path / "autoperf.yaml")
     cmd.insert(4, "--console")
     forced = subprocess.run(cmd, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert "flow  __main__.command" in forced.stderr
