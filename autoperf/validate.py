@@ -116,6 +116,8 @@ class Checker:
             return f"{cls}.{binding.name}"
         if binding.name == "callback" and ("Button" in bases or "Select" in bases):
             return f"<View>.{cls}.callback"
+        if binding.name.startswith("on_") and any(b in bases for b in ("Client", "Bot", "Cog")):
+            return binding.name             # an event handler: the event's flow
         return f"{owner}.{binding.name}"
 
     # -- names from the imported objects ---------------------------------------------------------
@@ -148,6 +150,8 @@ class Checker:
             return f"{owner.__name__}.{attr}"
         if attr == "callback" and "Item" in mro:
             return f"<View>.{owner.__name__}.callback"
+        if attr.startswith("on_") and {"Client", "Cog"} & mro:
+            return attr
         return name
 
 

@@ -70,6 +70,9 @@ BOT = """
             intents.message_content = True
             super().__init__(command_prefix="!", intents=intents, help_command=None)
 
+        async def on_message(self, message):
+            await self.process_commands(message)
+
         async def setup_hook(self):
             for command in (lobby, fast, slow):
                 self.tree.add_command(command)
@@ -126,6 +129,9 @@ CONFIG = """
         sla_ms: 2500
       - target: "ext_stats:compute"
       - target: "ext_gone:unused"
+      - target: "bot:Bot.on_message"
+        kind: flow
+        sla_ms: 2500
 """
 SCENARIO = """
     seed: 5
@@ -183,6 +189,15 @@ def test_button_subclass_callback_target_joins_the_component_flow(run):
     assert nested == []
 
 
+def test_event_handler_target_joins_the_event_flow(run):
+    """A ``kind: flow`` target on the bot's ``on_message`` is the event's flow (its SLA evaluated), not nested in it."""
+    _, records, _ = run
+    events = _flows(records, "on_message")
+    assert events and all(f["sla_ms"] == 2500 and f["sla_met"] is True for f in events)
+    assert not [r for r in records if r["type"] == "span" and r["name"].endswith("on_message")
+                and r["span_id"] != r["flow_id"]]
+
+
 def test_flow_target_called_inside_a_flow_is_a_step_with_its_sla(run):
     """A ``kind: flow`` helper the commands call is a step of each command's flow, and its SLA is evaluated on
     each run: ``sla_met`` true for the quick call, false for the slow one."""
@@ -224,6 +239,7 @@ def test_prefix_subcommands_are_named_by_their_qualified_name(run):
                                 f["metadata"].get("interaction_type") == "prefix_command")
     assert names["tag create"] >= 1 and names["tag delete"] >= 1 and names["tag"] >= 1
     assert set(names) == {"tag create", "tag delete", "tag", "stats_flow"}
+    assert all(f["metadata"]["interaction_type"] == "event" for f in _flows(records, "on_message"))
     create = _flows(records, "tag create")[0]
     assert create["metadata"]["command"] == "tag create" and create["status"] == "success"
 

@@ -58,6 +58,10 @@ COGS = """
     class LeaveButton(ui.Button):
         async def callback(self, interaction):
             pass
+
+    class LadderBot(commands.Bot):
+        async def on_message(self, message):
+            pass
 """
 CONFIG = """
     targets:
@@ -81,6 +85,8 @@ CONFIG = """
       - target: 'shop.cogs:Ladder.queue_cmd'
         kind: flow
         name: queue_command
+      - target: 'shop.cogs:LadderBot.on_message'
+        kind: flow
 """
 
 
@@ -126,6 +132,7 @@ def test_validate_shows_the_record_names(tmp_path):
     assert "shop.cogs:JoinView.join  [flow] -> JoinView.join; records named 'JoinView.join'" in out
     assert "records named '<View>.LeaveButton.callback'" in out
     assert "records named 'queue_command'" in out
+    assert "LadderBot.on_message; records named 'on_message'" in out
 
 
 def test_validate_import_mode_imports_and_says_so(tmp_path):
@@ -138,6 +145,8 @@ def test_validate_import_mode_imports_and_says_so(tmp_path):
     assert "records named 'shop.base.Base.ping'" in proc.stdout
     assert "records named 'queue'" in proc.stdout and "records named 'tag create'" in proc.stdout
     assert "records named 'JoinView.join'" in proc.stdout
+    assert "records named '<View>.LeaveButton.callback'" in proc.stdout
+    assert "records named 'on_message'" in proc.stdout
     assert "nearest: fetch_profile" in proc.stdout and proc.returncode == 1
 
 

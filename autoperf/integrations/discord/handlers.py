@@ -321,7 +321,7 @@ def _is_library_handler(coro):
     return (getattr(func, "__module__", None) or "").startswith("discord.")
 
 
-def _start_event(client, event_name, args):
+def _start_event(client, event_name, args, handler=None):
     note_client(client)
     attrs = {"interaction_type": "event", "event": event_name}
     if args:
@@ -331,7 +331,8 @@ def _start_event(client, event_name, args):
             attrs["user_id"] = getattr(author, "id", None)
             attrs["channel_id"] = getattr(getattr(first, "channel", None), "id", None)
             attrs["guild_id"] = getattr(getattr(first, "guild", None), "id", None)
-    return begin(event_name, attrs)
+    owner = getattr(handler, "__self__", None)     # the bot or cog whose method handles the event
+    return begin(event_name, attrs, None, () if owner is None else (owner,))
 
 
 def wrap_run_event(original):
@@ -339,7 +340,7 @@ def wrap_run_event(original):
         if not _event_traced(event_name) or _is_library_handler(coro):
             return await original(self, coro, event_name, *args, **kwargs)
         try:
-            fs, token = _start_event(self, event_name, args)
+            fs, token = _start_event(self, event_name, args, coro)
         except Exception as exc:
             diagnostics.internal_error("discord: Client._run_event", exc)
             return await original(self, coro, event_name, *args, **kwargs)

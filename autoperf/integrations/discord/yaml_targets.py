@@ -6,6 +6,7 @@ instruments what discord.py actually calls.
 """
 from __future__ import annotations
 
+import fnmatch
 import functools
 import inspect
 import sys
@@ -16,7 +17,7 @@ from . import state
 from .handlers import class_hooks, cycle_wrapper
 from .state import FLOW
 
-_ADOPTABLE = frozenset(("command", "component", "modal"))
+_ADOPTABLE = frozenset(("command", "component", "modal", "event"))
 adapter_changes: list = []   # (object, attribute, original) changed in place by target_adapter
 fixed_views: dict = {}       # View classes already pointed at instrumented button functions
 
@@ -57,11 +58,15 @@ def _adopting(fn, site, rename=None, handler_method=False):
 
 
 def _spec_for(site):
+    """The target a site was made for: by its name, else by ``module.qualname`` (wildcards matched; the
+    script's targets are named ``__main__.…`` also when written ``app:…``)."""
     try:
         from autoperf import bootstrap
-        for specs in bootstrap._specs_by_module.values():
+        for module_name, specs in bootstrap._specs_by_module.items():
+            modules = {module_name, "__main__"} if module_name in bootstrap._main_names else {module_name}
             for spec in specs:
-                if spec.name == site.name or f"{spec.module}.{spec.qualname}" == site.name:
+                if spec.name == site.name or any(fnmatch.fnmatchcase(site.name, f"{m}.{spec.qualname}")
+                                                 for m in modules):
                     return spec
     except Exception:
         pass
