@@ -11,7 +11,7 @@ import ast
 import os
 import sys
 
-from autoperf import sourcemap, targets
+from autoperf import sourcemap
 from autoperf.runner import script_module_name
 
 _COMMAND_DECORATORS = {"command", "hybrid_command", "group", "hybrid_group", "context_menu"}
@@ -123,6 +123,8 @@ class Checker:
     # -- names from the imported objects ---------------------------------------------------------
     def _check_imported(self, spec):
         import importlib
+
+        from autoperf import targets
         try:
             module = importlib.import_module(spec.module)
         except Exception as exc:
@@ -138,6 +140,7 @@ class Checker:
         return True, _resolved(spec, pairs, "")
 
     def _live_name(self, spec, owner, attr):
+        from autoperf import targets
         name = targets.site_name(spec, owner, attr)
         if spec.kind != "flow" or spec.name or not self.discord:
             return name
