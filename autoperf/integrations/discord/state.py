@@ -158,6 +158,7 @@ def end(fs, token, exc=None):
         # during the flow (a library's timer or socket handle), and the exception's traceback would
         # keep the command's frames, its interaction, members and views alive with it.
         fs.span = fs.ist = fs.error = None
+        fs.handlers = ()
     except Exception as e:
         diagnostics.internal_error("discord: finishing a flow", e)
     s.finish()
