@@ -71,6 +71,11 @@ def active_flows() -> int:
     return _peek(_flows_started) - _peek(_flows_finished)
 
 
+def flows_started() -> int:
+    """Root flows started in this process so far."""
+    return _peek(_flows_started)
+
+
 def _id_source():
     # A random 62-bit start per process keeps ids unique across processes without coordination;
     # a counter keeps them cheap (~40 ns) and ordered within one process.

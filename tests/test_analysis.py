@@ -206,8 +206,8 @@ def test_deadline_table_lists_only_flows_with_an_interaction():
 
 
 def test_operations_queries_jobs_cycles_resources_blocked():
-    explain = [{"Plan": {"Node Type": "Seq Scan", "Relation Name": "players", "Plan Rows": 120000,
-                         "Filter": "(discord_uid = $1)"}}]
+    explain = [{"Plan": {"Node Type": "Seq Scan", "Relation Name": "players", "Plan Rows": 1, "Actual Rows": 1,
+                         "Actual Loops": 1, "Rows Removed by Filter": 119999, "Filter": "(discord_uid = $1)"}}]
     children = [("db.fetch", "db", 40.0, synth.db_attrs("SELECT * FROM players WHERE discord_uid = $1",
                                                        "fp_players", explain=orjson.dumps(explain).decode())),
                 ("db.execute", "db", 2.0, synth.db_attrs("UPDATE players SET mmr = $1", "fp_update", "UPDATE"))]
@@ -252,14 +252,14 @@ def test_operations_queries_jobs_cycles_resources_blocked():
     lb = r["loop_blocked"]
     assert lb["count"] == 3 and lb["worst_ms"] == 900.0 and lb["worst_location"] == "bot.py:10 in handler"
     assert lb["by_location"][0] == {"location": "bot.py:10 in handler", "count": 2, "total_ms": 1050.0,
-                                    "max_ms": 900.0, "flows": {"queue_command": 2}}
+                                    "max_ms": 900.0, "flows": {"queue_command": 2}, "startup": False}
     assert r["warnings"] == {"target_not_found": 1} and r["dropped"] == 7
     kinds = {s["kind"] for s in r["suggestions"]}
     assert {"index", "loop_blocking", "scale_db_pool", "scale_process_pool", "worker_memory"} <= kinds
     pool = next(s for s in r["suggestions"] if s["kind"] == "scale_db_pool")
     assert "longest acquire 120" in pool["evidence"] and pool["details"]["longest_acquire_ms"] == 120.0
     idx = next(s for s in r["suggestions"] if s["kind"] == "index")
-    assert idx["flow"] == "queue_command" and "players" in idx["title"] and "120,000" in idx["evidence"]
+    assert idx["flow"] == "queue_command" and "players" in idx["title"] and "120,000 rows read" in idx["evidence"]
 
 
 def test_time_series_coarsen_and_stay_bounded():
@@ -574,9 +574,10 @@ def test_explain_records_drive_index_advice_and_deadline_missed_counts():
             md = {"command": "history", "first_response_ms": 2900.0, "deadline_missed": True}  # + gateway delay
         recs += synth.flow("history_command", T0 + dt.timedelta(seconds=i), 90.0, ch, metadata=md)
     plan = [{"Plan": {"Node Type": "Limit", "Plan Rows": 10, "Plans": [
-        {"Node Type": "Seq Scan", "Relation Name": "matches", "Plan Rows": 250000, "Filter": "(player_id = ?)"}]}}]
+        {"Node Type": "Seq Scan", "Relation Name": "matches", "Plan Rows": 12, "Filter": "(player_id = ?)"}]}}]
     recs.append({"timestamp": to_ts(T0), "type": "explain", "fingerprint": "fp_matches",
-                 "statement": "SELECT * FROM matches WHERE player_id = $1", "plan": plan, "query_ms": 80.0})
+                 "statement": "SELECT * FROM matches WHERE player_id = $1", "plan": plan, "query_ms": 80.0,
+                 "relations": {"matches": 250000.0}})
     r = aggregate(recs)
     idx = [s for s in r["suggestions"] if s["kind"] == "index"]
     assert len(idx) == 1 and "matches" in idx[0]["title"] and "250,000" in idx[0]["evidence"]

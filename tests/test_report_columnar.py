@@ -28,7 +28,8 @@ pytestmark = pytest.mark.skipif(not available(), reason="DuckDB is not installed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAY = dt.datetime(2025, 1, 20)
-PLAN = [{"Plan": {"Node Type": "Seq Scan", "Relation Name": "players", "Plan Rows": 50000,
+PLAN = [{"Plan": {"Node Type": "Seq Scan", "Relation Name": "players", "Plan Rows": 50, "Actual Rows": 40,
+                  "Actual Loops": 1, "Rows Removed by Filter": 49960,
                   "Filter": "(mmr > ?)"}}]
 
 
@@ -52,6 +53,14 @@ def _records(day, n_flows, seed):
                ("db.fetch", "db", 6.0, synth.db_attrs("SELECT b FROM t2", "fpB")),
                ("GET /users/{id}", "http", 7.0, {"method": "GET", "status": 200})]
         extra += synth.flow("profile_view", t + ms(5), 20.0, seq, metadata={})
+        # one transaction between two independent calls: only the calls outside it could be gathered
+        tx = [("GET /users/{id}", "http", 7.0, {"method": "GET", "status": 200}),
+              ("db.begin", "db", 0.5, synth.db_attrs("BEGIN;", "fpbegin", "BEGIN")),
+              ("db.fetch", "db", 4.0, synth.db_attrs("SELECT a FROM t1 FOR UPDATE", "fpA2")),
+              ("db.execute", "db", 3.0, synth.db_attrs("UPDATE t1 SET a = $1", "fpU", "UPDATE")),
+              ("db.commit", "db", 1.0, synth.db_attrs("COMMIT;", "fpcommit", "COMMIT")),
+              ("db.fetch", "db", 6.0 + i % 2, synth.db_attrs("SELECT b FROM t2", "fpB"))]
+        extra += synth.flow("trade_command", t + ms(9), 30.0, tx, metadata={})
         # a flow whose root never arrives (crash): flushed at the end
         fid = synth.new_id()
         extra.append(synth.span("db.fetch", "db", t, 2.0, fid, fid, "lost_flow",
@@ -61,6 +70,13 @@ def _records(day, n_flows, seed):
             dict(base, level="WARNING", type="loop_blocked", duration_ms=120.0 + i, threshold_ms=100,
                  flow_id=None, flow_name="queue_command", location=f"bot.py:{10 + i % 3} in handler",
                  stack=["bot.py:10 in handler"]),
+            # a block reported while ongoing, then its final record (same block_id): counted once
+            dict(base, level="ERROR", type="loop_blocked", duration_ms=1000.0 + i, ongoing=True, block_id=f"{i:x}",
+                 pid=7, flow_id=None, flow_name=None, location="bot.py:50 in slow", stack=[]),
+            dict(base, level="ERROR", type="loop_blocked", duration_ms=1500.0 + i, block_id=f"{i:x}", pid=7,
+                 flow_id=None, flow_name=None, location="bot.py:50 in slow", stack=[]),
+            dict(base, level="WARNING", type="loop_blocked", duration_ms=300.0, startup=True, flow_id=None,
+                 flow_name=None, location="bot.py:5 in <module>", stack=[]),
             dict(base, level="WARNING", type="warning", code="capture_failed", message="x", count=i % 3 or None),
             dict(base, level="WARNING", type="dropped", count=2, since=synth.ts(t)),
             dict(base, level="INFO", type="explain", fingerprint="fpA", statement="SELECT a FROM t1", plan=PLAN,
@@ -150,6 +166,12 @@ def test_same_result_as_python_reader(logs, chunk_bytes):
     assert r1["series"]["bucket"] != "minute"               # the time buckets coarsened
     _close(r1, r2)
     assert py.n_plus_one and py.seq_io and any(db.seq_scans for db in py.db.values())
+    # the statements of a transaction are never gather advice: only the two calls around it
+    assert [k[1] for k in py.seq_io if k[0] == "trade_command"] == [("GET /users/{id}", "db.fetch")]
+    # a block reported while ongoing and again at its end is one block (files straddled, chunks cut)
+    slow = next(b for b in r1["loop_blocked"]["by_location"] if b["location"] == "bot.py:50 in slow")
+    assert slow["count"] == 20 + 15 + 20 and slow["max_ms"] == 1519.0
+    assert next(b for b in r1["loop_blocked"]["by_location"] if b["location"] == "bot.py:5 in <module>")["startup"]
     _close(py.n_plus_one, col.n_plus_one, "n_plus_one")
     _close({str(k): v for k, v in py.seq_io.items()}, {str(k): v for k, v in col.seq_io.items()}, "seq_io")
     _close(dict(py.flow_counts), dict(col.flow_counts), "flow_counts")
@@ -346,6 +368,9 @@ def test_parallel_workers_give_the_python_workers_result(logs, window):
     r1, r2 = py.result(), col.result()
     assert r1["suggestions"] and r1["cycles"]
     _close(r1, r2)
+    if since is None:       # early and final reports of one block in different spans: still one block
+        slow = next(b for b in r1["loop_blocked"]["by_location"] if b["location"] == "bot.py:50 in slow")
+        assert slow["count"] == 55
     assert py.n_plus_one and py.seq_io
     _close(py.n_plus_one, col.n_plus_one, "n_plus_one")
     _close({str(k): v for k, v in py.seq_io.items()}, {str(k): v for k, v in col.seq_io.items()}, "seq_io")

@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Iterable
 
 from .flowtrack import FlowTracking
+from .loopblocks import LoopBlocks
 from .merge import Merging
 from .result import Reporting
 from .state import (DEADLINE_MS, HIST_EDGES, LEVELS, RESOURCE_METRICS, Buckets, DbState, FlowState, OpenFlow,
@@ -65,9 +66,7 @@ class Aggregator(FlowTracking, Merging, Reporting):
         self.res_series = Buckets("dict", max_buckets)
         self.flow_series = Buckets("res", max_buckets, series_reservoir)
         self.daily: dict[tuple, Reservoir] = {}
-        self.blocked: dict[str, list] = {}
-        self.blocked_n = 0
-        self.blocked_worst = None
+        self.loop_blocks = LoopBlocks()
         self.warnings = Counter()
         self.dropped = 0
         # suggestion state
@@ -295,7 +294,7 @@ class Aggregator(FlowTracking, Merging, Reporting):
         if t == "resource":
             self._resource(rec, ts)
         elif t == "loop_blocked":
-            self._blocked(rec)
+            self.loop_blocks.add(rec)
         elif t == "warning":
             c = rec.get("count")
             self.warnings[str(rec.get("code"))] += c if c.__class__ is int else 1
@@ -350,7 +349,7 @@ class Aggregator(FlowTracking, Merging, Reporting):
             db.statement = rec.get("statement")
             db.operation = "SELECT"
             db.system = rec.get("system")
-        scans = seq_scans_from_explain(rec.get("plan"), self.index_min_rows)
+        scans = seq_scans_from_explain(rec.get("plan"), self.index_min_rows, rec.get("relations"))
         if scans is not None:
             db.seq_scans = scans
             db.explained += 1
@@ -378,31 +377,6 @@ class Aggregator(FlowTracking, Merging, Reporting):
                         b[1] += v
                         if v > b[2]:
                             b[2] = v
-
-
-    def _blocked(self, rec):
-        d = rec.get("duration_ms")
-        if type(d) is not float and type(d) is not int:
-            d = 0.0
-        self.blocked_n += 1
-        if self.blocked_worst is None or d > self.blocked_worst[0]:
-            self.blocked_worst = (d, rec.get("location"), rec.get("flow_name"))
-        loc = str(rec.get("location") or "?")
-        b = self.blocked.get(loc)
-        if b is None:
-            if len(self.blocked) >= 2000:
-                loc = "(other locations)"
-                b = self.blocked.get(loc)
-            if b is None:
-                b = self.blocked[loc] = [0, 0.0, 0.0, Counter()]
-        b[0] += 1
-        b[1] += d
-        if d > b[2]:
-            b[2] = d
-        fn = rec.get("flow_name")
-        if fn is not None and (len(b[3]) < 20 or fn in b[3]):
-            b[3][fn] += 1
-
 
 
 def aggregate(records: Iterable[dict], **kw) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import orjson
 
-from .state import OpenFlow
+from .state import OpenFlow, transaction_marker
 
 __all__ = ["FlowChunks"]
 
@@ -162,10 +162,23 @@ class FlowChunks:
         agg = self.agg
         tol = float(agg.io_tol)
         order = "x.st, x.d, x.name, x.fp"
+        # transactions' BEGIN / COMMIT fingerprints (+1 / -1): siblings of one transaction are left out, as
+        # flowtrack._outside_transactions does (depth = starts minus ends among the earlier siblings)
+        markers = [(fp, m) for fp, db in agg.db.items()
+                   if (m := transaction_marker(db.operation, db.statement))]
+        self.con.execute("CREATE OR REPLACE TEMP TABLE txfp (fp VARCHAR, m INTEGER)")
+        if markers:
+            self.con.executemany("INSERT INTO txfp VALUES (?, ?)", markers)
         for fname, names, n, sum_saving, sum_total, max_saving, _m in self.con.execute(f"""
-                WITH x AS (
-                    SELECT *, TRY_CAST(substr(ts, 15, 2) AS INTEGER) * 60000
-                              + TRY_CAST(substr(ts, 18, 6) AS DOUBLE) * 1000.0 AS st FROM done),
+                WITH x0 AS (
+                    SELECT done.*, coalesce(txfp.m, 0) AS m, TRY_CAST(substr(ts, 15, 2) AS INTEGER) * 60000
+                              + TRY_CAST(substr(ts, 18, 6) AS DOUBLE) * 1000.0 AS st
+                    FROM done LEFT JOIN txfp ON done.fp = txfp.fp),
+                x AS (
+                    SELECT * FROM (
+                        SELECT *, coalesce(sum(m) OVER (PARTITION BY fh, fin_seq, parent ORDER BY st, d, name, fp
+                                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS depth
+                        FROM x0) WHERE m = 0 AND depth <= 0),
                 cand AS (       -- back to back needs last start - first start + tolerances >= total - longest
                     SELECT fh, fin_seq, parent FROM x GROUP BY fh, fin_seq, parent
                     HAVING count(*) >= 2 AND bool_and(st IS NOT NULL) AND max(st) - min(st)

@@ -2,11 +2,12 @@
 
 Mixed into :class:`~autoperf.analysis.aggregate.Aggregator`: the db/http spans of a flow are held
 (at most ``open_flows_cap`` flows in flight, 500 spans each) until the flow ends, then folded into
-``n_plus_one``, ``seq_io``, ``flow_counts`` and the fingerprints' ``flows`` / ``flow_names``.
+``n_plus_one``, ``seq_io``, ``flow_counts`` and the fingerprints' ``flows`` / ``flow_names``. Sibling
+statements of one transaction are never counted as awaits that could run concurrently.
 """
 from __future__ import annotations
 
-from .state import OpenFlow
+from .state import OpenFlow, transaction_marker
 
 __all__ = ["FlowTracking"]
 
@@ -105,6 +106,9 @@ class FlowTracking:
                 timed.append((st, x[2], x[3], x[5]))
             else:
                 timed.sort()
+                timed = self._outside_transactions(timed)
+                if len(timed) < 2:
+                    continue
                 t_first = timed[0][0]
                 prev_end = t_first + timed[0][1]
                 sequential = True
@@ -129,6 +133,20 @@ class FlowTracking:
                         mx = dd
                 self._add_seq_io(self._seq_io_key(fname, tuple([x[2] for x in timed])), 1, total - mx, total,
                                  total - mx)
+
+    def _outside_transactions(self, timed):
+        """The siblings (sorted by start) that are not a transaction's BEGIN / COMMIT nor run between them:
+        the statements of one transaction run on one connection, one after the other — never concurrently.
+        Depth = starts minus ends among the earlier siblings (columnar_flows computes the same)."""
+        dbs = self.db
+        kept, depth = [], 0
+        for x in timed:
+            db = dbs.get(x[3]) if x[3] is not None else None
+            m = transaction_marker(db.operation, db.statement) if db is not None else 0
+            if m == 0 and depth <= 0:
+                kept.append(x)
+            depth += m
+        return kept
 
     def _seq_io_key(self, fname, names: tuple):
         """(flow, run-length labels such as "db.fetch ×2", number of spans, 9 meaning more than 8)."""

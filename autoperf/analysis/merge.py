@@ -92,16 +92,7 @@ class Merging:
             mine.merge(r)
         fold(self.daily, other.daily, _combine_daily)
 
-        def _combine_blocked(mine, b):
-            mine[0] += b[0]
-            mine[1] += b[1]
-            mine[2] = max(mine[2], b[2])
-            mine[3].update(b[3])
-        fold(self.blocked, other.blocked, _combine_blocked)
-        self.blocked_n += other.blocked_n
-        if other.blocked_worst is not None and (self.blocked_worst is None
-                                                 or other.blocked_worst[0] > self.blocked_worst[0]):
-            self.blocked_worst = other.blocked_worst
+        self.loop_blocks.merge(other.loop_blocks)
         self.warnings.update(other.warnings)
         self.dropped += other.dropped
 

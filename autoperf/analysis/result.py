@@ -131,13 +131,11 @@ class Reporting:
                          "series": {"labels": labels, "bucket": LEVEL_NAMES[self.res_series.level],
                                     "values": series}}
 
-        blocked = {"count": self.blocked_n,
-                   "worst_ms": self.blocked_worst[0] if self.blocked_worst else None,
-                   "worst_location": self.blocked_worst[1] if self.blocked_worst else None,
-                   "by_location": sorted(({"location": loc, "count": b[0], "total_ms": b[1], "max_ms": b[2],
-                                           "flows": dict(b[3].most_common(5))}
-                                          for loc, b in self.blocked.items()),
-                                         key=lambda r: (-r["total_ms"], r["location"]))}
+        lb = self.loop_blocks
+        blocked = {"count": lb.count,
+                   "worst_ms": lb.worst[0] if lb.worst else None,
+                   "worst_location": lb.worst[1] if lb.worst else None,
+                   "by_location": lb.rows()}
 
         keys, labels = self.flow_series.series()
         fseries = {"labels": labels, "bucket": LEVEL_NAMES[self.flow_series.level], "p95_ms": {}, "count": {}}

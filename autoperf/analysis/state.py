@@ -6,7 +6,8 @@ from collections import Counter
 from .stats import Reservoir
 
 __all__ = ["HIST_EDGES", "DEADLINE_MS", "RESOURCE_METRICS", "FlowState", "OpState", "DbState", "OpenFlow",
-           "Buckets", "LEVELS", "LEVEL_NAMES", "merge_res_bucket", "seq_scans_from_explain", "fold"]
+           "Buckets", "LEVELS", "LEVEL_NAMES", "merge_res_bucket", "seq_scans_from_explain", "fold",
+           "transaction_marker"]
 
 DEADLINE_MS = 3000.0           # Discord interaction deadline (first response)
 HIST_EDGES = [0, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 3000, 5000, 10000]
@@ -80,7 +81,7 @@ class DbState:
         self.flows = 0              # distinct flows the fingerprint ran in (counted at flow end)
         self.flow_names = Counter()
         self.rows = 0
-        self.seq_scans = None       # list of (relation, plan_rows) from the most recent EXPLAIN
+        self.seq_scans = None       # [(relation, rows_read, rows_returned, filter)] from the most recent EXPLAIN
         self.explained = 0
 
 
@@ -157,8 +158,17 @@ def merge_res_bucket(a: dict, b: dict):
             x[2] = max(x[2], v[2])
 
 
-def seq_scans_from_explain(explain, min_rows) -> list | None:
-    """Walk an EXPLAIN (FORMAT JSON) plan; return [(relation, plan_rows, filter)] of big Seq Scans."""
+#: a sequential scan whose Filter keeps at most this share of the rows it reads is a selective lookup
+SELECTIVE_FRACTION = 0.1
+
+
+def seq_scans_from_explain(explain, min_rows, relations=None) -> list | None:
+    """Walk an EXPLAIN (FORMAT JSON) plan; return ``[(relation, rows_read, rows_returned, filter)]`` of the
+    sequential scans an index would serve: a Filter that keeps at most ``SELECTIVE_FRACTION`` of the rows
+    the scan reads, and at least ``min_rows`` read. Rows read come from EXPLAIN ANALYZE (rows out + "Rows
+    Removed by Filter", times loops) or, for a plain EXPLAIN, from ``relations`` ({relation: rows}, the
+    table's size from the catalog); rows returned are the actual or the planned ones. A scan without a
+    Filter (the query wants the whole table) or without a known size is no candidate. None: no plan."""
     if explain is None:
         return None
     if isinstance(explain, (str, bytes)):
@@ -167,6 +177,7 @@ def seq_scans_from_explain(explain, min_rows) -> list | None:
             explain = orjson.loads(explain)
         except Exception:
             return None
+    sizes = relations if isinstance(relations, dict) else {}
     found = []
 
     def walk(node):
@@ -177,15 +188,51 @@ def seq_scans_from_explain(explain, min_rows) -> list | None:
             if "Plan" in node and isinstance(node["Plan"], dict):
                 walk(node["Plan"])
                 return
-            if node.get("Node Type") == "Seq Scan":
-                rows = node.get("Plan Rows") or 0
-                if isinstance(rows, (int, float)) and rows >= min_rows:
-                    found.append((str(node.get("Relation Name") or "?"), rows, node.get("Filter")))
+            if node.get("Node Type") == "Seq Scan" and node.get("Filter"):
+                scan = _selective_scan(node, sizes, min_rows)
+                if scan is not None:
+                    found.append(scan)
             for child in node.get("Plans") or ():
                 walk(child)
 
     walk(explain)
     return found
+
+
+def _number(v):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _selective_scan(node, sizes, min_rows):
+    rel = str(node.get("Relation Name") or "?")
+    actual = _number(node.get("Actual Rows"))
+    if actual is not None:
+        loops = _number(node.get("Actual Loops")) or 1
+        returned = actual * loops
+        read = returned + (_number(node.get("Rows Removed by Filter")) or 0) * loops
+    else:
+        read = _number(sizes.get(rel))
+        returned = _number(node.get("Plan Rows"))
+        if read is None or returned is None:
+            return None
+    if read < min_rows or returned > SELECTIVE_FRACTION * read:
+        return None
+    return (rel, read, returned, node.get("Filter"))
+
+
+_TX_START = frozenset(("BEGIN", "START"))
+_TX_END = frozenset(("COMMIT", "END", "ABORT", "ROLLBACK"))
+
+
+def transaction_marker(operation, statement) -> int:
+    """+1 for a statement that starts a transaction, -1 for one that ends it, else 0."""
+    op = str(operation or "").upper()
+    if op in _TX_START:
+        return 1
+    if op in _TX_END:
+        words = str(statement or "").upper().split()
+        return 0 if "TO" in words[1:4] else -1      # ROLLBACK [WORK|TRANSACTION] TO SAVEPOINT stays inside
+    return 0
 
 
 def fold(mine: dict, theirs: dict, combine) -> None:

@@ -3,12 +3,15 @@
 Every suggestion is a plain dict:
 ``{kind, severity, flow, title, evidence, saving_ms, saving, details}`` where ``saving_ms`` is the
 estimated saving *per affected flow* (None when it cannot be estimated) and ``saving`` explains it.
+Each rule is a function of the aggregate and the options; a query fingerprint gets one finding at most
+(an index first, then N+1, then a cache: the first fix changes what the others would measure).
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
-__all__ = ["suggestions_from", "suggest", "DEFAULTS"]
+__all__ = ["suggestions_from", "suggest", "DEFAULTS", "cacheable"]
 
 DEFAULTS = {
     "cache_min_flows": 10,         # a read fingerprint seen in at least this many flows …
@@ -16,13 +19,28 @@ DEFAULTS = {
     "concurrency_min_flows": 3,    # sequential sibling I/O seen in at least this many flows
     "concurrency_min_saving_ms": 5.0,
     "slow_query_ms": 100.0,        # p95 above which a query counts as slow (reports)
-    "index_min_ms": 20.0,          # a read with a big Seq Scan in its EXPLAIN and p95 >= this: index advice
+    "index_min_ms": 20.0,          # a selective Seq Scan in its EXPLAIN and p95 >= this: index advice
     "db_pool_pct": 80.0,
     "process_pool_pending": 5,
     "worker_rss_mb": 500.0,
     "loop_lag_ms": 100.0,
     "limit_per_kind": 5,
 }
+
+# A result that changes from call to call (time, randomness, sequences, sleeps, locks) or a statement
+# that writes or locks rows: caching it would return wrong answers.
+_NOT_CACHEABLE = re.compile(
+    r"\b(now|random|setseed|clock_timestamp|statement_timestamp|transaction_timestamp|timeofday|pg_sleep\w*|"
+    r"gen_random_uuid|uuid_generate_\w+|nextval|setval|currval|lastval|txid_current\w*|pg_current_xact_id\w*|"
+    r"pg_\w*advisory\w*|pg_notify|set_config|pg_backend_pid)\s*\("
+    r"|\b(current_timestamp|current_time|current_date|localtime|localtimestamp)\b"
+    r"|\bfor\s+(update|share|no\s+key\s+update|key\s+share)\b"
+    r"|\b(insert|update|delete|merge)\b", re.I)
+
+
+def cacheable(statement) -> bool:
+    """A read whose result does not depend on when it runs and that changes nothing."""
+    return bool(statement) and _NOT_CACHEABLE.search(str(statement)) is None
 
 
 def _fmt(ms):
@@ -43,13 +61,43 @@ def _short(stmt, n=90):
     return stmt if len(stmt) <= n else stmt[: n - 1] + "…"
 
 
-def suggestions_from(agg, **options) -> list[dict]:
-    o = dict(DEFAULTS)
-    o.update({k: v for k, v in options.items() if v is not None})
-    lim = int(o["limit_per_kind"])
-    out: list[dict] = []
+def _top_flow(db):
+    return db.flow_names.most_common(1)[0][0] if db.flow_names else None
 
-    # N+1: the same fingerprint >= n_plus_one_min times inside one flow
+
+def _ranked(items, limit):
+    items.sort(key=lambda s: -s["_rank"])
+    return items[:limit]
+
+
+# ---------------------------------------------------------------- queries
+def index_candidates(agg, o) -> list[dict]:
+    """Slow reads whose captured plan has a selective sequential scan (state.seq_scans_from_explain)."""
+    items = []
+    for fp, db in agg.db.items():
+        if not db.seq_scans or not db.res.count:
+            continue
+        p95 = db.res.percentile(95)
+        if p95 is None or p95 < min(o["index_min_ms"], o["slow_query_ms"]):
+            continue
+        rel, read, returned, flt = max(db.seq_scans, key=lambda s: s[1])
+        avg = db.res.total / db.res.count
+        items.append({
+            "kind": "index", "severity": "high", "flow": _top_flow(db),
+            "title": f"Index candidate on {rel}: a selective lookup reads ~{read:,.0f} rows to return ~{returned:,.0f}",
+            "evidence": (f"{_short(db.statement)} — p95 {_fmt(p95)}, {db.res.count} calls; EXPLAIN: Seq Scan on {rel} "
+                         f"(~{read:,.0f} rows read, ~{returned:,.0f} returned)" + (f", Filter: {flt}" if flt else "")),
+            "saving_ms": max(0.0, avg - 1.0),
+            "saving": (f"most of the {_fmt(avg)} average ({_total(db.res.total)} in total) if an index on the "
+                       f"filtered column(s) of {rel} turns the scan into an index lookup"),
+            "details": {"fingerprint": fp, "statement": db.statement, "relation": rel, "rows_read": read,
+                        "rows_returned": returned, "filter": flt, "p95_ms": p95},
+            "_rank": db.res.total})
+    return items
+
+
+def n_plus_one(agg, o) -> list[dict]:
+    """The same fingerprint at least ``n_plus_one_min`` times inside one flow."""
     items = []
     for (flow, fp), (hit, sum_rep, max_rep, sum_ms) in agg.n_plus_one.items():
         db = agg.db.get(fp)
@@ -67,14 +115,15 @@ def suggestions_from(agg, **options) -> list[dict]:
             "details": {"fingerprint": fp, "statement": db.statement if db else None, "flows_affected": hit,
                         "avg_repeats": avg_rep, "max_repeats": max_rep, "ms_per_flow": per_flow_ms},
             "_rank": saving * hit})
-    items.sort(key=lambda s: -s["_rank"])
-    out.extend(items[:lim])
+    return items
 
-    # cache candidates: a read fingerprint repeated across many flows
+
+def cache_candidates(agg, o) -> list[dict]:
+    """A cacheable read fingerprint repeated across many flows."""
     items = []
     for fp, db in agg.db.items():
         op = (db.operation or (str(db.statement or "").split(None, 1) or [""])[0]).upper()
-        if op not in ("SELECT", "WITH", "FETCH"):
+        if op not in ("SELECT", "WITH", "FETCH") or not cacheable(db.statement):
             continue
         if db.flows < o["cache_min_flows"] or db.res.count < o["cache_min_calls"]:
             continue
@@ -82,8 +131,7 @@ def suggestions_from(agg, **options) -> list[dict]:
         top_flows = ", ".join(f"{n} ({c})" for n, c in db.flow_names.most_common(3))
         per_flow = db.res.total / db.flows
         items.append({
-            "kind": "cache", "severity": "medium" if db.res.total >= 1000 else "low",
-            "flow": db.flow_names.most_common(1)[0][0] if db.flow_names else None,
+            "kind": "cache", "severity": "medium" if db.res.total >= 1000 else "low", "flow": _top_flow(db),
             "title": f"Cache candidate: read query run {db.res.count}× across {db.flows} flows",
             "evidence": f"{_short(db.statement)} — avg {_fmt(avg)}, {_total(db.res.total)} total; flows: {top_flows}",
             "saving_ms": per_flow,
@@ -92,10 +140,26 @@ def suggestions_from(agg, **options) -> list[dict]:
             "details": {"fingerprint": fp, "statement": db.statement, "calls": db.res.count, "flows": db.flows,
                         "avg_ms": avg, "total_ms": db.res.total},
             "_rank": db.res.total})
-    items.sort(key=lambda s: -s["_rank"])
-    out.extend(items[:lim])
+    return items
 
-    # awaits that could run concurrently: sequential sibling db/http spans in one parent
+
+def one_per_fingerprint(*kinds: list[dict]) -> list[list[dict]]:
+    """Each fingerprint keeps its finding of the first kind that has one (in the order given)."""
+    taken, out = set(), []
+    for items in kinds:
+        kept = []
+        for s in items:
+            fp = s["details"].get("fingerprint")
+            if fp in taken:
+                continue
+            kept.append(s)
+        taken.update(s["details"].get("fingerprint") for s in kept)
+        out.append(kept)
+    return out
+
+
+def concurrency(agg, o) -> list[dict]:
+    """Sibling db/http spans of one parent that never overlapped (transactions excluded: flowtrack)."""
     items = []
     for (flow, names, n_items), (n, sum_saving, sum_total, max_saving) in agg.seq_io.items():
         if n < o["concurrency_min_flows"]:
@@ -114,53 +178,44 @@ def suggestions_from(agg, **options) -> list[dict]:
                        f"with asyncio.gather / TaskGroup, if the calls are independent"),
             "details": {"calls": list(names), "flows": n, "avg_sequential_ms": sum_total / n},
             "_rank": sum_saving})
-    items.sort(key=lambda s: -s["_rank"])
-    out.extend(items[:lim])
+    return items
 
-    # indexes: slow reads whose captured EXPLAIN shows a big Seq Scan
-    items = []
-    for fp, db in agg.db.items():
-        if not db.seq_scans:
-            continue
-        p95 = db.res.percentile(95)
-        if p95 is None or p95 < min(o["index_min_ms"], o["slow_query_ms"]):
-            continue
-        scans = sorted(db.seq_scans, key=lambda s: -s[1])
-        rel, rows, flt = scans[0]
-        avg = db.res.total / db.res.count
-        items.append({
-            "kind": "index", "severity": "high",
-            "flow": db.flow_names.most_common(1)[0][0] if db.flow_names else None,
-            "title": f"Index candidate on {rel}: slow query does a sequential scan of ~{rows:,.0f} rows",
-            "evidence": (f"{_short(db.statement)} — p95 {_fmt(p95)}, {db.res.count} calls; EXPLAIN: Seq Scan on {rel} "
-                         f"(Plan Rows {rows:,.0f})" + (f", Filter: {flt}" if flt else "")),
-            "saving_ms": max(0.0, avg - 1.0),
-            "saving": (f"most of the {_fmt(avg)} average ({_total(db.res.total)} in total) if an index on the "
-                       f"filtered column(s) of {rel} turns the scan into an index lookup"),
-            "details": {"fingerprint": fp, "statement": db.statement, "relation": rel, "plan_rows": rows,
-                        "filter": flt, "p95_ms": p95},
-            "_rank": db.res.total})
-    items.sort(key=lambda s: -s["_rank"])
-    out.extend(items[:lim])
 
-    # event-loop blocking culprits
+# ---------------------------------------------------------------- the event loop
+def loop_blocking(agg, o) -> list[dict]:
+    """Blocking code by location; blocks before any flow started are start-up, not a users' problem."""
     items = []
-    for loc, (n, total, mx, flows) in agg.blocked.items():
-        fl = ", ".join(f"{k} ({v})" for k, v in flows.most_common(3)) or "outside any flow"
+    for row in agg.loop_blocks.rows():
+        loc, n, total, mx, flows = row["location"], row["count"], row["total_ms"], row["max_ms"], row["flows"]
+        fl = ", ".join(f"{k} ({v})" for k, v in flows.items()) or "outside any flow"
+        details = {"location": loc, "count": n, "max_ms": mx, "total_ms": total, "startup": row["startup"]}
+        if row["startup"]:
+            items.append({
+                "kind": "startup_blocking", "severity": "low", "flow": None,
+                "title": f"Blocking call at start-up at {loc}",
+                "evidence": (f"held the event loop {n}× before the first flow started (worst {_fmt(mx)}, "
+                             f"{_total(total)} total)"),
+                "saving_ms": None,
+                "saving": (f"up to {_total(total)} of start-up time; no user was waiting "
+                           f"(asyncio.to_thread / run_in_executor if start-up time matters)"),
+                "details": details, "_rank": 0.0})
+            continue
         items.append({
             "kind": "loop_blocking", "severity": "high" if mx >= 1000 else "medium",
-            "flow": flows.most_common(1)[0][0] if flows else None,
+            "flow": next(iter(flows), None),
             "title": f"Blocking call at {loc}",
             "evidence": f"held the event loop {n}× (worst {_fmt(mx)}, {_total(total)} total); flows: {fl}",
             "saving_ms": total / n,
             "saving": (f"≈{_fmt(total / n)} of loop stall per occurrence for every concurrent user "
                        f"(move it to asyncio.to_thread / run_in_executor or use an async API)"),
-            "details": {"location": loc, "count": n, "max_ms": mx, "total_ms": total},
-            "_rank": total})
-    items.sort(key=lambda s: -s["_rank"])
-    out.extend(items[:lim])
+            "details": details, "_rank": total})
+    return items
 
-    # resources that need scaling
+
+# ---------------------------------------------------------------- resources
+def resources(agg, o) -> list[dict]:
+    """Pools, memory and loop lag that need scaling (peaks of the resource samples)."""
+    out = []
     m = {k: v for k, v in agg.res_metrics.items() if v[0]}
 
     def peak(k):
@@ -205,14 +260,16 @@ def suggestions_from(agg, **options) -> list[dict]:
                     "evidence": f"queue wait p95 {_fmt(qw)} vs run p95 {_fmt(run)} over {j[1].count} jobs",
                     "saving_ms": qw, "saving": f"up to {_fmt(qw)} per job with more workers",
                     "details": {"job": name, "queue_wait_p95_ms": qw, "run_p95_ms": run}})
-    p = peak("max_worker_rss_mb")
-    if p is not None and p >= o["worker_rss_mb"]:
-        out.append({
-            "kind": "worker_memory", "severity": "medium", "flow": None,
-            "title": "A worker process uses too much memory",
-            "evidence": f"max worker RSS peak {p:.0f} MB (limit {o['worker_rss_mb']:.0f} MB)",
-            "saving_ms": None, "saving": "avoids swapping / OOM kills — recycle workers (max_tasks_per_child)",
-            "details": {"peak_mb": p}})
+    for key, who in (("rss_mb", "The program's process"), ("max_worker_rss_mb", "A worker process")):
+        p = peak(key)
+        if p is not None and p >= o["worker_rss_mb"]:
+            out.append({
+                "kind": "worker_memory", "severity": "medium", "flow": None,
+                "title": f"{who} uses too much memory",
+                "evidence": f"RSS peak {p:.0f} MB (limit {o['worker_rss_mb']:.0f} MB)",
+                "saving_ms": None, "saving": "avoids swapping / OOM kills — find what grows (caches, queues) "
+                                             "or recycle workers (max_tasks_per_child)",
+                "details": {"metric": key, "peak_mb": p}})
     p = peak("loop_lag_p95_ms")
     if p is not None and p >= o["loop_lag_ms"]:
         out.append({
@@ -221,7 +278,18 @@ def suggestions_from(agg, **options) -> list[dict]:
             "evidence": f"loop lag p95 peak {_fmt(p)} (avg {_fmt(avg('loop_lag_p95_ms'))})",
             "saving_ms": p, "saving": "every await is delayed by the lag — look at the blocking calls above or scale out",
             "details": {"peak_p95_ms": p}})
+    return out
 
+
+def suggestions_from(agg, **options) -> list[dict]:
+    o = dict(DEFAULTS)
+    o.update({k: v for k, v in options.items() if v is not None})
+    lim = int(o["limit_per_kind"])
+    index, n1, cache = one_per_fingerprint(index_candidates(agg, o), n_plus_one(agg, o), cache_candidates(agg, o))
+    out: list[dict] = []
+    for items in (n1, cache, concurrency(agg, o), index, loop_blocking(agg, o)):
+        out.extend(_ranked(items, lim))
+    out.extend(resources(agg, o))
     for s in out:
         s.pop("_rank", None)
     return out

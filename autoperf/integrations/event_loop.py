@@ -326,13 +326,14 @@ def _handle_blocked(state, handle, start, end):
         sample = state.sample if state.sampled == start else None
         if sample is None:
             sample = loop_blocked.handle_sample(handle)
-        _emit_blocked((end - start) / 1e6, sample, handle)
+        # reported while ongoing: this record replaces that one (same block_id)
+        _emit_blocked((end - start) / 1e6, sample, handle, block=start if state.ongoing_reported == start else None)
     except Exception as exc:
         diagnostics.internal_error("event_loop blocked", exc)
 
 
-def _emit_blocked(duration_ms, sample, handle, detector="handle", ongoing=False):
-    loop_blocked.emit(duration_ms, sample, _settings["threshold_ns"], detector, ongoing)
+def _emit_blocked(duration_ms, sample, handle, detector="handle", ongoing=False, block=None):
+    loop_blocked.emit(duration_ms, sample, _settings["threshold_ns"], detector, ongoing, block)
 
 
 # -- the watchdog thread (loop_watchdog.py) ----------------------------------------------------

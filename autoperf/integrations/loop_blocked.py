@@ -24,7 +24,9 @@ def _iso_ago(duration_ms):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{rem // 1_000_000:03d}Z"
 
 
-def emit(duration_ms, sample, threshold_ns, detector="handle", ongoing=False):
+def emit(duration_ms, sample, threshold_ns, detector="handle", ongoing=False, block=None):
+    """One ``loop_blocked`` record. ``block`` (the step's start, perf_counter ns) is given for a block the
+    watchdog reported while ongoing, on both records: readers count the block once (``block_id``)."""
     sample = sample or {}
     settings = pipeline.settings()
     rec = {
@@ -46,6 +48,10 @@ def emit(duration_ms, sample, threshold_ns, detector="handle", ongoing=False):
     }
     if ongoing:
         rec["ongoing"] = True
+    if block is not None:
+        rec["block_id"] = f"{block:x}"
+    if spans.flows_started() == 0:
+        rec["startup"] = True     # no flow has started in this process yet: nobody waited on it
     pipeline.emit(rec)
 
 
@@ -90,6 +96,8 @@ def handle_sample(handle):
     if code is not None:
         out["location"] = f"{_short(code.co_filename)}:{line} in {code.co_name}"
         out["stack"] = [out["location"]]
+    else:
+        out["location"] = _callback_name(handle)
     return out
 
 
@@ -101,6 +109,8 @@ _LIB_DIRS = tuple({os.path.abspath(p) + os.sep for p in (sysconfig.get_paths().g
                                                            sysconfig.get_paths().get("platlib")) if p})
 _ASYNCIO_DIR = os.path.dirname(os.path.abspath(threading.__file__)) + os.sep + "asyncio" + os.sep
 _CWD = os.getcwd() + os.sep
+#: asyncio functions that run the loop itself (runners, base_events, events.Handle._run)
+_DRIVERS = frozenset(("run", "run_until_complete", "run_forever", "_run_once", "_run"))
 
 
 def _short(filename):
@@ -119,6 +129,16 @@ def _frame_kind(filename):
     return 0  # the program's own code
 
 
+def _callback_name(handle):
+    """``callback time.sleep``: what a handle runs, when it has no Python frame to point at."""
+    fn = getattr(handle, "_callback", None)
+    if fn is None:
+        return None
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    module = getattr(fn, "__module__", None)
+    return f"callback {module}.{name}" if module else f"callback {name}"
+
+
 def stack_sample(tid, handle):
     """The blocked thread's stack right now, its innermost program line, and the flow."""
     frame = sys._current_frames().get(tid)
@@ -127,16 +147,24 @@ def stack_sample(tid, handle):
         frames.append(frame)
         frame = frame.f_back
     frames.reverse()  # outermost first, innermost last
+    # The frames that run the loop (the script's `asyncio.run(...)` line and the loop's own) are not
+    # where it is blocked: the location is looked for in the running callback only.
+    inside = 0
+    for i, f in enumerate(frames):
+        if f.f_code.co_name in _DRIVERS and f.f_code.co_filename.startswith(_ASYNCIO_DIR):
+            inside = i + 1
     entries, location, best = [], None, 4
-    for f in frames:
+    for i, f in enumerate(frames):
         filename = f.f_code.co_filename
         kind = _frame_kind(filename)
         if kind == 3 and filename.startswith(_AUTOPERF_DIR):
             continue
         text = f"{_short(filename)}:{f.f_lineno} in {f.f_code.co_name}"
         entries.append(text)
-        if kind <= best:  # innermost frame of the most "user" kind (program < library < stdlib)
+        if i >= inside and kind <= best:  # innermost frame of the most "user" kind (program < library < stdlib)
             best, location = kind, text
+    if location is None:        # a callback without Python frames (a C function such as time.sleep)
+        location = _callback_name(handle)
     out = {"sampled": True, "stack": entries[-MAX_STACK:], "location": location}
     if handle is not None:
         try:

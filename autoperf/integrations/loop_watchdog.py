@@ -110,7 +110,7 @@ class Watchdog(threading.Thread):
             if state.ongoing_reported != since:
                 if now - since >= ongoing_after:
                     state.ongoing_reported = since
-                    self.emit_blocked((now - since) / 1e6, state.sample, handle, ongoing=True)
+                    self.emit_blocked((now - since) / 1e6, state.sample, handle, ongoing=True, block=since)
                 else:
                     next_at = min(next_at, since + ongoing_after)
         return min(max((next_at - now) / 1e9, 0.002), LONG_SLEEP_S)

@@ -1,5 +1,6 @@
 """Background EXPLAIN (FORMAT JSON) of slow SELECTs: at most once per fingerprint per hour, at most
-``EXPLAIN_MAX_CONCURRENT`` at a time, on a connection of its own, never on the caller's time.
+``EXPLAIN_MAX_CONCURRENT`` at a time, on a connection of its own, never on the caller's time. The sizes
+of the tables its filtered sequential scans read come along (the catalog's row estimates).
 
 The parameters stay in memory only until that one EXPLAIN has run; plans are scrubbed of literals.
 """
@@ -91,9 +92,11 @@ async def _run_explain(addr, conn_params, query, params, info, duration_ns):
         raw = await asyncio.wait_for(conn.fetchval("EXPLAIN (FORMAT JSON) " + query, *params),
                                      EXPLAIN_TIMEOUT_S)
         plan = _scrub_plan(json.loads(raw) if isinstance(raw, str) else raw)
+        relations = await asyncio.wait_for(_relation_rows(conn, plan), EXPLAIN_TIMEOUT_S)
         pipeline.emit({
             "type": "explain", "level": "INFO",
             "fingerprint": info.fingerprint, "statement": info.statement, "plan": plan,
+            "relations": relations,
             "query_ms": round(duration_ns / 1e6, 3),
             "explain_ms": round((time.perf_counter_ns() - started) / 1e6, 3),
             "connection_pid": conn.get_server_pid(),
@@ -111,6 +114,34 @@ async def _run_explain(addr, conn_params, query, params, info, duration_ns):
                 await conn.close(timeout=2)
             except Exception:
                 conn.terminate()
+
+
+def _filtered_seq_scans(node, out):
+    """Relation names of the plan's sequential scans that filter rows."""
+    if isinstance(node, list):
+        for n in node:
+            _filtered_seq_scans(n, out)
+    elif isinstance(node, dict):
+        if node.get("Node Type") == "Seq Scan" and node.get("Filter") and node.get("Relation Name"):
+            out.add(node["Relation Name"])
+        for key in ("Plan", "Plans"):
+            if key in node:
+                _filtered_seq_scans(node[key], out)
+    return out
+
+
+async def _relation_rows(conn, plan):
+    """{relation: rows} from the catalog for the filtered sequential scans: a plain EXPLAIN says how many
+    rows a scan returns, not how many it reads (the index advice needs both). The planner's estimate
+    (reltuples) once the table was analysed, else the live-row count of the statistics."""
+    names = sorted(_filtered_seq_scans(plan, set()))
+    if not names:
+        return {}
+    rows = await conn.fetch(
+        "SELECT n.name, greatest(c.reltuples, coalesce(s.n_live_tup, 0))::float8 AS rows "
+        "FROM unnest($1::text[]) AS n(name) JOIN pg_class c ON c.oid = to_regclass(quote_ident(n.name)) "
+        "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid", names)
+    return {r["name"]: r["rows"] for r in rows}
 
 
 def _scrub_plan(node):
