@@ -228,12 +228,13 @@ def _start_extras(data, disabled):
         except ImportError:
             continue
         try:
+            log_dir = _file_sink.directory if _file_sink else "logs"
             if name == "stats":
                 getattr(module, fn)()
             elif name == "store":
-                getattr(module, fn)(data, _file_sink.directory if _file_sink else "logs")
-            else:
-                getattr(module, fn)(data)
+                getattr(module, fn)(data, log_dir)
+            else:       # alerts: the program's process keeps its baselines (and daily outputs) in log_dir
+                getattr(module, fn)(data, log_dir=None if _child else log_dir)
         except Exception as exc:
             diagnostics.internal_error(f"starting {name}", exc)
 
@@ -269,13 +270,14 @@ def _before_exit():
                                       key=spec.target, target=spec.target)
     except Exception as exc:
         diagnostics.internal_error("exit report", exc)
-    pipeline.shutdown()
+    pipeline.flush()        # the alert rules see every record ...
     alerts = sys.modules.get("autoperf.alerts")
-    if alerts is not None:  # deliver what is still being grouped
+    if alerts is not None:  # ... what is still grouped is delivered (and its baselines saved) ...
         try:
             alerts.uninstall()
         except Exception:
             pass
+    pipeline.shutdown()     # ... and its `alert` records are written
 
 
 def stop():

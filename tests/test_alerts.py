@@ -128,7 +128,8 @@ def test_baseline_median_follows_a_long_window_exactly():
     """Past the window size the baseline is the exact median of the last N values (evictions included)."""
     import random
     import statistics
-    cfg = settings({"rules": [{"name": "command_baseline", "baseline_min_samples": 3, "baseline_samples": 7}]})
+    cfg = settings({"rules": [{"name": "command_baseline", "baseline_min_samples": 3, "baseline_samples": 7,
+                               "min_value": 0}]})
     rule = [r for r in build_rules(cfg) if r.name == "command_baseline"][0]
     rng = random.Random(7)
     seen = []
@@ -489,3 +490,40 @@ def test_idle_delivery_thread_sleeps_until_something_is_due():
     finally:
         eng.close()
     assert records and records[0]["type"] == "alert", records
+
+
+# ---------------------------------------------------------------- the baseline rule in real runs
+
+BASELINE_PROGRAM = """
+    import sys, time
+
+    def handle(ms):
+        time.sleep(ms / 1000)
+
+    for ms in [float(x) for x in sys.argv[1].split(",")]:
+        handle(ms)
+"""
+BASELINE_CONFIG = """
+    targets:
+      - target: "__main__:handle"
+        name: handle
+        kind: flow
+    sampler: {enabled: false}
+    alerts: {group_wait_s: 0}
+"""
+
+
+def test_baseline_alert_has_a_floor_and_survives_a_restart(tmp_path):
+    """8 ms against a ~2 ms median is no alert (the built-in floor is 100 ms); after a restart the first
+    300 ms call is compared with the baseline the previous run saved, and alerts."""
+    from tests.runs import Run
+
+    run = Run(tmp_path, BASELINE_PROGRAM, BASELINE_CONFIG)
+    run.start(",".join(["2"] * 25 + ["8"]))
+    assert [r["rule"] for r in run.records("alert")] == []
+    saved = json.loads((run.log_dir / ".autoperf-alert-baselines.json").read_text())
+    assert len(saved["baselines"]["command_baseline"]["handle"]) == 26
+    run.start("300")
+    (alert,) = run.records("alert")
+    assert alert["rule"] == "command_baseline" and alert["key"] == "handle" and alert["value"] >= 300
+    assert 2 <= alert["baseline"] < 8

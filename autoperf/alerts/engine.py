@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+import json
 import os
 import queue
 import threading
@@ -44,11 +45,20 @@ class _Group:
 IDLE_WAKEUP_S = 30.0
 
 
+BASELINE_SAVE_S = 60.0      # how often changed baselines are written (and at close)
+
+
 class AlertEngine:
-    def __init__(self, cfg: dict, emit=None, start: bool = True):
+    """``state_path``: a JSON file the baseline rules' windows are restored from and saved to (the
+    program's process only), so a restart keeps its baselines."""
+
+    def __init__(self, cfg: dict, emit=None, start: bool = True, state_path: str | None = None):
         self.cfg = cfg
         self.emit = emit or _default_emit
         self.rules = build_rules(cfg)
+        self.state_path = state_path
+        self._saved_updates = 0
+        self._next_save = time.monotonic() + BASELINE_SAVE_S
         self._rules_for_type: dict = {}   # record type -> the rules that can match it
         self.channels = [build_channel(c) for c in cfg.get("channels") or []]
         self.group_wait = float(cfg.get("group_wait_s", 1.0))
@@ -69,6 +79,8 @@ class AlertEngine:
             if ch.problem:
                 self._warn("alert_channel_disabled", f"alert channel {ch.name!r} ({ch.kind}) disabled: {ch.problem}",
                            channel=ch.name)
+        if state_path:
+            self._load_baselines()
         if start:
             self.start()
 
@@ -109,6 +121,7 @@ class AlertEngine:
     def _after_fork(self):
         # The parent's delivery thread may have held the queue's lock at fork time: never reuse it.
         self._pid = os.getpid()
+        self.state_path = None      # the parent's baselines file is the parent's to write
         self._q = queue.Queue(maxsize=self._q.maxsize)
         self._groups = {}
         self._retries = []
@@ -160,11 +173,51 @@ class AlertEngine:
                 stopping = self._stop.is_set()
                 self._tick(final=stopping)
                 self._deliver_due(final=stopping)
+                if stopping or time.monotonic() >= self._next_save:
+                    self._save_baselines()
             except Exception as exc:  # noqa: BLE001
                 self.counters["internal_errors"] += 1
                 self._warn("internal_error", f"alert delivery thread: {type(exc).__name__}")
             if self._stop.is_set():
                 return
+
+    # ------------------------------------------------------------ baselines across restarts
+
+    def _load_baselines(self):
+        try:
+            with open(self.state_path, "rb") as f:
+                saved = json.load(f).get("baselines") or {}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, AttributeError) as exc:
+            self._warn("alert_state_unreadable", f"alert baselines not restored: {type(exc).__name__}")
+            return
+        for rule in self.rules:
+            windows = saved.get(rule.name)
+            if rule.factor is not None and isinstance(windows, dict):
+                rule.restore(windows)
+        self._saved_updates = self._updates()
+
+    def _updates(self):
+        return sum(r.updates for r in self.rules if r.factor is not None)
+
+    def _save_baselines(self):
+        """Write the baseline windows when they changed (delivery thread; a temp file, then a rename)."""
+        self._next_save = time.monotonic() + BASELINE_SAVE_S
+        if not self.state_path or self._pid != os.getpid():
+            return
+        updates = self._updates()
+        if updates == self._saved_updates:
+            return
+        data = {"version": 1, "baselines": {r.name: r.baselines() for r in self.rules if r.factor is not None}}
+        tmp = f"{self.state_path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f, separators=(",", ":"))
+            os.replace(tmp, self.state_path)
+            self._saved_updates = updates
+        except OSError as exc:
+            self._warn("alert_state_unwritable", f"alert baselines not saved: {type(exc).__name__}")
 
     def _next_wakeup(self) -> float:
         # Events and stop() wake the thread through the queue; otherwise it only has to wake for

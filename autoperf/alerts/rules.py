@@ -2,7 +2,8 @@
 
 A rule matches records whose dotted-path fields equal the `match` values, reads a numeric `field`
 and fires when it is `above` a threshold and/or above `baseline_factor` × the rolling median of the
-last `baseline_samples` values of the same key (once `baseline_min_samples` are known).
+last `baseline_samples` values of the same key (once `baseline_min_samples` are known), never for a
+value below `min_value`. The baselines can be saved and restored (engine: they survive a restart).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ DEFAULT_RULES = [
      "description": "a command took longer than 3000 ms (interaction timeout risk)"},
     {"name": "command_baseline", "severity": "WARNING", "match": {"type": "flow_complete", "flow_kind": "flow"},
      "field": "duration_ms", "baseline_factor": 2.0, "baseline_samples": 100, "baseline_min_samples": 20,
-     "key": "flow_name", "description": "a command took more than 2x its recent median"},
+     "min_value": 100.0, "key": "flow_name",
+     "description": "a command took more than 2x its recent median (and at least 100 ms)"},
     {"name": "db_query_slow", "severity": "WARNING", "match": {"type": "span", "kind": "db"},
      "field": "duration_ms", "above": 500.0, "key": "attrs.fingerprint",
      "description": "a database query took longer than 500 ms"},
@@ -97,6 +99,8 @@ class Rule:
         self.factor = _number(spec.get("baseline_factor"))
         self.samples = int(spec.get("baseline_samples") or 100)
         self.min_samples = int(spec.get("baseline_min_samples") or 20)
+        self.min_value = _number(spec.get("min_value"))
+        self.updates = 0        # values added to the baselines (persistence: save when it moved)
         self.key_path = spec.get("key")
         if self.key_path is None:
             self.key_path = "flow_name"
@@ -128,20 +132,52 @@ class Rule:
             key = record.get("name")
         key = "" if key is None else str(key)
         event = None
+        if self.min_value is not None and value < self.min_value:
+            if self.factor is not None:
+                self._remember(key, value)
+            return None
         if self.above is not None and value > self.above:
             event = self._event(record, key, value, self.above, None)
         if self.factor is not None:
-            hist = self._hist.get(key)
-            if hist is None:
-                hist = self._hist[key] = _Window(self.samples)
-                if len(self._hist) > MAX_KEYS:
-                    self._hist.popitem(last=False)
+            hist = self._window(key)
             if event is None and len(hist) >= self.min_samples:
                 median = hist.median()
                 if median > 0 and value > self.factor * median:
                     event = self._event(record, key, value, self.factor * median, median)
             hist.append(value)
+            self.updates += 1
         return event
+
+    def _window(self, key):
+        hist = self._hist.get(key)
+        if hist is None:
+            hist = self._hist[key] = _Window(self.samples)
+            if len(self._hist) > MAX_KEYS:
+                self._hist.popitem(last=False)
+        return hist
+
+    def _remember(self, key, value):
+        self._window(key).append(value)
+        self.updates += 1
+
+    def baselines(self) -> dict:
+        """{key: [values, oldest first]}: a copy of the baseline windows (safe from another thread: the
+        copies are single C-level calls under the GIL)."""
+        for _ in range(3):
+            try:
+                return {k: list(w.order) for k, w in list(self._hist.items())}
+            except RuntimeError:        # resized while copying (free-threaded builds): try again
+                continue
+        return {}
+
+    def restore(self, windows: dict) -> None:
+        """Start the baselines from saved windows (values oldest first; a restart keeps its baseline)."""
+        for key, values in list(windows.items())[-MAX_KEYS:]:
+            hist = self._window(str(key))
+            for v in values[-self.samples:]:
+                v = _number(v)
+                if v is not None:
+                    hist.append(v)
 
     def _event(self, record, key, value, threshold, baseline):
         ev = {
