@@ -50,8 +50,8 @@ def emit(duration_ms, sample, threshold_ns, detector="handle", ongoing=False, bl
         rec["ongoing"] = True
     if block is not None:
         rec["block_id"] = f"{block:x}"
-    if spans.flows_started() == 0:
-        rec["startup"] = True     # no flow has started in this process yet: nobody waited on it
+    if sample.get("flows_started", spans.flows_started()) == 0:
+        rec["startup"] = True     # no flow had started in this process when it was seen: nobody waited on it
     pipeline.emit(rec)
 
 
@@ -165,7 +165,8 @@ def stack_sample(tid, handle):
             best, location = kind, text
     if location is None:        # a callback without Python frames (a C function such as time.sleep)
         location = _callback_name(handle)
-    out = {"sampled": True, "stack": entries[-MAX_STACK:], "location": location}
+    out = {"sampled": True, "stack": entries[-MAX_STACK:], "location": location,
+           "flows_started": spans.flows_started()}
     if handle is not None:
         try:
             out.update(_span_facts(handle._context.get(_current_var)))
