@@ -47,7 +47,10 @@ def _records(day, n_flows, seed):
         flow = synth.flow("inventory_command", t, 40.0, n1, status=rng.choice(["success", "error", "cancelled"]),
                           sla_ms=rng.choice([30, 45.5]),
                           metadata={"command": "inventory", "first_response_ms": rng.choice([20.0, 3500, 7]),
-                                    "deadline_missed": rng.random() < 0.1})
+                                    "deadline_missed": rng.random() < 0.1, "interaction_type": "application_command"})
+        for rec in flow:        # budgets (a target's or the integration's threshold_ms): int and float
+            if rec.get("kind") == "db":
+                rec["threshold_ms"] = rng.choice([4, 3.5])
         extra += flow
         seq = [("db.fetch", "db", 5.0, synth.db_attrs("SELECT a FROM t1", "fpA")),
                ("db.fetch", "db", 6.0, synth.db_attrs("SELECT b FROM t2", "fpB")),
@@ -166,6 +169,8 @@ def test_same_result_as_python_reader(logs, chunk_bytes):
     assert r1["series"]["bucket"] != "minute"               # the time buckets coarsened
     _close(r1, r2)
     assert py.n_plus_one and py.seq_io and any(db.seq_scans for db in py.db.values())
+    assert py.db["fpitem"].th_known and py.db["fpitem"].th_over and py.ops[("db.fetch", "db")].th_known
+    assert py.flows["inventory_command"].itype == "application_command"
     # the statements of a transaction are never gather advice: only the two calls around it
     assert [k[1] for k in py.seq_io if k[0] == "trade_command"] == [("GET /users/{id}", "db.fetch")]
     # a block reported while ongoing and again at its end is one block (files straddled, chunks cut)

@@ -181,6 +181,8 @@ class Aggregator(FlowTracking, Merging, Reporting):
                 f.fr_n += 1
             if f.command is None and md.get("command") is not None:
                 f.command = str(md.get("command"))
+            if f.itype is None and md.get("interaction_type") is not None:
+                f.itype = str(md.get("interaction_type"))
         if ts is not None:
             fs = self.flow_series
             b = ts[:LEVELS[fs.level]]
@@ -233,6 +235,9 @@ class Aggregator(FlowTracking, Merging, Reporting):
             op.sla_known += 1
             if d > sla:
                 op.sla_missed += 1
+        th = rec.get("threshold_ms")
+        if th is not None and (th.__class__ is float or th.__class__ is int):
+            op.count(th, d)
         if kind == "db" or kind == "http":
             attrs = rec.get("attrs")
             fp = None
@@ -259,6 +264,8 @@ class Aggregator(FlowTracking, Merging, Reporting):
                 self.db_total += d
                 if err:
                     db.errors += 1
+                if th is not None and (th.__class__ is float or th.__class__ is int):
+                    db.count(th, d)
                 rows = attrs.get("rows")
                 if rows.__class__ is int:
                     db.rows += rows

@@ -43,10 +43,11 @@ CHUNK_BYTES = 32 << 20
 # whose type is NULL: those lines go through the Python code.
 _COLUMNS = ("{timestamp: 'VARCHAR', level: 'VARCHAR', type: 'VARCHAR', name: 'VARCHAR', kind: 'VARCHAR', "
             "span_id: 'VARCHAR', parent_id: 'VARCHAR', flow_id: 'VARCHAR', flow_name: 'VARCHAR', "
-            "flow_kind: 'VARCHAR', duration_ms: 'DOUBLE', status: 'VARCHAR', sla_ms: 'VARCHAR', "
+            "flow_kind: 'VARCHAR', duration_ms: 'DOUBLE', status: 'VARCHAR', sla_ms: 'VARCHAR', threshold_ms: 'VARCHAR', "
             "attrs: 'STRUCT(fingerprint VARCHAR, statement VARCHAR, operation VARCHAR, system VARCHAR, "
             "\"rows\" VARCHAR, explain JSON)', "
-            "metadata: 'STRUCT(command VARCHAR, first_response_ms DOUBLE, deadline_missed BOOLEAN)'}")
+            "metadata: 'STRUCT(command VARCHAR, interaction_type VARCHAR, first_response_ms DOUBLE, "
+            "deadline_missed BOOLEAN)'}")
 
 # rows the Python code handles (by their line): everything but plain spans and flow_complete
 _RARE = ("type NOT IN ('span', 'flow_complete') "
@@ -233,10 +234,12 @@ class ColumnarReader(ChunkFolding):
                    hash(parent_id) AS parent, flow_id IS NOT NULL AS has_fid, hash(flow_id) AS fh,
                    span_id IS NOT DISTINCT FROM flow_id AS is_root, flow_name, flow_kind, duration_ms AS d,
                    status, status IS NOT NULL AND status <> 'success' AS err, sla_ms AS sla_txt,
+                   threshold_ms AS th_txt, TRY_CAST(threshold_ms AS DOUBLE) AS th,
                    CASE WHEN kind = 'db' THEN coalesce(nullif(attrs.fingerprint, ''), nullif(attrs.statement, ''),
                                                        nullif(name, ''), '?') END AS fp,
                    attrs.rows AS a_rows, attrs.explain AS a_explain,
-                   metadata.command AS command, metadata.first_response_ms AS fr, metadata.deadline_missed AS dm
+                   metadata.command AS command, metadata.interaction_type AS itype,
+                   metadata.first_response_ms AS fr, metadata.deadline_missed AS dm
             FROM read_json({_q(self.chunk_path)}, format = 'newline_delimited', columns = {_COLUMNS},
                            ignore_errors = true)""")
         n, untyped, filtered = con.execute(

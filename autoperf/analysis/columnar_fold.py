@@ -27,6 +27,18 @@ def _sla_value(text, fallback):
     return fallback
 
 
+# a span's threshold_ms per key: calls that carried one, calls over it, the latest one (as JSON text)
+_BUDGET = ("count(*) FILTER (th IS NOT NULL), count(*) FILTER (d > th), "
+           "arg_max(th_txt, rn) FILTER (th IS NOT NULL)")
+
+
+def _fold_budget(state, known, over, th_txt) -> None:
+    if known:
+        state.threshold_ms = _sla_value(th_txt, None)
+        state.th_known += known
+        state.th_over += over
+
+
 class ChunkFolding:
     """The fold of :class:`~autoperf.analysis.columnar.ColumnarReader` (a mixin: it uses the reader's
     ``agg``, ``con``, ``flows``, ``seq``, ``line()`` and ``_typeless``)."""
@@ -69,7 +81,7 @@ class ChunkFolding:
         con.execute("""CREATE OR REPLACE TEMP TABLE fc AS
             SELECT c.rn, coalesce(nullif(c.flow_name, ''), '?') AS name, c.d, c.ts, c.status, c.err, c.sla_txt,
                    coalesce(TRY_CAST(c.sla_txt AS DOUBLE), s.sla) AS esla, TRY_CAST(c.sla_txt AS DOUBLE) IS NOT NULL
-                   AS own_sla, c.command, c.fr, c.dm
+                   AS own_sla, c.command, c.itype, c.fr, c.dm
             FROM c LEFT JOIN cfg_sla s ON s.name = coalesce(nullif(c.flow_name, ''), '?')
             WHERE c.type = 'flow_complete' AND (c.flow_kind IS NULL OR c.flow_kind = 'flow') AND c.d IS NOT NULL""")
         over = ", ".join(f"count(*) FILTER (d > {float(t)!r})" for t in agg.thresholds) or "0"
@@ -80,12 +92,13 @@ class ChunkFolding:
                    count(*) FILTER (fr IS NOT NULL OR dm IS TRUE),
                    count(*) FILTER (fr IS NOT NULL AND fr < {DEADLINE_MS!r} AND dm IS NOT TRUE),
                    list(fr ORDER BY rn) FILTER (fr IS NOT NULL),
-                   arg_min(command, rn) FILTER (command IS NOT NULL), [{over}], min(rn) m
+                   arg_min(command, rn) FILTER (command IS NOT NULL), [{over}],
+                   arg_min(itype, rn) FILTER (itype IS NOT NULL), min(rn) m
             FROM fc GROUP BY name ORDER BY m""").fetchall()
         from .state import FlowState
         from .stats import Reservoir
         nth = len(agg.thresholds)
-        for (name, vals, errors, known, missed, sla_txt, own, fr_n, fr_ok, frs, command, overs, _m) in rows:
+        for (name, vals, errors, known, missed, sla_txt, own, fr_n, fr_ok, frs, command, overs, itype, _m) in rows:
             f = agg.flows.get(name)
             if f is None:
                 f = agg.flows[name] = FlowState(agg.cap, nth)
@@ -103,6 +116,8 @@ class ChunkFolding:
                 f.fr_res.add_many(frs)
             if f.command is None and command is not None:
                 f.command = command
+            if f.itype is None and itype is not None:
+                f.itype = itype
             if nth:
                 for i, n in enumerate(overs):
                     f.over[i] += n
@@ -159,9 +174,10 @@ class ChunkFolding:
     def _operations(self) -> None:
         from .state import OpState
         agg = self.agg
-        for name, kind, vals, errors, sla_txt, known, missed, _m in self.con.execute(
+        for name, kind, vals, errors, sla_txt, known, missed, th_n, th_over, th_txt, _m in self.con.execute(
                 "SELECT name, kind, list(d ORDER BY rn), count(*) FILTER (err), "
-                "arg_max(sla_txt, rn) FILTER (sla IS NOT NULL), count(sla), count(*) FILTER (d > sla), min(rn) m "
+                "arg_max(sla_txt, rn) FILTER (sla IS NOT NULL), count(sla), count(*) FILTER (d > sla), "
+                f"{_BUDGET}, min(rn) m "
                 "FROM (SELECT *, TRY_CAST(sla_txt AS DOUBLE) AS sla FROM c) "
                 "WHERE type = 'span' AND (kind IS DISTINCT FROM 'flow' OR NOT is_root) AND d IS NOT NULL "
                 "GROUP BY name, kind ORDER BY m").fetchall():
@@ -174,6 +190,7 @@ class ChunkFolding:
                 op.sla_ms = _sla_value(sla_txt, None)
                 op.sla_known += known
                 op.sla_missed += missed
+            _fold_budget(op, th_n, th_over, th_txt)
 
     def _rare_and_db(self) -> None:
         """Fingerprints and the records handled by the Python code, in file order where order matters
@@ -181,15 +198,15 @@ class ChunkFolding:
         from .state import DbState, seq_scans_from_explain
         agg, con = self.agg, self.con
         con.execute("""CREATE OR REPLACE TEMP VIEW dbs AS
-            SELECT rn, fp, d, err, a_explain,
+            SELECT rn, fp, d, err, a_explain, th, th_txt,
                    CASE WHEN regexp_full_match(a_rows, '-?[0-9]+') THEN TRY_CAST(a_rows AS HUGEINT) END AS nrows
             FROM c WHERE type = 'span' AND kind = 'db' AND d IS NOT NULL""")
         events = []      # (rn, order, ...) applied in file order
-        per_fp = con.execute("""SELECT fp, list(d ORDER BY rn), count(*) FILTER (err), sum(nrows), sum(d), count(*),
-                                       min(rn) m FROM dbs GROUP BY fp ORDER BY m""").fetchall()
+        per_fp = con.execute(f"""SELECT fp, list(d ORDER BY rn), count(*) FILTER (err), sum(nrows), sum(d), count(*),
+                                        {_BUDGET}, min(rn) m FROM dbs GROUP BY fp ORDER BY m""").fetchall()
         for row in per_fp:
             if row[0] not in agg.db:
-                events.append((row[6], 0, "new", row[0]))
+                events.append((row[-1], 0, "new", row[0]))
         for rn, fp, ex in con.execute("SELECT rn, fp, a_explain FROM dbs WHERE a_explain IS NOT NULL").fetchall():
             events.append((rn, 1, "explain", (fp, ex)))
         for (rn,) in con.execute("SELECT rn FROM c WHERE rare ORDER BY rn").fetchall():
@@ -216,10 +233,11 @@ class ChunkFolding:
                     db.explained += 1
             else:
                 self._rare(loads(self.line(rn)))
-        for fp, vals, errors, nrows, total, n, *_ in per_fp:
+        for fp, vals, errors, nrows, total, n, th_n, th_over, th_txt, _m in per_fp:
             db = agg.db[fp]
             db.res.add_many(vals)
             db.errors += errors
+            _fold_budget(db, th_n, th_over, th_txt)
             if nrows is not None:
                 db.rows += int(nrows)
             agg.db_count += n

@@ -31,6 +31,7 @@ class Merging:
             for k, v in f.statuses.items():
                 mine.statuses[k] = mine.statuses.get(k, 0) + v
             mine.command = mine.command or f.command
+            mine.itype = mine.itype or f.itype
         fold(self.flows, other.flows, _combine_flows)
         self.all_over = [a + b for a, b in zip(self.all_over, other.all_over)]
 
@@ -40,11 +41,13 @@ class Merging:
             mine.sla_ms = mine.sla_ms if mine.sla_ms is not None else op.sla_ms
             mine.sla_known += op.sla_known
             mine.sla_missed += op.sla_missed
+            mine.merge_budget(op)
         fold(self.ops, other.ops, _combine_ops)
 
         def _combine_db(mine, db):
             mine.res.merge(db.res)
             mine.errors += db.errors
+            mine.merge_budget(db)
             mine.flows += db.flows
             mine.flow_names.update(db.flow_names)
             mine.rows += db.rows

@@ -335,14 +335,17 @@ def render_check(res: dict, fmt: str = "terminal", colour: bool = False) -> str:
         actual = c["actual"]
         rows.append([status, c["name"] + (f" [{c['scope']}]" if c.get("scope") else ""), str(c["target"]),
                      "n/a" if actual is None else (f"{actual:.2f}" if isinstance(actual, float) else str(actual)),
-                     c["detail"]])
+                     c["detail"], c.get("source") or ""])
         flags.append(c["ok"] is False)
-    head = "SLO check: " + ("all objectives met" if res["ok"] else f"{len(res['violations'])} violation(s)")
+    evaluated = sum(1 for c in res["checks"] if c["ok"] is not None)
+    head = (f"SLO check: {evaluated} objectives evaluated, "
+            + ("all met" if res["ok"] else f"{len(res['violations'])} violated"))
+    headers = ["status", "check", "target", "actual", "detail", "limit from"]
     if fmt == "markdown":
-        out = [f"# {head}", "", "| status | check | target | actual | detail |", "|---|---|---|---|---|"]
+        out = [f"# {head}", "", "| " + " | ".join(headers) + " |", "|---|---|---|---|---|---|"]
         out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
         return "\n".join(out) + "\n"
-    out = [head, ""] + _table(["status", "check", "target", "actual", "detail"], rows, colour, flags, 100)
+    out = [head, ""] + _table(headers, rows, colour, flags, 100)
     if res["violations"]:
         out += ["", "Violations:"] + [f"  - {v['name']}{' [' + v['scope'] + ']' if v.get('scope') else ''}: "
                                       f"{v['detail']} (target {v['target']})" for v in res["violations"]]

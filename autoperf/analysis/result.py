@@ -1,10 +1,18 @@
 """The Aggregator's output: the plain-dict report that render / slo / regress / suggest read."""
 from __future__ import annotations
 
-from .state import DEADLINE_MS, HIST_EDGES, LEVEL_NAMES, RESOURCE_METRICS
+from .state import DEADLINE_MS, HIST_EDGES, LEVEL_NAMES, RESOURCE_METRICS, sla_holds
 from .stats import Reservoir
 
 __all__ = ["Reporting"]
+
+
+def _budget(state) -> dict:
+    """A span's configured threshold_ms and the share of its calls within it."""
+    if not state.th_known:
+        return {"threshold_ms": None, "within_threshold_pct": None}
+    return {"threshold_ms": state.threshold_ms,
+            "within_threshold_pct": 100.0 * (state.th_known - state.th_over) / state.th_known}
 
 
 class Reporting:
@@ -26,15 +34,15 @@ class Reporting:
         for name, f in self.flows.items():
             s = f.res.summary()
             n = s["count"]
-            row = {"name": name, "command": f.command, "count": n, "errors": f.errors,
+            row = {"name": name, "command": f.command, "type": f.itype, "count": n, "errors": f.errors,
                    "error_rate_pct": 100.0 * f.errors / n if n else None,
                    "avg_ms": s["avg_ms"], "p50_ms": s["p50_ms"], "p95_ms": s["p95_ms"], "p99_ms": s["p99_ms"],
                    "min_ms": s["min_ms"], "max_ms": s["max_ms"], "exact": f.res.exact,
                    "sla_ms": f.sla_ms,
                    "sla_met_pct": (100.0 * (f.sla_known - f.sla_missed) / f.sla_known) if f.sla_known else None,
                    "over_sla": f.sla_missed if f.sla_known else None,
-                   "sla_status": (None if f.sla_ms is None or s["p95_ms"] is None
-                                  else ("ok" if s["p95_ms"] <= f.sla_ms else "over")),
+                   "sla_status": (None if not f.sla_known else ("ok" if sla_holds(f.sla_known, f.sla_missed)
+                                                                 else "over")),
                    "over_ms": {f"{t:g}": c for t, c in zip(self.thresholds, f.over)},
                    "first_response": ({"measured": f.fr_n, "within_deadline": f.fr_ok,
                                        "pct": 100.0 * f.fr_ok / f.fr_n,
@@ -75,7 +83,7 @@ class Reporting:
                         "max_ms": s["max_ms"], "total_ms": op.res.total, "errors": op.errors,
                         "sla_ms": op.sla_ms,
                         "sla_met_pct": (100.0 * (op.sla_known - op.sla_missed) / op.sla_known
-                                        if op.sla_known else None)})
+                                        if op.sla_known else None), **_budget(op)})
         ops.sort(key=lambda r: (-(r["p95_ms"] or 0), r["name"]))
 
         queries = []
@@ -85,7 +93,7 @@ class Reporting:
                             "system": db.system, "count": s["count"], "avg_ms": s["avg_ms"],
                             "p50_ms": s["p50_ms"], "p95_ms": s["p95_ms"], "max_ms": s["max_ms"],
                             "total_ms": db.res.total, "errors": db.errors, "rows": db.rows,
-                            "flows": db.flows})
+                            "flows": db.flows, **_budget(db)})
         queries.sort(key=lambda r: (-r["total_ms"], r["fingerprint"]))
 
         jobs = []
