@@ -70,7 +70,7 @@ def test_register_adds_all_commands():
 def test_report_terminal_json_markdown(logs, capsys):
     code, out, err = run(["report", "--log-dir", str(logs)], capsys)
     assert code == 0
-    assert "Total commands" in out and "480" in out and "queue_command" in out
+    assert "Total flows" in out and "480" in out and "queue_command" in out
     assert "Skipped lines (corrupt/truncated)  1" in out or "Skipped lines (corrupt/truncated)" in out
     assert "\x1b[" not in out                          # not a TTY: no colour
     row = next(line for line in out.splitlines() if line.startswith("queue_command "))

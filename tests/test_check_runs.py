@@ -1,5 +1,6 @@
-"""`autoperf check` over real runs: every configured SLA and budget and the seed's goals (section 12) are
-enforced — the exit code says so — on a run built to break them, and hold on the same program built not to."""
+"""`autoperf check` and `report` over real runs: every configured SLA and budget and the seed's goals (section
+12) are enforced — the exit code says so — on a run built to break them and hold on the same program built not
+to; the report tells slash commands, components, modals, prefix commands and events apart."""
 from __future__ import annotations
 
 import json
@@ -266,3 +267,47 @@ def test_an_interaction_answered_after_the_deadline_fails_the_check(tmp_path):
     code, checks = run.check()
     assert code == 1 and checks["interaction_deadline"]["ok"] is False
     assert checks["interaction_deadline"]["detail"].startswith("1 of 3 interactions")
+
+
+# ---------------------------------------------------------------- the report over the same runs
+def test_report_separates_commands_components_modals_prefix_commands_and_events(bot_run):
+    """One table per kind of flow (no "commands" that are events); the deadline table lists interactions
+    only, and shows the initial SLA of /setup."""
+    code, out = bot_run.cli("report", "--format", "markdown")
+    titles = [line[3:] for line in out.splitlines() if line.startswith("## ")]
+    assert titles[:6] == ["Slash commands", "Context menus", "Components (buttons, selects)", "Modals",
+                          "Prefix commands", "Events"], titles
+
+    def table(title):
+        lines = out.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0].splitlines()
+        return {row.split(" | ")[0].lstrip("| ") for row in lines if row.startswith("| ") and "---" not in row} - {"name"}
+    assert table("Slash commands") == {"fast", "setup", "board", "feedback"}
+    assert table("Context menus") == {"Show stats"}
+    assert table("Components (buttons, selects)") == {"Board.refresh"}
+    assert table("Modals") == {"Feedback.on_submit"}
+    assert table("Prefix commands") == {"hello"}
+    assert "on_message" in table("Events")
+    deadline = table("Interaction deadline (first response < 3 s)")
+    assert "hello" not in deadline and "on_message" not in deadline and "setup" in deadline
+    assert "| setup | 2 | 100.00% |" in out and "| 300 | ok |" in out.split("| setup | 2 | 100.00% |", 1)[1].split("\n")[0]
+
+
+def test_prefix_only_bot_is_not_told_to_enable_the_discord_integration(tmp_path):
+    """A bot with prefix commands only has no interactions: the report says so, not "enable the discord
+    integration" (which is on)."""
+    pytest.importorskip("discord")
+    run = discord_run(tmp_path, ["hello"], 3)
+    code, out = run.cli("report", "--format", "json")
+    from autoperf.analysis.render import sections
+    deadline = next(t for t in sections(json.loads(out)) if t["id"] == "deadline")
+    assert deadline["rows"] == [] and "prefix commands and events answer none" in deadline["note"]
+    assert "enable the discord integration" not in deadline["note"]
+
+
+def test_process_pool_table_lists_process_pool_jobs_only(plain_runs):
+    """The asyncio.to_thread job is in a thread-pool table, not among the process-pool jobs."""
+    code, out = plain_runs["good"].cli("report", "--format", "markdown")
+    process = out.split("## Process-pool jobs: queue wait vs run time\n", 1)[1].split("\n## ", 1)[0]
+    thread = out.split("## Thread-pool jobs: queue wait vs run time\n", 1)[1].split("\n## ", 1)[0]
+    assert "parse" in process and "sleep" not in process
+    assert "sleep" in thread and "parse" not in thread

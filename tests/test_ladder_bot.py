@@ -72,7 +72,7 @@ class TestLadderBot:
             assert {f["status"] for f in _flows(records, name)} == {"success"}, name
         broken = _flows(records, "matchhistory")
         assert {f["status"] for f in broken} == {"error"} and {f["error"] for f in broken} == {"TypeError"}
-        assert _flows(records, "queue")[0]["sla_ms"] == 300
+        assert _flows(records, "profile")[0]["sla_ms"] == 200
 
     def test_components_and_modal_flows(self, run):
         """Dropdowns, buttons and the modal are flows of their own, answered in time."""

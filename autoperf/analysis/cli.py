@@ -218,6 +218,8 @@ def cmd_report(args):
     agg, stats = _aggregate(args, cfg, slo, since, until)
     r = agg.result(top=args.top, suggest_options={"slow_query_ms": slo["slow_query_ms"]})
     r["source"] = stats
+    r["first_response_slas"] = {name: f["first_response_p95_ms"] for name, f in (slo.get("flows") or {}).items()
+                                if isinstance(f, dict) and f.get("first_response_p95_ms") is not None}
     from .reader import to_ts
     r["window"] = {"since": to_ts(since), "until": to_ts(until)}
     kw = {"colour": _colour(args)} if args.format == "terminal" else {}

@@ -40,6 +40,15 @@ def _short(s, n=70):
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+def _commands_line(commands, total) -> str:
+    """"371 (slash commands 159, components 157, …)" when the flows are of several kinds."""
+    groups = command_groups(commands)
+    if len(groups) < 2:
+        return _num(total)
+    return _num(total) + " (" + ", ".join(f"{title.split(' (')[0].lower()} {_num(sum(c['count'] for c in rows))}"
+                                          for _gid, title, rows in groups) + ")"
+
+
 def summary_lines(r: dict) -> list[tuple[str, str]]:
     t = r["totals"]
     src = r.get("source") or {}
@@ -47,7 +56,7 @@ def summary_lines(r: dict) -> list[tuple[str, str]]:
     d = r.get("deadline")
     out = [("Period", f"{rng.get('first') or 'n/a'} → {rng.get('last') or 'n/a'}"),
            ("Records", _num(t["records"])),
-           ("Total commands", _num(t["commands"])),
+           ("Total flows", _commands_line(r["commands"], t["commands"])),
            ("Errors", f"{_num(t['errors'])} ({_pct(t['error_rate_pct'], 2)})"),
            ("Interaction deadline (<3 s first response)",
             f"{_pct(d['pct'], 2)} of {_num(d['measured'])}" if d else "n/a (no first_response_ms recorded)"),
@@ -58,40 +67,106 @@ def summary_lines(r: dict) -> list[tuple[str, str]]:
     return out
 
 
-def sections(r: dict) -> list[dict]:
-    """The report as a list of tables: {id, title, headers, rows, note, flags}. ``flags[i]`` marks row i bad."""
+#: the command tables: discord's metadata.interaction_type -> (section id, title); other flows: "flows"
+COMMAND_GROUPS = (
+    ("slash", "Slash commands", ("application_command",)),
+    ("context_menu", "Context menus", ("user_command", "message_command")),
+    ("component", "Components (buttons, selects)", ("component",)),
+    ("modal", "Modals", ("modal_submit",)),
+    ("autocomplete", "Autocomplete", ("autocomplete",)),
+    ("prefix", "Prefix commands", ("prefix_command",)),
+    ("event", "Events", ("event",)),
+)
+_GROUP_OF = {t: (gid, title) for gid, title, types in COMMAND_GROUPS for t in types}
+_SLA_NOTE = ("SLA = met when at least 95 % of runs are within sla_ms (as `autoperf check` judges it); "
+             "within SLA = share of runs ≤ sla_ms.")
+
+
+def command_groups(commands: list[dict]) -> list[tuple[str, str, list[dict]]]:
+    """The command rows split by kind (slash commands, components, modals, prefix commands, events …), in
+    COMMAND_GROUPS order; flows without a discord type last ("Commands" when they are the only kind)."""
+    groups: dict = {}
+    for c in commands:
+        gid, title = _GROUP_OF.get(c.get("type"), ("flows", None))
+        groups.setdefault(gid, (title, []))[1].append(c)
+    order = [g[0] for g in COMMAND_GROUPS] + ["flows"]
     out = []
+    for gid in order:
+        if gid in groups:
+            title, rows = groups[gid]
+            if gid == "flows":
+                title = "Commands" if len(groups) == 1 else "Other flows"
+            out.append((gid, title, rows))
+    return out
+
+
+def _command_table(gid, title, commands, first) -> dict:
     rows, flags = [], []
-    for c in r["commands"]:
+    for c in commands:
         over = c["sla_status"] == "over"
         rows.append([c["name"], _num(c["count"]), _ms(c["avg_ms"]), _ms(c["p50_ms"]), _ms(c["p95_ms"]),
                      _ms(c["p99_ms"]), _ms(c["max_ms"]), _limit(c["sla_ms"]) if c["sla_ms"] is not None else "—",
                      ("OVER" if over else "ok") if c["sla_status"] else "—",
                      _pct(c["sla_met_pct"]) if c["sla_met_pct"] is not None else "—", _pct(c["error_rate_pct"], 2)])
-        flags.append(over or (c["over_ms"].get("3000", 0) > 0))
-    out.append({"id": "commands", "title": "Commands", "flags": flags,
-                "headers": ["command", "count", "avg ms", "p50", "p95", "p99", "max", "SLA ms", "p95 vs SLA",
-                            "within SLA", "errors"], "rows": rows,
-                "note": "p95 vs SLA compares the p95 with the flow's sla_ms; within SLA = share of runs ≤ sla_ms."
-                        + ("" if all(c["exact"] for c in r["commands"]) else
-                           " Some percentiles are from a uniform sample (reservoir cap reached).")})
+        flags.append(over or (c["over_ms"].get("3000", 0) > 0 and gid != "event"))
+    return {"id": f"commands-{gid}", "title": title, "flags": flags,
+            "headers": ["name", "count", "avg ms", "p50", "p95", "p99", "max", "SLA ms", "SLA", "within SLA",
+                        "errors"], "rows": rows,
+            "note": ((_SLA_NOTE if first else "") + ("" if all(c["exact"] for c in commands) else
+                     " Some percentiles are from a uniform sample (reservoir cap reached).")).strip() or None}
+
+
+def _deadline_table(r) -> dict:
+    initial = r.get("first_response_slas") or {}
     rows, flags, unanswered = [], [], []
     for c in r["commands"]:
         fr = c.get("first_response")
         if fr:
-            rows.append([c["name"], _num(fr["measured"]), _pct(fr["pct"], 2), _ms(fr["p95_ms"])])
-            flags.append(fr["pct"] < 100.0)
+            row = [c["name"], _num(fr["measured"]), _pct(fr["pct"], 2), _ms(fr["p95_ms"])]
+            over = False
+            if initial:
+                lim = initial.get(c["name"])
+                over = lim is not None and fr["p95_ms"] is not None and fr["p95_ms"] >= lim
+                row += [_limit(lim) if lim is not None else "—", ("OVER" if over else "ok") if lim is not None else "—"]
+            rows.append(row)
+            flags.append(fr["pct"] < 100.0 or over)
         else:
             unanswered.append(c["name"])   # prefix commands, events, tasks: no interaction to answer
+    discord = any(c.get("type") for c in r["commands"])
     if not r.get("deadline"):
-        note = "n/a: flows carry no metadata.first_response_ms (enable the discord integration)."
+        note = ("n/a: no interactions (prefix commands and events answer none)." if discord else
+                "n/a: flows carry no metadata.first_response_ms (enable the discord integration).")
     elif unanswered:
         note = "No interaction response recorded (prefix commands, events): " + ", ".join(unanswered) + "."
     else:
         note = None
-    out.append({"id": "deadline", "title": "Interaction deadline (first response < 3 s)", "flags": flags,
-                "headers": ["command", "measured", "< 3 s", "p95 first response ms"], "rows": rows,
-                "note": note})
+    headers = ["name", "measured", "< 3 s", "p95 first response ms"]
+    if initial:
+        headers += ["initial SLA ms", "initial SLA"]
+    return {"id": "deadline", "title": "Interaction deadline (first response < 3 s)", "flags": flags,
+            "headers": headers, "rows": rows, "note": note}
+
+
+def _jobs_table(jobs, executor) -> dict:
+    """Process-pool jobs (or thread-pool jobs: run_in_executor, to_thread) with their queue wait."""
+    mine = [j for j in jobs if (("thread" if set(j["executors"]) == {"thread"} else "process") == executor)]
+    title = "Process-pool jobs" if executor == "process" else "Thread-pool jobs"
+    return {"id": f"jobs-{executor}", "title": f"{title}: queue wait vs run time", "flags": None,
+            "headers": ["job", "count", "queue wait p50", "queue wait p95", "run p50", "run p95", "transfer p95",
+                        "total p95"],
+            "rows": [[j["name"], _num(j["count"]), _ms(j["queue_wait"]["p50_ms"]), _ms(j["queue_wait"]["p95_ms"]),
+                      _ms(j["run"]["p50_ms"]), _ms(j["run"]["p95_ms"]), _ms(j["transfer"]["p95_ms"]),
+                      _ms(j["total"]["p95_ms"])] for j in mine],
+            "note": None if mine else f"No {title.lower()}."}
+
+
+def sections(r: dict) -> list[dict]:
+    """The report as a list of tables: {id, title, headers, rows, note, flags}. ``flags[i]`` marks row i bad."""
+    out = [_command_table(gid, title, rows, i == 0) for i, (gid, title, rows) in enumerate(command_groups(r["commands"]))]
+    if not out:
+        out.append({"id": "commands-flows", "title": "Commands", "flags": [], "headers": [], "rows": [],
+                    "note": "No flow_complete records."})
+    out.append(_deadline_table(r))
     out.append({"id": "operations", "title": "Top 10 slowest operations (by p95)", "flags": None,
                 "headers": ["operation", "kind", "count", "p95 ms", "max ms", "avg ms", "errors"],
                 "rows": [[o["name"], o["kind"], _num(o["count"]), _ms(o["p95_ms"]), _ms(o["max_ms"]), _ms(o["avg_ms"]),
@@ -113,12 +188,9 @@ def sections(r: dict) -> list[dict]:
                           f"{q['total_ms'] / 1000:.2f}", _short(q["statement"])] for q in r["slow_queries"]],
                 "note": f"{_num(db['count'])} queries, avg {_ms(db['avg_ms'])} ms, {db['fingerprints']} fingerprints."
                 if db["count"] else "No db spans."})
-    out.append({"id": "jobs", "title": "Process-pool jobs: queue wait vs run time", "flags": None,
-                "headers": ["job", "count", "queue wait p50", "queue wait p95", "run p50", "run p95", "transfer p95",
-                            "total p95"],
-                "rows": [[j["name"], _num(j["count"]), _ms(j["queue_wait"]["p50_ms"]), _ms(j["queue_wait"]["p95_ms"]),
-                          _ms(j["run"]["p50_ms"]), _ms(j["run"]["p95_ms"]), _ms(j["transfer"]["p95_ms"]),
-                          _ms(j["total"]["p95_ms"])] for j in r["jobs"]], "note": None if r["jobs"] else "No job spans."})
+    out.append(_jobs_table(r["jobs"], "process"))
+    if any(set(j["executors"]) == {"thread"} for j in r["jobs"]):
+        out.append(_jobs_table(r["jobs"], "thread"))
     out.append({"id": "cycles", "title": "Cycles (matchmaker etc.)", "flags": None,
                 "headers": ["cycle", "count", "p50 ms", "p95 ms", "max ms", "captured totals"],
                 "rows": [[c["name"], _num(c["count"]), _ms(c["p50_ms"]), _ms(c["p95_ms"]), _ms(c["max_ms"]),
@@ -133,7 +205,8 @@ def sections(r: dict) -> list[dict]:
     lb = r["loop_blocked"]
     out.append({"id": "blocked", "title": "Event loop blocked", "flags": None,
                 "headers": ["location", "count", "worst ms", "total ms", "flows"],
-                "rows": [[b["location"], _num(b["count"]), _ms(b["max_ms"]), _ms(b["total_ms"]),
+                "rows": [[b["location"] + (" (start-up)" if b.get("startup") else ""), _num(b["count"]),
+                          _ms(b["max_ms"]), _ms(b["total_ms"]),
                           ", ".join(f"{k} ({v})" for k, v in b["flows"].items())] for b in lb["by_location"][:20]],
                 "note": (f"{lb['count']} events, worst {_ms(lb['worst_ms'])} ms at {lb['worst_location']}"
                          if lb["count"] else "No loop_blocked events.")})

@@ -108,6 +108,11 @@ def _slo(key, s):
     return f"slo.{key}"
 
 
+def _short(text, n=60):
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
 def is_command(flow) -> bool:
     """A flow a user runs (a command, button, modal, request …), not a gateway event handler."""
     return flow.itype not in NOT_COMMANDS
@@ -189,7 +194,7 @@ def budgets(agg, s) -> list[dict]:
     slow-query threshold, per query fingerprint): at least 95 % of calls within it."""
     out = []
     items = [(f"{name} ({kind})", op) for (name, kind), op in agg.ops.items() if kind != "db"]
-    items += [(f"{db.statement or fp} [{fp}]" if db.statement else fp, db) for fp, db in agg.db.items()]
+    items += [(f"{_short(db.statement)} [{fp}]" if db.statement else fp, db) for fp, db in agg.db.items()]
     for label, b in sorted(items, key=lambda x: x[0]):
         if not b.th_known:
             continue
