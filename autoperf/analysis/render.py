@@ -469,6 +469,11 @@ def render_compare(res: dict, fmt: str = "terminal", colour: bool = False, title
         heading(f"Improvements ({len(res['improvements'])})")
         table(["scope", "name", "Δp50", "Δp95"], [[r["scope"], r["name"], _pct_change(r["p50_change_pct"]),
                                                    _pct_change(r["p95_change_pct"])] for r in res["improvements"]])
+    gone = res.get("gone_queries") or []
+    if gone:
+        heading(f"Queries only in the baseline ({len(gone)})")
+        table(["fingerprint", "count", "total ms", "statement"],
+              [[q["fingerprint"], _num(q["count"]), _ms(q["total_ms"]), _short(q["statement"])] for q in gone[:20]])
     heading(f"New slow queries ({len(res['new_slow_queries'])} of {res['new_fingerprints']} new fingerprints)")
     table(["fingerprint", "count", "p95 ms", "max ms", "statement"],
           [[q["fingerprint"], _num(q["count"]), _ms(q["p95_ms"]), _ms(q["max_ms"]), _short(q["statement"])]
