@@ -272,9 +272,11 @@ def test_time_series_coarsen_and_stay_bounded():
     assert r["series"]["bucket"] == "day" and len(labels) == 10 and labels[0] == "2025-01-01"
     assert r["series"]["p95_ms"]["a"][3] == 13.0
     assert [d["day"] for d in r["daily"]["a"]] == [f"2025-01-{d:02d}" for d in range(1, 11)]
-    r = aggregate(recs, max_buckets=500)
-    assert r["series"]["bucket"] == "minute" and len(r["series"]["labels"]) == 120
-    assert r["series"]["labels"][1] == "2025-01-01T02:00"
+    r = aggregate(recs, max_buckets=500)         # the finest level that fits: seconds
+    assert r["series"]["bucket"] == "second" and len(r["series"]["labels"]) == 120
+    assert r["series"]["labels"][1] == "2025-01-01T02:00:00"
+    r = aggregate(recs[:10], max_buckets=4)      # 5 distinct seconds, minutes, 10 minutes and hours: days
+    assert r["series"]["bucket"] == "day" and r["series"]["labels"] == ["2025-01-01"]
 
 
 def test_histogram_counts():

@@ -3,7 +3,7 @@
 ``Aggregator().add(record)`` for every record, then ``result()``. Memory is bounded:
 durations are kept in :class:`~autoperf.analysis.stats.Reservoir` s (exact up to their cap,
 a uniform sample afterwards; counts, sums, min and max always exact), time series in at most
-``max_buckets`` buckets (auto-coarsened minute → 10 min → hour → day), and per-flow state for
+``max_buckets`` buckets (auto-coarsened second → 10 s → minute → 10 min → hour → day), and per-flow state for
 the suggestions in at most ``open_flows_cap`` in-flight flows.
 """
 from __future__ import annotations

@@ -141,10 +141,10 @@ class ChunkFolding:
         fs, con = self.agg.flow_series, self.con
         last = len(LEVELS) - 1
         lo = None
-        for minute, rn in con.execute("SELECT substr(ts, 1, 16) AS k, min(rn) m FROM fc WHERE ts IS NOT NULL "
+        for finest, rn in con.execute(f"SELECT substr(ts, 1, {LEVELS[0]}) AS k, min(rn) m FROM fc WHERE ts IS NOT NULL "
                                       "GROUP BY k ORDER BY m").fetchall():
             while True:                        # Buckets.get: add the key; coarsen and look again when too many
-                b = minute[:LEVELS[fs.level]]
+                b = finest[:LEVELS[fs.level]]
                 if b in fs.keys:
                     break
                 fs.keys.add(b)

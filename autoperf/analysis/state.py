@@ -14,8 +14,9 @@ DEADLINE_MS = 3000.0           # Discord interaction deadline (first response)
 #: commands complete in < 500 ms" — the report's "SLA" column and `autoperf check` use the same rule)
 WITHIN_SHARE = 0.95
 HIST_EDGES = [0, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 3000, 5000, 10000]
-LEVELS = (16, 15, 13, 10)     # timestamp prefix lengths: minute, 10 minutes, hour, day
-LEVEL_NAMES = ("minute", "10min", "hour", "day")
+# timestamp prefix lengths of the time buckets, finest first: a short run's charts get seconds, a day 10 minutes
+LEVELS = (19, 18, 16, 15, 13, 10)
+LEVEL_NAMES = ("second", "10s", "minute", "10min", "hour", "day")
 
 # resource metrics: output key -> path in the record
 RESOURCE_METRICS = {
@@ -40,7 +41,7 @@ def sla_holds(known: int, over: int) -> bool:
 
 
 def _label(key: str, level: int) -> str:
-    if level == 15:
+    if level == 15 or level == 18:      # "…T10:1" -> "…T10:10", "…T10:07:1" -> "…T10:07:10"
         return key + "0"
     if level == 13:
         return key + ":00"
