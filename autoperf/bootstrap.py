@@ -233,8 +233,9 @@ def _start_extras(data, disabled):
                 getattr(module, fn)()
             elif name == "store":
                 getattr(module, fn)(data, log_dir)
-            else:       # alerts: the program's process keeps its baselines (and daily outputs) in log_dir
-                getattr(module, fn)(data, log_dir=None if _child else log_dir)
+            else:       # alerts: the program's process keeps its baselines (and sends daily outputs) in log_dir
+                getattr(module, fn)(data, log_dir=None if _child else log_dir,
+                                    config_path=getattr(_config, "path", None))
         except Exception as exc:
             diagnostics.internal_error(f"starting {name}", exc)
 

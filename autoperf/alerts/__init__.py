@@ -14,7 +14,11 @@ DEFAULTS = {
     "disable": [],
     "rules": [],
     "channels": [],
+    "daily_summary": {},
 }
+
+DAILY_DEFAULTS = {"enabled": True, "at": "00:10", "channels": [], "regressions": True, "threshold_pct": 20.0,
+                  "baseline_days": 7}
 
 _SEVERITY = ("INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -73,6 +77,19 @@ CHANNEL_SCHEMA = Obj({
     "verify_tls": Field(Bool(), default=True, doc="Verify the SMTP server's certificate."),
 }, rules=(_channel_needs,))
 
+DAILY_SCHEMA = Obj({
+    "enabled": Field(Bool(), default=True, doc="Send a summary of each UTC day from the running program, once a day "
+                     "(and with `autoperf report --send`); only when a channel receives it."),
+    "at": Field(Str(pattern=r"([01][0-9]|2[0-3]):[0-5][0-9]"), default="00:10",
+                doc="UTC time of day (HH:MM) at which the summary of the day before is sent."),
+    "channels": Field(List(Str()), default=[], doc="Channel names that get the summary (default: every email and "
+                      "generic webhook channel; seed 10.2)."),
+    "regressions": Field(Bool(), default=True, doc="With the summary, send the day's regressions against the days "
+                         "before to the alert channels (seed 7.3; rule name `regression`, severity WARNING)."),
+    "threshold_pct": Field(Float(min=0), default=20, doc="A regression is this much slower (%), credibly (seed 7.3: 20)."),
+    "baseline_days": Field(Int(min=1), default=7, doc="The days before that make the baseline (seed 7.3: 7)."),
+}, doc="The daily summary (seed 7.2 / 10.2) and regressions (7.3).")
+
 CONFIG_SCHEMA = Obj({
     "enabled": Field(Bool(), default=True, doc="Evaluate alert rules."),
     "group_wait_s": Field(Float(min=0), default=1.0, doc="Collect a burst this long before the first message."),
@@ -85,25 +102,30 @@ CONFIG_SCHEMA = Obj({
     "disable": Field(List(Str()), default=[], doc="Names of rules to turn off."),
     "rules": Field(List(RULE_SCHEMA), default=[], doc="Extra rules, or overrides of built-in ones by name."),
     "channels": Field(List(CHANNEL_SCHEMA), default=[], doc="Where alerts are sent."),
+    "daily_summary": Field(DAILY_SCHEMA, doc=DAILY_SCHEMA.doc),
 })
 
 
 def settings(section: dict | None) -> dict:
     """The `alerts:` section with defaults applied."""
-    return with_defaults(DEFAULTS, section)
+    out = with_defaults(DEFAULTS, section)
+    out["daily_summary"] = with_defaults(DAILY_DEFAULTS, out.get("daily_summary"))
+    return out
 
 
 _installed: list = []
+_schedules: list = []
 
 
 BASELINES_FILE = ".autoperf-alert-baselines.json"
 
 
-def install(config_data: dict, emit=None, log_dir=None):
+def install(config_data: dict, emit=None, log_dir=None, config_path=None):
     """Create the alert engine from the config, register its processor with the pipeline, start delivery.
 
     ``log_dir`` (given for the program's own process, not its workers): the baseline rules' windows are
-    kept in ``log_dir/.autoperf-alert-baselines.json`` across restarts.
+    kept in ``log_dir/.autoperf-alert-baselines.json`` across restarts, and the daily summary is sent
+    from this process (schedule.py; ``config_path`` is the config the summary is made with).
     Returns the engine (``engine.close()`` stops it), or None when alerts are disabled or on error.
     Never raises.
     """
@@ -119,6 +141,11 @@ def install(config_data: dict, emit=None, log_dir=None):
         engine = AlertEngine(cfg, emit=emit, state_path=os.path.join(log_dir, BASELINES_FILE) if log_dir else None)
         pipeline.add_processor(engine.process)
         _installed.append(engine)
+        if log_dir:
+            from autoperf.alerts import schedule
+            daily = schedule.start(cfg, log_dir, config_path)
+            if daily is not None:
+                _schedules.append(daily)
         return engine
     except Exception as exc:  # noqa: BLE001 - never break the host program
         try:
@@ -135,6 +162,8 @@ def uninstall() -> None:
     """Remove every installed engine's processor and stop its delivery thread."""
     from autoperf import pipeline
 
+    while _schedules:
+        _schedules.pop().stop()
     while _installed:
         engine = _installed.pop()
         try:

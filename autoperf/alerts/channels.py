@@ -1,4 +1,5 @@
-"""Alert channels: Discord / Slack / generic JSON webhooks (urllib) and email (smtplib + STARTTLS).
+"""Alert channels: Discord / Slack / generic JSON webhooks (urllib) and email (smtplib + STARTTLS); each sends
+alert messages (``send``) and daily summaries (``send_summary``).
 
 Secrets (webhook URLs, SMTP passwords) are read from the environment variables the config names
 and are never put into a message, exception, record or log: failures are described by a short
@@ -34,7 +35,10 @@ def scrub(text: str, secrets) -> str:
 
 
 def format_text(alert: dict) -> str:
-    """One-paragraph human text of an alert message (no secrets: built from the alert dict only)."""
+    """One-paragraph human text of an alert message (no secrets: built from the alert dict only); an alert
+    that carries its own ``text`` (the daily regressions) is that text."""
+    if alert.get("text"):
+        return alert["text"]
     what = alert.get("key") or alert.get("flow_name") or alert.get("name") or ""
     field = alert.get("field", "")
     unit = " ms" if field.endswith("_ms") else ("%" if field.endswith("_pct") else "")
@@ -109,14 +113,24 @@ class WebhookChannel(Channel):
     def payload(self, alert: dict) -> dict:
         return dict(alert, text=format_text(alert))
 
+    def summary_payload(self, summary: dict) -> dict:
+        return summary["payload"]
+
     def send(self, alert: dict) -> None:
+        self._post(self.payload(alert))
+
+    def send_summary(self, summary: dict) -> None:
+        """A daily summary (alerts/daily.py): ``{subject, text, html, payload}``."""
+        self._post(self.summary_payload(summary))
+
+    def _post(self, payload: dict) -> None:
         import urllib.error
         import urllib.request
 
         import json
         import socket
 
-        body = json.dumps(self.payload(alert), default=str).encode()
+        body = json.dumps(payload, default=str).encode()
         req = urllib.request.Request(self._url, data=body, method="POST",
                                      headers={"Content-Type": "application/json", "User-Agent": "autoperf-alerts"})
         try:
@@ -151,11 +165,19 @@ class DiscordChannel(WebhookChannel):
         }
 
 
+    def summary_payload(self, summary: dict) -> dict:
+        return {"username": "autoperf", "allowed_mentions": {"parse": []},
+                "content": f"**{summary['subject']}**\n```\n{summary['text'][:1800]}\n```"}
+
+
 class SlackChannel(WebhookChannel):
     kind = "slack"
 
     def payload(self, alert: dict) -> dict:
         return {"text": format_text(alert)}
+
+    def summary_payload(self, summary: dict) -> dict:
+        return {"text": f"*{summary['subject']}*\n```{summary['text']}```"}
 
 
 class EmailChannel(Channel):
@@ -192,18 +214,33 @@ class EmailChannel(Channel):
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
-    def send(self, alert: dict) -> None:
-        import smtplib
-        import ssl
+    def _message(self, subject: str, text: str):
         from email.message import EmailMessage
 
         msg = EmailMessage()
-        msg["Subject"] = f"[autoperf {alert['severity']}] {alert['rule']} {alert.get('key') or ''}".strip()[:200]
+        msg["Subject"] = subject[:200]
         msg["From"] = self.sender
         msg["To"] = ", ".join(self.to)
+        msg.set_content(text)
+        return msg
+
+    def send(self, alert: dict) -> None:
         import json
 
-        msg.set_content(format_text(alert) + "\n\n" + json.dumps(alert, indent=2, default=str))
+        subject = f"[autoperf {alert['severity']}] {alert['rule']} {alert.get('key') or ''}".strip()
+        self._deliver(self._message(subject, format_text(alert) + "\n\n" + json.dumps(alert, indent=2, default=str)))
+
+    def send_summary(self, summary: dict) -> None:
+        """The summary as text, the full HTML report attached."""
+        msg = self._message(summary["subject"], summary["text"])
+        if summary.get("html"):
+            msg.add_attachment(summary["html"], subtype="html", filename=summary.get("filename") or "report.html")
+        self._deliver(msg)
+
+    def _deliver(self, msg) -> None:
+        import smtplib
+        import ssl
+
         try:
             if self.ssl:
                 smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._context())

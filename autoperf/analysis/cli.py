@@ -213,6 +213,8 @@ def _aggregate(args, cfg, slo, since, until, track_flows=True):
 @_guard
 def cmd_report(args):
     from .render import render
+    if args.send:
+        return _send_daily(args)
     cfg, slo = _config(args)
     since, until = _window(args)
     agg, stats = _aggregate(args, cfg, slo, since, until)
@@ -225,6 +227,75 @@ def cmd_report(args):
     kw = {"colour": _colour(args)} if args.format == "terminal" else {}
     _write(args, render(r, args.format, **kw))
     return 0
+
+
+def _split_aggregates(args, cfg, slo, baseline_start, window_start, window_end):
+    """One pass over [baseline_start, window_end): (baseline aggregate, window aggregate, source stats)."""
+    from .aggregate import Aggregator
+    from .reader import to_ts
+    src = _source(args, baseline_start, window_end)
+    base, cur = Aggregator(**_agg_kwargs(cfg, slo)), Aggregator(**_agg_kwargs(cfg, slo))
+    ws_s = to_ts(window_start)
+    for rec in src:
+        ts = rec.get("timestamp")
+        if type(ts) is str and ts >= ws_s:
+            cur.add(rec)
+        else:
+            base.add(rec)
+    cur.flush_open()
+    return base, cur, src.stats()
+
+
+def _send_daily(args):
+    """`report --send`: the summary of one UTC day (default yesterday) to the summary channels, its regressions
+    against the days before to the alert channels (alerts/daily.py). Exit 0 when everything was delivered."""
+    import datetime as dt
+
+    from autoperf import alerts
+    from autoperf.alerts import daily
+
+    from .reader import parse_time
+    from .regress import compare_aggregators
+    from .render import render_html
+    from .slo import evaluate
+    if args.since or args.until or args.week:
+        raise UsageError("--send sends one UTC day: give --day (default: yesterday)")
+    cfg, slo = _config(args)
+    acfg = alerts.settings(cfg.get("alerts"))
+    d = acfg["daily_summary"]
+    day = parse_time(args.day or "yesterday", _now(args)).replace(hour=0, minute=0, second=0, microsecond=0)
+    label = day.date().isoformat()
+    base, cur, stats = _split_aggregates(args, cfg, slo, day - dt.timedelta(days=int(d["baseline_days"])), day,
+                                         day + dt.timedelta(days=1))
+    r = cur.result(top=args.top, suggest_options={"slow_query_ms": slo["slow_query_ms"]})
+    r["source"] = stats
+    reg = None
+    if d["regressions"]:
+        reg = compare_aggregators(base, cur, threshold=float(d["threshold_pct"]) / 100.0,
+                                  min_samples=int(slo["min_samples"]), alpha=float(slo["alpha"]),
+                                  slow_query_ms=slo["slow_query_ms"])
+        reg["baseline_days"] = int(d["baseline_days"])
+    service = cfg.get("service")
+    summary = daily.build_summary(label, r, reg, evaluate(cur, slo), service,
+                                  render_html(r, title=f"autoperf report {service or ''} {label}".replace("  ", " ")))
+    channels = daily.summary_channels(acfg)
+    alert = daily.regression_alert(label, reg, service) if reg else None
+    got_summary = {ch.name for ch in channels}          # the summary lists the regressions already
+    alert_channels = [ch for ch in daily.regression_channels(acfg, alert) if ch.name not in got_summary] if alert else []
+    if not channels and not alert_channels:
+        raise UsageError("no channel takes the daily summary: add an email or webhook channel to alerts.channels "
+                         "(or name channels in alerts.daily_summary.channels)")
+    if args.output:
+        _write(args, render(r, args.format))
+    failed = 0
+    for what, chans, item in (("daily summary", channels, summary), ("regressions", alert_channels, alert)):
+        for name, reason in daily.send(chans, item, what == "daily summary", int(acfg["max_attempts"]),
+                                       float(acfg["retry_base_s"])):
+            print(f"{what} {label} → {name}: " + ("sent" if reason is None else f"FAILED ({reason})"))
+            failed += reason is not None
+    if reg is not None and alert is None:
+        print(f"regressions {label}: none")
+    return 1 if failed else 0
 
 
 @_guard
@@ -251,7 +322,6 @@ def _threshold(text):
 @_guard
 def cmd_regress(args):
     import datetime as dt
-    from .aggregate import Aggregator
     from .reader import parse_time, to_ts
     from .regress import compare_aggregators, trend
     from .render import render_compare
@@ -272,21 +342,13 @@ def cmd_regress(args):
     if b[-1:] not in "smhdw":
         raise UsageError("--baseline must be a duration like 7d or 48h")
     bs = ws - (now - parse_time(b, now))
-    src = _source(args, bs, we)
-    base, cur = Aggregator(), Aggregator()
-    ws_s = to_ts(ws)
-    for rec in src:
-        ts = rec.get("timestamp")
-        if type(ts) is str and ts >= ws_s:
-            cur.add(rec)
-        else:
-            base.add(rec)
+    base, cur, stats = _split_aggregates(args, cfg, slo, bs, ws, we)
     res = compare_aggregators(base, cur, threshold=_threshold(args.threshold), min_samples=args.min_samples,
                               alpha=args.alpha, slow_query_ms=slo["slow_query_ms"])
     res["trend"] = trend(base, cur)
     res["window"] = {"start": to_ts(ws), "end": to_ts(we)}
     res["baseline_window"] = {"start": to_ts(bs), "end": to_ts(ws)}
-    res["source"] = src.stats()
+    res["source"] = stats
     _write(args, render_compare(res, args.format, _colour(args),
                                 title=f"Regressions: {res['window']['start']} → {res['window']['end']} vs "
                                       f"{res['baseline_window']['start']} → {res['baseline_window']['end']}"))
@@ -354,6 +416,9 @@ def register(subparsers) -> None:
     p.add_argument("--format", "-f", choices=["terminal", "markdown", "json", "html"], default="terminal")
     p.add_argument("-o", "--output", default=None, help="write to FILE instead of stdout")
     p.add_argument("--top", type=int, default=10, help="rows in the slowest-operations table (default 10)")
+    p.add_argument("--send", action="store_true",
+                   help="send the summary of one UTC day (--day, default yesterday) to the summary channels and "
+                        "its regressions to the alert channels (autoperf.yaml alerts:); exit 1 if a delivery failed")
     p.set_defaults(handler=cmd_report, command_name="report")
 
     p = subparsers.add_parser("check", help="SLO / performance-budget gate (exit 1 on violations)",
