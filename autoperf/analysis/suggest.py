@@ -105,13 +105,16 @@ def n_plus_one(agg, o) -> list[dict]:
         per_flow_ms = sum_ms / hit
         saving = per_flow_ms * (1 - 1 / avg_rep)      # batch N calls into one of ~ one call's cost
         total_flows = agg.flow_counts.get(flow) or hit
+        read = db is None or str(db.operation or "").upper() in ("SELECT", "WITH", "FETCH")
+        how = ("fetching all rows in one query (WHERE … = ANY($1) / JOIN)" if read else
+               "doing the writes in one statement (UPDATE … FROM unnest($1, $2) / INSERT … SELECT)")
         items.append({
             "kind": "n_plus_one", "severity": "high" if saving >= 50 else "medium", "flow": flow,
             "title": f"N+1 query in {flow}: the same query runs {avg_rep:.0f}× per flow (max {max_rep})",
             "evidence": (f"{hit} of {total_flows} {flow} flows ran fingerprint {fp} ≥ {agg.n_plus_one_min} times "
                          f"({_fmt(per_flow_ms)} per flow): {_short(db.statement if db else None)}"),
             "saving_ms": saving,
-            "saving": f"≈{_fmt(saving)} per affected flow by fetching all rows in one query (WHERE … = ANY($1) / JOIN)",
+            "saving": f"≈{_fmt(saving)} per affected flow by {how}",
             "details": {"fingerprint": fp, "statement": db.statement if db else None, "flows_affected": hit,
                         "avg_repeats": avg_rep, "max_repeats": max_rep, "ms_per_flow": per_flow_ms},
             "_rank": saving * hit})
