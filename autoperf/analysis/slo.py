@@ -176,33 +176,25 @@ def error_rates(agg, s) -> list[dict]:
     return out
 
 
+def _within(name, limit, known, over, what, scope, source):
+    """At least 95 % of ``known`` runs (calls) within ``limit`` ms, ``over`` of them above it."""
+    return _check(name, f"{_WITHIN} ≤ {limit:g} ms", 100.0 * (known - over) / known, sla_holds(known, over),
+                  f"{known - over} of {known} {what} within {limit:g} ms", scope=scope, source=source)
+
+
 def slas(agg, s) -> list[dict]:
     """Every flow with an SLA (the records' sla_ms, else the config's): at least 95 % of runs within it."""
-    out = []
-    for name, f in sorted(agg.flows.items()):
-        if not f.sla_known:
-            continue
-        within = 100.0 * (f.sla_known - f.sla_missed) / f.sla_known
-        out.append(_check("sla", f"{_WITHIN} ≤ {f.sla_ms:g} ms", within, sla_holds(f.sla_known, f.sla_missed),
-                          f"{f.sla_known - f.sla_missed} of {f.sla_known} runs within {f.sla_ms:g} ms",
-                          scope=name, source="sla_ms"))
-    return out
+    return [_within("sla", f.sla_ms, f.sla_known, f.sla_missed, "runs", name, "sla_ms")
+            for name, f in sorted(agg.flows.items()) if f.sla_known]
 
 
 def budgets(agg, s) -> list[dict]:
     """Every span with a configured threshold_ms (a target's budget, seed 4.2; the db integration's
     slow-query threshold, per query fingerprint): at least 95 % of calls within it."""
-    out = []
     items = [(f"{name} ({kind})", op) for (name, kind), op in agg.ops.items() if kind != "db"]
     items += [(f"{_short(db.statement)} [{fp}]" if db.statement else fp, db) for fp, db in agg.db.items()]
-    for label, b in sorted(items, key=lambda x: x[0]):
-        if not b.th_known:
-            continue
-        within = 100.0 * (b.th_known - b.th_over) / b.th_known
-        out.append(_check("budget", f"{_WITHIN} ≤ {b.threshold_ms:g} ms", within, sla_holds(b.th_known, b.th_over),
-                          f"{b.th_known - b.th_over} of {b.th_known} calls within {b.threshold_ms:g} ms",
-                          scope=label, source="threshold_ms"))
-    return out
+    return [_within("budget", b.threshold_ms, b.th_known, b.th_over, "calls", label, "threshold_ms")
+            for label, b in sorted(items, key=lambda x: x[0]) if b.th_known]
 
 
 def first_responses(agg, s) -> list[dict]:
