@@ -222,6 +222,7 @@ def cmd_report(args):
     r["source"] = stats
     r["first_response_slas"] = {name: f["first_response_p95_ms"] for name, f in (slo.get("flows") or {}).items()
                                 if isinstance(f, dict) and f.get("first_response_p95_ms") is not None}
+    r["error_rate_limit_pct"] = float(slo["error_rate_pct"])
     from .reader import to_ts
     r["window"] = {"since": to_ts(since), "until": to_ts(until)}
     kw = {"colour": _colour(args)} if args.format == "terminal" else {}

@@ -100,10 +100,10 @@ def command_groups(commands: list[dict]) -> list[tuple[str, str, list[dict]]]:
     return out
 
 
-def _command_table(gid, title, commands, first) -> dict:
+def _command_table(gid, title, commands, first, error_limit_pct) -> dict:
     rows, flags = [], []
     for c in commands:
-        over = c["sla_status"] == "over"
+        over = c["sla_status"] == "over" or (c["error_rate_pct"] or 0) > error_limit_pct
         rows.append([c["name"], _num(c["count"]), _ms(c["avg_ms"]), _ms(c["p50_ms"]), _ms(c["p95_ms"]),
                      _ms(c["p99_ms"]), _ms(c["max_ms"]), _limit(c["sla_ms"]) if c["sla_ms"] is not None else "—",
                      ("OVER" if over else "ok") if c["sla_status"] else "—",
@@ -162,7 +162,9 @@ def _jobs_table(jobs, executor) -> dict:
 
 def sections(r: dict) -> list[dict]:
     """The report as a list of tables: {id, title, headers, rows, note, flags}. ``flags[i]`` marks row i bad."""
-    out = [_command_table(gid, title, rows, i == 0) for i, (gid, title, rows) in enumerate(command_groups(r["commands"]))]
+    error_limit = r.get("error_rate_limit_pct", 1.0)      # `autoperf check`'s per-command limit
+    out = [_command_table(gid, title, rows, i == 0, error_limit)
+           for i, (gid, title, rows) in enumerate(command_groups(r["commands"]))]
     if not out:
         out.append({"id": "commands-flows", "title": "Commands", "flags": [], "headers": [], "rows": [],
                     "note": "No flow_complete records."})
