@@ -183,9 +183,14 @@ def _within(name, limit, known, over, what, scope, source):
 
 
 def slas(agg, s) -> list[dict]:
-    """Every flow with an SLA (the records' sla_ms, else the config's): at least 95 % of runs within it."""
-    return [_within("sla", f.sla_ms, f.sla_known, f.sla_missed, "runs", name, "sla_ms")
-            for name, f in sorted(agg.flows.items()) if f.sla_known]
+    """Every flow with an SLA (the records' sla_ms, else the config's), and every span that carries one (a
+    step: a target's sla_ms inside a flow): at least 95 % of runs within it."""
+    out = [_within("sla", f.sla_ms, f.sla_known, f.sla_missed, "runs", name, "sla_ms")
+           for name, f in sorted(agg.flows.items()) if f.sla_known]
+    out += [_within("sla", op.sla_ms, op.sla_known, op.sla_missed, "runs", f"{name} ({kind})", "sla_ms")
+            for (name, kind), op in sorted(agg.ops.items(), key=lambda x: (str(x[0][0]), str(x[0][1])))
+            if op.sla_known]
+    return out
 
 
 def budgets(agg, s) -> list[dict]:
