@@ -141,7 +141,7 @@ def install(config_data: dict, emit=None, log_dir=None, config_path=None):
         engine = AlertEngine(cfg, emit=emit, state_path=os.path.join(log_dir, BASELINES_FILE) if log_dir else None)
         pipeline.add_processor(engine.process)
         _installed.append(engine)
-        if log_dir:
+        if log_dir and cfg.get("channels"):
             from autoperf.alerts import schedule
             daily = schedule.start(cfg, log_dir, config_path)
             if daily is not None:
