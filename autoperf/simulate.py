@@ -143,7 +143,7 @@ def _emit_report(report) -> None:
 
 def run(scenario_path: str, program: Callable[[], int], *, connect_timeout: Optional[float] = None) -> int:
     """Run ``program()`` (the bot) against the loopback Discord playing ``scenario_path``; returns the exit code."""
-    from autoperf.discord_sim import ScenarioError, load_scenario, start_in_thread
+    from autoperf.discord_sim import ScenarioError, load_scenario, reroute, start_in_thread
 
     try:
         scenario = load_scenario(scenario_path)
@@ -158,6 +158,7 @@ def run(scenario_path: str, program: Callable[[], int], *, connect_timeout: Opti
         _say(f"the loopback Discord did not start: {exc}")
         return 2
     os.environ.setdefault("DISCORD_TOKEN", PLACEHOLDER_TOKEN)
+    reroute.install(handle.base_url)      # the bot's other HTTP stays off the network from its first line
     _register_discord_hook(_point_hook(handle.base_url))
     _say(f"loopback Discord at {handle.base_url}; playing {scenario.source or 'scenario'} "
          f"({len(scenario.users)} users, {scenario.duration_s:g}s)")

@@ -6,16 +6,18 @@
     bot.run(token)                                   # returns when the scenario is over
     print(handle.wait().format())
 
-See docs/discord_sim.md.
+Where to start: driver.py (the Simulation), flows.py (how a step is played), server.py (the fake
+Discord's parts). See docs/discord_sim.md.
 """
 from .driver import Simulation
 from .handles import SimHandle, run_scenario, start_in_process, start_in_thread
 from .redirect import close_clients, point_discord_at, restore
 from .report import SimReport, StepResult, StepStats
-from .scenario import Scenario, ScenarioError, load_scenario
+from .scenario import Scenario, ScenarioError
+from .scenario_file import load_scenario
 from .server import SimServer
 
 __all__ = [
-    "SimHandle", "Simulation", "run_scenario", "start_in_thread", "start_in_process", "point_discord_at", "restore", "close_clients",
-    "SimReport", "StepResult", "StepStats", "Scenario", "ScenarioError", "load_scenario", "SimServer",
+    "SimHandle", "Simulation", "run_scenario", "start_in_thread", "start_in_process", "point_discord_at", "restore",
+    "close_clients", "SimReport", "StepResult", "StepStats", "Scenario", "ScenarioError", "load_scenario", "SimServer",
 ]

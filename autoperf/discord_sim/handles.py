@@ -1,5 +1,6 @@
 """Ways to run a Simulation: on the bot's own loop (run_scenario), in a thread (start_in_thread) or in
-a child process (start_in_process), and the handle the last two return."""
+a child process (start_in_process), and the handle the last two return. Each adds to the report the
+loopback hosts the bot reached directly (counted in this process by reroute.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,27 +10,27 @@ from typing import Any, Callable, Optional, Union
 
 from autoperf import threads
 
+from . import reroute
 from .driver import Simulation
+from .redirect import close_clients as _close_clients
 from .report import SimReport
-from .scenario import Scenario, load_scenario
+from .scenario import Scenario
+from .scenario_file import load_scenario
+from .wire import internal_error
 
 
-async def _call_finished(cb: Optional[Callable[[SimReport], Any]], report: SimReport) -> None:
-    if cb is None:
-        return
-    try:
-        res = cb(report)
-        if inspect.isawaitable(res):
-            await res
-    except Exception as exc:
+async def _finished(report: SimReport, cb: Optional[Callable[[SimReport], Any]], close_clients: bool) -> None:
+    """The report is built: add what this process saw, call on_finished, close the bot's clients."""
+    report.add_http(reroute.passed_through())
+    if cb is not None:
         try:
-            from autoperf import diagnostics  # type: ignore
-
-            diagnostics.internal_error("discord_sim.on_finished", exc)
-        except Exception:
-            import logging
-
-            logging.getLogger("autoperf.discord_sim").exception("on_finished callback failed")
+            res = cb(report)
+            if inspect.isawaitable(res):
+                await res
+        except Exception as exc:
+            internal_error("discord_sim.on_finished", exc)
+    if close_clients:
+        _close_clients()
 
 
 async def run_scenario(scenario: Union[Scenario, dict, str], *, host: str = "127.0.0.1", port: int = 0,
@@ -48,11 +49,7 @@ async def run_scenario(scenario: Union[Scenario, dict, str], *, host: str = "127
             if inspect.isawaitable(res):
                 await res
         report = await sim.run()
-        await _call_finished(on_finished, report)
-        if close_clients:
-            from .redirect import close_clients as _close
-
-            _close()
+        await _finished(report, on_finished, close_clients)
         return report
     finally:
         await sim.close()
@@ -125,11 +122,7 @@ def start_in_thread(scenario: Union[Scenario, dict, str], *, host: str = "127.0.
             try:
                 report = await sim.run()
                 handle.report = report
-                await _call_finished(on_finished, report)
-                if close_clients:
-                    from .redirect import close_clients as _close
-
-                    _close()
+                await _finished(report, on_finished, close_clients)
             finally:
                 await sim.close()
 
@@ -209,12 +202,7 @@ def start_in_process(scenario: Union[Scenario, dict, str], *, host: str = "127.0
                     handle._started.set()
                 elif kind == "report":
                     handle.report = value
-                    if on_finished is not None:
-                        asyncio.run(_call_finished(on_finished, value))
-                    if close_clients:
-                        from .redirect import close_clients as _close
-
-                        _close()
+                    asyncio.run(_finished(value, on_finished, close_clients))
                     send(("closed",))
                 elif kind == "done":
                     break

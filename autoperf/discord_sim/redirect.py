@@ -2,14 +2,16 @@
 
     point_discord_at("http://127.0.0.1:PORT")   # after `import discord`; safe to call repeatedly
 
-Patches four class attributes, nothing else of discord.py's behaviour:
+Patches four class attributes, nothing else of discord.py's behaviour (and, with reroute_http,
+installs reroute.py's hooks: other HTTP to the sim's sink, Discord requests tagged with their cause):
 - `discord.http.Route.BASE` -> `http://127.0.0.1:PORT/api/v10` (every REST call);
 - `discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY` -> `ws://127.0.0.1:PORT/gateway` (2.7 connects there
   directly; 2.0 too; sharded clients ask `GET /gateway/bot`, which the sim answers with the same URL);
   READY's `resume_gateway_url` also points at the sim;
 - `discord.asset.Asset.BASE` -> `http://127.0.0.1:PORT/cdn` (avatars & co.: the sim serves a 1x1 PNG);
 - `discord.Client.login` is wrapped to remember each client that logs in (and its loop), so that
-  `close_clients()` can close them when the simulation is over (`bot.run()` then returns normally).
+  `close_clients()` can close them when the simulation is over (`bot.run()` then returns normally),
+  and to trace which message or interaction each of its answers is for (``reroute.trace_causes``).
 
 `restore()` undoes all of them. None of these functions raises: a failure is reported once through
 autoperf.diagnostics (or logging) and the function returns False.
@@ -17,30 +19,23 @@ autoperf.diagnostics (or logging) and the function returns False.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 import weakref
 from typing import Any, Dict, Optional
 
-__all__ = ["point_discord_at", "restore", "close_clients", "tracked_clients"]
+from . import reroute
+from .wire import internal_error
 
-log = logging.getLogger("autoperf.discord_sim")
+__all__ = ["point_discord_at", "restore", "close_clients", "tracked_clients"]
 
 _originals: Dict[str, Any] = {}
 _clients: "weakref.WeakKeyDictionary[Any, asyncio.AbstractEventLoop]" = weakref.WeakKeyDictionary()
 
 
-def _report(where: str, exc: BaseException) -> None:
-    try:
-        from autoperf import diagnostics  # type: ignore
+def point_discord_at(base_url: str, discord_module: Optional[Any] = None, *, reroute_http: bool = True) -> bool:
+    """Make discord.py talk to the sim at `base_url` ("http://127.0.0.1:PORT"). Returns True on success.
 
-        diagnostics.internal_error(where, exc)
-    except Exception:
-        log.warning("autoperf discord_sim: %s failed: %s: %s", where, type(exc).__name__, exc)
-
-
-def point_discord_at(base_url: str, discord_module: Optional[Any] = None) -> bool:
-    """Make discord.py talk to the sim at `base_url` ("http://127.0.0.1:PORT"). Returns True on success."""
+    reroute_http: also keep the bot's other aiohttp / httpx requests off the network (reroute.py)."""
     try:
         discord = discord_module or sys.modules.get("discord")
         if discord is None:
@@ -71,9 +66,11 @@ def point_discord_at(base_url: str, discord_module: Optional[Any] = None) -> boo
         except Exception:  # pragma: no cover - an Asset without BASE
             pass
         _track_clients(discord)
+        if reroute_http:
+            reroute.install(base)
         return True
     except Exception as exc:
-        _report("discord_sim.point_discord_at", exc)
+        internal_error("discord_sim.point_discord_at", exc)
         return False
 
 
@@ -87,8 +84,9 @@ def _track_clients(discord: Any) -> None:
     async def tracked_login(self: Any, token: str, *args: Any, **kwargs: Any) -> Any:
         try:
             _clients[self] = asyncio.get_running_loop()
-        except Exception:  # pragma: no cover
-            pass
+            reroute.trace_causes(self)
+        except Exception as exc:  # pragma: no cover
+            internal_error("discord_sim.login", exc)
         return await login(self, token, *args, **kwargs)
 
     tracked_login._autoperf_sim = True  # type: ignore[attr-defined]
@@ -119,13 +117,14 @@ def close_clients() -> int:
                 asyncio.run_coroutine_threadsafe(client.close(), loop)
             n += 1
         except Exception as exc:
-            _report("discord_sim.close_clients", exc)
+            internal_error("discord_sim.close_clients", exc)
     return n
 
 
 def restore() -> bool:
     """Undo point_discord_at()."""
     try:
+        reroute.uninstall()
         import discord
         import discord.gateway as gateway_mod
         import discord.http as http_mod
@@ -142,5 +141,5 @@ def restore() -> bool:
             discord.Client.login = _originals.pop("Client.login")
         return True
     except Exception as exc:
-        _report("discord_sim.restore", exc)
+        internal_error("discord_sim.restore", exc)
         return False

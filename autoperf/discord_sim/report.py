@@ -29,14 +29,16 @@ class StepResult:
     kind: str
     user_id: int
     t_start: float                       # seconds since the scenario started
-    status: str = "ok"                   # ok | timeout | error | skipped
+    status: str = "ok"                   # ok | timeout | error | failed (an expectation) | skipped
+    actor: str = ""                      # the actor of a multi-user flow
     first_ms: Optional[float] = None     # dispatch -> interaction callback (or first reply to a message)
     final_ms: Optional[float] = None     # dispatch -> last followup / edit / reply
     late_ms: Optional[float] = None      # a callback after the 3 s deadline (Discord rejects it)
     callback_type: Optional[int] = None
     error: Optional[str] = None
     interaction_id: Optional[int] = None
-    message_id: Optional[int] = None
+    message_id: Optional[int] = None     # the user's message; a wait: the bot message it matched
+    expected: Optional[str] = None       # expect: {status: timeout|error} met: the step is ok
 
     def to_dict(self) -> Dict[str, Any]:
         return dict(self.__dict__)
@@ -57,6 +59,7 @@ class StepStats:
     ok: int = 0
     timeouts: int = 0
     errors: int = 0
+    failed: int = 0
     skipped: int = 0
     first_ms: Dict[str, Optional[float]] = field(default_factory=dict)
     final_ms: Dict[str, Optional[float]] = field(default_factory=dict)
@@ -77,13 +80,15 @@ class SimReport:
     steps: Dict[str, StepStats] = field(default_factory=dict)
     bot: Dict[str, Any] = field(default_factory=dict)
     calls: List[Any] = field(default_factory=list)            # RecordedCall list (server.calls)
+    http: List[Dict[str, Any]] = field(default_factory=list)  # hosts other than Discord the bot tried to reach
     warnings: List[str] = field(default_factory=list)
     error: Optional[str] = None                               # fatal: e.g. the bot never connected
 
     @property
     def ok(self) -> bool:
-        """True when the bot connected and no step timed out or failed."""
-        return self.error is None and all(s.timeouts == 0 and s.errors == 0 for s in self.steps.values())
+        """True when the bot connected and no step timed out, failed an expectation or erred."""
+        return self.error is None and all(s.timeouts == 0 and s.errors == 0 and s.failed == 0
+                                          for s in self.steps.values())
 
     def compute(self) -> "SimReport":
         stats: Dict[str, StepStats] = {}
@@ -100,6 +105,8 @@ class SimReport:
                 s.timeouts += 1
             elif r.status == "skipped":
                 s.skipped += 1
+            elif r.status == "failed":
+                s.failed += 1
             else:
                 s.errors += 1
             if r.error and len(s.error_samples) < 5 and r.error not in s.error_samples:
@@ -114,6 +121,12 @@ class SimReport:
         self.steps = stats
         return self
 
+    def add_http(self, hosts: List[Dict[str, Any]]) -> None:
+        """Merge hosts seen by the bot-side hook (loopback, passed through) into ``http``."""
+        known = {h["host"] for h in self.http}
+        self.http.extend(h for h in hosts if h["host"] not in known)
+        self.http.sort(key=lambda h: (h.get("passed_through", False), -h["requests"], h["host"]))
+
     def calls_to(self, route: str) -> List[Any]:
         route = " ".join(route.split())
         return [c for c in self.calls if c.route == route]
@@ -121,7 +134,7 @@ class SimReport:
     def to_dict(self, *, with_calls: bool = False) -> Dict[str, Any]:
         out = {"seed": self.seed, "duration_s": self.duration_s, "flows_started": self.flows_started,
                "flows_completed": self.flows_completed, "ok": self.ok, "error": self.error,
-               "warnings": list(self.warnings), "bot": dict(self.bot),
+               "warnings": list(self.warnings), "bot": dict(self.bot), "http": [dict(h) for h in self.http],
                "steps": {k: v.to_dict() for k, v in self.steps.items()}}
         if with_calls:
             out["calls"] = [c.to_dict() for c in self.calls]
@@ -133,9 +146,9 @@ class SimReport:
         recs = []
         for s in self.steps.values():
             recs.append({"type": "sim_step", "step": s.step, "kind": s.kind, "count": s.count, "ok": s.ok,
-                         "timeouts": s.timeouts, "errors": s.errors, "skipped": s.skipped,
+                         "timeouts": s.timeouts, "errors": s.errors, "failed": s.failed, "skipped": s.skipped,
                          "first_ms": s.first_ms, "final_ms": s.final_ms, "seed": self.seed,
-                         "level": "WARNING" if (s.timeouts or s.errors) else "INFO"})
+                         "level": "WARNING" if (s.timeouts or s.errors or s.failed) else "INFO"})
         return recs
 
     def format(self) -> str:
@@ -144,14 +157,30 @@ class SimReport:
 
         lines = [f"discord_sim: {self.flows_started} flows in {self.duration_s:.1f}s (seed {self.seed})"
                  + (f" — ERROR: {self.error}" if self.error else "")]
-        head = f"{'step':<32} {'n':>5} {'ok':>5} {'t/o':>4} {'err':>4} {'first p50':>9} {'p95':>7} {'p99':>7} {'final p50':>9} {'p95':>7} {'p99':>7}"
+        head = (f"{'step':<32} {'n':>5} {'ok':>5} {'t/o':>4} {'fail':>4} {'err':>4} {'first p50':>9} {'p95':>7} "
+                f"{'p99':>7} {'final p50':>9} {'p95':>7} {'p99':>7}")
         lines.append(head)
         for s in sorted(self.steps.values(), key=lambda s: s.step):
-            lines.append(f"{s.step[:32]:<32} {s.count:>5} {s.ok:>5} {s.timeouts:>4} {s.errors:>4} "
+            lines.append(f"{s.step[:32]:<32} {s.count:>5} {s.ok:>5} {s.timeouts:>4} {s.failed:>4} {s.errors:>4} "
                          f"{f(s.first_ms.get('p50')):>9} {f(s.first_ms.get('p95')):>7} {f(s.first_ms.get('p99')):>7} "
                          f"{f(s.final_ms.get('p50')):>9} {f(s.final_ms.get('p95')):>7} {f(s.final_ms.get('p99')):>7}")
             for e in s.error_samples:
                 lines.append(f"    ! {e}")
+        lines.extend(self._format_http())
         for w in self.warnings:
             lines.append(f"warning: {w}")
         return "\n".join(lines)
+
+    def _format_http(self) -> List[str]:
+        if not self.http:
+            return []
+        lines = ["other HTTP the bot sent (kept off the network: scenario http: answers, else 404):"]
+        for h in self.http:
+            if h.get("passed_through"):
+                answered = "loopback, passed through"
+            else:
+                answered = ", ".join(f"{code} x{n}" for code, n in sorted(h["statuses"].items()))
+                answered += f" ({h['static']} from http: rules)" if h.get("static") else " (no http: rule)"
+            lines.append(f"  {h['host']:<40} {h['requests']:>6}  {answered}")
+            lines.extend(f"      {p}" for p in h.get("paths", []))
+        return lines

@@ -1,4 +1,4 @@
-"""The loopback Discord's wire vocabulary: constants, what it records, JSON responses."""
+"""The loopback Discord's wire vocabulary: constants, what it records, request bodies, JSON responses."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from aiohttp import web
 
@@ -22,6 +22,11 @@ ALL_PERMISSIONS = str((1 << 47) - 1)
 OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_PRESENCE, OP_VOICE, OP_RESUME, OP_RECONNECT = 0, 1, 2, 3, 4, 6, 7
 OP_REQUEST_MEMBERS, OP_INVALID_SESSION, OP_HELLO, OP_HEARTBEAT_ACK = 8, 9, 10, 11
 
+# headers the bot-side hooks (reroute.py) add: what the bot was handling when it sent a request, and
+# the scheme of a request to another host that was rerouted to the sim's sink
+CAUSE_HEADER = "X-Autoperf-Sim-Cause"
+REROUTED_HEADER = "X-Autoperf-Sim-Rerouted"
+
 INTENT_GUILD_MESSAGES = 1 << 9
 INTENT_DIRECT_MESSAGES = 1 << 12
 INTENT_MESSAGE_CONTENT = 1 << 15
@@ -30,6 +35,16 @@ INTENT_MESSAGE_CONTENT = 1 << 15
 CB_PONG, CB_MESSAGE, CB_DEFERRED_MESSAGE, CB_DEFERRED_UPDATE, CB_UPDATE, CB_AUTOCOMPLETE, CB_MODAL = 1, 4, 5, 6, 7, 8, 9
 CALLBACK_TYPES = {1, 4, 5, 6, 7, 8, 9, 10, 12}
 FINAL_CALLBACKS = {CB_MESSAGE, CB_UPDATE, CB_AUTOCOMPLETE, CB_MODAL, CB_DEFERRED_UPDATE, 10, 12}
+
+
+def internal_error(where: str, exc: BaseException) -> None:
+    """Report a failure of the sim's own code in the bot's process once, never raising."""
+    try:
+        from autoperf import diagnostics
+
+        diagnostics.internal_error(where, exc)
+    except Exception:
+        log.warning("autoperf discord_sim: %s failed: %s: %s", where, type(exc).__name__, exc)
 
 
 def _iso(ts: Optional[float] = None) -> str:
@@ -87,13 +102,16 @@ class InteractionState:
     original_id: Optional[int] = None            # message of the interaction response
     original_filled: bool = False
     message_ids: List[int] = field(default_factory=list)   # every message this interaction produced/edited
+    caused: List[int] = field(default_factory=list)        # messages the bot sent elsewhere while handling it
     view_message_id: Optional[int] = None        # last message with components
+    ephemeral: Optional[bool] = None             # the first response message's ephemeral flag
     modal: Optional[Dict[str, Any]] = None       # callback type 9 data
     choices: Optional[List[Dict[str, Any]]] = None
     errors: List[str] = field(default_factory=list)
     responses: int = 0
     first_event: asyncio.Event = field(default_factory=asyncio.Event)
     final_event: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)   # set on every response (expectations)
 
     def first_ms(self) -> Optional[float]:
         return None if self.t_first is None else (self.t_first - self.t_dispatch) * 1000.0
@@ -104,7 +122,8 @@ class InteractionState:
 
 @dataclass
 class MessageWait:
-    """A MESSAGE_CREATE the sim sent and the bot's replies to it."""
+    """A MESSAGE_CREATE the sim sent and the bot's replies to it (by message_reference, or sent while
+    the bot handled it)."""
     message_id: int
     channel_id: int
     step: str
@@ -112,8 +131,20 @@ class MessageWait:
     t_first: Optional[float] = None
     t_final: Optional[float] = None
     replies: int = 0
+    reply_ids: List[int] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
     first_event: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def replied(self, now: float, message_id: Optional[int]) -> None:
+        self.replies += 1
+        if message_id is not None and message_id not in self.reply_ids:
+            self.reply_ids.append(message_id)
+        if self.t_first is None:
+            self.t_first = now
+            self.first_event.set()
+        self.t_final = now
+        self.changed.set()
 
 
 class _ApiError(Exception):
@@ -132,6 +163,44 @@ def _json_response(data: Any, status: int = 200, headers: Optional[Dict[str, str
 _RequestKey = getattr(web, "RequestKey", None)
 _CALL_KEY: Any = _RequestKey("autoperf_sim_call", object) if _RequestKey else "autoperf_sim_call"
 _BODY_KEY: Any = _RequestKey("autoperf_sim_body", object) if _RequestKey else "autoperf_sim_body"
+
+
+async def read_body(request: web.Request, call: Optional[RecordedCall] = None) -> Tuple[Any, List[Dict[str, Any]]]:
+    """(JSON body or payload_json, uploaded files) of a REST request, read once and noted on its call."""
+    if _BODY_KEY in request:
+        return request[_BODY_KEY]
+    call = call or request.get(_CALL_KEY)
+    body: Any = None
+    files: List[Dict[str, Any]] = []
+    if request.body_exists:
+        if (request.content_type or "").startswith("multipart/"):
+            reader = await request.multipart()
+            while True:
+                part = await reader.next()
+                if part is None:
+                    break
+                data = await part.read()
+                if part.name == "payload_json":
+                    body = _parse_json(data)
+                else:
+                    files.append({"name": part.name, "filename": part.filename or part.name, "size": len(data),
+                                  "content_type": part.headers.get("Content-Type"), "data": bytes(data)})
+        else:
+            raw = await request.read()
+            if raw:
+                body = _parse_json(raw)
+    if call is not None:
+        call.json = body
+        call.files = [{"filename": f["filename"], "size": f["size"]} for f in files]
+    request[_BODY_KEY] = (body, files)
+    return body, files
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except ValueError:
+        raise _ApiError(400, 50109, "The request body contains invalid JSON.") from None
 
 
 def _png_1x1() -> bytes:
