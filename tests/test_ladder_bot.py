@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+from autoperf.discord_sim.report import percentile
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIO = "examples/ladder_bot/scenario_small.yaml"
 BOT = "examples/ladder_bot/bot.py"
@@ -147,6 +149,25 @@ class TestLadderBot:
         _, records, _ = run
         values = [r["gateway_latency_ms"] for r in records if r["type"] == "resource" and r.get("gateway_latency_ms")]
         assert values and all(0 < v < 1000 for v in values)
+
+    def test_users_table_agrees_with_the_flows(self, run):
+        """Per slash command, the simulator's first-response p95 (sim_step records) is within 5 ms + 20 % of the
+        p95 of the bot-side flows' first_response_ms on the same run, and its timeouts are the flows that
+        missed the 3 s deadline."""
+        _, records, _ = run
+        sim = {r["step"]: r for r in records if r["type"] == "sim_step"}
+        compared = 0
+        for name in ("setup", "queue", "profile", "leaderboard", "activate", "setcountry", "termsofservice",
+                     "seasonstats", "matchhistory"):
+            flows = [f for f in _flows(records, name) if "first_response_ms" in f["metadata"]]
+            in_time = [f["metadata"]["first_response_ms"] for f in flows if not f["metadata"].get("deadline_missed")]
+            step = sim["/" + name]
+            assert step["timeouts"] == len(flows) - len(in_time), name
+            assert step["count"] - step["timeouts"] == len(in_time), name
+            bot_p95, sim_p95 = percentile(in_time, 95), step["first_ms"]["p95"]
+            assert abs(sim_p95 - bot_p95) <= 5 + 0.2 * bot_p95, (name, sim_p95, bot_p95)
+            compared += 1
+        assert compared == 9
 
 
 SMALL = """
