@@ -1,19 +1,12 @@
-"""``autoperf run --simulate SCENARIO bot.py``: run an unmodified discord.py bot against the loopback Discord.
+"""``autoperf run --simulate SCENARIO bot.py``: an unmodified discord.py bot against the loopback Discord.
 
     code = simulate.run("scenario.yaml", program)   # program() runs the bot script, returns its exit code
 
-1. the loopback Discord (``autoperf.discord_sim``) starts in a background thread;
-2. a post-import hook on ``discord`` points discord.py at it (REST base and gateway URL), so the bot
-   needs no change; ``DISCORD_TOKEN`` gets a placeholder when unset;
-3. ``program()`` runs in the main thread; when the scenario is over the sim closes the bot's
-   ``discord.Client`` (``bot.run()`` returns normally and the script finishes its own shutdown);
-   a bot that does not stop is closed again through the discord integration's client registry,
-   then interrupted (SIGINT), then abandoned with a message;
-4. the per-step latency summary, as the simulated users saw it, goes to stderr, and one
-   ``sim_step`` record per step to the pipeline.
-
-A bot that never connects: the sim gives up after ``connect_timeout`` seconds, says so, and the
-exit code is non-zero.
+The loopback Discord starts in a background thread; the bot's other HTTP is rerouted to it from the
+first line and discord.py is pointed at it on import (``DISCORD_TOKEN`` gets a placeholder when unset);
+``program()`` runs in the main thread. When the scenario is over the bot's client is closed (then
+SIGINT, then abandoned, if it does not stop), the per-step summary goes to stderr and one ``sim_step``
+record per step to the pipeline. A bot that never connects: a message and a non-zero exit code.
 """
 from __future__ import annotations
 

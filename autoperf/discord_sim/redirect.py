@@ -2,19 +2,11 @@
 
     point_discord_at("http://127.0.0.1:PORT")   # after `import discord`; safe to call repeatedly
 
-Patches four class attributes, nothing else of discord.py's behaviour (and, with reroute_http,
-installs reroute.py's hooks: other HTTP to the sim's sink, Discord requests tagged with their cause):
-- `discord.http.Route.BASE` -> `http://127.0.0.1:PORT/api/v10` (every REST call);
-- `discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY` -> `ws://127.0.0.1:PORT/gateway` (2.7 connects there
-  directly; 2.0 too; sharded clients ask `GET /gateway/bot`, which the sim answers with the same URL);
-  READY's `resume_gateway_url` also points at the sim;
-- `discord.asset.Asset.BASE` -> `http://127.0.0.1:PORT/cdn` (avatars & co.: the sim serves a 1x1 PNG);
-- `discord.Client.login` is wrapped to remember each client that logs in (and its loop), so that
-  `close_clients()` can close them when the simulation is over (`bot.run()` then returns normally),
-  and to trace which message or interaction each of its answers is for (``reroute.trace_causes``).
-
-`restore()` undoes all of them. None of these functions raises: a failure is reported once through
-autoperf.diagnostics (or logging) and the function returns False.
+Sets ``Route.BASE`` (REST), ``DiscordWebSocket.DEFAULT_GATEWAY`` and ``Asset.BASE`` (the CDN) to the
+sim, wraps ``Client.login`` to remember each client (``close_clients()`` ends ``bot.run()`` when the
+scenario is over) and trace what its answers are for, and with ``reroute_http`` installs reroute.py.
+``restore()`` undoes all of it. None of these functions raises: a failure is reported once through
+autoperf.diagnostics and the function returns False. Details: docs/discord_sim.md.
 """
 from __future__ import annotations
 

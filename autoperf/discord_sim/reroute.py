@@ -1,13 +1,10 @@
 """Bot-side hooks during a simulation: other HTTP stays off the network, answers carry their cause.
 
-- aiohttp (``TCPConnector._create_connection``) and httpx (``HTTPTransport`` / ``AsyncHTTPTransport``):
-  a request to any host that is not a loopback address goes to the sim's port instead, unchanged
-  (its Host header and path), marked with ``REROUTED_HEADER`` so that the sim's sink answers it; no
-  DNS lookup, no proxy. Loopback hosts (the bot's own local services) pass through and are counted.
-- Requests to the loopback Discord carry ``CAUSE_HEADER``: the id of the MESSAGE_CREATE or
-  INTERACTION_CREATE discord.py was parsing when the task that sends them was created (a context
-  variable set around those two parsers), so a reply is matched to its message without a reference.
-
+aiohttp (``TCPConnector._create_connection``) and httpx (``HTTPTransport``, ``AsyncHTTPTransport``):
+a request to a host that is not a loopback address goes, unchanged, to the sim's port instead, marked
+with ``REROUTED_HEADER`` for the sink (no DNS lookup, no proxy); loopback hosts pass and are counted.
+Requests to the loopback Discord carry ``CAUSE_HEADER``: the id of the MESSAGE_CREATE or
+INTERACTION_CREATE discord.py was parsing when the sending task began (``CAUSE``, a context variable).
 ``install(base_url)`` is idempotent (a later call moves the target); ``uninstall()`` restores all.
 """
 from __future__ import annotations

@@ -1,15 +1,11 @@
 """A loopback Discord: REST API (/api/v9, /api/v10) and gateway websocket on 127.0.0.1.
 
-Real, unmodified discord.py 2.0–2.7 logs in to it, syncs its application commands, receives
-INTERACTION_CREATE / MESSAGE_CREATE dispatches and answers through the REST API. ``SimServer`` is
-composed of the model (``world.World``), the attribution of answers (``tracker.ResponseTracker``), the
-REST route table and middleware (``rest_api.RestApi``), the gateway (``gateway.Gateway``) and the sink
-for HTTP to other hosts (``http_sink.HttpSink``); here: lifecycle and what the driver sends.
-
-Wire facts it honours (checked against discord.py 2.0.1 and 2.7.1): ``Content-Type:
-application/json`` exactly; ``Via`` and ``X-RateLimit-*`` on every answer (a 429 without ``Via`` is
-taken for a Cloudflare ban); interactions carry ``attachment_size_limit``, ``channel_id`` and
-``channel``; callbacks with ``?with_response=1`` (2.5+) get 200 + the callback resource, else 204.
+Real, unmodified discord.py 2.0–2.7 logs in to it, syncs its commands, receives INTERACTION_CREATE /
+MESSAGE_CREATE dispatches and answers through the REST API. ``SimServer`` is composed of the model
+(``world.World``), the attribution of answers (``tracker.ResponseTracker``), the REST route table and
+middleware (``rest_api.RestApi``), the gateway (``gateway.Gateway``) and the sink for HTTP to other
+hosts (``http_sink.HttpSink``); here: lifecycle, and what the driver sends. The wire details discord.py
+depends on are listed in docs/discord_sim.md ("What the sim implements").
 """
 from __future__ import annotations
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
+import orjson
 from aiohttp import web
 
 log = logging.getLogger("autoperf.discord_sim")
@@ -53,12 +53,7 @@ def _iso(ts: Optional[float] = None) -> str:
 
 
 def _dumps(data: Any) -> bytes:
-    try:
-        import orjson
-
-        return orjson.dumps(data)
-    except ImportError:  # pragma: no cover - orjson is a dependency
-        return json.dumps(data, separators=(",", ":")).encode()
+    return orjson.dumps(data)
 
 
 @dataclass
@@ -198,8 +193,8 @@ async def read_body(request: web.Request, call: Optional[RecordedCall] = None) -
 
 def _parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw.decode("utf-8"))
-    except ValueError:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise _ApiError(400, 50109, "The request body contains invalid JSON.") from None
 
 

@@ -37,6 +37,7 @@ class World:
         # message id -> (snowflake, loop time) of its last create/edit, oldest first: what changed since a step
         self.touched: Dict[int, Tuple[int, float]] = {}
         self.attachments: Dict[int, Tuple[str, bytes, str]] = {}   # id -> (filename, bytes, content type)
+        self.joined_at = _iso(time.time() - 86400)          # every member joined a day before the run
         self.global_commands: List[Dict[str, Any]] = []
         self.guild_commands: Dict[int, List[Dict[str, Any]]] = {}
         self.commands_synced = asyncio.Event()
@@ -92,7 +93,7 @@ class World:
 
     def member_payload(self, uid: int, guild_id: int, *, with_user: bool = True, permissions: bool = False) -> Dict[str, Any]:
         roles = [str(guild_id + 1)] if uid == self.scenario.bot_id else []
-        m: Dict[str, Any] = {"roles": roles, "joined_at": _iso(time.time() - 86400), "deaf": False, "mute": False,
+        m: Dict[str, Any] = {"roles": roles, "joined_at": self.joined_at, "deaf": False, "mute": False,
                              "nick": None, "avatar": None, "flags": 0, "pending": False, "premium_since": None,
                              "communication_disabled_until": None}
         if with_user:
@@ -129,7 +130,7 @@ class World:
             "system_channel_id": None, "system_channel_flags": 0, "rules_channel_id": None, "max_members": 500000,
             "vanity_url_code": None, "description": None, "banner": None, "premium_tier": 0,
             "premium_subscription_count": 0, "preferred_locale": "en-US", "public_updates_channel_id": None,
-            "nsfw_level": 0, "premium_progress_bar_enabled": False, "joined_at": _iso(time.time() - 86400),
+            "nsfw_level": 0, "premium_progress_bar_enabled": False, "joined_at": self.joined_at,
             "large": False, "unavailable": False, "member_count": len(member_ids), "voice_states": [],
             "members": [self.member_payload(uid, g.id) for uid in member_ids],
             "channels": [self.channel_payload(c.id) for c in g.channels], "threads": [], "presences": [],
