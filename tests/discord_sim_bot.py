@@ -24,7 +24,7 @@ from discord.ext import commands
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "dm_ladder"))
 from bot import Ladder  # noqa: E402  (examples/dm_ladder/bot.py)
 
-TRUTH: dict = {"flaky": {}, "zones": None, "banner_status": None}   # what the bot did, for the tests
+TRUTH: dict = {"flaky": {}, "zones": None, "banner_status": None, "status": None}   # what the bot saw, for the tests
 
 
 class Zones(commands.Cog):
@@ -37,6 +37,8 @@ class Zones(commands.Cog):
                 self.zones = await resp.json()
             async with session.get("https://cdn.example.net/banner.png") as resp:
                 TRUTH["banner_status"] = resp.status
+            async with session.get("https://status.example.com/") as resp:
+                TRUTH["status"] = [resp.status, await resp.text()]
         TRUTH["zones"] = len(self.zones)
 
     @app_commands.command(description="UTC offset of a time zone")

@@ -29,7 +29,11 @@ http:
     json: {sky: sunny}
   - host: static.example.org
     path: /motd.txt
-    body: welcome
+    file: motd.txt
+    content_type: text/plain
+  - host: status.example.com
+    status: 503
+    body: down for maintenance
 """
 
 SCENARIO = """
@@ -169,6 +173,7 @@ def played(request, tmp_path_factory):
         pytest.skip(f"no discord.py interpreter at {python}")
     tmp = tmp_path_factory.mktemp(request.param)
     (tmp / "scenario.yaml").write_text(SCENARIO)
+    (tmp / "motd.txt").write_text("welcome")
     (tmp / "runner.py").write_text(RUNNER)
     mode = "process" if request.param == "venv-process" else "thread"
     env = dict(os.environ, PYTHONPATH=str(ROOT), LADDER_WAVE_S="1")
@@ -263,12 +268,13 @@ def test_answers_are_matched_to_what_caused_them(played):
 
 
 def test_other_http_is_answered_locally_and_listed(played):
-    """The cog's downloads at load and the commands' httpx calls got the scenario's answers or a 404;
-    the report lists every host with its statuses, and none of them was reached."""
+    """The cog's downloads at load and the commands' httpx calls got the scenario's answers (JSON, a file,
+    a status with a body) or a 404; the report lists every host with its statuses (and no other)."""
     truth = played["truth"]
-    assert truth["zones"] == 2 and truth["banner_status"] == 404
+    assert truth["zones"] == 2 and truth["banner_status"] == 404 and truth["status"] == [503, "down for maintenance"]
     hosts = {h["host"]: h for h in played["report"]["http"]}
-    assert set(hosts) >= {"tz.example.com", "cdn.example.net", "api.weather.example", "static.example.org"}
+    assert set(hosts) == {"tz.example.com", "cdn.example.net", "api.weather.example", "static.example.org",
+                          "status.example.com"}
     assert hosts["tz.example.com"]["statuses"] == {"200": 1} and hosts["tz.example.com"]["static"] == 1
     assert hosts["tz.example.com"]["scheme"] == "https"
     assert hosts["cdn.example.net"]["statuses"] == {"404": 1} and hosts["cdn.example.net"]["static"] == 0
@@ -280,6 +286,7 @@ def test_other_http_is_answered_locally_and_listed(played):
 def test_simulate_cli_reroutes_and_lists_hosts(tmp_path):
     """`autoperf run --simulate` on the unmodified test bot: the cog loads from the scenario's answers, the
     summary lists the hosts, and the per-step records are written."""
+    (tmp_path / "motd.txt").write_text("welcome")
     (tmp_path / "scenario.yaml").write_text("""
 seed: 1
 users: 2
