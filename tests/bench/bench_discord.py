@@ -16,7 +16,10 @@ scenario.yaml) at a fixed rate; the bot runs in a subprocess, once as plain ``py
   the executors' threads), from the names the launcher reports;
 - garbage collection in the bot's main thread over the same window (collections per generation,
   pause time, cyclic garbage found) — measured by the launcher through ``gc.callbacks``;
-- the ratio of the two modes, and the median of the per-round ratios (robust to a noisy round).
+- the ratio of the two modes, and the median of the per-round ratios (robust to a noisy round);
+- the simulator's own CPU over the same window (its thread in this process: server + driver), per
+  step and as a share of the bot's, with the interactions per second it played: the simulator must
+  not be the bottleneck it measures.
 
 Under autoperf, ``records per step`` counts what the run wrote, by record type and span kind.
 ``--disable`` (repeatable) passes ``autoperf run --disable NAME`` (an integration, a target, or
@@ -24,7 +27,8 @@ Under autoperf, ``records per step`` counts what the run wrote, by record type a
 they attribute the overhead to components.
 
 ``--inprocess`` measures the discord integration alone, without the noise of two processes: see
-bench_discord_inprocess.py.
+bench_discord_inprocess.py. ``--minimal`` drives a bot with one slash command that answers at once
+instead of the ladder bot: the simulator's worst case relative to the bot it drives.
 """
 from __future__ import annotations
 
@@ -56,6 +60,21 @@ from autoperf.discord_sim.report import percentile  # noqa: E402
 BOT = os.path.join(ROOT, "examples", "ladder_bot", "bot.py")
 SCENARIO = os.path.join(ROOT, "examples", "ladder_bot", "scenario.yaml")
 CONFIG = os.path.join(ROOT, "autoperf.yaml")
+
+# --minimal: the least work a bot can do per interaction.
+MINIMAL_BOT = """\
+import os, discord
+from discord import app_commands
+client = discord.Client(intents=discord.Intents.default())
+tree = app_commands.CommandTree(client)
+@tree.command(description="answers at once")
+async def ping(interaction: discord.Interaction):
+    await interaction.response.send_message("pong")
+async def setup_hook():
+    await tree.sync()
+client.setup_hook = setup_hook
+client.run(os.environ["DISCORD_TOKEN"], log_handler=None)
+"""
 
 # Runs the bot unchanged; SIGUSR1 starts the measurement window, SIGUSR2 writes the main thread's
 # GC statistics for the window to $BENCH_GC_OUT.
@@ -135,12 +154,27 @@ def _records_by_kind(log_dir: str) -> collections.Counter:
     return counts
 
 
-def run_once(mode: str, scenario: dict, launcher: str, work: str, extra=()) -> dict:
-    handle = start_in_thread(scenario, ready_timeout=60, close_clients=False)
+def _thread_cpu_s(native_id: int) -> float:
+    """CPU seconds of one thread of this process (the simulator's)."""
+    for t in psutil.Process().threads():
+        if t.id == native_id:
+            return t.user_time + t.system_time
+    return 0.0
+
+
+def run_once(mode: str, scenario: dict, launcher: str, work: str, extra=(), bot: str = BOT) -> dict:
+    ps = None
+    end = {}
+
+    def window_end(report) -> None:   # in the simulator's thread, once the scenario is over
+        end.update(cpu=_cpu(ps), sim=time.thread_time())
+
+    handle = start_in_thread(scenario, ready_timeout=60, close_clients=False, on_finished=window_end)
+    sim_tid = handle._thread.native_id
     log_dir = os.path.join(work, f"logs_{mode}_{scenario['seed']}")
     gc_out = os.path.join(work, f"gc_{mode}_{scenario['seed']}.json")
     env = dict(os.environ, DISCORD_TOKEN="bench.token.value", AUTOPERF_CONSOLE="0", BENCH_GC_OUT=gc_out)
-    cmd = [sys.executable, launcher, handle.base_url, BOT]
+    cmd = [sys.executable, launcher, handle.base_url, bot]
     if mode == "autoperf":
         cmd = [sys.executable, "-m", "autoperf", "run", "--log-dir", log_dir, *extra, *cmd[1:]]
     # The bot's stderr goes to a file: a pipe nobody reads would block it once full.
@@ -155,9 +189,9 @@ def run_once(mode: str, scenario: dict, launcher: str, work: str, extra=()) -> d
         time.sleep(scenario.get("warmup_s", 1.0))
         proc.send_signal(signal.SIGUSR1)
         time.sleep(0.3)   # the launcher counts the bot's objects before the window starts
-        cpu0 = _cpu(ps)
+        cpu0, sim0 = _cpu(ps), _thread_cpu_s(sim_tid)
         report = handle.wait(scenario["duration_s"] + scenario.get("grace_s", 5) + 60)
-        cpu1 = _cpu(ps)
+        cpu1, sim1 = end["cpu"], end["sim"]
         proc.send_signal(signal.SIGUSR2)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
@@ -175,7 +209,8 @@ def run_once(mode: str, scenario: dict, launcher: str, work: str, extra=()) -> d
     except (OSError, ValueError):
         gcs = None
     return {"first_ms": [r.first_ms for r in results if r.first_ms is not None], "steps": len(results),
-            "bad": sum(1 for r in results if r.status in ("timeout", "error")),
+            "bad": sum(1 for r in results if r.status in ("timeout", "error")), "sim_cpu": sim1 - sim0,
+            "interactions_per_s": sum(1 for r in results if r.interaction_id is not None) / scenario["duration_s"],
             "cpu": {k: cpu1[k] - cpu0[k] for k in ("loop", "threads", "workers")}, "gc": gcs,
             "thread_cpu": _thread_cpu(cpu0["by_tid"], cpu1["by_tid"], proc.pid, (gcs or {}).get("threads") or {}),
             "records": _records_by_kind(log_dir) if mode == "autoperf" else None}
@@ -209,6 +244,9 @@ def _summary(runs: list) -> dict:
     for key in ("loop", "threads", "workers"):
         out[f"cpu_{key}"] = 1e6 * sum(r["cpu"][key] for r in runs) / steps
     out["cpu_total"] = out["cpu_loop"] + out["cpu_threads"] + out["cpu_workers"]
+    out["sim_cpu"] = 1e6 * sum(r["sim_cpu"] for r in runs) / steps
+    out["sim_share"] = out["sim_cpu"] / out["cpu_total"] if out["cpu_total"] else 0.0
+    out["rate"] = statistics.mean(r["interactions_per_s"] for r in runs)
     by_name: collections.Counter = sum((r["thread_cpu"] for r in runs), collections.Counter())
     out["thread_cpu"] = {k: 1e6 * v / steps for k, v in by_name.items()}
     gcs = [r["gc"] for r in runs if r["gc"]]
@@ -233,6 +271,8 @@ ROWS = [
     ("gc_max_ms", "longest GC pause ms", "{:.1f}"), ("gc_garbage", "cyclic garbage / step", "{:.1f}"),
     ("gc_growth", "tracked objects growth", "{:+.0f}"),
     ("steps", "steps measured", "{:.0f}"), ("bad", "timeouts + errors", "{:.0f}"),
+    ("rate", "interactions / s played", "{:.1f}"), ("sim_cpu", "simulator CPU us / step", "{:.0f}"),
+    ("sim_share", "  simulator / bot CPU", "{:.2f}"),
 ]
 RATIO_KEYS = ("p50", "p95", "p99", "cpu_total", "cpu_loop", "cpu_threads", "cpu_workers", "gc_pause")
 
@@ -279,9 +319,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-targets", action="store_true", help="autoperf.yaml without its targets")
     ap.add_argument("--inprocess", action="store_true", help="the discord integration alone, in-process")
     ap.add_argument("--options", default="{}", help="--inprocess: discord integration options as JSON")
+    ap.add_argument("--minimal", action="store_true", help="a one-command bot that answers at once (not the ladder bot)")
     args = ap.parse_args(argv)
     with open(SCENARIO) as fh:
         base = yaml.safe_load(fh)
+    if args.minimal:
+        base = {"users": 60, "guilds": base["guilds"], "mix": [{"command": "ping"}]}
     base.update(rate=args.rate, duration_s=args.duration, warmup_s=1.0, grace_s=8)
     if args.inprocess:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -291,6 +334,11 @@ def main(argv=None) -> int:
     launcher = os.path.join(work, "launch_bot.py")
     with open(launcher, "w") as fh:
         fh.write(LAUNCHER)
+    bot = BOT
+    if args.minimal:
+        bot = os.path.join(work, "minimal_bot.py")
+        with open(bot, "w") as fh:
+            fh.write(MINIMAL_BOT)
     extra = [x for name in args.disable for x in ("--disable", name)]
     if args.no_targets:
         extra += ["--config", _no_targets_config(work)]
@@ -300,14 +348,16 @@ def main(argv=None) -> int:
             scenario = copy.deepcopy(base)
             scenario["seed"] = 1000 + i      # same arrivals for both modes of a round
             gc.collect()
-            res = run_once(mode, scenario, launcher, work, extra)
+            res = run_once(mode, scenario, launcher, work, extra, bot)
             results[mode].append(res)
             print(f"  round {i + 1} {mode:<8}: {res['steps']} steps, {res['bad']} timeouts/errors, "
-                  f"p95 {percentile(res['first_ms'], 95):.1f} ms, CPU {sum(res['cpu'].values()):.2f} s",
+                  f"p95 {percentile(res['first_ms'], 95):.1f} ms, CPU {sum(res['cpu'].values()):.2f} s, "
+                  f"simulator {res['sim_cpu']:.2f} s, {res['interactions_per_s']:.0f} interactions/s",
                   file=sys.stderr)
     what = " ".join(["autoperf.yaml", *(f"--disable {d}" for d in args.disable)]
                     + (["--no-targets"] if args.no_targets else []))
-    print_table(f"ladder bot, demo scenario at {args.rate:g} flows/s for {args.duration:g} s, "
+    print_table(f"{'minimal bot, /ping' if args.minimal else 'ladder bot, demo scenario'} at {args.rate:g} flows/s "
+                f"for {args.duration:g} s, "
                 f"{args.repeat} run(s) per mode ({what})", results)
     return 0
 
