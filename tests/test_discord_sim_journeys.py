@@ -345,3 +345,37 @@ def test_docs_journey_example_runs(python, tmp_path):
     expected = {"/queue": 2, "match found": 2, "button:Confirm": 2, "match on": 2, "message:!result": 1}
     for step, n in expected.items():
         assert re.search(rf"^{re.escape(step)}\s+{n}\s+{n}\s+0\s+0\s+0\s", table, re.M), (step, table)
+
+
+def test_scenario_validation_of_journey_keys():
+    """expect:, wait:, actors:, channel: dm and http: are validated with messages naming the key."""
+    from autoperf.discord_sim import ScenarioError, load_scenario
+
+    scn = load_scenario({"users": [{"name": "alice"}, "bob"], "http": [{"host": "a.example", "json": [1]}], "mix": [
+        {"name": "j", "channel": "dm", "actors": {
+            "alice": [{"command": "queue", "expect": {"content": "ok", "ephemeral": False}},
+                      {"wait": "any", "match": {"mentions": "bob"}}, {"button": "Go"}],
+            "bob": [{"wait": "dm"}]}}]})
+    alice, bob = scn.mix[0].actors
+    assert [s.kind for s in alice.steps] == ["command", "wait", "button"] and alice.steps[0].channel == "dm"
+    assert alice.steps[1].channel is None and alice.steps[1].expect.mentions == "bob" and bob.steps[0].name == "wait:dm"
+    assert scn.http[0].body == b"[1]" and scn.http[0].content_type == "application/json"
+    bad = [
+        ({"mix": [{"command": "a", "expect": {"colour": "red"}}]}, "colour"),
+        ({"mix": [{"command": "a", "expect": {"content_matches": "("}}]}, "invalid regular expression"),
+        ({"mix": [{"command": "a", "expect": {"status": "late"}}]}, "status"),
+        ({"mix": [{"steps": [{"command": "a"}, {"wait": "nowhere"}]}]}, "unknown place 'nowhere'"),
+        ({"mix": [{"steps": [{"command": "a"}, {"wait": "dm", "match": {"ephemeral": True}}]}]}, "ephemeral"),
+        ({"mix": [{"steps": [{"command": "a", "expect": {"mentions": "zed"}}]}]}, "'zed'"),
+        ({"mix": [{"wait": "dm"}]}, "previous step"),
+        ({"mix": [{"actors": {"a": [{"button": "Go"}]}}]}, "previous step"),
+        ({"users": 1, "mix": [{"actors": {"a": ["x"], "b": ["y"]}}]}, "2 actors but only 1 users"),
+        ({"mix": [{"steps": ["a"], "actors": {"a": ["x"]}}]}, "not both"),
+        ({"mix": ["a"], "http": [{"host": "h", "json": 1, "body": "x"}]}, "one of json, body, file"),
+        ({"mix": ["a"], "http": [{"path": "/x"}]}, "host"),
+        ({"mix": ["a"], "guilds": [{"name": "g", "channels": ["dm"]}]}, "reserved"),
+        ({"mix": [{"message": "!a", "expect_reply": False, "expect": {"content": "x"}}]}, "needs a reply"),
+    ]
+    for data, word in bad:
+        with pytest.raises(ScenarioError, match=re.escape(word)):
+            load_scenario(data)
