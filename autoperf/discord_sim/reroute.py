@@ -9,8 +9,10 @@ INTERACTION_CREATE discord.py was parsing when the sending task began (``CAUSE``
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import sys
+import weakref
 from contextvars import ContextVar
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -26,7 +28,9 @@ _sim: Optional[Tuple[str, int]] = None          # the loopback Discord's (host, 
 _patched: List[Tuple[Any, str, Any]] = []        # (owner, attribute, original)
 _passed: Dict[str, int] = {}                    # loopback host[:port] -> requests that passed through
 _loopback: Dict[str, bool] = {}
-_sink_transports: Dict[str, Any] = {}           # httpx transports without proxies, to the sim
+# httpx transports to the sim (no proxies): one for sync clients, one per event loop for async ones
+_sync_transport: List[Any] = [None]
+_async_transports: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 _hooked = {"httpx": False}
 
 
@@ -101,28 +105,28 @@ def _httpx_target(request: Any) -> Any:
                          headers=headers, stream=request.stream, extensions=request.extensions)
 
 
-def _sink_transport(kind: str) -> Any:
-    transport = _sink_transports.get(kind)
-    if transport is None:
-        import httpx
-
-        cls = httpx.AsyncHTTPTransport if kind == "async" else httpx.HTTPTransport
-        transport = _sink_transports[kind] = cls()
-    return transport
-
-
 def _httpx_send(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
     target = _httpx_target(args[0] if args else kwargs["request"])
     if target is None:
         return wrapped(*args, **kwargs)
-    return _sink_transport("sync").handle_request(target)
+    if _sync_transport[0] is None:
+        import httpx
+
+        _sync_transport[0] = httpx.HTTPTransport()
+    return _sync_transport[0].handle_request(target)
 
 
 def _httpx_send_async(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
     target = _httpx_target(args[0] if args else kwargs["request"])
     if target is None:
         return wrapped(*args, **kwargs)
-    return _sink_transport("async").handle_async_request(target)
+    loop = asyncio.get_running_loop()          # an async pool's connections belong to one loop
+    transport = _async_transports.get(loop)
+    if transport is None:
+        import httpx
+
+        transport = _async_transports[loop] = httpx.AsyncHTTPTransport()
+    return transport.handle_async_request(target)
 
 
 # ------------------------------------------------------------------ patching
@@ -176,10 +180,10 @@ def uninstall() -> None:
         owner, attr, original = _patched.pop()
         setattr(owner, attr, original)
     _hooked["httpx"] = False
-    sync = _sink_transports.pop("sync", None)
-    if sync is not None:
-        sync.close()
-    _sink_transports.clear()      # an async transport's connections close with its loop
+    if _sync_transport[0] is not None:
+        _sync_transport[0].close()
+        _sync_transport[0] = None
+    _async_transports.clear()     # an async transport's connections close with its loop
 
 
 # ------------------------------------------------------------------ causes
