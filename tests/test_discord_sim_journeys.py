@@ -16,6 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DPY20 = os.environ.get("AUTOPERF_DPY20_PYTHON", str(ROOT / ".venv-dpy20" / "bin" / "python"))
+# more interpreters with other discord.py versions, as in test_discord_sim.py
+EXTRA = [p for p in os.environ.get("AUTOPERF_DISCORD_PYTHONS", "").split(os.pathsep) if p]
 BOT = ROOT / "tests" / "discord_sim_bot.py"
 
 pytestmark = pytest.mark.timeout(180)
@@ -166,9 +168,10 @@ def _usable(python: str) -> bool:
     return probe.returncode == 0
 
 
-@pytest.fixture(scope="module", params=["venv", "venv-process", "dpy20"])
+@pytest.fixture(scope="module", params=["venv", "venv-process", "dpy20"] + [f"extra{i}" for i in range(len(EXTRA))])
 def played(request, tmp_path_factory):
-    python = DPY20 if request.param == "dpy20" else sys.executable
+    python = {"dpy20": DPY20}.get(request.param) or (EXTRA[int(request.param[5:])] if request.param.startswith("extra")
+                                                     else sys.executable)
     if not _usable(python):
         pytest.skip(f"no discord.py interpreter at {python}")
     tmp = tmp_path_factory.mktemp(request.param)

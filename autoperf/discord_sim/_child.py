@@ -1,4 +1,4 @@
-"""The simulation in its own process (see driver.start_in_process). Internal protocol on stdin/stdout:
+"""The simulation in its own process (see handles.start_in_process). Internal protocol on stdin/stdout:
 length-prefixed pickles. Parent -> child: config dict, then ("stop",) at any time (EOF = stop).
 Child -> parent: ("started", base_url) | ("start_failed", repr) , ("report", SimReport), ("done", None)."""
 from __future__ import annotations
