@@ -151,9 +151,10 @@ class TestLadderBot:
         assert values and all(0 < v < 1000 for v in values)
 
     def test_users_table_agrees_with_the_flows(self, run):
-        """Per slash command, the simulator's first-response p95 (sim_step records) is within 5 ms + 20 % of the
-        p95 of the bot-side flows' first_response_ms on the same run, and its timeouts are the flows that
-        missed the 3 s deadline."""
+        """Per slash command, the simulator's first-response p95 (sim_step records) is within 10 ms + 20 % of
+        the p95 of the bot-side flows' first_response_ms on the same run, and its timeouts are the flows that
+        missed the 3 s deadline. (The two clocks differ by the gateway frame's and the HTTP response's transit;
+        under --simulate the sim shares the bot's GIL, so each can wait a 5 ms switch interval.)"""
         _, records, _ = run
         sim = {r["step"]: r for r in records if r["type"] == "sim_step"}
         compared = 0
@@ -162,10 +163,10 @@ class TestLadderBot:
             flows = [f for f in _flows(records, name) if "first_response_ms" in f["metadata"]]
             in_time = [f["metadata"]["first_response_ms"] for f in flows if not f["metadata"].get("deadline_missed")]
             step = sim["/" + name]
-            assert step["timeouts"] == len(flows) - len(in_time), name
-            assert step["count"] - step["timeouts"] == len(in_time), name
+            assert step["timeouts"] == len(flows) - len(in_time), (name, step, len(flows), len(in_time))
+            assert step["count"] - step["timeouts"] == len(in_time), (name, step, len(in_time))
             bot_p95, sim_p95 = percentile(in_time, 95), step["first_ms"]["p95"]
-            assert abs(sim_p95 - bot_p95) <= 5 + 0.2 * bot_p95, (name, sim_p95, bot_p95)
+            assert abs(sim_p95 - bot_p95) <= 10 + 0.2 * bot_p95, (name, sim_p95, bot_p95, sorted(in_time))
             compared += 1
         assert compared == 9
 
