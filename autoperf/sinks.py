@@ -88,7 +88,19 @@ def _encode_one_by_one(records, errors):
 
 
 class JsonLinesFile:
-    """``{dir}/performance_{YYYY-MM-DD}.log``, appended (O_APPEND: whole lines from many processes)."""
+    """``{dir}/performance_{YYYY-MM-DD}.log``, appended (O_APPEND: whole lines from many processes).
+
+    A write that fails (a read-only or missing directory, a full disk, a path through a file) never
+    raises into the pipeline and never leaves half a record: a short write is cut back to its last
+    whole line (or, when another process appended meanwhile, the fragment is ended with a newline so
+    it stays a line of its own). Records that could not be written are counted; the failure is said
+    once on stderr and as a ``log_write_failed`` warning (other sinks still work), and once writing
+    works again a ``log_records_lost`` warning line says how many were lost since when. A file that
+    was deleted or rotated away (another inode at the path) is reopened: checked at most once per
+    ``CHECK_INTERVAL_S``, not per record.
+    """
+
+    CHECK_INTERVAL_S = 1.0
 
     def __init__(self, directory, prefix="performance_", min_level="TRACE"):
         self.directory = os.path.abspath(os.fspath(directory))
@@ -97,55 +109,153 @@ class JsonLinesFile:
         self.min_level = LEVELS.get(min_level, 0)
         self._fd = None
         self._day = None
+        self._identity = None       # (st_dev, st_ino) of the open file
+        self._next_check = 0.0
+        self._torn = False          # a fragment we could not cut back: start with a newline
+        self.lost = 0               # records not written since the failure began
+        self._lost_since = None
+        self._failure = None        # text of the current failure (None: writing works)
         self.path = None
 
     def _day_now(self):
         return time.strftime("%Y-%m-%d", time.gmtime())
 
     def _open(self, day):
+        self._close_fd()
+        path = os.path.join(self.directory, f"{self.prefix}{day}.log")
         os.makedirs(self.directory, exist_ok=True)
-        if self._fd is not None:
-            os.close(self._fd)
-        self.path = os.path.join(self.directory, f"{self.prefix}{day}.log")
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        stat = os.fstat(self._fd)
+        self._identity = (stat.st_dev, stat.st_ino)
+        self.path = path
         self._day = day
+        self._next_check = time.monotonic() + self.CHECK_INTERVAL_S
+
+    def _close_fd(self):
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+            self._day = None
+
+    def _still_there(self):
+        """False when the path no longer names the file we hold open (deleted, rotated)."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return True
+        self._next_check = now + self.CHECK_INTERVAL_S
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return False
+        return (stat.st_dev, stat.st_ino) == self._identity
 
     def current_path(self):
         return os.path.join(self.directory, f"{self.prefix}{self._day_now()}.log")
 
     def write(self, records):
-        day = self._day_now()
-        if day != self._day or self._fd is None:
-            self._open(day)
         min_level = self.min_level
         if min_level:
             records = [r for r in records if LEVELS.get(r.get("level"), 20) >= min_level]
-        fd = self._fd
+        if not records:
+            return
         errors = []
-        for i in range(0, len(records), _CHUNK):
-            data = encode_lines(records[i:i + _CHUNK], errors)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+        done = 0
+        try:
+            day = self._day_now()
+            if day != self._day or self._fd is None or not self._still_there():
+                self._open(day)
+            if self._failure is not None or self._torn:
+                self._recovered()
+            for done in range(0, len(records), _CHUNK):
+                self._write_whole(encode_lines(records[done:done + _CHUNK], errors))
+            done = len(records)
+        except OSError as exc:
+            self._failed(exc, len(records) - done - getattr(exc, "autoperf_lines_kept", 0))
         if errors:
             raise errors[0]  # the pipeline reports it; the encodable records are written
+
+    def _write_whole(self, data):
+        """Write ``data`` (whole lines); on a failure leave no partial line behind. The OSError
+        raised says how many whole lines did go out (``autoperf_lines_kept``)."""
+        fd = self._fd
+        view = memoryview(data)
+        done = 0
+        while done < len(data):
+            try:
+                done += os.write(fd, view[done:])
+            except OSError as exc:
+                if done:
+                    self._cut_back(fd, data, done)
+                exc.autoperf_lines_kept = data.count(b"\n", 0, done)
+                raise
+
+    def _cut_back(self, fd, data, done):
+        """``done`` bytes of ``data`` went out and the rest failed: remove the partial last line."""
+        fragment = done - (data.rfind(b"\n", 0, done) + 1)
+        if not fragment:
+            return
+        try:
+            end = os.lseek(fd, 0, os.SEEK_CUR)     # O_APPEND: just after what we wrote
+            if os.fstat(fd).st_size == end:        # nobody appended after us
+                os.ftruncate(fd, end - fragment)
+                return
+        except OSError:
+            pass
+        self._torn = True
+
+    def _failed(self, exc, lost):
+        if lost > 0:
+            if self._lost_since is None:
+                self._lost_since = time.time_ns()
+            self.lost += lost
+        self._close_fd()  # reopened (and the directory made again) on the next write
+        if self._failure is not None:
+            return
+        self._failure = f"{type(exc).__name__}: {exc.strerror or exc}"
+        where = self.path or self.directory
+        message = (f"cannot write the log file {where}: {self._failure}; records are counted "
+                   f"and lost until it can be written again")
+        try:
+            os.write(2, f"autoperf: {message}\n".encode("utf-8", "replace"))
+        except OSError:
+            pass
+        from autoperf import diagnostics  # the other sinks (console, store) still take records
+        diagnostics.warn_once("log_write_failed", message, key=(where, self._failure), path=where,
+                              error=self._failure)
+
+    def _recovered(self):
+        """Writing works again: end a torn fragment, then say what was lost."""
+        head = b"\n" if self._torn else b""
+        if self.lost:
+            from autoperf import records as model
+            head += dumps(model.fill_record({
+                "type": "warning", "level": "WARNING", "code": "log_records_lost", "count": self.lost,
+                "since": model.iso_from_wall_ns(self._lost_since), "error": self._failure,
+                "message": f"{self.lost} records could not be written to this file ({self._failure})"},
+                _settings()))
+        if head:
+            self._write_whole(head)
+        self.lost, self._lost_since, self._failure, self._torn = 0, None, None, False
 
     def flush(self):
         pass  # os.write goes straight to the kernel
 
     def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-            self._day = None
+        self._close_fd()
 
     def after_fork(self):
-        # Keep appending to the same file, through a descriptor of our own.
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-            self._day = None
+        # Keep appending to the same file, through a descriptor of our own; the parent's losses
+        # are the parent's to report.
+        self._close_fd()
+        self.lost, self._lost_since, self._failure, self._torn = 0, None, None, False
+
+
+def _settings():
+    from autoperf import pipeline
+    return pipeline.settings()
 
 
 _COLOURS = {"TRACE": "\x1b[2m", "DEBUG": "\x1b[36m", "INFO": "\x1b[32m", "WARNING": "\x1b[33m",
