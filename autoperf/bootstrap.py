@@ -177,7 +177,8 @@ def install(cfg=None, *, log_dir=None, console=None, disable=(), child=False):
         data = cfg.data
         disabled = set(disable) | {d for d in os.environ.get(ENV_DISABLE, "").split(",") if d}
         ensure_pipeline(log_dir=log_dir, console=console, data=data)
-
+        from autoperf import redact
+        redact.configure(data.get("redact"))
 
         from autoperf import integrations
         for name in integrations.REGISTRY:

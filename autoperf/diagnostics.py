@@ -39,7 +39,8 @@ def warn_once(code: str, message: str, key=None, **fields) -> bool:
 
 def internal_error(where: str, exc: BaseException) -> None:
     """An error inside autoperf: count it, report it once per place and type."""
-    warn_once("internal_error", f"autoperf error in {where}: {type(exc).__name__}: {exc}",
+    from autoperf.redact import mask  # an exception's text may quote a DSN or a URL with a password
+    warn_once("internal_error", f"autoperf error in {where}: {type(exc).__name__}: {mask(str(exc))}",
               key=(where, type(exc).__name__), where=where, exception=type(exc).__name__)
 
 

@@ -240,10 +240,10 @@ def test_env_interpolation_defaults_and_types(tmp_path, monkeypatch):
 
 
 def test_env_value_of_wrong_type_is_error(tmp_path, monkeypatch):
-    """An expanded value is checked like a literal one."""
+    """An expanded value is checked like a literal one; the message names the variable, never its value."""
     monkeypatch.setenv("AP_BUF", "lots")
     assert one_error(tmp_path, "log: {buffer_records: '${AP_BUF}'}\n").endswith(
-        ":1:23: log.buffer_records: expected an integer, got 'lots'")
+        ":1:23: log.buffer_records: expected an integer, got '${AP_BUF}' (the environment's value is not shown)")
 
 
 def test_defaults_filled(tmp_path):

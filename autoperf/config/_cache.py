@@ -2,9 +2,11 @@
 
 Importing PyYAML and the section schemas costs ~50 ms — most of ``autoperf run``'s start-up budget —
 and every spawned worker would pay it again. A validated config is stored with ``marshal`` under
-a key made of: the file's bytes, the values of the environment variables it interpolates, the
-Python version, and the modification times of the code that defines the schema. Any change to
-one of those is a miss; an unwritable cache directory just means no cache.
+a key made of: the file's bytes, the Python version, and the modification times of the code that
+defines the schema. Any change to one of those is a miss; an unwritable cache directory just means
+no cache. A config that reads the environment (``${NAME}``) is never cached: its expanded values
+may be secrets (a DSN's password), and neither they nor a hash of them belong on disk. Files are
+private to the user (0600, in a 0700 directory).
 """
 try:  # the C blake2 module alone; `hashlib` also loads OpenSSL (~4 ms of start-up)
     from _blake2 import blake2b
@@ -15,7 +17,7 @@ import os
 import re
 import sys
 
-_ENV_REF = re.compile(rb"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+_ENV_REF = re.compile(rb"(?<!\$)\$\{")
 _VERSION = 1
 
 
@@ -50,9 +52,6 @@ def _code_stamp():
 def key(text: bytes) -> str:
     digest = blake2b(digest_size=16)
     digest.update(text)
-    for name in sorted(set(_ENV_REF.findall(text))):
-        value = os.environ.get(name.decode())
-        digest.update(b"\0" + name + b"=" + (b"\1" + value.encode() if value is not None else b"\2"))
     from autoperf.integrations import REGISTRY
 
     digest.update(f"\0{_VERSION}\0{sys.version}\0{_code_stamp()}\0{sorted(REGISTRY.items())}".encode())
@@ -61,6 +60,11 @@ def key(text: bytes) -> str:
 
 def enabled():
     return os.environ.get("AUTOPERF_CONFIG_CACHE", "1") not in ("0", "false", "no", "off")
+
+
+def cacheable(text: bytes) -> bool:
+    """False for a config that reads the environment (``$${`` is a literal, not a reference)."""
+    return _ENV_REF.search(text) is None
 
 
 def read(cache_key):
@@ -84,9 +88,9 @@ def write(cache_key, config, lines):
     except ValueError:  # a value marshal cannot store: no cache for this config
         return
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         temporary = f"{target}.{os.getpid()}.tmp"
-        with open(temporary, "wb") as handle:
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
             handle.write(payload)
         os.replace(temporary, target)  # atomic: a concurrent reader sees all or nothing
     except OSError:

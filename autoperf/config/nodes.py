@@ -6,9 +6,12 @@ import os
 import re
 
 BAD = object()  # a value that failed to convert (the error is already reported)
-_ENV = re.compile(r"\$\$\{|\$\{([^}]*)\}")
-_ENV_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.S)
+#: ``${NAME}`` or ``${NAME:-default}``; a default is literal text without ``}`` or ``${``.
+_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>(?:[^}$]|\$(?!\{))*))?\}")
 _T = "tag:yaml.org,2002:"
+#: Messages are cut to this many characters; at most MAX_ERRORS problems are listed.
+MAX_MESSAGE = 300
+MAX_ERRORS = 50
 
 
 class Errors:
@@ -20,10 +23,22 @@ class Errors:
     def add(self, node, path, message):
         mark = getattr(node, "start_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        self._items.append((line, col, len(self._items), f"{self.file}:{line}:{col}: {path or '<root>'}: {message}"))
+        self.add_at(line, col, path, message)
+
+    def add_at(self, line, col, path, message):
+        text = f"{path or '<root>'}: {message}".replace("\n", " ").replace("\r", " ")
+        if len(text) > MAX_MESSAGE:
+            text = text[:MAX_MESSAGE - 1] + "…"
+        self._items.append((line, col, len(self._items), f"{self.file}:{line}:{col}: {text}"))
 
     def messages(self):
-        return [item[3] for item in sorted(self._items)]
+        """One line per problem, by position; past ``MAX_ERRORS`` a last line counts the rest."""
+        items = sorted(self._items)
+        out = [item[3] for item in items[:MAX_ERRORS]]
+        if len(items) > MAX_ERRORS:
+            line, col = items[MAX_ERRORS][:2]
+            out.append(f"{self.file}:{line}:{col}: <root>: {len(items) - MAX_ERRORS} more problems not shown")
+        return out
 
     def __len__(self):
         return len(self._items)
@@ -33,32 +48,59 @@ def join(path, key):
     return f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
 
 
-def show(value):
-    """How a value is named in messages: 'flo', 1.5, true, null."""
+def show(value, node=None):
+    """How a value is named in messages: 'flo', 1.5, true, null. A value that came from the
+    environment is named by its reference (``'${D}'``), never shown: it may be a secret."""
+    if node is not None and from_environment(node):
+        return f"{_cut(repr(node.value))} (the environment's value is not shown)"
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
-    return repr(value)
+    return _cut(repr(value))
+
+
+def _cut(text, limit=80):
+    return text if len(text) <= limit else text[:limit - 4] + "…" + text[-3:]
+
+
+def from_environment(node):
+    return getattr(node, "id", None) == "scalar" and "${" in node.value
 
 
 def expand(node, path, errors):
-    def repl(m):
-        if m.group(0) == "$${":
-            return "${"
-        ref = _ENV_NAME.fullmatch(m.group(1))
-        if ref is None:
-            errors.add(node, path, f"malformed environment reference {m.group(0)!r}")
-            return ""
-        value = os.environ.get(ref.group(1))
-        if value is None or (value == "" and ref.group(2) is not None):
-            if ref.group(2) is None:
-                errors.add(node, path, f"environment variable {ref.group(1)} is not set (write ${{{ref.group(1)}:-default}} for a default)")
-                return ""
-            value = ref.group(2)
-        return value
-
-    before = len(errors)
-    text = _ENV.sub(repl, node.value)
-    return BAD if len(errors) > before else text
+    """``node.value`` with ``${NAME}`` / ``${NAME:-default}`` replaced and ``$${`` made ``${``;
+    anything else that starts with ``${`` is an error (nested references, other shell forms)."""
+    text, out, pos, before = node.value, [], 0, len(errors)
+    while True:
+        at = text.find("$", pos)
+        if at < 0:
+            out.append(text[pos:])
+            break
+        out.append(text[pos:at])
+        if text.startswith("$${", at):
+            out.append("${")
+            pos = at + 3
+            continue
+        if not text.startswith("${", at):
+            out.append("$")
+            pos = at + 1
+            continue
+        m = _REF.match(text, at)
+        if m is None:
+            end = text.find("}", at)
+            shown = _cut(repr(text[at:] if end < 0 else text[at:end + 1]), 60)
+            errors.add(node, path, f"malformed environment reference {shown}: write ${{NAME}} or "
+                                   f"${{NAME:-default}} (a default cannot hold '${{' or '}}'; $${{ is a literal ${{)"
+                       if end >= 0 else f"unterminated environment reference {shown}: missing '}}'")
+            break
+        name, default = m.group("name"), m.group("default")
+        value = os.environ.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                errors.add(node, path, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+            value = default or ""
+        out.append(value)
+        pos = m.end()
+    return BAD if len(errors) > before else "".join(out)
 
 
 _yaml = None  # (SafeConstructor(), Resolver(), ScalarNode, ConstructorError), made on first use
@@ -88,8 +130,8 @@ def scalar(node, path, errors):
         return BAD
     try:
         return getattr(constructor, "construct_yaml_" + kind)(ScalarNode(tag, text, node.start_mark))
-    except (ConstructorError, ValueError) as e:
-        errors.add(node, path, f"cannot read {text!r}: {e}")
+    except (ConstructorError, ValueError, OverflowError) as e:
+        errors.add(node, path, f"cannot read {show(text, node)}: {type(e).__name__}")
         return BAD
 
 
@@ -98,8 +140,10 @@ def describe_node(node):
         return "a mapping"
     if node.id == "sequence":
         return "a list"
+    if from_environment(node):
+        return show(None, node)
     value = scalar(node, "", Errors())
-    return repr(node.value) if value is BAD else show(value)
+    return _cut(repr(node.value)) if value is BAD else show(value)
 
 
 def mapping_items(node, path, errors):

@@ -9,10 +9,10 @@ only imported when there is a node to convert.
 """
 import re
 
-from .nodes import BAD, Errors, describe_node, expand, is_null, join, mapping_items, scalar, show
+from .nodes import BAD, Errors, describe_node, expand, from_environment, is_null, join, mapping_items, scalar, show
 
 MISSING = type("Missing", (), {"__repr__": lambda self: "MISSING", "__bool__": lambda self: False})()
-_ENV_REF = {"type": "string", "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"}
+_ENV_REF = {"type": "string", "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-([^}$]|\$(?!\{))*)?\}"}
 
 
 class Schema:
@@ -28,7 +28,7 @@ class Schema:
         return None if value is BAD else self.check(value, node, path, errors)
 
     def wrong(self, value, node, path, errors):
-        errors.add(node, path, f"expected {self.describe()}, got {show(value)}")
+        errors.add(node, path, f"expected {self.describe()}, got {show(value, node)}")
 
     def empty(self):
         return None
@@ -73,10 +73,12 @@ class Str(Schema):
             errors.add(node, path, f"expected a string, got {show(value)}" + (" (quote it)" if value is not None else ""))
             return None
         if self._re is not None and not self._re.fullmatch(value):
-            errors.add(node, path, f"{value!r} does not match {self.pattern}")
+            errors.add(node, path, f"{show(value, node)} does not match {self.pattern}")
         elif self.check_fn is not None:
             problem = self.check_fn(value)
             if problem:
+                if from_environment(node):  # the problem quotes the value: name the reference instead
+                    problem = problem.replace(repr(value), show(value, node))
                 errors.add(node, path, problem)
         return value
 
@@ -91,7 +93,10 @@ class Str(Schema):
 
 
 class _Number(Schema):
+    """Every number is bounded: ``max`` (default ``LIMIT``) and ``min`` (default ``-LIMIT``)."""
+
     types, name, json_type = (int,), "an integer", "integer"
+    LIMIT = 2**31 - 1
 
     def __init__(self, min=None, max=None, min_exclusive=False):
         self.min, self.max, self.min_exclusive = min, max, min_exclusive
@@ -100,22 +105,27 @@ class _Number(Schema):
         if isinstance(value, bool) or not isinstance(value, self.types) or value != value:
             self.wrong(value, node, path, errors)
             return None
-        value = self.types[0](value)
-        if self.min is not None and (value <= self.min if self.min_exclusive else value < self.min):
-            errors.add(node, path, f"must be {'>' if self.min_exclusive else '>='} {self.min}, got {show(value)}")
-        elif self.max is not None and value > self.max:
-            errors.add(node, path, f"must be <= {self.max}, got {show(value)}")
-        return value
+        low = -self.LIMIT if self.min is None else self.min
+        high = self.LIMIT if self.max is None else self.max
+        try:
+            value = self.types[0](value)
+        except OverflowError:  # an integer too big for a float: out of range below
+            pass
+        if low < value if self.min_exclusive else low <= value:
+            if value <= high:
+                return value
+            errors.add(node, path, f"must be <= {high}, got {show(value, node)}")
+        else:
+            errors.add(node, path, f"must be {'>' if self.min_exclusive else '>='} {low}, got {show(value, node)}")
+        return None
 
     def describe(self):
         return self.name
 
     def json_schema(self):
         out = {"type": self.json_type}
-        if self.min is not None:
-            out["exclusiveMinimum" if self.min_exclusive else "minimum"] = self.min
-        if self.max is not None:
-            out["maximum"] = self.max
+        out["exclusiveMinimum" if self.min_exclusive else "minimum"] = -self.LIMIT if self.min is None else self.min
+        out["maximum"] = self.LIMIT if self.max is None else self.max
         return {"anyOf": [out, _ENV_REF]}
 
 
@@ -127,6 +137,7 @@ class Float(_Number):
     """A number (ints accepted, returned as float); ``min_exclusive=True`` makes ``min`` strict."""
 
     types, name, json_type = (float, int), "a number", "number"
+    LIMIT = 1e9
 
 
 class Bool(Schema):
@@ -154,7 +165,7 @@ class Enum(Schema):
         for v in self.values:
             if type(v) is type(value) and v == value:
                 return value
-        errors.add(node, path, f"expected {self.describe()}, got {show(value)}")
+        errors.add(node, path, f"expected {self.describe()}, got {show(value, node)}")
         return None
 
     def describe(self):

@@ -46,6 +46,12 @@ def parse_target(text):
     return module, qualname
 
 
+def _path_template_problem(text):
+    from autoperf.redact import path_template_problem
+
+    return path_template_problem(text)
+
+
 def _target_problem(text):
     try:
         parse_target(text)
@@ -193,6 +199,11 @@ def root_schema():
             "lag_interval_ms": Field(Float(min=0, min_exclusive=True), default=100, doc="How often event-loop lag is probed."),
             "blocking_threshold_ms": Field(Float(min=0, min_exclusive=True), default=100, doc="Loop held longer than this -> `loop_blocked` record."),
         }), doc="Event-loop monitoring."),
+        "redact": Field(Obj({
+            "http_paths": Field(List(Str(check=_path_template_problem)), default=[],
+                                doc="Path templates whose `{name}` segments are replaced in `http` spans, e.g. "
+                                    "`api.example.com/v1/keys/{key}` or `/internal/{secret}` (any host)."),
+        }), doc="Secrets to keep out of records beyond the built-in rules."),
         "targets": Field(List(target_schema()), default=[], doc="Functions and methods to instrument."),
         "integrations": _integrations(),
         "slo": _section("slo"),

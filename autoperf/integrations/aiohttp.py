@@ -1,8 +1,9 @@
 """aiohttp client: one ``http`` span per request (``ClientSession._request``, behind get/post/...).
 
 Attributes: ``method``, ``host`` (``name`` or ``name:port`` when not the scheme's default),
-``path`` (no query string, no fragment; segments that look like ids or secrets templated:
-``/api/webhooks/{id}/{token}``), ``status``, ``bytes`` (the response's Content-Length when given).
+``path`` (no query string, no fragment; segments that look like ids or secrets, and the secret
+parts of known webhook and bot-token URLs, templated: ``/api/webhooks/{id}/{token}``; see
+``autoperf.redact``), ``status``, ``bytes`` (the response's Content-Length when given).
 Never headers, cookies, query strings, userinfo or bodies. Span name: ``"{METHOD} {path template}"``
 (``GET /orders/{id}``, as OpenTelemetry names client spans), so each endpoint is its own row.
 
@@ -19,12 +20,12 @@ The same rule and helpers serve the httpx integration.
 from __future__ import annotations
 
 import contextlib
-import re
 from contextvars import ContextVar
 
 from autoperf import diagnostics, spans
 from autoperf.config.schema import Obj
 from autoperf.integrations import base
+from autoperf.redact import http_path as template_path
 
 NAME = "aiohttp"
 MODULE = "aiohttp"
@@ -39,40 +40,6 @@ _set_current = spans._set_current
 _suppressed: ContextVar = ContextVar("autoperf_http_suppressed", default=False)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
-_HEX = re.compile(r"[0-9a-fA-F]{16,}")
-_MAX_PATH = 200
-
-
-def template_segment(segment: str) -> str:
-    """``123`` -> ``{id}``; UUIDs, long hex, long mixed letters+digits, ``@``/``=`` -> a placeholder."""
-    if not segment:
-        return segment
-    if segment.isdigit():
-        return "{id}"
-    if _UUID.fullmatch(segment):
-        return "{uuid}"
-    if "@" in segment or "=" in segment or "%" in segment:
-        return "{value}"
-    if _HEX.fullmatch(segment):
-        return "{hex}"
-    if len(segment) >= 16 and any(c.isdigit() for c in segment) and any(c.isalpha() for c in segment):
-        return "{token}"
-    if len(segment) >= 32:
-        return "{token}"
-    return segment
-
-
-def template_path(path: str) -> str:
-    """The path without query/fragment, ids and secret-looking segments replaced, at most 200 chars."""
-    if not path:
-        return "/"
-    for sep in ("?", "#", ";"):
-        cut = path.find(sep)
-        if cut >= 0:
-            path = path[:cut]
-    out = "/".join(template_segment(seg) for seg in path.split("/"))
-    return out if len(out) <= _MAX_PATH else out[:_MAX_PATH - 3] + "..."
 
 
 def host_of(host, port, scheme) -> str:
@@ -104,7 +71,7 @@ def start_http_span(method, url_host, url_port, scheme, path):
     """Start (and make current) an ``http`` span with the request's safe attributes."""
     method = str(method).upper()
     host = host_of(url_host, url_port, scheme)
-    path = template_path(path)
+    path = template_path(path, url_host)
     return spans.start(f"{method} {path}", "http", {"method": method, "host": host, "path": path})
 
 

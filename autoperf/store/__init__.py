@@ -43,8 +43,11 @@ def settings(section: dict | None) -> dict:
 
 
 def resolve_dsn(dsn: str | None = None) -> str:
-    """An explicit DSN, else ``AUTOPERF_PG_DSN`` from the environment, else ''."""
-    return (dsn or os.environ.get("AUTOPERF_PG_DSN") or "").strip()
+    """An explicit DSN, else ``AUTOPERF_PG_DSN`` from the environment, else ''; a libpq
+    ``key=value`` DSN becomes the ``postgresql://`` URL asyncpg reads."""
+    from autoperf.redact import url_dsn
+
+    return url_dsn((dsn or os.environ.get("AUTOPERF_PG_DSN") or "").strip())
 
 
 def start_from_config(config_data: dict, log_dir, register: bool = True) -> "object | None":

@@ -84,15 +84,9 @@ def _run(args, work) -> int:
     try:
         return asyncio.run(main())
     except Exception as exc:  # noqa: BLE001
-        msg = str(exc).replace(dsn, "<dsn>")
-        try:
-            from urllib.parse import unquote, urlsplit
+        from autoperf.redact import mask
 
-            pw = urlsplit(dsn).password
-            if pw:
-                msg = msg.replace(pw, "***").replace(unquote(pw), "***")
-        except ValueError:
-            pass
+        msg = mask(str(exc), dsn)
         print(f"autoperf db: {where}: {type(exc).__name__}: {msg[:300]}", file=sys.stderr)
         return 1
 

@@ -10,7 +10,6 @@ import hashlib
 import re
 import sys
 from importlib import resources
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
@@ -51,17 +50,7 @@ def report_warning(code: str, message: str, **fields) -> None:
             pass
 
 
-def describe_dsn(dsn: str) -> str:
-    """``host:port/db`` of a DSN — safe to print (no user, password or parameters)."""
-    try:
-        u = urlsplit(dsn)
-        q = parse_qs(u.query)
-        host = (q.get("host") or [None])[-1] or (u.hostname or "localhost")
-        port = (q.get("port") or [None])[-1] or u.port or 5432
-        db = unquote(u.path.lstrip("/")) or (q.get("dbname") or [""])[-1] or "?"
-        return f"{host}:{port}/{db}"
-    except Exception:  # noqa: BLE001
-        return "<unparsable DSN>"
+from autoperf.redact import describe_dsn  # noqa: E402,F401 - ``host:port/db``, safe to print
 
 
 # ---------------------------------------------------------------- migrations

@@ -18,6 +18,7 @@ import time
 
 from autoperf import threads
 from autoperf.store import db
+from autoperf.redact import url_dsn
 from autoperf.store.spill import Spilling
 
 def _is_transient(exc: BaseException, conn) -> bool:
@@ -46,7 +47,7 @@ class PostgresSink(Spilling):
                  max_buffer_records: int = 200000, rollup: bool = True, connect_timeout_s: float = 5.0,
                  retry_max_s: float = 10.0, max_spill_mb: float = 1024, command_timeout_s: float = 60.0,
                  connections: int = 2, start: bool = True):
-        self._dsn = dsn
+        self._dsn = url_dsn(dsn)                # a libpq key=value DSN too
         self.where = db.describe_dsn(dsn)       # host:port/db — the only form ever shown
         self.log_dir = os.fspath(log_dir)
         self.batch_records = max(1, int(batch_records))
@@ -216,16 +217,9 @@ class PostgresSink(Spilling):
 
     def _safe(self, text: str) -> str:
         """``text`` without the DSN or its password (exception texts can quote them)."""
-        text = text.replace(self._dsn, self.where)
-        try:
-            from urllib.parse import unquote, urlsplit
+        from autoperf.redact import mask
 
-            pw = urlsplit(self._dsn).password
-            if pw:
-                text = text.replace(pw, "***").replace(unquote(pw), "***")
-        except ValueError:
-            pass
-        return text
+        return mask(text, self._dsn)
 
     def _pending_n(self) -> int:
         return len(self._pending[1]) if self._pending is not None else 0
