@@ -140,14 +140,16 @@ def _statement_hook(spec, params):
     known = spec.system or DRIVER_SYSTEMS.get(spec.module.partition(".")[0])
 
     def on_call(span, args, kwargs):
+        system = known or (_system_of(args[0]) if args else None)
         text = get(args, kwargs)
         if isinstance(text, (str, bytes)):
-            attrs = sql.describe(text if isinstance(text, str) else text.decode("utf-8", "replace"))
+            # the dialect of a known system; else whatever any dialect could read as a literal goes
+            attrs = sql.describe(text if isinstance(text, str) else text.decode("utf-8", "replace"),
+                                 dialect=system if system in sql.DIALECTS else None)
             if span.attrs is None:
                 span.attrs = dict(attrs)
             else:
                 span.attrs.update(attrs)
-        system = known or (_system_of(args[0]) if args else None)
         if system is not None:
             span.set("system", system)
     return on_call

@@ -14,6 +14,15 @@
   ``WITH ...`` the verb of the main statement after the CTEs (``WITH x AS (...) DELETE ...`` ->
   ``DELETE``), ``WITH`` when none is found.
 
+Dialects (``dialect=``): ``postgresql`` (the default, asyncpg's): ``"x"`` is an identifier, a
+backslash ends nothing in a standard string, ``#`` is an operator. ``mysql``: ``"x"`` is a string,
+backslashes escape quotes, ``#`` starts a comment. ``sqlite``: ``"x"`` may be a string (SQLite
+falls back to one), ``#`` removed. ``None`` (unknown: a ``kind: db`` target of an adapter we cannot
+tell) removes whatever any of them could read as a literal: ``"x"`` and ``#…`` are dropped, and
+from a string holding a backslash (its end differs between dialects) the rest is one ``?``.
+A ``kind: db`` target uses its system's dialect (``capture_binding``: the target's ``system``, its
+driver module, or its connection's type).
+
 Results are cached by the raw text in a bounded dict (queries repeat), so a repeated call costs a
 dict lookup and a small copy. Identifier case is kept (``select`` and ``SELECT`` differ).
 """
@@ -25,7 +34,7 @@ except ImportError:  # pragma: no cover
     from hashlib import blake2b
 import re
 
-__all__ = ["describe", "set_max_length", "max_length", "clear_cache", "DEFAULT_MAX_LENGTH"]
+__all__ = ["describe", "set_max_length", "max_length", "clear_cache", "DIALECTS", "DEFAULT_MAX_LENGTH"]
 
 DEFAULT_MAX_LENGTH = 200
 #: Distinct raw statements remembered; the oldest entry goes first when full.
@@ -36,6 +45,9 @@ MAX_CACHED_TEXT = 16384
 
 _max_length = DEFAULT_MAX_LENGTH
 _cache: dict = {}   # raw text -> (full normalised, fingerprint, operation, result at _max_length)
+_dialect_caches: dict = {}   # dialect -> a cache like _cache (postgresql uses _cache itself)
+DIALECTS = ("postgresql", "mysql", "sqlite", None)
+
 
 class _LazyPattern:
     """A regex compiled on first use: these take ~20 ms to compile, and most processes that
@@ -87,7 +99,7 @@ def set_max_length(length: int) -> None:
         raise ValueError("statement max length must be >= 8")
     if length != _max_length:
         _max_length = length
-        _cache.clear()
+        clear_cache()
 
 
 def max_length() -> int:
@@ -96,17 +108,19 @@ def max_length() -> int:
 
 def clear_cache() -> None:
     _cache.clear()
+    _dialect_caches.clear()
 
 
-def describe(sql: str, max_length: int | None = None) -> dict:
+def describe(sql: str, max_length: int | None = None, dialect: str | None = "postgresql") -> dict:
     """``{"statement", "fingerprint", "operation"}`` for ``sql`` (see the module docstring).
 
     ``max_length`` defaults to the value of ``set_max_length`` (200). Never returns a value
     that was in the SQL text; the caller gets its own dict.
     """
-    entry = _cache.get(sql)
+    cache = _cache if dialect == "postgresql" else _dialect_caches.setdefault(dialect, {})
+    entry = cache.get(sql)
     if entry is None:
-        entry = _entry(sql)
+        entry = _entry(sql, dialect, cache)
     if max_length is None or max_length == _max_length:
         return dict(entry[3])
     return _result(entry[0], entry[1], entry[2], max_length)
@@ -120,23 +134,23 @@ def describe_shared(sql: str) -> dict:
     return entry[3]
 
 
-def _entry(sql):
+def _entry(sql, dialect="postgresql", cache=_cache):
     if isinstance(sql, bytes):
         text = sql.decode("utf-8", "replace")
     elif isinstance(sql, str):
         text = sql
     else:
         text = ""  # not SQL text: say nothing rather than str() an object that may hold values
-    full, operation = normalise(text)
+    full, operation = normalise(text, dialect)
     fingerprint = blake2b(full.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
     entry = (full, fingerprint, operation, _result(full, fingerprint, operation, _max_length))
     if isinstance(sql, str) and len(sql) <= MAX_CACHED_TEXT:
-        if len(_cache) >= CACHE_SIZE:
+        if len(cache) >= CACHE_SIZE:
             try:
-                _cache.pop(next(iter(_cache)), None)
+                cache.pop(next(iter(cache)), None)
             except (StopIteration, RuntimeError):  # emptied or changed by another thread
                 pass
-        _cache[sql] = entry
+        cache[sql] = entry
     return entry
 
 
@@ -173,8 +187,13 @@ def _split_op(op):
     return [op]
 
 
-def normalise(text: str) -> tuple:
+_MYSQL_STR = _LazyPattern(r"""(?:[bBxXnN]|_\w+)?(?:'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")""", re.S)
+
+
+def normalise(text: str, dialect: str | None = "postgresql") -> tuple:
     """``(normalised statement, operation)`` for ``text`` (no caching, no truncation)."""
+    postgres = dialect == "postgresql"
+    mysql = dialect == "mysql"
     out: list = []
     append = out.append
     space = False            # whitespace or a comment was seen since the last token
@@ -187,6 +206,29 @@ def normalise(text: str) -> tuple:
         m = match(text, pos)
         kind = m.lastgroup
         end = m.end()
+        if not postgres:
+            if kind == "op" and "#" in m.group(0):       # a "#" comment (MySQL; SQLite has no "#")
+                end = text.find("\n", pos + m.group(0).index("#"))
+                head = m.group(0)[:m.group(0).index("#")]
+                if head:
+                    if space and out and out[-1] not in ("(", "["):
+                        append(" ")
+                    append(head)
+                pos = n if end < 0 else end
+                space = True
+                continue
+            if mysql and kind in ("str", "ustr", "qid"):   # backslash escapes, "x" is a string
+                literal = _MYSQL_STR.match(text, pos)
+                end = n if literal is None else literal.end()
+                kind = "str"
+            elif kind == "qid":                        # "x" may be a string literal here
+                kind = "str"
+            elif kind == "str" and "\\" in m.group(0) and m.group(0)[:1] not in "eE":
+                # where the string ends depends on the dialect: nothing after its start is kept
+                if out and out[-1] not in ("(", "[", " ") and space:
+                    append(" ")
+                append("?")
+                break
         if kind == "ws" or kind == "lc":
             space = True
             pos = end

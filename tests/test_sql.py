@@ -204,3 +204,48 @@ def test_sqlite_adapter_db_target_records_statement_never_params(adapter_module)
     dumped = json.dumps(records)
     for secret in ("sekrit", "9876543", "8765431", "inline"):
         assert secret not in dumped
+
+
+# -- dialects (issue 19, item 8) -------------------------------------------------------------
+LEAKS = ['SELECT * FROM t WHERE a = "DQSECRET"',                 # SQLite / MySQL: a string
+         "SELECT * FROM t WHERE a = 'ab\\'cSECRET' AND b = 1",     # MySQL: an escaped quote
+         "SELECT 1 # SECRET comment\nFROM t",                     # MySQL: a comment
+         "UPDATE t SET a = 'x\\' , 'SECRET' WHERE id = 2"]        # PostgreSQL: two strings
+
+
+@pytest.mark.parametrize("text", LEAKS)
+@pytest.mark.parametrize("dialect", [None, "mysql", "sqlite", "postgresql"])
+def test_no_dialect_leaks_a_literal_it_could_mean(text, dialect):
+    """Each dialect removes what it reads as a literal; an unknown one removes what any could."""
+    statement = sql.describe(text, dialect=dialect)["statement"]
+    readings = {"postgresql": LEAKS[3:], "mysql": LEAKS[:3], "sqlite": LEAKS[:1], None: LEAKS}[dialect]
+    if text in readings:
+        assert "SECRET" not in statement, statement
+
+
+def test_mysql_keeps_the_statement_shape():
+    """MySQL strings with escapes and a trailing comment still leave the rest of the statement."""
+    assert sql.describe("SELECT * FROM t WHERE a = 'ab\\'c' AND b = \"x\" # note", dialect="mysql")["statement"] == \
+        "SELECT * FROM t WHERE a = ? AND b = ?"
+
+
+def test_kind_db_target_over_sqlite3_leaks_no_literal(tmp_path):
+    """A ``kind: db`` target over sqlite3 (through ``autoperf run``) records none of these literals."""
+    from tests.faults import Program
+    prog = Program(tmp_path, """
+        import sqlite3
+        def query(conn, sql):
+            try:
+                return conn.execute(sql).fetchall()
+            except sqlite3.Error:
+                return None
+        conn = sqlite3.connect(":memory:")
+        conn.execute("CREATE TABLE t (a TEXT, b INT)")
+        for text in %r:
+            query(conn, text)
+    """ % (LEAKS,), "targets:\n  - target: '__main__:query'\n    kind: db\n    statement_arg: sql\n")
+    done = prog.run()
+    assert done.returncode == 0, done.stderr
+    spans = [r for r in prog.records() if r["type"] == "span" and r["kind"] == "db"]
+    assert len(spans) == 4
+    assert "SECRET" not in (tmp_path / "logs").joinpath(next((tmp_path / "logs").iterdir()).name).read_text()
