@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 
@@ -97,6 +98,7 @@ def cmd_run(argv) -> int:
         sys.stderr.write(unknown + "\nautoperf: the program was not started\n")
         return 2
 
+    atexit.register(_die_by_sigint_if_interrupted)   # first registered: runs after every other exit handler
     log_dir = os.path.abspath(opts.log_dir or os.environ.get(bootstrap.ENV_LOG_DIR)
                               or cfg.data.get("log", {}).get("dir") or "logs")
     # install() decides about the console from this process's environment: export to the
@@ -107,6 +109,7 @@ def cmd_run(argv) -> int:
         from autoperf import summary
         summary.install()
 
+    runner.wrapped_targets = any(spec.enabled for spec in cfg.targets)
     if module is not None:
         program = lambda: runner.run_module(module, args, lambda name: bootstrap.main_specs(name))
     else:
@@ -122,6 +125,22 @@ def cmd_run(argv) -> int:
         from autoperf import summary
         summary.print_summary(bootstrap.log_path())
     return code
+
+
+def _die_by_sigint_if_interrupted():
+    """An uncaught KeyboardInterrupt ends python by SIGINT once exit handlers ran (a shell or a
+    supervisor sees the signal, not exit code 130): the same here."""
+    from autoperf import runner
+    if not runner.interrupted:
+        return
+    import signal
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _export_to_children(config_path, log_dir, disabled):

@@ -8,6 +8,7 @@ script's own main block calls them.
 """
 from __future__ import annotations
 
+import builtins
 import fnmatch
 import os
 import sys
@@ -95,16 +96,41 @@ def _new_main(filename, spec=None, loader=None):
         "__loader__": loader,
         "__package__": spec.parent if spec is not None else None,
         "__spec__": spec,
-        "__builtins__": __builtins__ if isinstance(__builtins__, dict) else __builtins__.__dict__,
+        "__builtins__": builtins,            # the module, as python gives __main__
     })
     return module
 
 
+#: Set by ``autoperf run`` when targets are configured: each call of a wrapped function is one more
+#: Python frame, so recursion through it would fail at half python's depth; the limit is doubled.
+wrapped_targets = False
+
+#: True once the program ended with an uncaught KeyboardInterrupt: ``autoperf run`` then dies by
+#: SIGINT after the exit handlers, as python does (a parent sees -2, not 130).
+interrupted = False
+
+
+def _frames_below():
+    """Frames (and C-level evaluation entries) between the interpreter's start and the program's
+    main frame that plain python does not have: ``autoperf run`` compensates the recursion limit."""
+    depth, frame = 1, sys._getframe(1)     # 1: exec() of the program enters a new evaluation loop
+    while frame is not None:
+        depth += 1
+        if frame.f_code.co_name == "<module>" and frame.f_back is not None:
+            depth += 1                         # a module exec'd from below (runpy): another entry
+        frame = frame.f_back
+    return depth
+
+
 def _execute(module, code, specs):
     """Run ``code`` as ``__main__``; return the exit code Python would have returned."""
+    global interrupted
     sys.modules["__main__"] = module
     if specs:
         module.__dict__[_HOOK] = _main_hook(module, specs)
+    extra = _frames_below() + (sys.getrecursionlimit() if wrapped_targets else 0)
+    limit = sys.getrecursionlimit() + extra
+    sys.setrecursionlimit(limit)
     try:
         exec(code, module.__dict__)
         return 0
@@ -112,12 +138,15 @@ def _execute(module, code, specs):
         return _exit_code(exc)
     except KeyboardInterrupt:
         _print_exception()
+        interrupted = True
         return 130
     except BaseException:
         _print_exception()
         return 1
     finally:
         module.__dict__.pop(_HOOK, None)
+        if sys.getrecursionlimit() == limit:    # the program did not set its own
+            sys.setrecursionlimit(limit - extra)
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -151,7 +180,8 @@ def run_path(script: str, args: list[str], specs=()) -> int:
     """``python script args…``."""
     from importlib.machinery import SourceFileLoader
 
-    filename = script
+    # python >= 3.9 gives __main__ an absolute __file__: the cwd joined to the path as typed
+    filename = script if os.path.isabs(script) else os.path.join(os.getcwd(), script)
     sys.argv[:] = [script, *args]
     sys.path[0] = os.path.dirname(os.path.realpath(script))
     try:

@@ -34,6 +34,11 @@ def _chain():
 
 try:
     _install()
+except ModuleNotFoundError as exc:
+    # Another interpreter (a child running /usr/bin/python3) without autoperf installed: not ours
+    # to instrument, and nothing to say on the program's stderr.
+    if exc.name not in ("autoperf", "wrapt", "orjson", "yaml", "psutil"):
+        sys.stderr.write(f"autoperf: not instrumenting this process: {type(exc).__name__}: {exc}\n")
 except Exception as exc:  # never stop the program from starting
     sys.stderr.write(f"autoperf: not instrumenting this process: {type(exc).__name__}: {exc}\n")
 _chain()
