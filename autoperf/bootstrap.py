@@ -266,7 +266,13 @@ def _before_exit():
             if (module_name in ("__main__", "__mp_main__") or module_name in sys.modules
                     or module_name in _imported or module_name in _main_names):
                 continue
+            raised = importhooks.failed.get(module_name)
             for spec in specs:
+                if raised:
+                    diagnostics.warn_once("target_module_import_failed",
+                                          f"target {spec.target!r}: importing module {module_name} raised {raised}",
+                                          key=spec.target, target=spec.target, exception=raised)
+                    continue
                 diagnostics.warn_once("target_module_not_imported",
                                       f"target {spec.target!r}: module {module_name} was never imported",
                                       key=spec.target, target=spec.target)

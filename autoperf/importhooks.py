@@ -23,6 +23,8 @@ _lock = threading.RLock()
 _hooks: dict[str, list] = {}          # fire once, at the next import
 _every: dict[str, list] = {}          # fire after every execution of the module's code
 _resolving = threading.local()
+#: Hooked modules whose import raised: name -> exception type name (the exit report says so).
+failed: dict = {}
 
 
 def _after_fork_in_child():
@@ -89,7 +91,11 @@ class _NotifyingLoader:
         spec = getattr(module, "__spec__", None)
         if spec is not None:
             spec.loader = self._loader
-        self._loader.exec_module(module)
+        try:
+            self._loader.exec_module(module)
+        except BaseException as exc:
+            failed[module.__name__] = type(exc).__name__
+            raise
         _notify(module.__name__)
 
 

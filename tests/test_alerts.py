@@ -527,3 +527,22 @@ def test_baseline_alert_has_a_floor_and_survives_a_restart(tmp_path):
     (alert,) = run.records("alert")
     assert alert["rule"] == "command_baseline" and alert["key"] == "handle" and alert["value"] >= 300
     assert 2 <= alert["baseline"] < 8
+
+
+def test_alert_record_lists_delivered_and_failed_channels_apart(hooks, monkeypatch):
+    """The ``alert`` record is written once each channel has answered: ``channels`` holds those the
+    message reached, ``failed`` those it never reached (a refused connection, after the retries)."""
+    monkeypatch.setenv("AP_OK", hooks.url("/ok"))
+    monkeypatch.setenv("AP_DOWN", "http://127.0.0.1:1/down")     # nothing listens on port 1
+    records = []
+    eng = engine({"group_wait_s": 0.0, "max_attempts": 2, "retry_base_s": 0.05, "channels": [
+        {"type": "slack", "name": "reachable", "url_env": "AP_OK"},
+        {"type": "webhook", "name": "unreachable", "url_env": "AP_DOWN"}]}, records)
+    try:
+        eng.process(flow(5000.0))
+        assert wait_for(lambda: [r for r in records if r["type"] == "alert"])
+    finally:
+        eng.close()
+    (alert,) = [r for r in records if r["type"] == "alert"]
+    assert alert["channels"] == ["reachable"] and alert["failed"] == ["unreachable"]
+    assert len(hooks.bodies("/ok")) == 1

@@ -19,7 +19,7 @@ try:
 except ImportError:  # tests/ on sys.path (rootdir-less invocation)
     import pgserver as pgs
 
-from autoperf.store import db, start_from_config
+from autoperf.store import db, spill, start_from_config
 from autoperf.store.sink import PostgresSink
 
 pytestmark = pytest.mark.postgres
@@ -241,7 +241,8 @@ def test_spill_of_dead_process_is_replayed(pg_db, tmp_path):
     dead = 2 ** 22 + 12345                       # above pid_max defaults: never alive
     path = tmp_path / f"pg_spill_{dead}_20250120T000000000000.log"
     recs = [span(i) for i in range(700)]
-    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs) + b'{"torn":')
+    header = spill._header(spill._spill_key(str(tmp_path)), str(path))   # as the dead sink wrote it
+    path.write_bytes(header + b"".join(orjson.dumps(r) + b"\n" for r in recs) + b'{"torn":')
     sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=300, flush_interval_ms=30)
     try:
         assert wait_rows(pg_db, 700) == 700
@@ -250,6 +251,25 @@ def test_spill_of_dead_process_is_replayed(pg_db, tmp_path):
         sink.close()
     assert not path.exists()
     assert sink.counters["spill_bad_lines"] == 1
+
+
+def test_forged_spill_file_is_not_inserted(pg_db, tmp_path, records):
+    """A ``pg_spill_<deadpid>_*.log`` the store did not write (no header, or a header made with
+    another key) is never inserted; it stays where it is and a warning says so."""
+    dead = 2 ** 22 + 12346
+    forged = [tmp_path / f"pg_spill_{dead}_20250120T000000000000.log",
+              tmp_path / f"pg_spill_{dead}_20250121T000000000000.log"]
+    forged[0].write_bytes(b"".join(orjson.dumps(span(i)) + b"\n" for i in range(50)))
+    forged[1].write_bytes(spill._header(b"k" * 32, str(forged[1])) + orjson.dumps(span(99)) + b"\n")
+    sink = PostgresSink(pg_db, log_dir=tmp_path, batch_records=300, flush_interval_ms=30)
+    try:
+        sink.write([span(1000)])
+        assert sink.sync(20)
+        assert wait_rows(pg_db, 1) == 1
+    finally:
+        sink.close()
+    assert all(p.exists() for p in forged)
+    assert len(records.warnings("store_spill_foreign")) == 2
 
 
 def _pct(sorted_vals, p):

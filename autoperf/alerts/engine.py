@@ -61,6 +61,7 @@ class AlertEngine:
         self._next_save = time.monotonic() + BASELINE_SAVE_S
         self._rules_for_type: dict = {}   # record type -> the rules that can match it
         self.channels = [build_channel(c) for c in cfg.get("channels") or []]
+        self._awaiting: dict = {}   # id(alert) -> [its alert record, channels yet to answer]
         self.group_wait = float(cfg.get("group_wait_s", 1.0))
         self.window = float(cfg.get("window_s", 300.0))
         self.max_attempts = max(1, int(cfg.get("max_attempts", 4)))
@@ -286,23 +287,39 @@ class AlertEngine:
             rec["baseline"] = alert["baseline"]
         if alert.get("flow_name"):
             rec["flow_name"] = alert["flow_name"]
-        rec["channels"] = [ch.name for ch in self.channels if ch.wants(alert)]
-        self._emit(rec)
+        # The record is written once every channel has answered: ``channels`` lists those the
+        # message reached, ``failed`` those it could not (after the retries).
+        rec["channels"], rec["failed"] = [], []
+        wanted = [ch for ch in self.channels if ch.wants(alert)]
+        self._awaiting[id(alert)] = [rec, len(wanted)]
+        if not wanted:
+            self._emit(rec)
         now = time.monotonic()
-        for ch in self.channels:
-            if ch.wants(alert):
-                heapq.heappush(self._retries, (now, next(self._seq), ch, alert, 1))
+        for ch in wanted:
+            heapq.heappush(self._retries, (now, next(self._seq), ch, alert, 1))
+
+    def _answered(self, alert, channel, delivered):
+        entry = self._awaiting[id(alert)]   # the alert dict stays alive in the retry heap till here
+        entry[0]["channels" if delivered else "failed"].append(channel.name)
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._awaiting[id(alert)]
+            self._emit(entry[0])
 
     def _deliver_due(self, final=False):
         deadline = time.monotonic() + 5.0
         while self._retries and (self._retries[0][0] <= time.monotonic() or final):
-            if final and time.monotonic() > deadline:
+            if final and time.monotonic() > deadline:    # out of time at exit: the rest failed
+                for _, _, ch, alert, _ in sorted(self._retries):
+                    self._answered(alert, ch, delivered=False)
+                self._retries.clear()
                 break
             _, _, ch, alert, attempt = heapq.heappop(self._retries)
             self.counters["attempts"] += 1
             try:
                 ch.send(alert)
                 self.counters["delivered"] += 1
+                self._answered(alert, ch, delivered=True)
                 continue
             except DeliveryError as exc:
                 reason, retryable = exc.reason, exc.retryable
@@ -314,6 +331,7 @@ class AlertEngine:
                 self.counters["retries"] += 1
                 continue
             self.counters["failed"] += 1
+            self._answered(alert, ch, delivered=False)
             self._emit({
                 "type": "warning", "level": "WARNING", "code": "alert_delivery_failed",
                 "message": scrub(f"alert {alert['rule']!r} could not be delivered to channel {ch.name!r} "

@@ -149,7 +149,7 @@ class PostgresSink(Spilling):
                 if rest:
                     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
                     try:
-                        self._write_lines(os.path.join(self.log_dir, f"pg_spill_{os.getpid()}_{stamp}_close.log"), rest)
+                        self._spill_to_new_file(os.path.join(self.log_dir, f"pg_spill_{os.getpid()}_{stamp}_close.log"), rest)
                         self.counters["spilled"] += len(rest)
                     except Exception:  # noqa: BLE001
                         self.counters["dropped"] += len(rest)

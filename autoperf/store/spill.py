@@ -5,12 +5,19 @@ While the server is unreachable each batch is appended to ``<log_dir>/pg_spill_<
 of this process and of processes that are gone are replayed a batch at a time — idempotently, through
 ``INSERT … ON CONFLICT DO NOTHING`` (a record maps to the same primary key every time) — and deleted.
 Records the server will never take go to ``pg_rejected_<pid>.log``.
+
+A spill file is replayed only when it is ours: its first line carries an HMAC of its name under a
+random key kept in ``<log_dir>/.pg_spill_key`` (0600, made once). A file dropped into the log
+directory by anyone who cannot read that key (a forged ``pg_spill_<deadpid>_*.log``) is left alone
+and reported once (``store_spill_foreign``).
 """
 from __future__ import annotations
 
 import collections
 import datetime as _dt
 import glob
+import hashlib
+import hmac
 import os
 
 import orjson
@@ -31,6 +38,31 @@ def _line(rec) -> bytes:
         return json.dumps(rec, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
 
 
+_KEY_FILE = ".pg_spill_key"
+
+
+def _spill_key(log_dir) -> bytes:
+    """The log directory's spill key (32 random bytes, created 0600 on first use)."""
+    path = os.path.join(log_dir, _KEY_FILE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, "rb") as handle:
+            key = handle.read()
+        if len(key) == 32:
+            return key
+        raise ValueError(f"{path} is not a spill key") from None
+    with os.fdopen(fd, "wb") as handle:
+        key = os.urandom(32)
+        handle.write(key)
+    return key
+
+
+def _header(key, path) -> bytes:
+    mac = hmac.new(key, os.path.basename(path).encode(), hashlib.sha256).hexdigest()
+    return orjson.dumps({"autoperf_spill": 1, "mac": mac}) + b"\n"
+
+
 class Spilling:
     """Spill and replay for :class:`~autoperf.store.sink.PostgresSink` (a mixin: it uses the sink's
     ``log_dir``, ``counters``, ``batch_records``, ``max_spill_bytes``, connection and insert path)."""
@@ -39,6 +71,12 @@ class Spilling:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "ab") as f:
             f.write(b"".join(_line(r) for r in recs))
+
+    def _spill_to_new_file(self, path, recs):
+        """A spill file of its own for ``recs`` (the sink thread is stuck; ``close`` keeps them)."""
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "xb") as f:
+            f.write(_header(_spill_key(self.log_dir), path) + b"".join(_line(r) for r in recs))
 
     def _keep_rejected(self, recs, why):
         """Keep records that will never be stored in pg_rejected_<pid>.log (never silently lost), and say so.
@@ -56,6 +94,7 @@ class Spilling:
                 stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
                 self._spill_path = os.path.join(self.log_dir, f"pg_spill_{os.getpid()}_{stamp}.log")
                 self._spill_file = open(self._spill_path, "ab")
+                self._spill_file.write(_header(_spill_key(self.log_dir), self._spill_path))
             if self._spill_file.tell() > self.max_spill_bytes:
                 self.counters["dropped"] += len(recs)
                 db.report_warning("store_spill_full", "PostgreSQL spill file reached max_spill_mb; records dropped")
@@ -78,9 +117,23 @@ class Spilling:
                 pid = int(os.path.basename(path).split("_")[2])
             except (IndexError, ValueError):
                 continue
-            if pid == os.getpid() or not pids.alive(pid):
+            if (pid == os.getpid() or not pids.alive(pid)) and self._ours(path):
                 out.append(path)
         return out
+
+    def _ours(self, path) -> bool:
+        """True when ``path`` starts with the header this log directory's key makes for it."""
+        try:
+            with open(path, "rb") as handle:
+                first = handle.readline()
+            if hmac.compare_digest(first, _header(_spill_key(self.log_dir), path)):
+                return True
+        except (OSError, ValueError):
+            pass
+        db.report_warning("store_spill_foreign",
+                          f"{os.path.basename(path)} in {self.log_dir} was not written by this store "
+                          f"(no valid header); it is not replayed", path=path)
+        return False
 
     def _replay_step(self):
         """Replay at most one batch of spilled records; delete a spill file once fully replayed."""
@@ -98,6 +151,8 @@ class Spilling:
         try:
             with open(path, "rb") as f:
                 f.seek(offset)
+                if offset == 0:
+                    f.readline()    # the header
                 while len(recs) < self.batch_records:
                     line = f.readline()
                     if not line:
