@@ -233,10 +233,13 @@ def fresh_db_fixture(name: str = "pg_db"):
 # ---------------------------------------------------------------- a real TCP proxy (outage simulation)
 
 class TcpProxy:
-    """A TCP proxy on 127.0.0.1 in its own thread that can refuse connections and come back.
+    """A TCP proxy on 127.0.0.1 in its own thread that can refuse, black-hole and come back.
 
     ``refuse()`` closes the listening socket and cuts every open connection (clients see a real
-    connection reset / refused); ``restore()`` listens again on the same port.
+    connection reset / refused); ``blackhole()`` keeps accepting and keeps every connection open
+    but forwards nothing in either direction (a silent network partition: the kernel acknowledges
+    what fits in its buffers, no answer ever comes); ``restore()`` ends either (forwarding what
+    waited, and listening again on the same port).
     """
 
     def __init__(self, target_dsn: str):
@@ -245,6 +248,7 @@ class TcpProxy:
         self.loop = asyncio.new_event_loop()
         self._server = None
         self._conns: set = set()
+        self._flowing = None              # an asyncio.Event, set while traffic flows
         self.port = None
         self._thread = threading.Thread(target=self.loop.run_forever, name="tcp-proxy", daemon=True)
         self._thread.start()
@@ -266,7 +270,9 @@ class TcpProxy:
     async def _pipe(self, reader, writer):
         try:
             while True:
+                await self._flowing.wait()
                 data = await reader.read(65536)
+                await self._flowing.wait()        # black-holed meanwhile: hold it
                 if not data:
                     break
                 writer.write(data)
@@ -280,6 +286,7 @@ class TcpProxy:
                 pass
 
     async def _handle(self, creader, cwriter):
+        await self._flowing.wait()
         try:
             treader, twriter = await self._open_target()
         except OSError:
@@ -293,6 +300,11 @@ class TcpProxy:
             self._conns.discard(pair)
 
     async def _listen(self):
+        if self._flowing is None:
+            self._flowing = asyncio.Event()
+        self._flowing.set()
+        if self._server is not None:
+            return
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port or 0, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -312,8 +324,14 @@ class TcpProxy:
         """Stop listening and reset every open connection."""
         self._call(self._refuse())
 
+    def blackhole(self):
+        """Accept and hold every connection, forward nothing (``restore()`` ends it)."""
+        async def stop_flowing():
+            self._flowing.clear()
+        self._call(stop_flowing())
+
     def restore(self):
-        """Listen again on the same port."""
+        """Forward again, and listen again on the same port."""
         self._call(self._listen())
 
     def close(self):

@@ -16,6 +16,8 @@ DEFAULTS = {
     "retry_max_s": 10.0,
     "max_spill_mb": 1024,
     "connections": 2,
+    "command_timeout_s": 30.0,
+    "keepalive_s": 10.0,
 }
 
 from autoperf.config.schema import Bool, Field, Float, Int, Obj, Str, with_defaults
@@ -34,6 +36,12 @@ CONFIG_SCHEMA = Obj({
                          doc="Connections a big batch is split across (inserted in parallel)."),
     "max_spill_mb": Field(Float(min=1), default=1024,
                           doc="Largest spill file (records kept on disk while PostgreSQL is unreachable)."),
+    "command_timeout_s": Field(Float(min=0.1), default=30.0,
+                               doc="A batch, replay or rollup that takes longer means the connection has stalled "
+                                   "(a silent network partition): it is dropped, the batch spilled and replayed later."),
+    "keepalive_s": Field(Float(min=1), default=10.0,
+                         doc="TCP keepalive of the sink's connections: a peer that stopped answering is found after "
+                             "about this long idle plus three probes (TCP_USER_TIMEOUT: command_timeout_s)."),
 })
 
 
@@ -74,6 +82,8 @@ def start_from_config(config_data: dict, log_dir, register: bool = True) -> "obj
             retry_max_s=float(cfg["retry_max_s"]),
             max_spill_mb=float(cfg["max_spill_mb"]),
             connections=int(cfg["connections"]),
+            command_timeout_s=float(cfg["command_timeout_s"]),
+            keepalive_s=float(cfg["keepalive_s"]),
         )
         if register:
             from autoperf import pipeline

@@ -45,8 +45,8 @@ class PostgresSink(Spilling):
 
     def __init__(self, dsn: str, log_dir="logs", *, batch_records: int = 10000, flush_interval_ms: float = 1000,
                  max_buffer_records: int = 200000, rollup: bool = True, connect_timeout_s: float = 5.0,
-                 retry_max_s: float = 10.0, max_spill_mb: float = 1024, command_timeout_s: float = 60.0,
-                 connections: int = 2, start: bool = True):
+                 retry_max_s: float = 10.0, max_spill_mb: float = 1024, command_timeout_s: float = 30.0,
+                 keepalive_s: float = 10.0, connections: int = 2, start: bool = True):
         self._dsn = url_dsn(dsn)                # a libpq key=value DSN too
         self.where = db.describe_dsn(dsn)       # host:port/db — the only form ever shown
         self.log_dir = os.fspath(log_dir)
@@ -58,6 +58,7 @@ class PostgresSink(Spilling):
         self.retry_max = float(retry_max_s)
         self.max_spill_bytes = int(max_spill_mb * 1024 * 1024)
         self.command_timeout = float(command_timeout_s)
+        self.keepalive = float(keepalive_s)
         self.connections = max(1, int(connections))
         self.counters = collections.Counter()
         self._init_state()
@@ -87,6 +88,7 @@ class PostgresSink(Spilling):
         self._replay_pending = True       # look for spill files (ours or of dead processes)
         self._last_batch = time.monotonic()
         self._rolled_day = None
+        self._unreported = [0, None]      # records dropped and not yet reported, since when
 
     # ------------------------------------------------------------ pipeline interface (any thread)
 
@@ -104,7 +106,7 @@ class PostgresSink(Spilling):
             room = self.max_buffer - len(self._q)
             n = len(records)
             if n > room:
-                self.counters["dropped"] += n - max(room, 0)
+                self._drop(n - max(room, 0))
                 records = records[:max(room, 0)]
             self._q.extend(records)
             self.counters["enqueued"] += len(records)
@@ -152,7 +154,7 @@ class PostgresSink(Spilling):
                         self._spill_to_new_file(os.path.join(self.log_dir, f"pg_spill_{os.getpid()}_{stamp}_close.log"), rest)
                         self.counters["spilled"] += len(rest)
                     except Exception:  # noqa: BLE001
-                        self.counters["dropped"] += len(rest)
+                        self._drop(len(rest))
 
     def stats(self) -> dict:
         with self._cond:
@@ -221,6 +223,28 @@ class PostgresSink(Spilling):
 
         return mask(text, self._dsn)
 
+    def _drop(self, n):
+        """Records the store lost (buffer or spill full, disk trouble): counted, and said with the
+        count in a ``store_records_lost`` record (``_report_losses``)."""
+        self.counters["dropped"] += n
+        self._unreported[0] += n
+        if self._unreported[1] is None:
+            from autoperf import records as model
+            self._unreported[1] = model.now_iso()
+
+    def _report_losses(self):
+        n, since = self._unreported
+        if not n:
+            return
+        self._unreported[:] = [0, None]
+        try:
+            from autoperf import pipeline
+            pipeline.emit({"type": "warning", "level": "WARNING", "code": "store_records_lost", "count": n,
+                           "since": since, "message": f"{n} records could not be stored in PostgreSQL "
+                                                      f"{self.where} nor kept in a spill file"})
+        except Exception:  # noqa: BLE001
+            pass
+
     def _pending_n(self) -> int:
         return len(self._pending[1]) if self._pending is not None else 0
 
@@ -231,7 +255,7 @@ class PostgresSink(Spilling):
         fut, recs, acc = self._pending
         self._pending = None
         try:
-            fut.result()
+            self._wait(fut)
             self.counters["batches"] += 1
         except Exception as exc:  # noqa: BLE001 - server went away: keep the batch on disk
             self._lost(exc)
@@ -239,12 +263,36 @@ class PostgresSink(Spilling):
         finally:
             self.counters.update(acc)
 
+    def _wait(self, fut):
+        """The result of ``fut`` (a coroutine on the io loop); meanwhile what the queue cannot hold
+        goes to the spill file, so a stalled server costs disk, not records. Past ``command_timeout``
+        the connection counts as stalled (asyncpg's own timeout covers one command, not a batch)."""
+        import concurrent.futures
+
+        deadline = time.monotonic() + self.command_timeout
+        while True:
+            try:
+                return fut.result(timeout=0.25)
+            except concurrent.futures.TimeoutError:
+                pass
+            with self._cond:
+                over = len(self._q) - self.max_buffer // 2
+                spill = [self._q.popleft() for _ in range(over)] if over > 0 else []
+            if spill:
+                self._spill(spill)
+            if time.monotonic() > deadline:
+                fut.cancel()
+                self.counters["stalls"] += 1
+                db.report_warning("store_stalled", f"PostgreSQL store {self.where} did not answer within "
+                                                   f"{self.command_timeout:g} s; reconnecting, records spill meanwhile")
+                raise TimeoutError("PostgreSQL did not answer within command_timeout_s")
+
     def _ready(self) -> bool:
         return bool(self._stop or self._flush_req or len(self._q) >= self.batch_records
                     or (self._conn is not None and (self._replay or self._replay_pending)))
 
     def _run_coro(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return self._wait(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     def _connect(self) -> bool:
         if self._conn is not None and not self._conn.is_closed():
@@ -260,6 +308,7 @@ class PostgresSink(Spilling):
                                              command_timeout=self.command_timeout,
                                              server_settings={"temp_buffers": "64MB",
                                                               "application_name": "autoperf-sink"})
+                self._keepalive(conn)
                 try:
                     await db.migrate(conn, rewrite_ok=False)
                     await db.prepare_connection(conn)
@@ -292,12 +341,28 @@ class PostgresSink(Spilling):
 
         conn = await asyncpg.connect(self._dsn, timeout=self.connect_timeout, command_timeout=self.command_timeout,
                                      server_settings={"temp_buffers": "64MB", "application_name": "autoperf-sink"})
+        self._keepalive(conn)
         try:
             await db.prepare_connection(conn)
         except BaseException:
             await conn.close()
             raise
         return conn
+
+    def _keepalive(self, conn):
+        """TCP keepalive, and TCP_USER_TIMEOUT so unacknowledged data fails the connection (Linux)."""
+        import socket
+        try:
+            sock = conn._transport.get_extra_info("socket")
+            if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+                return
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for name, value in (("TCP_KEEPIDLE", self.keepalive), ("TCP_KEEPINTVL", max(1, self.keepalive / 3)),
+                                ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", self.command_timeout * 1000)):
+                if hasattr(socket, name):
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), int(value))
+        except (AttributeError, OSError):   # another transport, or an OS without these options
+            pass
 
     def _note_down(self, exc):
         self.counters["connect_failures"] += 1
@@ -389,6 +454,7 @@ class PostgresSink(Spilling):
     # ------------------------------------------------------------ housekeeping
 
     def _housekeeping(self):
+        self._report_losses()
         if self._conn is None:
             if self._q or self._replay_pending:
                 self._connect()

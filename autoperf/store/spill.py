@@ -96,7 +96,7 @@ class Spilling:
                 self._spill_file = open(self._spill_path, "ab")
                 self._spill_file.write(_header(_spill_key(self.log_dir), self._spill_path))
             if self._spill_file.tell() > self.max_spill_bytes:
-                self.counters["dropped"] += len(recs)
+                self._drop(len(recs))
                 db.report_warning("store_spill_full", "PostgreSQL spill file reached max_spill_mb; records dropped")
                 return
             self._spill_file.write(b"".join(orjson.dumps(r, option=_SPILL_OPTS, default=str) + b"\n" for r in recs))
@@ -104,7 +104,7 @@ class Spilling:
             self.counters["spilled"] += len(recs)
             self._replay_pending = True
         except Exception as exc:  # noqa: BLE001 - disk trouble: the records are lost, say so
-            self.counters["dropped"] += len(recs)
+            self._drop(len(recs))
             db.report_warning("store_spill_failed", f"cannot write PostgreSQL spill file: {type(exc).__name__}")
 
     def _spill_exists(self) -> bool:
