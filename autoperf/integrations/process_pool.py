@@ -26,11 +26,18 @@ How a job travels:
   the total. ``perf_counter_ns`` is CLOCK_MONOTONIC, one clock for all processes on Linux.
 * A broken executor (a worker killed) fails every pending future with ``BrokenProcessPool``
   through ``set_exception``: each job span is recorded with that error, nothing waits on autoperf.
+* While a job runs, a worker whose SIGTERM has the default action gets autoperf's handler (flush,
+  then die by the signal): a SIGTERM to the whole process group no longer loses the spans the job
+  had recorded. Between jobs the default action is back (``Pool.terminate()`` counts on it while
+  the worker waits for its next task); the switch back blocks SIGTERM around it, so one that came
+  during the job is handled, never dropped. A job stuck in a long C call dies when it returns.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import weakref
 from time import perf_counter_ns
 
@@ -112,6 +119,32 @@ def _init_worker():
         diagnostics.internal_error("process_pool worker pipeline", exc)
 
 
+def _flush_on_sigterm():
+    """While a job runs in a worker: SIGTERM flushes first (when its action is the default and
+    this is the main thread). Returns whether the handler went in."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return False        # the program's own handler, or ours already
+        from autoperf import bootstrap
+        signal.signal(signal.SIGTERM, bootstrap._on_sigterm)
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def _default_sigterm_again():
+    """Between jobs SIGTERM's action is the default again. SIGTERM is blocked meanwhile; one that
+    came during the job runs its handler inside ``signal.signal`` (CPython handles pending signals
+    before it changes a handler), which flushes and dies once the mask is restored."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class _Job:
     """The picklable callable a pool really runs: ``fn`` under the job span's id, timed."""
 
@@ -134,6 +167,7 @@ class _Job:
         remote = self.remote
         if remote and _worker_pid != os.getpid():
             _init_worker()
+        guarded = remote and _flush_on_sigterm()
         ref = self.ref
         stand_in = _Span("job", "job", None, ref)
         stand_in.span_id = ref.span_id  # children get parent_id = the job span, flow_id = its flow
@@ -150,12 +184,16 @@ class _Job:
                 pass  # an exception type without __dict__: the parent records it without timings
             if remote and _BUFFER:
                 _flush()
+            if guarded:
+                _default_sigterm_again()
             trim_own_frame(exc, sys._getframe())
             raise
         end = perf_counter_ns()
         _reset_current(token)
         if remote and _BUFFER:
             _flush()  # spans made in the worker reach the file even if the worker is killed next
+        if guarded:
+            _default_sigterm_again()
         return _Outcome(result, ref.span_id, start, end, os.getpid(), stand_in.attrs)
 
 

@@ -1,0 +1,58 @@
+"""Stop paths that lost records: SIGTERM to a whole process group while pool jobs run (issue 19, item 9)."""
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import time
+
+import pytest
+
+from tests.faults import Program, clean_env
+
+POOL = """
+    import mmap, multiprocessing as mp, os, struct, sys, time
+    from poolwork import work
+    COUNTS = sys.argv[1]
+    def job(slot):
+        with open(COUNTS, "r+b") as handle:
+            counts = mmap.mmap(handle.fileno(), 16)
+        n = 0
+        while True:                       # until the SIGTERM
+            work(n)
+            n += 1
+            counts[slot * 8:slot * 8 + 8] = struct.pack("q", n)
+    if __name__ == "__main__":
+        mp.set_start_method(sys.argv[2])
+        with mp.Pool(2) as pool:
+            pool.map_async(job, [0, 1], chunksize=1)
+            print("running", flush=True)
+            time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_sigterm_to_the_process_group_keeps_the_workers_spans(tmp_path, method):
+    """SIGTERM to the group while pool jobs run: every span a worker's job had finished is in the
+    log (workers flush on SIGTERM during a job, then die by the signal as without autoperf)."""
+    counts = tmp_path / "counts"
+    counts.write_bytes(b"\0" * 16)
+    (tmp_path / "poolwork.py").write_text("def work(i):\n    return i\n")
+    prog = Program(tmp_path, POOL, "targets:\n  - target: 'poolwork:work'\nsampler: {enabled: false}\n")
+    proc = subprocess.Popen(prog.autoperf_cmd(str(counts), method), cwd=tmp_path, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout.readline().strip() == "running"
+    deadline = time.monotonic() + 30
+    while min(struct.unpack("qq", counts.read_bytes())) < 20000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM
+    time.sleep(0.5)                          # the workers finish dying
+    produced = sum(struct.unpack("qq", counts.read_bytes()))
+    logged = sum(1 for r in prog.records() if r.get("name") == "poolwork.work")
+    assert produced > 40000
+    # a worker may record a span and be stopped before it counts it: at most one per worker
+    assert produced <= logged <= produced + 2, (produced, logged)
