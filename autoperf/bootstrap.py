@@ -72,8 +72,11 @@ def ensure_pipeline(log_dir=None, console=None, data=None):
 def _apply_log_settings(data, log_dir, console):
     global _file_sink, _console_sink
     log = data.get("log") or {}
+    max_delay = log.get("max_delay_ms") or 1000.0
+    flush_interval = log.get("flush_interval_ms")
     pipeline.configure(records.Settings.from_config(data), log.get("buffer_records"),
-                       log.get("flush_interval_ms"))
+                       min(flush_interval, max_delay) if flush_interval else None)
+    pipeline.IDLE_WAIT_S = max_delay / 1000.0   # the writer's longest back-off
     directory = os.path.abspath(log_dir or os.environ.get(ENV_LOG_DIR) or log.get("dir") or "logs")
     file_level = log.get("file_level", "TRACE")
     if _file_sink is None or _file_sink.directory != directory or _file_sink.level_name != file_level:

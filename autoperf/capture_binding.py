@@ -71,11 +71,12 @@ def build_hooks(spec, fn, bound=False):
 
     params = _parameters(fn)
     arg_hooks, return_hooks = [], []
+    run_code = spec.capture_runs_code
     for key, path in (spec.capture or {}).items():
         root = path.root
         if root == "return":
             def on_return(span, result, key=key, path=path):
-                span.set(key, path.evaluate({}, result))
+                span.set(key, path.evaluate({}, result, run_code=run_code))
             return_hooks.append(on_return)
             continue
         get = _getter(params, root, indexed=path.root_index is not None)
@@ -88,7 +89,7 @@ def build_hooks(spec, fn, bound=False):
         def on_call(span, args, kwargs, key=key, path=path, get=get, root=root):
             value = get(args, kwargs)
             if value is not _MISSING:
-                span.set(key, path.evaluate({root: value}))
+                span.set(key, path.evaluate({root: value}, run_code=run_code))
         arg_hooks.append(on_call)
 
     if spec.kind == "db":

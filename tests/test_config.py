@@ -444,7 +444,8 @@ def test_captured_values_are_json_friendly():
     for plain in (1, 2.5, "s", True, None):
         assert path.evaluate({"x": plain}) is plain
     assert path.evaluate({"x": Color.RED}) == 1 and type(path.evaluate({"x": Color.RED})) is int
-    assert len(path.evaluate({"x": Big()})) == 200
+    assert len(path.evaluate({"x": Big()}, run_code=True)) == 200
+    assert path.evaluate({"x": Big()}) == "<Big>"          # by default its __str__ is not run
     assert path.evaluate({"x": (1, 2)}) == "(1, 2)"
     json.dumps(path.evaluate({"x": object()}))
 

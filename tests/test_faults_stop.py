@@ -56,3 +56,31 @@ def test_sigterm_to_the_process_group_keeps_the_workers_spans(tmp_path, method):
     assert produced > 40000
     # a worker may record a span and be stopped before it counts it: at most one per worker
     assert produced <= logged <= produced + 2, (produced, logged)
+
+
+TRICKLE = """
+    import sys, time
+    def work(i):
+        return i
+    for i in range(300):
+        work(i)
+        time.sleep(0.01)
+    print("produced", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("max_delay_ms, most_lost", [(50, 40), (1000, 300)])
+def test_sigkill_loses_at_most_the_configured_delay(tmp_path, max_delay_ms, most_lost):
+    """SIGKILL (as an OOM kill) loses only what waited in memory: with ``log.max_delay_ms: 50`` a
+    trickle of 100 spans/s loses a few, not the second's worth the default back-off may hold."""
+    prog = Program(tmp_path, TRICKLE, "targets:\n  - target: '__main__:work'\nsampler: {enabled: false}\n"
+                                      f"log: {{max_delay_ms: {max_delay_ms}}}\n")
+    proc = subprocess.Popen(prog.autoperf_cmd(), cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "produced"
+    proc.kill()
+    proc.communicate(timeout=30)
+    logged = sum(1 for r in prog.records() if r.get("name") == "__main__.work")
+    print(f"max_delay_ms {max_delay_ms}: 300 produced, {logged} logged")
+    assert 300 - most_lost <= logged <= 300, logged

@@ -8,8 +8,16 @@ Grammar::
 
 ``ident`` is an argument name (``self`` included) at the root. Attribute names starting with
 ``_`` are refused. ``type(x)`` gives the type's name.
+
+By default evaluating a path runs none of the program's code: an attribute is read from the
+instance ``__dict__``, a slot or a plain class attribute (never a property, another descriptor or
+``__getattr__``), an item only from a list, tuple, str, bytes or dict (``dict.get``: no
+``__missing__``), ``len``/``str`` only where the type's method is built in (a ``str`` of another
+object is ``<TypeName>``). ``evaluate(..., run_code=True)`` (``capture_runs_code: true`` on a
+target) uses plain ``getattr``, ``[]``, ``len`` and ``str`` instead.
 """
 import re
+import types
 from operator import attrgetter, itemgetter
 
 __all__ = ["CaptureError", "CapturePath", "compile_capture", "to_json_value", "MISSING"]
@@ -41,8 +49,9 @@ def _truncate(text, limit=200):
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def to_json_value(value):
-    """``value`` when it is a JSON scalar (str/int/float/bool/None), else ``str(value)`` cut to 200 chars."""
+def to_json_value(value, run_code=True):
+    """``value`` when it is a JSON scalar (str/int/float/bool/None), else ``str(value)`` cut to 200
+    chars (without ``run_code``: only a built-in ``str``, else ``<TypeName>``)."""
     if type(value) in _PLAIN:
         return value
     if isinstance(value, bool):
@@ -50,7 +59,92 @@ def to_json_value(value):
     for base in (int, float, str):
         if isinstance(value, base):
             return base(value) if base is not str else str.__str__(value)
-    return _truncate(str(value))
+    return _truncate(str(value) if run_code else _static_str(value))
+
+
+# -- reading without running the program's code ----------------------------------------------
+_BUILTIN = (types.WrapperDescriptorType, types.MethodDescriptorType, types.BuiltinFunctionType,
+            types.ClassMethodDescriptorType, types.MethodWrapperType)
+_SLOTS = (types.MemberDescriptorType, types.GetSetDescriptorType)
+_NO_VALUE = object()
+
+
+def _built_in(tp, name):
+    """True when ``tp``'s ``name`` method is implemented in C (calling it runs no program code)."""
+    for klass in tp.__mro__:
+        found = klass.__dict__.get(name, _NO_VALUE)
+        if found is not _NO_VALUE:
+            return isinstance(found, _BUILTIN)
+    return False
+
+
+def _static_str(value):
+    tp = type(value)
+    if _built_in(tp, "__str__") and (tp.__str__ is not object.__str__ or _built_in(tp, "__repr__")):
+        return str(value)
+    return f"<{tp.__name__}>"
+
+
+def static_attr(obj, name):
+    """``obj.name`` from the instance ``__dict__``, a slot or a plain class attribute, without
+    calling a property, another descriptor or ``__getattr__``; AttributeError otherwise."""
+    tp = type(obj)
+    found = _NO_VALUE
+    for klass in tp.__mro__:
+        found = klass.__dict__.get(name, _NO_VALUE)
+        if found is not _NO_VALUE:
+            break
+    if found is not _NO_VALUE:
+        if isinstance(found, _SLOTS):
+            return found.__get__(obj, tp)
+        kind = type(found)
+        if hasattr(kind, "__set__") or hasattr(kind, "__delete__"):
+            raise AttributeError(f"{name!r} is a property or descriptor of {tp.__name__} "
+                                 f"(reading it runs code; capture_runs_code: true allows it)")
+    try:
+        instance = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        instance = None
+    if isinstance(instance, dict) and name in instance:
+        return instance[name]
+    if found is not _NO_VALUE:
+        if hasattr(type(found), "__get__"):
+            raise AttributeError(f"{name!r} of {tp.__name__} is a method or descriptor, not a value")
+        return found
+    raise AttributeError(f"{tp.__name__} has no plain attribute {name!r} (__getattr__ is not called)")
+
+
+def static_item(obj, key):
+    """``obj[key]`` for a list, tuple, str, bytes or dict (``dict.get``), else TypeError."""
+    if isinstance(obj, dict):
+        value = dict.get(obj, key, _NO_VALUE)
+        if value is _NO_VALUE:
+            raise KeyError(key)
+        return value
+    for base in (list, tuple, str, bytes):
+        if isinstance(obj, base):
+            return base.__getitem__(obj, key)
+    raise TypeError(f"reading an item of a {type(obj).__name__} runs its code (capture_runs_code: true allows it)")
+
+
+def _static_len(obj):
+    if _built_in(type(obj), "__len__"):
+        return len(obj)
+    raise TypeError(f"len() of a {type(obj).__name__} runs its code (capture_runs_code: true allows it)")
+
+
+def _static_steps(kinds):
+    out = []
+    for kind, value in kinds:
+        if kind == "attr":
+            for name in value.split("."):
+                out.append(lambda obj, name=name: static_attr(obj, name))
+        else:
+            out.append(lambda obj, key=value: static_item(obj, key))
+    return tuple(out)
+
+
+_STATIC_FUNCS = {"len": _static_len, "str": lambda v: _truncate(_static_str(v)), "type": _FUNCS["type"]}
 
 
 class CapturePath:
@@ -60,14 +154,16 @@ class CapturePath:
     (``root_index``: str); ``uses_return`` says whether it needs the return value; ``text`` is the source.
     """
 
-    __slots__ = ("text", "root", "root_index", "func", "steps", "uses_return")
+    __slots__ = ("text", "root", "root_index", "func", "steps", "uses_return", "static_func", "static_steps")
 
-    def __init__(self, text, root, root_index, steps, func):
+    def __init__(self, text, root, root_index, steps, func, kinds=(), func_name=None):
         self.text, self.root, self.root_index, self.func = text, root, root_index, func
         self.steps = tuple(steps)
+        self.static_steps = _static_steps(kinds)
+        self.static_func = _STATIC_FUNCS[func_name] if func_name else None
         self.uses_return = root == "return"
 
-    def evaluate(self, bound_arguments, return_value=MISSING, args=None, kwargs=None):
+    def evaluate(self, bound_arguments, return_value=MISSING, args=None, kwargs=None, run_code=False):
         """The captured, JSON-friendly value; raises :class:`CaptureError` on any failure.
 
         ``bound_arguments``: argument name -> value (e.g. ``inspect.BoundArguments.arguments``), or
@@ -96,11 +192,12 @@ class CapturePath:
                     kwargs = bound_arguments.get("kwargs")
                     kwargs = kwargs if isinstance(kwargs, dict) else bound_arguments
                 value = kwargs[self.root_index]
-            for step in self.steps:
+            for step in self.steps if run_code else self.static_steps:
                 value = step(value)
-            if self.func is not None:
-                value = self.func(value)
-            return to_json_value(value)
+            func = self.func if run_code else self.static_func
+            if func is not None:
+                value = func(value)
+            return to_json_value(value, run_code)
         except CaptureError:
             raise
         except Exception as e:
@@ -136,13 +233,14 @@ def compile_capture(text):
     if not isinstance(text, str) or not text.strip():
         raise CaptureError("empty capture path", 0)
     toks = list(_tokens(text))
-    func = None
+    func = func_name = None
     if len(toks) >= 3 and toks[0][0] == "ident" and toks[1][0] == "open":
         if toks[0][1] not in _FUNCS:
             raise CaptureError(f"unknown function {toks[0][1]!r} (use len, str or type)", toks[0][2])
         if toks[-1][0] != "close":
             raise CaptureError("missing ')'", len(text))
-        func, toks = _FUNCS[toks[0][1]], toks[2:-1]
+        func_name = toks[0][1]
+        func, toks = _FUNCS[func_name], toks[2:-1]
     if not toks or toks[0][0] != "ident":
         pos = toks[0][2] if toks else len(text)
         raise CaptureError("a capture path starts with an argument name, return, args[N] or kwargs['k']", pos)
@@ -151,7 +249,7 @@ def compile_capture(text):
         if (root == "args") != (toks[1][0] == "int"):
             raise CaptureError(f"{root}[...] needs {'an integer' if root == 'args' else 'a quoted key'}", toks[1][2])
         root_index, i = toks[1][1], 2
-    steps, attrs = [], []
+    steps, attrs, kinds = [], [], []
     while i < len(toks):
         kind, value, pos = toks[i]
         if kind == "dot":
@@ -167,9 +265,12 @@ def compile_capture(text):
             raise CaptureError(f"unexpected {value!r} at column {pos + 1}", pos)
         if attrs:
             steps.append(attrgetter(".".join(attrs)))
+            kinds.append(("attr", ".".join(attrs)))
             attrs = []
         steps.append(itemgetter(value))
+        kinds.append(("item", value))
         i += 1
     if attrs:
         steps.append(attrgetter(".".join(attrs)))
-    return CapturePath(text, root, root_index, steps, func)
+        kinds.append(("attr", ".".join(attrs)))
+    return CapturePath(text, root, root_index, steps, func, kinds, func_name)

@@ -164,6 +164,9 @@ def target_schema():
         "sla_ms": Field(Float(**pos), default=None, doc="Target duration; flows report `sla_met`."),
         "capture": Field(Map(Str(check=_capture_problem), keys=Str(r"[A-Za-z_][A-Za-z0-9_.]*")), default={},
                          doc="Attributes to record: name -> capture path (`interaction.user.id`, `len(return)`, `args[0]`)."),
+        "capture_runs_code": Field(Bool(), default=False, doc="Let `capture:` paths run the program's code: properties, "
+                                   "`__getattr__`, `__getitem__`, `__len__`, `__str__` (by default only plain attributes, "
+                                   "slots and built-in containers are read)."),
         "statement_arg": Field(Str(), default=None, doc="kind db only: the argument holding the SQL statement."),
         "system": Field(Str(), default=None, doc="kind db only: the database (`postgresql`, `sqlite`, `mysql`, … as "
                                                  "OpenTelemetry's db.system); default: known from the driver."),
@@ -185,6 +188,7 @@ def root_schema():
             "file_level": Field(level, default="TRACE", doc="Lowest level written to the log file."),
             "buffer_records": Field(Int(min=100), default=100000, doc="Records buffered before new ones are dropped (and counted)."),
             "flush_interval_ms": Field(Float(min=0, max=250, min_exclusive=True), default=250, doc="How often the writer thread flushes while records come in numbers (a trickle or nothing: down to once a second)."),
+            "max_delay_ms": Field(Float(min=10, max=1000), default=1000, doc="Longest a record waits in memory before it is written (the writer's back-off stops there): about what SIGKILL or an OOM kill can lose. Lower costs CPU: each idle wake-up ~0.1 ms."),
         }), doc="Where and how records are written."),
         "levels": Field(Obj({
             "debug_ms": Field(Float(min=0), default=1, doc="Spans up to this are TRACE, longer ones DEBUG."),

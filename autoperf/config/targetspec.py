@@ -16,6 +16,7 @@ class TargetSpec:
     capture: dict = field(default_factory=dict)   # name -> CapturePath
     statement_arg: "str | None" = None
     system: "str | None" = None      # kind db: the database system (OpenTelemetry's db.system)
+    capture_runs_code: bool = False  # captures may call properties, __getattr__, __len__, __str__ ...
     enabled: bool = True
     line: "int | None" = None        # 1-based line of the entry in the file (None when not from a file)
 
