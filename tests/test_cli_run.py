@@ -347,12 +347,13 @@ class TestChildren:
     @pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
     def test_multiprocessing_children_keep_sigterms_default(self, tmp_path, method):
         """The program's SIGTERM flushes through autoperf's handler; a multiprocessing child gets the default
-        action back (Process/Pool.terminate() count on it: a Python handler can miss a SIGTERM that lands
-        just before the worker blocks) and still records its job."""
+        action back between jobs (Process/Pool.terminate() count on it: a Python handler can miss a SIGTERM
+        that lands just before the worker blocks), autoperf's only while a job runs, and records its job."""
         (tmp_path / "worker_mod.py").write_text(WORKER_MODULE + textwrap.dedent("""
             import signal
+            from autoperf import bootstrap
             def handler(_):
-                return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+                return signal.getsignal(signal.SIGTERM) is bootstrap._on_sigterm
         """))
         prog = Program(tmp_path, """
             import multiprocessing as mp, signal, sys

@@ -73,7 +73,7 @@ def test_db_cli_and_store_records_never_print_a_password(tmp_path, dsn):
     run = subprocess.run(prog.autoperf_cmd(), cwd=tmp_path, env=clean_env(AP_DSN=dsn),
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    text = "".join(open(p, encoding="utf-8").read() for p in files_under(tmp_path / "logs"))
+    text = "".join(open(p, encoding="utf-8").read() for p in files_under(tmp_path / "logs") if p.endswith(".log"))
     assert "store_unavailable" in text and "127.0.0.1:1/db" in text
     assert SECRET not in text + run.stderr
 
