@@ -52,10 +52,13 @@ def test_sigterm_to_the_process_group_keeps_the_workers_spans(tmp_path, method):
     assert proc.returncode == -signal.SIGTERM
     time.sleep(0.5)                          # the workers finish dying
     produced = sum(struct.unpack("qq", counts.read_bytes()))
-    logged = sum(1 for r in prog.records() if r.get("name") == "poolwork.work")
+    records = prog.records()
+    logged = sum(1 for r in records if r.get("name") == "poolwork.work")
+    # a worker that outruns its writer drops what its buffer cannot hold, and says how many
+    dropped = sum(r["count"] for r in records if r["type"] == "dropped")
     assert produced > 40000
     # a worker may record a span and be stopped before it counts it: at most one per worker
-    assert produced <= logged <= produced + 2, (produced, logged)
+    assert produced <= logged + dropped <= produced + 2, (produced, logged, dropped)
 
 
 TRICKLE = """
