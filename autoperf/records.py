@@ -9,6 +9,8 @@ import os
 import threading
 import time
 
+from autoperf import identity
+
 LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 FLOW_KINDS = ("flow", "cycle")
 
@@ -54,6 +56,7 @@ _pid = os.getpid()
 def on_fork():
     global _pid
     _pid = os.getpid()
+    identity.on_fork()
 
 
 # -- time ----------------------------------------------------------------------------------
@@ -167,6 +170,7 @@ def _span_records(spans, settings: Settings, append):
     """
     offset = _wall_offset_ns
     pid = _pid
+    ident = identity.FIELDS           # host, instance_id, shard_ids (replaced whole, never edited)
     extra = settings.extra
     warning_ns, error_ns, debug_ns = settings.warning_ns, settings.error_ns, settings.debug_ns
     names = {None: None}       # Thread / ident -> its name, for this batch
@@ -250,6 +254,7 @@ def _span_records(spans, settings: Settings, append):
             "status": status,
             "error": None if error is None else error_name(error),
             "pid": pid,
+            **ident,
             "thread": thread_name,
             "task": task,                 # its name (spans.Span keeps no Task)
             "attrs": attrs if attrs is not None else {},
@@ -316,6 +321,7 @@ def flow_complete_record(span, settings: Settings, span_rec: dict) -> dict:
         "error": span_rec["error"],
         "metadata": attrs,
         "pid": _pid,
+        **identity.FIELDS,
     }
     sla = span_rec.get("sla_ms")
     if sla is not None:
@@ -333,6 +339,8 @@ def fill_record(rec: dict, settings: Settings) -> dict:
     if "level" not in rec:
         rec["level"] = "INFO"
     rec.setdefault("pid", _pid)
+    for key, value in identity.FIELDS.items():
+        rec.setdefault(key, value)
     if settings.extra:
         for key, value in settings.extra.items():
             rec.setdefault(key, value)

@@ -10,6 +10,7 @@ import collections
 import glob
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -143,6 +144,19 @@ class TestLadderBot:
         assert names["POST /interactions/{webhook_id}/{webhook_token}/callback"] >= 20
         assert names["PUT /applications/{application_id}/commands"] == 1
         assert names["POST /channels/{channel_id}/messages"] >= 1
+
+    def test_every_record_names_host_instance_and_shard(self, run):
+        """Every record says its host and process start; the bot's flows also the shard it runs (0: unsharded)."""
+        _, records, _ = run
+        assert records and all(r["host"] == socket.gethostname() for r in records)
+        instances = collections.defaultdict(set)
+        for r in records:
+            instances[r["pid"]].add(r["instance_id"])
+        assert len(instances) >= 2 and all(len(ids) == 1 for ids in instances.values())   # bot + spawned workers
+        assert len({next(iter(ids)) for ids in instances.values()}) == len(instances)
+        main_pid = _flows(records, "report")[0]["pid"]
+        assert all(f["shard_ids"] == [0] for f in records if f["type"] == "flow_complete" and f["pid"] == main_pid)
+        assert not any("shard_ids" in r for r in records if r["pid"] != main_pid)   # pool workers run no shard
 
     def test_gateway_latency_in_resource_samples(self, run):
         """The resource sampler carries the heartbeat latency the discord integration measured."""

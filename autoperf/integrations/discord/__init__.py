@@ -17,7 +17,8 @@ modules are imported):
 - ``HTTPClient.request`` and ``AsyncWebhookAdapter.request`` — one ``http`` span per REST call with
   the route template; ``json_or_text`` (bound in ``discord.http`` and ``discord.webhook.async_``)
   gives each attempt's status; ``Ratelimit.acquire`` / ``Ratelimit.__aexit__`` the bucket sleeps;
-- ``KeepAliveHandler.get_payload`` / ``ack`` — heartbeat send → ACK (``gateway_latency_ms``).
+- ``KeepAliveHandler.get_payload`` / ``ack`` — heartbeat send → ACK (``gateway_latency_ms``);
+  ``DiscordWebSocket.identify`` — the shard ids this process runs (``shard_ids`` on every record).
 
 Modules: ``state`` (options, per-interaction state, a flow's start / end and response times),
 ``handlers`` (the flow wrappers), ``rest`` (REST spans, interaction responses, heartbeat),
@@ -88,6 +89,7 @@ WRAPS = [
     ("discord.webhook.async_", "json_or_text"),
     ("discord.gateway", "KeepAliveHandler.get_payload"),
     ("discord.gateway", "KeepAliveHandler.ack"),
+    ("discord.gateway", "DiscordWebSocket.identify"),
     ("discord.ext.commands.bot", "BotBase.invoke"),
     ("discord.ext.commands.core", "Command.dispatch_error"),
     ("discord.ext.commands.hybrid", "HybridAppCommand._invoke_with_namespace"),
@@ -113,6 +115,7 @@ _FACTORIES = {
     "AsyncWebhookAdapter.request": rest.wrap_webhook_request,
     "KeepAliveHandler.get_payload": rest.wrap_get_payload,
     "KeepAliveHandler.ack": rest.wrap_ack,
+    "DiscordWebSocket.identify": rest.wrap_identify,
     "BotBase.invoke": handlers.wrap_bot_invoke,
     "Command.dispatch_error": handlers.wrap_dispatch_error,
     "HybridAppCommand._invoke_with_namespace": handlers.wrap_hybrid_invoke,
@@ -162,7 +165,7 @@ def _apply(module_names):
     for module_name, qualname in WRAPS:
         if module_name not in module_names:
             continue
-        if module_name == "discord.gateway" and not state.opts.get("gateway_latency", True):
+        if qualname.startswith("KeepAliveHandler.") and not state.opts.get("gateway_latency", True):
             continue
         owner, attr = _owner(module_name, qualname)
         if owner is None:

@@ -3,7 +3,8 @@ responses (first / final response times) and the gateway heartbeat (send → ACK
 
 Interaction responses (``/interactions/{id}/{token}/callback``) and followups / edits
 (``/webhooks/{app}/{token}...``) are recognised in the webhook adapter, so every way of answering
-counts, whichever helper the bot uses.
+counts, whichever helper the bot uses. A gateway's IDENTIFY names the shard the process runs
+(``identity.add_shard``; an unsharded client is shard 0).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import weakref
 from time import perf_counter_ns
 
-from autoperf import diagnostics, pipeline, spans
+from autoperf import diagnostics, identity, pipeline, spans
 
 from . import state
 from .state import REST, by_id, by_token, counters_
@@ -291,3 +292,13 @@ def wrap_ack(original):
             diagnostics.internal_error("discord: heartbeat ack", exc)
         return original(self)
     return ack
+
+
+def wrap_identify(original):
+    async def identify(self):
+        try:   # the shard this process runs goes on every record from now on (identity.FIELDS)
+            identity.add_shard(getattr(self, "shard_id", None))
+        except Exception as exc:
+            diagnostics.internal_error("discord: identify", exc)
+        return await original(self)
+    return identify
