@@ -224,7 +224,8 @@ def _start_extras(data, disabled):
     """Live stats, alerts and the PostgreSQL store, when those packages are present."""
     for name, path, fn in (("stats", "autoperf.analysis.live", "install"),
                            ("alerts", "autoperf.alerts", "install"),
-                           ("store", "autoperf.store", "start_from_config")):
+                           ("store", "autoperf.store", "start_from_config"),
+                           ("export", "autoperf.export", "start_from_config")):
         if name in disabled:
             continue
         try:
@@ -235,7 +236,7 @@ def _start_extras(data, disabled):
             log_dir = _file_sink.directory if _file_sink else "logs"
             if name == "stats":
                 getattr(module, fn)()
-            elif name == "store":
+            elif name in ("store", "export"):
                 getattr(module, fn)(data, log_dir)
             else:       # alerts: the program's process keeps its baselines (and sends daily outputs) in log_dir
                 getattr(module, fn)(data, log_dir=None if _child else log_dir,

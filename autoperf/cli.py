@@ -24,7 +24,7 @@ def _run_parser():
                          help="show records on stderr (default: log.console; auto = when stderr is a terminal)")
     console.add_argument("--no-console", dest="console", action="store_false")
     parser.add_argument("--disable", action="append", default=[], metavar="NAME",
-                        help="turn off an integration, a feature (stats, alerts, store) or a target (by name or "
+                        help="turn off an integration, a feature (stats, alerts, store, export) or a target (by name or "
                              "target string); repeatable")
     parser.add_argument("--simulate", metavar="SCENARIO",
                         help="run the bot against a loopback Discord playing SCENARIO (YAML)")
@@ -56,7 +56,7 @@ def _split_run_argv(argv):
     return argv, None, None, []
 
 
-_FEATURES = ("stats", "alerts", "store")
+_FEATURES = ("stats", "alerts", "store", "export")
 
 
 def _unknown_disable_names(names, cfg):

@@ -41,7 +41,8 @@ def _code_stamp():
                     stamp.append(f"{entry.name}:{entry.stat().st_mtime_ns}")
         except OSError:
             pass
-    for rel in ("analysis/slo.py", "alerts/__init__.py", "store/__init__.py"):
+    for rel in ("analysis/slo.py", "alerts/__init__.py", "store/__init__.py", "export/__init__.py",
+                "export/otlp_config.py"):
         try:
             stamp.append(f"{rel}:{os.stat(os.path.join(package, rel)).st_mtime_ns}")
         except OSError:

@@ -11,6 +11,7 @@ SECTION_PROVIDERS = {
     "slo": ("autoperf.analysis.slo", "CONFIG_SCHEMA"),
     "alerts": ("autoperf.alerts", "CONFIG_SCHEMA"),
     "store": ("autoperf.store", "CONFIG_SCHEMA"),
+    "export": ("autoperf.export", "CONFIG_SCHEMA"),
 }
 _WILD = re.compile(r"[\w*?\[\]!-]+")
 _MODULE_DOC = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
@@ -213,4 +214,5 @@ def root_schema():
         "slo": _section("slo"),
         "alerts": _section("alerts"),
         "store": _section("store"),
+        "export": _section("export"),
     })

@@ -1,0 +1,367 @@
+"""`OtlpSink`: the pipeline sink that sends records to an OTLP/HTTP receiver from its own thread.
+
+``write()`` (the writer thread) only filters and appends to a bounded queue; beyond
+``max_queue_records`` records are dropped and counted. The exporter thread takes batches, encodes
+them (``otlp_encode``, ``otlp_metrics``) and POSTs them (gzip). A 429/502/503/504 or a connection
+failure puts the request, and every later one, in the spill (``otlp_spill``) until the receiver
+answers again — after ``Retry-After`` when it sent one, else a doubling back-off up to
+``retry_max_s`` — and the spill is sent in order before anything newer. Other 4xx answers reject
+the request (counted). Losses are said with their count in an ``otlp_records_lost`` warning.
+"""
+from __future__ import annotations
+
+import collections
+import email.utils
+import gzip
+import http.client
+import os
+import threading
+import time
+import urllib.parse
+
+from autoperf import diagnostics, threads
+
+_TYPES = frozenset(("span", "flow_complete", "metrics", "resource"))
+_RETRYABLE = frozenset((429, 502, 503, 504))
+_RETRY_AFTER_CAP_S = 300.0
+EXIT_WAIT_S = 3.0      # at exit, a receiver's pause up to this long is waited out
+_SIGNALS = {b"T": "traces", b"M": "metrics"}
+_CONTENT = {"protobuf": "application/x-protobuf", "json": "application/json"}
+
+
+def start(section: dict, data: dict, log_dir):
+    """The sink for ``export: otlp:`` (and OTEL_*), registered with the pipeline; None when not asked for."""
+    from autoperf.export import otlp_config
+
+    settings = otlp_config.resolve(section, data)
+    if settings is None:
+        return None
+    try:
+        import opentelemetry.proto  # noqa: F401 - the message definitions are an extra
+    except ImportError:
+        diagnostics.warn_once("otlp_unavailable", "export: otlp needs the opentelemetry-proto package "
+                              "(pip install 'autoperf[otlp]'); nothing is exported")
+        return None
+    sink = OtlpSink(settings, log_dir)
+    from autoperf import importhooks, pipeline
+    pipeline.add_sink(sink)
+    importhooks.register("multiprocessing.util", sink.register_mp_finalizer)
+    return sink
+
+
+def retry_after_s(value) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class OtlpSink:
+    """Pipeline sink exporting over OTLP/HTTP (module docstring; docs/export.md)."""
+
+    def __init__(self, settings: dict, log_dir="logs", start: bool = True):
+        self.settings = settings
+        self.log_dir = os.fspath(log_dir)
+        self.counters = collections.Counter()
+        self._init_state()
+        if start:
+            self.start()
+
+    def _init_state(self):
+        from autoperf.export.otlp_spill import Spill
+
+        s = self.settings
+        self._pid = os.getpid()
+        self._q = collections.deque()
+        self._cond = threading.Condition()
+        self._stop = False
+        self._flush_req = False
+        self._busy = False
+        self._thread = None
+        self._spill = Spill(self.log_dir, s["max_spill_bytes"])
+        self._next_attempt = 0.0         # the receiver is away until then (monotonic)
+        self._backoff = 0.5
+        self._down = False
+        self._conns: dict = {}
+        self._metrics = None
+        self._lost = [0, None]           # records lost and not yet reported, since when
+        self._last_send = time.monotonic()
+
+    # ------------------------------------------------------------ pipeline interface
+    def start(self):
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="autoperf-otlp", daemon=True)
+            threads.start(self._thread)
+
+    def write(self, records):
+        """Queue the records OTLP carries; never blocks, never raises."""
+        if os.getpid() != self._pid:
+            self.after_fork()
+        keep = [r for r in records if r.get("type") in _TYPES]
+        if not keep:
+            return
+        with self._cond:
+            room = self.settings["max_queue_records"] - len(self._q)
+            if len(keep) > room:
+                self._count_lost(len(keep) - max(room, 0))
+                keep = keep[:max(room, 0)]
+            self._q.extend(keep)
+            if len(self._q) >= self.settings["batch_records"]:
+                self._cond.notify_all()
+
+    def flush(self):
+        pass   # the thread sends every flush_interval_ms; sync() waits for it
+
+    def sync(self, timeout: float = 30.0) -> bool:
+        """Wait until what is queued is sent (or spilled) and a reachable receiver has the spill."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._flush_req = True
+            self._cond.notify_all()
+            while self._q or self._busy or self._flush_req or (self._spill.pending() and not self._down):
+                left = deadline - time.monotonic()
+                if left <= 0 or not (self._thread and self._thread.is_alive()):
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def close(self, timeout: float = 5.0):
+        """Send (or spill) what is queued and stop the thread."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def register_mp_finalizer(self, mp_util):
+        """multiprocessing children leave through os._exit() after their finalizers: the pipeline's
+        flush runs at priority -100, then this one sends (or spills) what it queued."""
+        mp_util.Finalize(None, self._at_exit, exitpriority=-101)
+        mp_util.register_after_fork(self, lambda sink: mp_util.Finalize(None, sink._at_exit, exitpriority=-101))
+
+    def _at_exit(self):
+        if os.getpid() == self._pid:
+            self.sync(min(5.0, self.settings["timeout_s"]))
+
+    def after_fork(self):
+        # A forked child exports its own records through its own thread and spill file.
+        self.counters = collections.Counter()
+        self._init_state()
+        self.start()
+
+    def stats(self) -> dict:
+        with self._cond:
+            out = dict(self.counters)
+            out["queued"] = len(self._q)
+        out["down"] = self._down
+        return out
+
+    # ------------------------------------------------------------ the exporter thread
+    def _run(self):
+        interval = self.settings["flush_interval_s"]
+        batch_n = self.settings["batch_records"]
+        while True:
+            with self._cond:
+                while not (self._stop or self._flush_req or len(self._q) >= batch_n):
+                    wait = self._last_send + interval - time.monotonic()
+                    if self._spill.pending():
+                        wait = min(wait, max(self._next_attempt - time.monotonic(), 0.05))
+                    if wait <= 0 or not self._cond.wait(wait):
+                        break
+                batch = [self._q.popleft() for _ in range(min(len(self._q), batch_n))]
+                stopping = self._stop and not self._q
+                flushing = self._flush_req and not self._q
+                self._busy = True
+            try:
+                if batch:
+                    self._last_send = time.monotonic()
+                    self._export(batch)
+                self._replay(final=stopping)
+                self._report_losses()
+            except Exception as exc:  # noqa: BLE001 - never let the thread die
+                diagnostics.internal_error("OTLP exporter", exc)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    if flushing and not self._q:
+                        self._flush_req = False
+                    self._cond.notify_all()
+            if stopping:
+                break
+        self._shutdown()
+
+    def _export(self, batch):
+        s = self.settings
+        if s["traces_url"]:
+            from autoperf.export import otlp_encode
+            request = otlp_encode.traces_request(batch, s["resource"])
+            if request is not None:
+                self._deliver(b"T", self._encode(request), sum(1 for r in batch if r.get("type") == "span"))
+        if s["metrics_url"]:
+            if self._metrics is None:
+                from autoperf.export.otlp_metrics import MetricsEncoder
+                self._metrics = MetricsEncoder(s["temporality"], s["resource"])
+            request = self._metrics.request(batch)
+            if request is not None:
+                self._deliver(b"M", self._encode(request),
+                              sum(1 for r in batch if r.get("type") in ("metrics", "resource")))
+
+    def _encode(self, message) -> bytes:
+        if self.settings["encoding"] == "json":
+            from autoperf.export.otlp_encode import to_json
+            return to_json(message)
+        return message.SerializeToString()
+
+    def _deliver(self, signal, body, n_records):
+        """Send now, or spill when the receiver is away or older requests still wait on disk."""
+        if self._spill.pending() or self._down:
+            self._keep(signal, body, n_records)
+            return
+        outcome = self._post(signal, body)
+        if outcome == "retry":
+            self._keep(signal, body, n_records)
+        elif outcome == "rejected":
+            self.counters["rejected_records"] += n_records
+        else:
+            self.counters[f"sent_{_SIGNALS[signal]}"] += n_records
+
+    def _keep(self, signal, body, n_records):
+        if self._spill.append(signal, body):
+            self.counters["spilled_requests"] += 1
+        else:
+            self._count_lost(n_records)
+
+    def _replay(self, final=False):
+        """Send spilled requests in order while the receiver takes them (when its pause is over)."""
+        if final and self._down:
+            # leaving while it is away: wait for a pause that ends soon (a Retry-After), else the
+            # spill waits for the next start on this log directory
+            pause = self._next_attempt - time.monotonic()
+            if pause > EXIT_WAIT_S:
+                return
+            time.sleep(max(pause, 0.0))
+        sent = 0
+        while time.monotonic() >= self._next_attempt and (final or sent < 64 or not self._q):
+            frame = self._spill.peek()
+            if frame is None:
+                self._down = False
+                return
+            outcome = self._post(*frame)
+            if outcome == "retry":
+                return
+            self._spill.advance()
+            sent += 1
+            self.counters["replayed_requests" if outcome == "ok" else "rejected_requests"] += 1
+
+    # ------------------------------------------------------------ HTTP
+    def _post(self, signal, body) -> str:
+        """``ok``, ``rejected`` (do not send again) or ``retry`` (the receiver is away or busy)."""
+        s = self.settings
+        url = s["traces_url"] if signal == b"T" else s["metrics_url"]
+        if not url:
+            return "rejected"
+        headers = {"Content-Type": _CONTENT[s["encoding"]], "User-Agent": "autoperf-otlp"}
+        for key, value in s["headers"].items():
+            headers[key] = value
+        if s["gzip"]:
+            body = gzip.compress(body, compresslevel=5)
+            headers["Content-Encoding"] = "gzip"
+        try:
+            status, retry_after, partial = self._request(url, body, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            self._away(f"{type(exc).__name__}", None)
+            return "retry"
+        if 200 <= status < 300:
+            self._back()
+            if partial:
+                self.counters["partially_rejected"] += 1
+            return "ok"
+        if status in _RETRYABLE:
+            self._away(f"HTTP {status}", retry_after_s(retry_after) if status in (429, 503) else None)
+            return "retry"
+        self._back()
+        diagnostics.warn_once("otlp_rejected", f"the OTLP receiver refused a {_SIGNALS[signal]} request "
+                              f"(HTTP {status}); its records are not sent again", key=status, status=status)
+        return "rejected"
+
+    def _request(self, url, body, headers):
+        parts = urllib.parse.urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        conn = self._conns.get(key)
+        if conn is None:
+            cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            conn = self._conns[key] = cls(parts.hostname, parts.port, timeout=self.settings["timeout_s"])
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except BaseException:
+            conn.close()
+            self._conns.pop(key, None)
+            raise
+        if resp.getheader("Connection", "").lower() == "close":
+            conn.close()
+            self._conns.pop(key, None)
+        return resp.status, resp.getheader("Retry-After"), _partial(payload)
+
+    def _away(self, why, retry_after):
+        if retry_after is not None:
+            pause = min(retry_after, _RETRY_AFTER_CAP_S)
+        else:
+            pause = self._backoff
+            self._backoff = min(self._backoff * 2, self.settings["retry_max_s"])
+        self._next_attempt = time.monotonic() + pause
+        self.counters["retries"] += 1
+        if not self._down:
+            self._down = True
+            self.counters["outages"] += 1
+            diagnostics.warn_once("otlp_unavailable", f"the OTLP receiver is unavailable ({why}); requests "
+                                  f"are kept in {self.log_dir}/otlp_spill_*.bin and sent in order when it answers",
+                                  key=why)
+
+    def _back(self):
+        self._backoff = 0.5
+        self._next_attempt = 0.0
+        if not self._spill.pending():
+            self._down = False
+
+    # ------------------------------------------------------------ losses, shutdown
+    def _count_lost(self, n):
+        self.counters["lost_records"] += n
+        self._lost[0] += n
+        if self._lost[1] is None:
+            from autoperf import records as model
+            self._lost[1] = model.now_iso()
+
+    def _report_losses(self):
+        n, since = self._lost
+        if not n:
+            return
+        self._lost[:] = [0, None]
+        from autoperf import pipeline
+        pipeline.emit({"type": "warning", "level": "WARNING", "code": "otlp_records_lost", "count": n,
+                       "since": since, "message": f"{n} records could not be exported over OTLP nor kept "
+                                                  f"in the spill (queue or spill full)"})
+
+    def _shutdown(self):
+        self._spill.close()
+        for conn in self._conns.values():
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._conns.clear()
+
+
+def _partial(payload) -> bool:
+    """True when a 2xx answer carries a non-empty partial_success (some records rejected)."""
+    return bool(payload) and len(payload) > 2
