@@ -1,0 +1,145 @@
+"""OTLP metrics: `metrics` records (METRICS_CONTRACT) and `resource` records sent to a receiver on 127.0.0.1.
+
+The records are made here with autoperf.metrics.exphist as the writer makes them, and go through the
+exporter's public sink interface (write, sync, close).
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+pytest.importorskip("opentelemetry.proto")
+
+from autoperf import tracecontext  # noqa: E402
+from autoperf.export import otlp_config  # noqa: E402
+from autoperf.export.otlp_sink import OtlpSink  # noqa: E402
+from autoperf.metrics.exphist import ExpHistogram  # noqa: E402
+from tests.otlp_receiver import Receiver, attributes  # noqa: E402
+
+
+def metrics_record(values_ms, start, end, name="queue", kind="flow", status="success", **extra):
+    hist = ExpHistogram()
+    for v in values_ms:
+        hist.record(v / 1000.0)
+    rec = {"timestamp": end, "level": "INFO", "type": "metrics", "pid": 4242, "service": "bot",
+           "interval_start": start, "interval_s": 10.0, "name": name, "kind": kind, "status": status,
+           "flow_name": None, "root": True, "measure": "duration", "count": len(values_ms),
+           "sum_ms": sum(values_ms), "min_ms": min(values_ms), "max_ms": max(values_ms), "hist": hist.to_dict()}
+    rec.update(extra)
+    return rec
+
+
+def _sink(rx, tmp_path, **section):
+    settings = otlp_config.resolve({"endpoint": rx.endpoint, "flush_interval_ms": 50, **section}, {}, environ={})
+    return OtlpSink(settings, tmp_path)
+
+
+def _points(rx, name):
+    return [(p, res) for m, res in rx.metrics() if m.name == name
+            for p in (m.exponential_histogram.data_points if m.HasField("exponential_histogram")
+                      else m.sum.data_points if m.HasField("sum") else m.gauge.data_points)]
+
+
+def _metric(rx, name):
+    return next(m for m, _ in rx.metrics() if m.name == name)
+
+
+def _p95_of(point):
+    h = ExpHistogram.from_dict({"scale": point.scale, "zero_count": point.zero_count, "offset": point.positive.offset,
+                                "counts": list(point.positive.bucket_counts)},
+                               count=point.count, sum=point.sum, min=point.min, max=point.max)
+    return h.percentile(95)
+
+
+class TestHistograms:
+    def test_cumulative_histograms_merge_intervals_and_keep_exact_counts(self, tmp_path):
+        """Two intervals of one key arrive as cumulative ExponentialHistogram points: counts equal the records', p95 within 1 % of the exact one."""
+        rnd = random.Random(7)
+        first = [rnd.lognormvariate(3, 0.8) for _ in range(500)]
+        second = [rnd.lognormvariate(3.5, 0.5) for _ in range(300)]
+        with Receiver() as rx:
+            sink = _sink(rx, tmp_path)
+            sink.write([metrics_record(first, "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:10.000Z")])
+            assert sink.sync(10)
+            sink.write([metrics_record(second, "2026-01-01T00:00:10.000Z", "2026-01-01T00:00:20.000Z")])
+            sink.close()
+            points = _points(rx, "autoperf.flow.duration")
+            assert [p.count for p, _ in points] == [500, 800]
+            assert _metric(rx, "autoperf.flow.duration").exponential_histogram.aggregation_temporality == 2
+            last = points[-1][0]
+            assert last.start_time_unix_nano == points[0][0].start_time_unix_nano
+            assert last.sum == pytest.approx(sum(first + second) / 1000)
+            assert last.min == pytest.approx(min(first + second) / 1000) and last.max == pytest.approx(max(first + second) / 1000)
+            assert sum(last.positive.bucket_counts) + last.zero_count == 800
+            ordered = sorted(first + second)
+            rank = 0.95 * (len(ordered) - 1)        # linear between closest ranks, as the report computes it
+            lo = int(rank)
+            exact = (ordered[lo] + (ordered[lo + 1] - ordered[lo]) * (rank - lo)) / 1000
+            assert _p95_of(last) == pytest.approx(exact, rel=0.01)
+            attrs = attributes(last)
+            assert attrs["autoperf.name"] == "queue" and attrs["autoperf.status"] == "success"
+            assert points[-1][1]["service.name"] == "bot" and points[-1][1]["process.pid"] == 4242
+
+    def test_delta_temporality_sends_each_interval(self, tmp_path):
+        """temporality: delta sends every interval's own counts."""
+        with Receiver() as rx:
+            sink = _sink(rx, tmp_path, temporality="delta")
+            sink.write([metrics_record([5.0, 6.0], "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:10.000Z"),
+                        metrics_record([7.0], "2026-01-01T00:00:10.000Z", "2026-01-01T00:00:20.000Z")])
+            sink.close()
+            assert [p.count for p, _ in _points(rx, "autoperf.flow.duration")] == [2, 1]
+            assert _metric(rx, "autoperf.flow.duration").exponential_histogram.aggregation_temporality == 1
+
+    def test_db_and_http_keys_use_semconv_names_errors_and_misses_are_counters(self, tmp_path):
+        """db and http keys become db.client.operation.duration / http.client.request.duration; errors, SLA and deadline misses monotonic sums; exemplars link to the flow's trace."""
+        flow = "00000000000abcde"
+        with Receiver() as rx:
+            sink = _sink(rx, tmp_path)
+            sink.write([
+                metrics_record([2.0, 3.0], "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:10.000Z", name="db.select",
+                               kind="db", root=False, flow_name="queue", fingerprint="SELECT * FROM players WHERE id = $1",
+                               exemplars=[{"duration_ms": 3.0, "flow_id": flow, "span_id": "00000000000abcdf",
+                                           "timestamp": "2026-01-01T00:00:05.000Z"}]),
+                metrics_record([40.0], "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:10.000Z", name="GET /users/{id}",
+                               kind="http", status="error", root=False),
+                metrics_record([900.0, 100.0], "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:10.000Z",
+                               sla_ms=500.0, over_sla=1, deadline_missed=0),
+            ])
+            sink.close()
+            (db, _), = _points(rx, "db.client.operation.duration")
+            a = attributes(db)
+            assert a["db.query.text"] == "SELECT * FROM players WHERE id = $1" and a["db.operation.name"] == "SELECT"
+            assert a["autoperf.flow.name"] == "queue"
+            (ex,) = db.exemplars
+            assert ex.trace_id == tracecontext.trace_id_of(int(flow, 16)) and ex.span_id.hex() == "00000000000abcdf"
+            (http, _), = _points(rx, "http.client.request.duration")
+            assert attributes(http)["http.request.method"] == "GET" and attributes(http)["url.template"] == "/users/{id}"
+            (errors, _), = _points(rx, "autoperf.errors")
+            assert errors.as_int == 1 and _metric(rx, "autoperf.errors").sum.is_monotonic
+            (sla, _), = _points(rx, "autoperf.sla.exceeded")
+            assert sla.as_int == 1
+            (missed, _), = _points(rx, "autoperf.deadline.missed")
+            assert missed.as_int == 0
+
+
+class TestGauges:
+    def test_resource_records_become_gauges(self, tmp_path):
+        """A resource record gives memory, CPU, loop lag, DB pool and process-pool gauges."""
+        with Receiver() as rx:
+            sink = _sink(rx, tmp_path)
+            sink.write([{"type": "resource", "timestamp": "2026-01-01T00:00:05.000Z", "pid": 7, "rss_mb": 100.0,
+                         "cpu_percent": 50.0, "active_flows": 3, "loop_lag_ms": {"p50": 1.0, "p95": 4.0, "max": 9.0},
+                         "db_pool": {"size": 10, "in_use": 4, "idle": 6, "waiters": 2, "utilisation_pct": 40.0},
+                         "process_pool": {"pending": 1, "busy": 2, "workers": 4}, "gateway_latency_ms": 42.0}])
+            sink.close()
+            value = {m.name: m.gauge.data_points for m, _ in rx.metrics()}
+            assert value["process.memory.usage"][0].as_double == 100.0 * 1024 * 1024
+            assert value["process.cpu.utilization"][0].as_double == pytest.approx(0.5)
+            assert value["autoperf.flows.active"][0].as_int == 3
+            lag = {attributes(p)["autoperf.stat"]: p.as_double for p in value["autoperf.event_loop.lag"]}
+            assert lag == pytest.approx({"p50": 0.001, "p95": 0.004, "max": 0.009})
+            used = {attributes(p)["db.client.connection.state"]: p.as_int for p in value["db.client.connection.count"]}
+            assert used == {"used": 4, "idle": 6}
+            assert value["autoperf.process_pool.busy"][0].as_int == 2
+            assert value["autoperf.discord.gateway.latency"][0].as_double == pytest.approx(0.042)
