@@ -221,7 +221,7 @@ def install(cfg=None, *, log_dir=None, console=None, disable=(), child=False):
 
 
 def _start_extras(data, disabled):
-    """Live stats, alerts and the PostgreSQL store, when those packages are present."""
+    """Live stats, alerts, the PostgreSQL store and exports, when those packages are present."""
     for name, path, fn in (("stats", "autoperf.analysis.live", "install"),
                            ("alerts", "autoperf.alerts", "install"),
                            ("store", "autoperf.store", "start_from_config"),
@@ -236,8 +236,10 @@ def _start_extras(data, disabled):
             log_dir = _file_sink.directory if _file_sink else "logs"
             if name == "stats":
                 getattr(module, fn)()
-            elif name in ("store", "export"):
+            elif name == "store":
                 getattr(module, fn)(data, log_dir)
+            elif name == "export":    # child: a worker (it serves no /metrics: the program's process reads its records)
+                getattr(module, fn)(data, log_dir, child=_child)
             else:       # alerts: the program's process keeps its baselines (and sends daily outputs) in log_dir
                 getattr(module, fn)(data, log_dir=None if _child else log_dir,
                                     config_path=getattr(_config, "path", None))

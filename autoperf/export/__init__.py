@@ -1,25 +1,29 @@
 """Export to the engines operators already run: the ``export:`` section of autoperf.yaml.
 
-Each exporter is a key of the section (``otlp``; siblings add theirs) with a schema and a
-``start(section, data, log_dir)`` that registers its pipeline sink. Nothing here imports an
-exporter's dependencies until its key asks for it.
+Each exporter is a key of the section (``otlp``, ``prometheus``) with a schema and a
+``start(section, data, log_dir, child=False)`` that starts it (``child``: this process is a worker
+of the program). Nothing here imports an exporter's dependencies until its key asks for it.
 """
 from __future__ import annotations
 
 from autoperf.config.schema import Field, Obj
 from autoperf.export import otlp_config
+from autoperf.export import prometheus as _prometheus
 
 #: key -> (module, its start function); one table read by the schema and by start_from_config.
 EXPORTERS = {
     "otlp": ("autoperf.export.otlp_sink", "start"),
+    "prometheus": ("autoperf.export.prometheus", "start"),
 }
 
 CONFIG_SCHEMA = Obj({
     "otlp": Field(otlp_config.CONFIG_SCHEMA, doc=otlp_config.CONFIG_SCHEMA.doc),
-}, doc="Export to OpenTelemetry (OTLP/HTTP) and other engines (docs/export.md).")
+    # absent: no endpoint (the key's presence turns it on)
+    "prometheus": Field(_prometheus.CONFIG_SCHEMA, default=None, doc=_prometheus.CONFIG_SCHEMA.doc),
+}, doc="Export to OpenTelemetry (OTLP/HTTP), Prometheus (/metrics) (docs/export.md, docs/prometheus.md).")
 
 
-def start_from_config(config_data: dict, log_dir) -> list:
+def start_from_config(config_data: dict, log_dir, child: bool = False) -> list:
     """Start every exporter the config (or, for OTLP, the standard environment) asks for; never raises."""
     import importlib
 
@@ -27,7 +31,8 @@ def start_from_config(config_data: dict, log_dir) -> list:
     section = (config_data or {}).get("export") or {}
     for key, (path, fn) in EXPORTERS.items():
         try:
-            sink = getattr(importlib.import_module(path), fn)(section.get(key) or {}, config_data or {}, log_dir)
+            sink = getattr(importlib.import_module(path), fn)(section.get(key) or {}, config_data or {}, log_dir,
+                                                              child=child)
         except Exception as exc:  # noqa: BLE001 - never break the host program
             from autoperf import diagnostics
             diagnostics.internal_error(f"export {key}", exc)

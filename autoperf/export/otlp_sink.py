@@ -29,8 +29,9 @@ _SIGNALS = {b"T": "traces", b"M": "metrics"}
 _CONTENT = {"protobuf": "application/x-protobuf", "json": "application/json"}
 
 
-def start(section: dict, data: dict, log_dir):
-    """The sink for ``export: otlp:`` (and OTEL_*), registered with the pipeline; None when not asked for."""
+def start(section: dict, data: dict, log_dir, child: bool = False):
+    """The sink for ``export: otlp:`` (and OTEL_*), registered with the pipeline; None when not asked for.
+    Workers (``child``) export their own records too."""
     from autoperf.export import otlp_config
 
     settings = otlp_config.resolve(section, data)

@@ -1,0 +1,125 @@
+"""Cumulative totals for Prometheus, folded from ``metrics`` and ``resource`` records.
+
+Counters and classic histogram buckets only ever grow: every ``metrics`` record (one key, one
+interval, one process) is added to its key's totals and nothing is ever taken away, so a process
+that exits keeps its share and the sum over processes never goes backwards. Gauges keep the latest
+``resource`` record of each process (host + pid) and drop it once it is ``stale_s`` old.
+"""
+from __future__ import annotations
+
+import bisect
+import time
+
+from autoperf.metrics.exphist import lower_bound
+
+DEFAULT_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+
+
+class Totals:
+    """The cumulative state of one key (labels): count, sum, buckets and the exact counters."""
+
+    __slots__ = ("count", "sum_s", "buckets", "over_sla", "over_threshold", "deadline_missed", "sla_s",
+                 "threshold_s", "retained")
+
+    def __init__(self, n_buckets):
+        self.count = 0
+        self.sum_s = 0.0
+        self.buckets = [0] * (n_buckets + 1)      # the last one is +Inf
+        self.over_sla = self.over_threshold = self.deadline_missed = 0
+        self.sla_s = self.threshold_s = None
+        self.retained = {}
+
+
+def _shard_label(rec) -> str:
+    ids = rec.get("shard_ids")
+    return ",".join(str(i) for i in ids) if ids else ""
+
+
+def flow_key(rec):
+    """(flow, kind, status, measure, shard) of a root's record."""
+    return (rec.get("name") or "", rec.get("kind") or "", rec.get("status") or "",
+            rec.get("measure") or "duration", _shard_label(rec))
+
+
+def span_key(rec):
+    """(name, kind, status, flow, fingerprint, shard) of a child span's record."""
+    return (rec.get("name") or "", rec.get("kind") or "", rec.get("status") or "", rec.get("flow_name") or "",
+            rec.get("fingerprint") or "", _shard_label(rec))
+
+
+class Fold:
+    """Everything the endpoint serves; ``add(rec)`` takes any record and keeps what it needs."""
+
+    def __init__(self, buckets_ms=DEFAULT_BUCKETS_MS, stale_s=60.0, clock=time.time):
+        self.bounds_s = sorted(float(b) / 1000.0 for b in buckets_ms)
+        self.flows: dict = {}
+        self.spans: dict = {}
+        self.resources: dict = {}       # (host, pid) -> (seen at, resource record)
+        self.records = 0
+        self.unreadable = 0
+        self.stale_s = stale_s
+        self.clock = clock
+
+    def add(self, rec: dict) -> None:
+        kind = rec.get("type")
+        if kind == "metrics":
+            self._add_metrics(rec)
+        elif kind == "resource":
+            self.resources[(rec.get("host"), rec.get("pid"))] = (self.clock(), rec)
+        else:
+            return
+        self.records += 1
+
+    def _add_metrics(self, rec):
+        if rec.get("root"):
+            table, key = self.flows, flow_key(rec)
+        else:
+            table, key = self.spans, span_key(rec)
+        totals = table.get(key)
+        if totals is None:
+            totals = table[key] = Totals(len(self.bounds_s))
+        count = int(rec.get("count") or 0)
+        totals.count += count
+        totals.sum_s += float(rec.get("sum_ms") or 0.0) / 1000.0
+        self._add_buckets(totals.buckets, rec, count)
+        totals.over_sla += int(rec.get("over_sla") or 0)
+        totals.over_threshold += int(rec.get("over_threshold") or 0)
+        totals.deadline_missed += int(rec.get("deadline_missed") or 0)
+        if rec.get("sla_ms") is not None:
+            totals.sla_s = float(rec["sla_ms"]) / 1000.0
+        if rec.get("threshold_ms") is not None:
+            totals.threshold_s = float(rec["threshold_ms"]) / 1000.0
+        for rule, n in (rec.get("retained_by") or {}).items():
+            totals.retained[rule] = totals.retained.get(rule, 0) + int(n or 0)
+
+    def _add_buckets(self, buckets, rec, count):
+        """The exponential histogram's buckets into the classic ones: each bucket's count goes where
+        its value estimate falls (the harmonic mid-point clamped to the record's exact min and max),
+        so a classic boundary is off by at most one exponential bucket (~1 % at scale 6)."""
+        bounds = self.bounds_s
+        hist = rec.get("hist") or {}
+        lo_s = float(rec.get("min_ms") or 0.0) / 1000.0
+        hi_s = float(rec.get("max_ms") or 0.0) / 1000.0
+        placed = 0
+        zero = int(hist.get("zero_count") or 0)
+        if zero:
+            buckets[bisect.bisect_left(bounds, max(lo_s, 0.0))] += zero
+            placed += zero
+        scale = int(hist.get("scale", 6))
+        offset = int(hist.get("offset") or 0)
+        for k, c in enumerate(hist.get("counts") or ()):
+            if not c:
+                continue
+            a, b = lower_bound(offset + k, scale), lower_bound(offset + k + 1, scale)
+            value = min(max(2.0 * a * b / (a + b), lo_s), hi_s) if hi_s else 2.0 * a * b / (a + b)
+            buckets[bisect.bisect_left(bounds, value)] += c
+            placed += c
+        if placed < count:          # a record without buckets: its max decides (exact count, coarse place)
+            buckets[bisect.bisect_left(bounds, hi_s)] += count - placed
+
+    def live_resources(self) -> list:
+        """The latest ``resource`` record of each process seen within ``stale_s``."""
+        now = self.clock()
+        for key in [k for k, (seen, _) in self.resources.items() if now - seen > self.stale_s]:
+            del self.resources[key]
+        return [rec for _, rec in self.resources.values()]

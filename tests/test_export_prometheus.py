@@ -1,0 +1,182 @@
+"""``export: prometheus:`` — /metrics from the log directory, scraped by a real Prometheus server.
+
+One ``autoperf run`` program serves the endpoint; three "shard" processes write their aggregates
+to the same log directory; Prometheus (Debian's package, on a loopback port) scrapes every second.
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+
+import orjson
+import pytest
+
+from autoperf.analysis.stats import percentile
+from autoperf.metrics.exphist import ExpHistogram
+from tests import promserver
+from tests.runs import clean_env
+
+BINARY, WHY = promserver.find()
+needs_prometheus = pytest.mark.skipif(BINARY is None, reason=WHY or "")
+
+SERVER = """
+import os, time
+while not os.path.exists("stop"):
+    time.sleep(0.05)
+"""
+
+
+def _config(port, extra=""):
+    return f"export:\n  prometheus: {{port: {port}}}\n{extra}"
+
+
+def metrics_record(name, values_ms, shard, pid, status="success", root=True, kind="flow", flow_name=None,
+                   fingerprint=None, sla_ms=None, deadline_missed=None, measure="duration"):
+    """A ``metrics`` record as the writer makes it (METRICS_CONTRACT): exact count/sum/min/max, hist in seconds."""
+    hist = ExpHistogram()
+    for v in values_ms:
+        hist.record(v / 1000.0)
+    rec = {"timestamp": "2026-12-07T00:00:10.000Z", "level": "INFO", "type": "metrics", "pid": pid,
+           "host": "test-host", "instance_id": f"{pid:032x}", "shard_ids": [shard],
+           "interval_start": "2026-12-07T00:00:00.000Z", "interval_s": 10.0,
+           "name": name, "kind": kind, "status": status, "flow_name": flow_name, "root": root, "measure": measure,
+           "count": len(values_ms), "sum_ms": sum(values_ms), "min_ms": min(values_ms), "max_ms": max(values_ms),
+           "hist": hist.to_dict()}
+    if fingerprint:
+        rec["fingerprint"] = fingerprint
+    if sla_ms is not None:
+        rec["sla_ms"] = sla_ms
+        rec["over_sla"] = sum(v > sla_ms for v in values_ms)
+    if deadline_missed is not None:
+        rec["deadline_missed"] = deadline_missed
+    return rec
+
+
+def append(log_dir, *records):
+    """What a process's file sink does: whole lines appended to the day's metrics file."""
+    with open(os.path.join(log_dir, "metrics_2026-12-07.log"), "ab") as fh:
+        fh.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
+
+
+class Served:
+    """``autoperf run`` of an idle program with ``export: prometheus:``; stops when ``stop`` appears."""
+
+    def __init__(self, tmp_path, config_extra=""):
+        self.dir = tmp_path / "served"
+        self.dir.mkdir()
+        self.log_dir = self.dir / "logs"
+        self.log_dir.mkdir()
+        self.port = promserver.free_port()
+        (self.dir / "prog.py").write_text(SERVER)
+        (self.dir / "autoperf.yaml").write_text(_config(self.port, config_extra))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "autoperf", "run", "--config", "autoperf.yaml", "--log-dir", str(self.log_dir),
+             "--no-console", "prog.py"], cwd=self.dir, env=clean_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                self.scrape()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise AssertionError("the endpoint did not answer within 30 s")
+
+    @property
+    def target(self):
+        return f"127.0.0.1:{self.port}"
+
+    def scrape(self, accept=None):
+        req = urllib.request.Request(f"http://{self.target}/metrics", headers={"Accept": accept} if accept else {})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.headers.get("Content-Type"), resp.read().decode()
+
+    def stop(self):
+        (self.dir / "stop").write_text("")
+        out, err = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0, err
+
+
+def _samples(prom, expr, at):
+    """{series labels (frozen): [(ts, value), ...]} of a range selector at ``at``."""
+    out = {}
+    for series in prom.query(expr, at=at):
+        out[frozenset(series["metric"].items())] = [(float(t), float(v)) for t, v in series["values"]]
+    return out
+
+
+@needs_prometheus
+def test_three_shards_scraped_counts_exact_and_p95_within_a_bucket(tmp_path):
+    """Three shards' calls: increase/rate over the scraped window equal the calls made exactly; the p95 of
+    histogram_quantile lies in the classic bucket holding the exact p95."""
+    served = Served(tmp_path)
+    rng = random.Random(7)
+    warm, calls = 2, 120
+    try:
+        with promserver.PrometheusServer(tmp_path / "prom", [served.target]) as prom:
+            prom.wait_for(prom.targets_up, what="target up")
+            # phase 1: each shard's series exists (a counter must be seen before it grows to be counted)
+            append(served.log_dir, *(metrics_record("cmd", [5.0] * warm, shard, 1000 + shard) for shard in range(3)))
+            series = "autoperf_flow_duration_seconds_count{flow=\"cmd\"}"
+            prom.wait_for(lambda: prom.scalar(f"count({series})") == 3, what="three shards' series")
+            time.sleep(2.5)
+            # phase 2: the calls counted, over several intervals per shard
+            durations = []
+            for interval in range(4):
+                batch = []
+                for shard in range(3):
+                    values = [round(rng.lognormvariate(3.0, 0.8), 3) for _ in range(calls // 4)]
+                    durations.extend(values)
+                    batch.append(metrics_record("cmd", values, shard, 1000 + shard))
+                append(served.log_dir, *batch)
+                time.sleep(1.2)
+            total = 3 * (warm + calls)
+            prom.wait_for(lambda: prom.scalar(f"sum({series})") == total, what="all calls scraped")
+            time.sleep(2.5)
+            now = time.time()
+            raw = _samples(prom, f"{series}[2m]", now)
+            assert len(raw) == 3 and {dict(k)["shard"] for k in raw} == {"0", "1", "2"}
+            # the window: from the last scrape before phase 2 to the last scrape; every series has both
+            stamps = sorted({t for values in raw.values() for t, _ in values})
+            def total_at(t):
+                return sum(v for values in raw.values() for ts, v in values if ts == t)
+            t1 = max(t for t in stamps if total_at(t) == 3 * warm)
+            t2 = stamps[-1]
+            window = f"{round((t2 - t1) * 1000)}ms"
+            increase = prom.scalar(f"sum(increase({series}[{window}]))", at=t2)
+            rate = prom.scalar(f"sum(rate({series}[{window}]))", at=t2)
+            assert increase == pytest.approx(3 * calls, abs=1e-6)
+            assert rate * (t2 - t1) == pytest.approx(3 * calls, abs=1e-6)
+            # p95: Prometheus interpolates inside the bucket that holds the exact p95
+            p95 = prom.scalar("histogram_quantile(0.95, sum by (le) (increase("
+                              f"autoperf_flow_duration_seconds_bucket{{flow=\"cmd\"}}[{window}])))", at=t2)
+            exact = percentile(sorted(durations), 95) / 1000.0
+            bounds = [0.0] + [b / 1000.0 for b in (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)]
+            hi = next(b for b in bounds if b >= exact)
+            lo = bounds[bounds.index(hi) - 1]
+            assert lo <= p95 <= hi, (p95, exact, lo, hi)
+    finally:
+        served.stop()
+
+
+def test_endpoint_speaks_text_and_openmetrics_and_counts_never_go_back(tmp_path):
+    """The text format by default, OpenMetrics when asked; a shard that exited keeps its share of the totals."""
+    served = Served(tmp_path)
+    try:
+        append(served.log_dir, metrics_record("cmd", [10.0, 20.0], 0, 11), metrics_record("cmd", [30.0], 1, 12))
+        ctype, text = served.scrape()
+        assert ctype.startswith("text/plain")
+        assert 'autoperf_flow_duration_seconds_count{flow="cmd",kind="flow",measure="duration",shard="0",status="success"} 2.0' in text
+        ctype, text = served.scrape("application/openmetrics-text; version=1.0.0")
+        assert ctype.startswith("application/openmetrics-text") and text.endswith("# EOF\n")
+        # shard 1 is gone (no more records); shard 0 goes on: both totals only grow
+        append(served.log_dir, metrics_record("cmd", [40.0], 0, 11))
+        _, text = served.scrape()
+        assert 'shard="0",status="success"} 3.0' in text and 'shard="1",status="success"} 1.0' in text
+    finally:
+        served.stop()
