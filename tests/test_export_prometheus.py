@@ -5,6 +5,8 @@ to the same log directory; Prometheus (Debian's package, on a loopback port) scr
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
 import subprocess
@@ -16,9 +18,10 @@ import orjson
 import pytest
 
 from autoperf.analysis.stats import percentile
+from autoperf.export.prometheus.fold import DEFAULT_BUCKETS_MS
 from autoperf.metrics.exphist import ExpHistogram
 from tests import promserver
-from tests.runs import clean_env
+from tests.runs import ROOT, clean_env
 
 BINARY, WHY = promserver.find()
 needs_prometheus = pytest.mark.skipif(BINARY is None, reason=WHY or "")
@@ -110,58 +113,112 @@ def _samples(prom, expr, at):
     return out
 
 
-@needs_prometheus
-def test_three_shards_scraped_counts_exact_and_p95_within_a_bucket(tmp_path):
-    """Three shards' calls: increase/rate over the scraped window equal the calls made exactly; the p95 of
-    histogram_quantile lies in the classic bucket holding the exact p95."""
+FLOW = 'autoperf_flow_duration_seconds_count{flow="cmd",measure="duration",status="success"}'
+WARM, CALLS = 2, 120
+SQL = "SELECT * FROM players WHERE id = $1"
+
+
+def _resource(pid, shard):
+    return {"timestamp": "2026-12-07T00:00:10.000Z", "level": "INFO", "type": "resource", "pid": pid,
+            "host": "test-host", "instance_id": f"{pid:032x}", "shard_ids": [shard], "rss_mb": 80.0 + shard,
+            "cpu_percent": 3.0, "active_flows": 1, "loop_lag_ms": {"avg": 0.4, "p50": 0.3, "p95": 1.5, "max": 4.0},
+            "db_pool": {"size": 10, "in_use": 3, "idle": 7, "waiters": 0, "utilisation_pct": 30.0},
+            "process_pool": {"pending": 0, "busy": 1, "workers": 2},
+            "workers": [{"pid": pid + 100, "rss_mb": 40.0, "pool_worker": True}]}
+
+
+def _phase2_records(rng, shard, durations):
+    pid = 1000 + shard
+    values = [round(rng.lognormvariate(3.0, 0.8), 3) for _ in range(CALLS // 4)]
+    durations.extend(values)
+    first = [round(v * 0.3, 3) for v in values]
+    return [metrics_record("cmd", values, shard, pid, sla_ms=50.0),
+            metrics_record("cmd", first, shard, pid, measure="first_response", deadline_missed=1),
+            metrics_record("cmd", [7.0], shard, pid, status="error"),
+            metrics_record("db.fetch", [1.5, 2.5, 3.5], shard, pid, root=False, kind="db", flow_name="cmd",
+                           fingerprint=SQL),
+            metrics_record("POST /x", [9.0], shard, pid, root=False, kind="http", flow_name="cmd", status="error")]
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory):
+    """The endpoint, three shards' records in two phases, Prometheus scraping every second.
+
+    Yields (prom, t1, t2, durations): t1 is the last scrape before phase 2 (every series at its
+    warm-up value), t2 the last scrape after it; ``durations`` are phase 2's flow durations (ms).
+    """
+    if BINARY is None:
+        pytest.skip(WHY)
+    tmp_path = tmp_path_factory.mktemp("prometheus")
     served = Served(tmp_path)
     rng = random.Random(7)
-    warm, calls = 2, 120
+    durations = []
     try:
         with promserver.PrometheusServer(tmp_path / "prom", [served.target]) as prom:
             prom.wait_for(prom.targets_up, what="target up")
             # phase 1: each shard's series exists (a counter must be seen before it grows to be counted)
-            append(served.log_dir, *(metrics_record("cmd", [5.0] * warm, shard, 1000 + shard) for shard in range(3)))
-            series = "autoperf_flow_duration_seconds_count{flow=\"cmd\"}"
-            prom.wait_for(lambda: prom.scalar(f"count({series})") == 3, what="three shards' series")
+            append(served.log_dir, *(metrics_record("cmd", [5.0] * WARM, shard, 1000 + shard) for shard in range(3)))
+            prom.wait_for(lambda: prom.scalar(f"count({FLOW})") == 3, what="three shards' series")
             time.sleep(2.5)
             # phase 2: the calls counted, over several intervals per shard
-            durations = []
-            for interval in range(4):
-                batch = []
-                for shard in range(3):
-                    values = [round(rng.lognormvariate(3.0, 0.8), 3) for _ in range(calls // 4)]
-                    durations.extend(values)
-                    batch.append(metrics_record("cmd", values, shard, 1000 + shard))
-                append(served.log_dir, *batch)
+            for _ in range(4):
+                append(served.log_dir, *(r for shard in range(3) for r in _phase2_records(rng, shard, durations)))
+                with open(served.log_dir / "performance_2026-12-07.log", "ab") as fh:
+                    fh.write(b"".join(orjson.dumps(_resource(1000 + shard, shard)) + b"\n" for shard in range(3)))
                 time.sleep(1.2)
-            total = 3 * (warm + calls)
-            prom.wait_for(lambda: prom.scalar(f"sum({series})") == total, what="all calls scraped")
+            total = 3 * (WARM + CALLS)
+            prom.wait_for(lambda: prom.scalar(f"sum({FLOW})") == total, what="all calls scraped")
             time.sleep(2.5)
-            now = time.time()
-            raw = _samples(prom, f"{series}[2m]", now)
+            raw = _samples(prom, f"{FLOW}[2m]", time.time())
             assert len(raw) == 3 and {dict(k)["shard"] for k in raw} == {"0", "1", "2"}
-            # the window: from the last scrape before phase 2 to the last scrape; every series has both
             stamps = sorted({t for values in raw.values() for t, _ in values})
+
             def total_at(t):
                 return sum(v for values in raw.values() for ts, v in values if ts == t)
-            t1 = max(t for t in stamps if total_at(t) == 3 * warm)
-            t2 = stamps[-1]
-            window = f"{round((t2 - t1) * 1000)}ms"
-            increase = prom.scalar(f"sum(increase({series}[{window}]))", at=t2)
-            rate = prom.scalar(f"sum(rate({series}[{window}]))", at=t2)
-            assert increase == pytest.approx(3 * calls, abs=1e-6)
-            assert rate * (t2 - t1) == pytest.approx(3 * calls, abs=1e-6)
-            # p95: Prometheus interpolates inside the bucket that holds the exact p95
-            p95 = prom.scalar("histogram_quantile(0.95, sum by (le) (increase("
-                              f"autoperf_flow_duration_seconds_bucket{{flow=\"cmd\"}}[{window}])))", at=t2)
-            exact = percentile(sorted(durations), 95) / 1000.0
-            bounds = [0.0] + [b / 1000.0 for b in (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)]
-            hi = next(b for b in bounds if b >= exact)
-            lo = bounds[bounds.index(hi) - 1]
-            assert lo <= p95 <= hi, (p95, exact, lo, hi)
+            t1 = max(t for t in stamps if total_at(t) == 3 * WARM)
+            yield prom, t1, stamps[-1], durations
     finally:
         served.stop()
+
+
+@needs_prometheus
+def test_three_shards_scraped_counts_exact_and_p95_within_a_bucket(scraped):
+    """Three shards' calls: increase/rate over the scraped window equal the calls made exactly; the p95 of
+    histogram_quantile lies in the classic bucket holding the exact p95."""
+    prom, t1, t2, durations = scraped
+    window = f"{round((t2 - t1) * 1000)}ms"
+    increase = prom.scalar(f"sum(increase({FLOW}[{window}]))", at=t2)
+    rate = prom.scalar(f"sum(rate({FLOW}[{window}]))", at=t2)
+    assert increase == pytest.approx(3 * CALLS, abs=1e-6)
+    assert rate * (t2 - t1) == pytest.approx(3 * CALLS, abs=1e-6)
+    per_shard = prom.query(f"sum by (shard) (increase({FLOW}[{window}]))", at=t2)
+    assert sorted(float(r["value"][1]) for r in per_shard) == pytest.approx([CALLS] * 3, abs=1e-6)
+    # p95: Prometheus interpolates inside the bucket that holds the exact p95
+    p95 = prom.scalar("histogram_quantile(0.95, sum by (le) (increase("
+                      f"autoperf_flow_duration_seconds_bucket{{flow=\"cmd\",measure=\"duration\",status=\"success\"}}[{window}])))",
+                      at=t2)
+    exact = percentile(sorted(durations), 95) / 1000.0
+    bounds = [0.0] + [b / 1000.0 for b in DEFAULT_BUCKETS_MS]
+    hi = next(b for b in bounds if b >= exact)
+    lo = bounds[bounds.index(hi) - 1]
+    assert lo <= p95 <= hi, (p95, exact, lo, hi)
+
+
+@needs_prometheus
+def test_every_dashboard_panel_returns_data(scraped):
+    """Each PromQL of examples/grafana/autoperf.json returns at least one number from the scraped shards."""
+    prom, t1, t2, _ = scraped
+    dashboard = json.loads((ROOT / "examples" / "grafana" / "autoperf.json").read_text())
+    window = f"{round((t2 - t1) * 1000)}ms"
+    exprs = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 8
+    empty = []
+    for title, expr in exprs:
+        result = prom.query(expr.replace("$__rate_interval", window).replace("$shard", ".*"), at=t2)
+        values = [float(r["value"][1]) for r in result]
+        if not any(math.isfinite(v) for v in values):
+            empty.append((title, expr, values))
+    assert not empty, empty
 
 
 def test_endpoint_speaks_text_and_openmetrics_and_counts_never_go_back(tmp_path):
