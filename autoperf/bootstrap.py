@@ -184,7 +184,7 @@ def install(cfg=None, *, log_dir=None, console=None, disable=(), child=False):
         redact.configure(data.get("redact"))
 
         from autoperf import integrations
-        for name in integrations.REGISTRY:
+        for name in integrations.BY_NAME:
             options = cfg.integration(name)
             if name in disabled or not options.get("enabled", True):
                 continue

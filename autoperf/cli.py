@@ -63,14 +63,14 @@ def _unknown_disable_names(names, cfg):
     """The error for ``--disable`` names that match nothing (a typo would silently measure with the
     component on), or None."""
     from autoperf import integrations
-    known = set(integrations.REGISTRY) | set(_FEATURES)
+    known = set(integrations.BY_NAME) | set(_FEATURES)
     for spec in cfg.targets:
         known.update(n for n in (spec.name, spec.target) if n)
     bad = [n for n in names if n not in known]
     if not bad:
         return None
     return (f"autoperf: --disable {', '.join(bad)}: no integration, feature or target of that name "
-            f"(integrations: {', '.join(sorted(integrations.REGISTRY))}; features: {', '.join(_FEATURES)}; "
+            f"(integrations: {', '.join(sorted(integrations.BY_NAME))}; features: {', '.join(_FEATURES)}; "
             f"targets: by name or target string, as in {cfg.path or 'the config'})")
 
 

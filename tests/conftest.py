@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from autoperf import integrations
+
 REPO = Path(__file__).resolve().parent.parent
 
 #: install(..., disable=NO_EXTRAS) keeps a test about targets free of integrations and extras.
-NO_EXTRAS = ("stats", "alerts", "store", "asyncio", "asyncpg", "process_pool", "thread_pool",
-             "resources", "aiohttp", "httpx", "discord")
+NO_EXTRAS = ("stats", "alerts", "store", *(entry.name for entry in integrations.TABLE))
 
 
 @pytest.fixture(scope="session")

@@ -313,14 +313,14 @@ def test_anchors_and_merge_keys(tmp_path):
 
 
 def test_integrations_null_entry_and_options(tmp_path, monkeypatch):
-    """An integration's OPTIONS schema validates its options; a bare entry takes the defaults (DEFAULT_ENABLED)."""
+    """An integration's OPTIONS schema validates its options; a bare entry takes the defaults (the table's `default`)."""
     import autoperf.integrations as integrations
 
     fake = types.ModuleType("ap_fake_integration")
     fake.OPTIONS = Obj({"slow_ms": Field(Float(min=0), default=100, doc="slow")})
-    fake.DEFAULT_ENABLED = False
     monkeypatch.setitem(sys.modules, "ap_fake_integration", fake)
-    monkeypatch.setitem(integrations.REGISTRY, "fake", "ap_fake_integration")
+    monkeypatch.setitem(integrations.BY_NAME, "fake",
+                        integrations.Integration("fake", "ap_fake_integration", "ap_fake", None, "", False, ()))
     cfg = load(tmp_path, "integrations:\n  fake:\n  asyncpg: {enabled: false}\n")
     assert cfg.integration("fake") == {"enabled": False, "slow_ms": 100.0}
     assert load(tmp_path, "integrations: {fake: {enabled: yes, slow_ms: 5}}").integration("fake") == {"enabled": True, "slow_ms": 5.0}

@@ -364,7 +364,7 @@ class TestPatchCycle:
 
         def current():
             out = {}
-            for mod, qualname in apg.WRAPS:
+            for mod, qualname, *_ in integrations.BY_NAME["asyncpg"].wraps:
                 owner = __import__(mod, fromlist=["x"])
                 for part in qualname.split(".")[:-1]:
                     owner = getattr(owner, part)

@@ -85,10 +85,10 @@ def executor_patched(log_dir):
 
 @pytest.fixture
 def mp_pool_patched(log_dir):
-    integrations.unpatch("process_pool")
-    assert integrations.patch("process_pool", multiprocessing.pool, {})
+    integrations.unpatch("multiprocessing_pool")
+    assert integrations.patch("multiprocessing_pool", multiprocessing.pool, {})
     yield
-    integrations.unpatch("process_pool")
+    integrations.unpatch("multiprocessing_pool")
 
 
 @pytest.fixture
@@ -323,14 +323,14 @@ class TestMultiprocessingPool:
 
     def test_unpatch_with_jobs_in_flight_still_returns_original_results(self, log_dir):
         """Unpatching while a job runs still hands back its original result; a later unpatch restores everything."""
-        integrations.unpatch("process_pool")
+        integrations.unpatch("multiprocessing_pool")
         apply_set = multiprocessing.pool.ApplyResult._set
         apply_async = multiprocessing.pool.Pool.apply_async
-        assert integrations.patch("process_pool", multiprocessing.pool, {})
+        assert integrations.patch("multiprocessing_pool", multiprocessing.pool, {})
         pool = multiprocessing.get_context("fork").Pool(1)
         try:
             running = pool.apply_async(sleep_then_pid, (0.3,))
-            integrations.unpatch("process_pool")
+            integrations.unpatch("multiprocessing_pool")
             assert multiprocessing.pool.Pool.apply_async is apply_async
             assert type(running.get(timeout=60)) is int
             assert pool.apply(make_point, (1,)) == Point(1, -1)
@@ -338,8 +338,8 @@ class TestMultiprocessingPool:
             pool.close()
             pool.join()
         assert not process_pool._inflight
-        assert integrations.patch("process_pool", multiprocessing.pool, {})
-        integrations.unpatch("process_pool")
+        assert integrations.patch("multiprocessing_pool", multiprocessing.pool, {})
+        integrations.unpatch("multiprocessing_pool")
         assert multiprocessing.pool.ApplyResult._set is apply_set
 
 

@@ -53,9 +53,9 @@ def _code_stamp():
 def key(text: bytes) -> str:
     digest = blake2b(digest_size=16)
     digest.update(text)
-    from autoperf.integrations import REGISTRY
+    from autoperf.integrations import TABLE
 
-    digest.update(f"\0{_VERSION}\0{sys.version}\0{_code_stamp()}\0{sorted(REGISTRY.items())}".encode())
+    digest.update(f"\0{_VERSION}\0{sys.version}\0{_code_stamp()}\0{TABLE}".encode())
     return digest.hexdigest()
 
 

@@ -163,10 +163,10 @@ def _validate(path, text):
 
 def _complete(config):
     """Every integration's options in ``data`` (defaults too), so a cached config needs no imports."""
-    from autoperf.integrations import REGISTRY
+    from autoperf.integrations import BY_NAME
 
     integrations = dict(config.data.get("integrations") or {})
-    for name in REGISTRY:
+    for name in BY_NAME:
         if name not in integrations:
             integrations[name] = config.integration(name)
     config.data["integrations"] = integrations

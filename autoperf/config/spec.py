@@ -1,6 +1,7 @@
 """The schema of autoperf.yaml, built with the DSL (section providers are imported lazily)."""
 import importlib
 import re
+import sys
 
 from .capture import CaptureError, compile_capture
 from .schema import Any, Bool, Enum, Field, Float, Int, List, Map, Obj, Str, join, mapping_items
@@ -108,14 +109,18 @@ def _provided(module, attr):
     return schema if hasattr(schema, "validate") and hasattr(schema, "json_schema") else None
 
 
-def integration_options(name, module=None):
+def integration_options(name, module=None, default=None):
     """The option schema of integration ``name`` with ``enabled`` added (any options when unknown).
 
-    ``enabled`` defaults to the module's ``DEFAULT_ENABLED`` (True when it has none).
+    ``enabled`` defaults to the integration table's ``default`` (True for a name not in it).
     """
+    if module is None:
+        entry = getattr(sys.modules.get("autoperf.integrations"), "BY_NAME", {}).get(name)
+        module, default = (entry.code, entry.default) if entry is not None else (None, default)
     mod = _module(module or f"autoperf.integrations.{name}") if module or name.isidentifier() else None
     options = getattr(mod, "OPTIONS", None)
-    default = getattr(mod, "DEFAULT_ENABLED", True)
+    if default is None:
+        default = True
     enabled = Field(Bool(), default=default is not False, doc="Turn this integration on or off.")
     if not isinstance(options, Obj):
         return Obj({"enabled": enabled}, extra=True, doc=f"Options of the {name} integration.")
@@ -136,13 +141,13 @@ class _Integrations(Map):
 
 
 def _integrations():
-    registry = getattr(_module("autoperf.integrations"), "REGISTRY", None)
+    table = getattr(_module("autoperf.integrations"), "BY_NAME", None)
     doc = "Per-integration options, by integration name; each has `enabled` (default true)."
-    if not isinstance(registry, dict):
+    if not isinstance(table, dict):
         return Field(_Integrations(), default={}, doc=doc)
     fields = {}
-    for name, module in registry.items():
-        schema = integration_options(name, module if isinstance(module, str) else None)
+    for name, entry in table.items():
+        schema = integration_options(name, getattr(entry, "code", entry), getattr(entry, "default", None))
         fields[name] = Field(schema, doc=schema.doc)
     return Field(Obj(fields), doc=doc)
 

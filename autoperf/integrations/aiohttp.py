@@ -24,15 +24,9 @@ from contextvars import ContextVar
 
 from autoperf import diagnostics, spans
 from autoperf.config.schema import Obj
-from autoperf.integrations import base
 from autoperf.redact import http_path as template_path
 
-NAME = "aiohttp"
-MODULE = "aiohttp"
-REQUIRES = "aiohttp >= 3.8"
-DEFAULT_ENABLED = True
 OPTIONS = Obj({}, doc="aiohttp client requests (http spans).")
-WRAPS = [("aiohttp.client", "ClientSession._request")]
 
 _get_current = spans._get_current
 _set_current = spans._set_current
@@ -118,14 +112,3 @@ def _request_factory(original):
         s.finish()
         return resp
     return _request
-
-
-_FACTORIES = {"ClientSession._request": _request_factory}
-
-
-def patch(module, options: dict) -> None:
-    base.wrap_all(WRAPS, _FACTORIES)
-
-
-def unpatch(module) -> None:
-    base.unwrap_all(WRAPS)

@@ -3,27 +3,20 @@
 ``wrap(owner, "method", factory)`` replaces ``owner.method`` by ``factory(original)`` and keeps
 the original as found in ``vars(owner)`` so ``unwrap`` restores the very same object (a
 staticmethod stays a staticmethod; an inherited attribute is removed again rather than copied).
+``replace`` does the same for a plain value. Changes made ``by=`` an integration are undone
+together, newest first, by ``restore(by)``: its one uninstall loop.
 """
 from __future__ import annotations
 
 import functools
-import importlib
 
-_ORIGINALS: dict = {}   # (id(owner), attr) -> (owner, attr, original-or-_ABSENT, replacement)
+_ORIGINALS: dict = {}   # (id(owner), attr) -> (owner, attr, original-or-_ABSENT, replacement, by)
 _ABSENT = object()
 
 
-def resolve(dotted_module, qualname):
-    """``("asyncpg.connection", "Connection.execute")`` -> ``(owner_object, "execute")``."""
-    owner = importlib.import_module(dotted_module)
-    *path, attr = qualname.split(".")
-    for part in path:
-        owner = getattr(owner, part)
-    return owner, attr
-
-
-def wrap(owner, attr, factory, *, keep_metadata=True):
-    """Replace ``owner.attr`` by ``factory(original)``; idempotent per (owner, attr)."""
+def wrap(owner, attr, factory, *, keep_metadata=True, by=None):
+    """Replace ``owner.attr`` by ``factory(original)``; idempotent per (owner, attr).
+    A class is replaced without copying its metadata (a wrapper class has its own)."""
     key = (id(owner), attr)
     if key in _ORIGINALS:
         return _ORIGINALS[key][3]
@@ -36,11 +29,22 @@ def wrap(owner, attr, factory, *, keep_metadata=True):
     else:
         original = getattr(owner, attr)
         replacement = factory(original)
-        if keep_metadata:
+        if keep_metadata and not isinstance(original, type):
             _copy_metadata(replacement, original)
     setattr(owner, attr, replacement)
-    _ORIGINALS[key] = (owner, attr, raw, replacement)
+    _ORIGINALS[key] = (owner, attr, raw, replacement, by)
     return replacement
+
+
+def replace(obj, attr, value, *, by=None):
+    """Set ``obj.attr = value``, remembering the first original so ``restore(by)`` puts it back."""
+    key = (id(obj), attr)
+    entry = _ORIGINALS.get(key)
+    if entry is None:
+        raw = vars(obj).get(attr, _ABSENT) if hasattr(obj, "__dict__") else getattr(obj, attr, _ABSENT)
+        entry = (obj, attr, raw, value, by)
+    setattr(obj, attr, value)
+    _ORIGINALS[key] = entry[:3] + (value, entry[4])
 
 
 def _copy_metadata(replacement, original):
@@ -55,7 +59,12 @@ def unwrap(owner, attr):
     entry = _ORIGINALS.pop((id(owner), attr), None)
     if entry is None:
         return False
-    _, _, raw, _ = entry
+    _put_back(entry)
+    return True
+
+
+def _put_back(entry):
+    owner, attr, raw = entry[:3]
     if raw is _ABSENT:
         try:
             delattr(owner, attr)
@@ -63,7 +72,25 @@ def unwrap(owner, attr):
             pass
     else:
         setattr(owner, attr, raw)
-    return True
+
+
+def restore(by, keep=()):
+    """Undo every change made ``by=by``, newest first; qualified ``keep`` names
+    (``"Class.attr"``) stay as they are."""
+    for key, entry in reversed(list(_ORIGINALS.items())):
+        if entry[4] != by or _name(entry[0], entry[1]) in keep:
+            continue
+        if _ORIGINALS.pop(key, None) is not None:
+            _put_back(entry)
+
+
+def _name(owner, attr):
+    return f"{getattr(owner, '__qualname__', '')}.{attr}".lstrip(".") if isinstance(owner, type) else attr
+
+
+def changed_by(by):
+    """``[(owner, attr, original)]`` changed ``by=by`` and not restored (the contract tests)."""
+    return [(e[0], e[1], e[2]) for e in _ORIGINALS.values() if e[4] == by]
 
 
 def is_wrapped(owner, attr):
@@ -76,19 +103,3 @@ def original(owner, attr):
         return getattr(owner, attr)
     raw = entry[2]
     return getattr(owner, attr) if raw is _ABSENT else raw
-
-
-def wrap_all(wraps, factories):
-    """Apply ``WRAPS`` — ``[(module, qualname), ...]`` — with ``factories[qualname](original)``."""
-    for module, qualname in wraps:
-        owner, attr = resolve(module, qualname)
-        wrap(owner, attr, factories[qualname])
-
-
-def unwrap_all(wraps):
-    for module, qualname in wraps:
-        try:
-            owner, attr = resolve(module, qualname)
-        except (ImportError, AttributeError):
-            continue
-        unwrap(owner, attr)

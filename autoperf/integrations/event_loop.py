@@ -44,12 +44,8 @@ from time import perf_counter_ns
 
 from autoperf import diagnostics, threads
 from autoperf.config.schema import Field, Float, Obj
-from autoperf.integrations import base, loop_blocked, loop_watchdog
+from autoperf.integrations import loop_blocked, loop_watchdog
 
-NAME = "asyncio"
-MODULE = "asyncio"
-REQUIRES = None
-DEFAULT_ENABLED = True
 OPTIONS = Obj({
     "lag_interval_ms": Field(Float(min=0, min_exclusive=True), default=None,
                              doc="How often loop lag is probed (default: `loop.lag_interval_ms`, 100)."),
@@ -57,8 +53,6 @@ OPTIONS = Obj({
                                    doc="A callback holding the loop longer than this gives a `loop_blocked` record "
                                        "(default: `loop.blocking_threshold_ms`, 100)."),
 }, doc="Event-loop lag monitor and blocking detection.")
-WRAPS = [("asyncio.events", "_set_running_loop"), ("asyncio", "_set_running_loop"),
-         ("asyncio.events", "Handle._run")]
 
 DEFAULT_LAG_INTERVAL_MS = 100.0
 DEFAULT_BLOCKING_THRESHOLD_MS = 100.0
@@ -316,8 +310,6 @@ def _handle_run_factory(original):
     return _run
 
 
-FACTORIES = {"_set_running_loop": _set_running_loop_factory, "Handle._run": _handle_run_factory}
-
 
 # -- reporting ---------------------------------------------------------------------------------
 def _handle_blocked(state, handle, start, end):
@@ -417,25 +409,26 @@ def _configure(options):
     _settings["threshold_ns"] = int(float(threshold) * 1e6)
 
 
-def patch(module, options):
+def setup(module, options):
     global _active
     _configure(options)
     _active = True
     # Class default read by Handle._run on loops not (yet) watched, e.g. one already running in
     # another thread: a None check instead of an AttributeError per callback.
     setattr(module.BaseEventLoop, _LOOP_ATTR, None)
-    for mod, qualname in WRAPS:
-        owner, attr = base.resolve(mod, qualname)
-        base.wrap(owner, attr, FACTORIES[qualname])
+
+
+def started(module):
+    """After the wraps (``integrations.patch``)."""
     running = module.events._get_running_loop()
     if running is not None:  # patched from inside a running loop: watch it from now on
         running.call_soon_threadsafe(_loop_started, running)
 
 
-def unpatch(module):
+def teardown(module):
+    """Before the wraps are undone (``integrations.unpatch``)."""
     global _active
     _active = False
-    base.unwrap_all(WRAPS)
     for tid, state in list(_slots.items()):
         loop = state.loop()
         _slots.pop(tid, None)

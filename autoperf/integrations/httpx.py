@@ -11,15 +11,9 @@ from __future__ import annotations
 
 from autoperf import diagnostics
 from autoperf.config.schema import Obj
-from autoperf.integrations import base
 from autoperf.integrations.aiohttp import end_http_span, should_record, start_http_span
 
-NAME = "httpx"
-MODULE = "httpx"
-REQUIRES = "httpx >= 0.23"
-DEFAULT_ENABLED = True
 OPTIONS = Obj({}, doc="httpx client requests (http spans).")
-WRAPS = [("httpx", "Client.send"), ("httpx", "AsyncClient.send")]
 
 
 def _start(request):
@@ -80,14 +74,3 @@ def _async_factory(original):
         s.finish()
         return response
     return send
-
-
-_FACTORIES = {"Client.send": _sync_factory, "AsyncClient.send": _async_factory}
-
-
-def patch(module, options: dict) -> None:
-    base.wrap_all(WRAPS, _FACTORIES)
-
-
-def unpatch(module) -> None:
-    base.unwrap_all(WRAPS)

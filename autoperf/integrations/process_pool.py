@@ -43,23 +43,10 @@ from time import perf_counter_ns
 
 from autoperf import diagnostics, pipeline, spans
 from autoperf.config.schema import Obj
-from autoperf.integrations import base
 from autoperf.integrations.thread_pool import job_name, trim_own_frame
 
-NAME = "process_pool"
-MODULE = "concurrent.futures.process"
 POOL_MODULE = "multiprocessing.pool"
-REQUIRES = None
-DEFAULT_ENABLED = True
 OPTIONS = Obj({}, doc="Process-pool jobs (ProcessPoolExecutor, multiprocessing.Pool) as job spans.")
-
-#: The one list of what is wrapped, per target module (patch and unpatch both read it).
-WRAPS = {
-    MODULE: [(MODULE, "ProcessPoolExecutor.submit"), (MODULE, "_WorkItem")],
-    POOL_MODULE: [(POOL_MODULE, "Pool.apply_async"), (POOL_MODULE, "Pool._guarded_task_generation"),
-                  (POOL_MODULE, "ApplyResult._set"), (POOL_MODULE, "MapResult._set"),
-                  (POOL_MODULE, "IMapIterator._set"), (POOL_MODULE, "IMapUnorderedIterator._set")],
-}
 
 #: Jobs of ``multiprocessing.Pool`` in flight: span_id -> (span, id(pool)). Bounded: a task
 #: whose worker died never reports back (Pool itself never fails it).
@@ -379,49 +366,27 @@ def _set_factory(original):
     return _set
 
 
-FACTORIES = {
-    "ProcessPoolExecutor.submit": _submit_factory,
-    "_WorkItem": _work_item_factory,
-    "Pool.apply_async": _apply_async_factory,
-    "Pool._guarded_task_generation": _task_generation_factory,
-    "ApplyResult._set": _set_factory,
-    "MapResult._set": _set_factory,
-    "IMapIterator._set": _set_factory,
-    "IMapUnorderedIterator._set": _set_factory,
-}
-
-
-def _wraps_for(module):
-    name = getattr(module, "__name__", module)
-    if name not in WRAPS:
-        raise ValueError(f"process_pool cannot patch {name!r}; it patches {' and '.join(WRAPS)}")
-    return WRAPS[name]
-
 
 #: ``[True]`` while multiprocessing.pool is patched (read by task generators already running).
 _pool_patched = [False]
 _RESULT_SIDE = {"ApplyResult._set", "MapResult._set", "IMapIterator._set", "IMapUnorderedIterator._set"}
 
 
-def patch(module, options):
-    """Patch ``concurrent.futures.process`` or ``multiprocessing.pool`` (whichever is given)."""
-    wraps = _wraps_for(module)
-    for mod, qualname in wraps:
-        owner, attr = base.resolve(mod, qualname)
-        base.wrap(owner, attr, FACTORIES[qualname], keep_metadata=not isinstance(getattr(owner, attr), type))
-    if wraps is WRAPS[POOL_MODULE]:
+def setup(module, options):
+    """Both ``process_pool`` (concurrent.futures.process) and ``multiprocessing_pool`` rows."""
+    if module.__name__ == POOL_MODULE:
         _pool_patched[0] = True
 
 
-def unpatch(module):
-    wraps = _wraps_for(module)
-    if wraps is WRAPS[POOL_MODULE]:
+def teardown(module):
+    """What stays wrapped after unpatch (``integrations.unpatch``)."""
+    if module.__name__ == POOL_MODULE:
         _pool_patched[0] = False
         if _inflight:
             # DEV: jobs already sent still come back as _Outcome: keep the result side wrapped
             # (it passes anything else through) until a later unpatch finds nothing in flight.
-            wraps = [w for w in wraps if w[1] not in _RESULT_SIDE]
-    base.unwrap_all(wraps)
+            return _RESULT_SIDE
+    return ()
 
 
 # -- metrics for the resource sampler --------------------------------------------------------

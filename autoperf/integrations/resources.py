@@ -1,20 +1,11 @@
-"""Resource sampler: a ``resource`` record every ``sampler.interval_s`` (default 5 s).
+"""Resource sampler: a ``resource`` record every ``sampler.interval_s`` (default 5 s), from a daemon thread.
 
-A daemon thread (psutil) reads: process RSS (USS once a minute, ``uss_interval_s``), CPU %, threads,
-open fds; the RSS of every child process, recursively (pool workers; found through /proc rather than psutil's scan of the whole
-process table, once per interval); system memory; and, when those integrations are loaded and
-patched: DB pool utilisation (``asyncpg.pool_stats()``), process-pool queue depth and busy workers
-(``process_pool.pool_stats()``), event-loop lag since the previous sample
-(``event_loop.lag_stats()``), the discord gateway latency (``discord.gateway_latency_ms()``);
-active flows (``spans.active_flows()``). Other code adds fields with
-``add_source(name, fn)``.
-
-Thresholds (seed 4.4, 10.1) make the record ``WARNING``/``CRITICAL`` and name what crossed them in
-``alerts``: DB pool > 80 % / > 90 %, process-pool queue > 5 / > 10, a worker's RSS > 500 MB.
-
-Started at install: the registry entry ``resources`` has ``MODULE = "autoperf"`` (always imported),
-so ``patch()`` runs at once and starts the thread; ``unpatch()`` stops it. ``start()``/``stop()``
-do the same without the registry. Not started in multiprocessing workers (the parent samples them).
+Reads process RSS (USS once a minute), CPU %, threads, fds, every child's RSS (through /proc), system
+memory, active flows, and what each patched integration declares as ``sources`` in the integration
+table (DB pool use and waits, process-pool queue, loop lag, gateway latency); ``add_source(name, fn)``
+adds more. ``evaluate`` names the thresholds a record crosses (DB pool > 80 / 90 %, queue > 5 / 10,
+worker RSS > 500 MB). Started at install (its table row triggers on ``autoperf``): ``setup`` starts
+the thread, ``teardown`` stops it; never in multiprocessing workers (the parent samples them).
 """
 from __future__ import annotations
 
@@ -27,9 +18,6 @@ from autoperf import diagnostics, pipeline, threads
 from autoperf.config.schema import Field, Float, Obj
 
 NAME = "resources"
-MODULE = "autoperf"
-REQUIRES = None  # psutil is checked at start (REQUIRES would be compared with autoperf's version)
-DEFAULT_ENABLED = True
 OPTIONS = Obj({
     "interval_s": Field(Float(min=0, min_exclusive=True), default=None,
                         doc="Seconds between samples (default: `sampler.interval_s`, 5)."),
@@ -42,7 +30,6 @@ OPTIONS = Obj({
     "queue_critical": Field(Float(min=0), default=10, doc="Process-pool jobs waiting above this -> CRITICAL."),
     "worker_rss_warning_mb": Field(Float(min=0), default=500, doc="A worker process's RSS above this -> WARNING."),
 }, doc="Periodic resource records (process, workers, pools, loop lag).")
-WRAPS: list = []  # wraps nothing: it is a thread
 
 DEFAULT_INTERVAL_S = 5.0
 # USS comes from /proc/<pid>/smaps_rollup, which the kernel computes by walking the page tables: 2.2 ms of
@@ -212,7 +199,7 @@ class Sampler(threading.Thread):
                 rec["open_fds"] = proc.num_fds()
             except (AttributeError, psutil.AccessDenied):
                 rec["open_fds"] = None
-        ppools = _call("autoperf.integrations.process_pool", "pool_stats")
+        ppools = _read("process_pool")
         pool_pids = {pid for p in ppools or () for pid in p.get("pids", ())}
         workers = []
         for child in self._children():
@@ -225,11 +212,11 @@ class Sampler(threading.Thread):
         rec["max_worker_rss_mb"] = max((w["rss_mb"] for w in workers), default=None)
         rec["system_memory_percent"] = psutil.virtual_memory().percent
         rec["active_flows"] = _active_flows()
-        rec["loop_lag_ms"] = _call("autoperf.integrations.event_loop", "lag_stats")
-        pools = _db_pools()
+        rec["loop_lag_ms"] = _read("loop_lag_ms")
+        pools = _read("db_pool")
         if pools:
             rec["db_pool"] = _aggregate_db(pools)
-            waits = _call("autoperf.integrations.asyncpg", "wait_stats")
+            waits = _read("db_pool_waits")
             if waits:
                 rec["db_pool"].update(waits)
             if len(pools) > 1:
@@ -238,10 +225,9 @@ class Sampler(threading.Thread):
             rec["process_pool"] = _aggregate_process_pools(ppools)
             if len(ppools) > 1:
                 rec["process_pools"] = ppools
-        if _patched("discord"):
-            latency = _call("autoperf.integrations.discord", "gateway_latency_ms")
-            if latency is not None:
-                rec["gateway_latency_ms"] = latency
+        latency = _read("gateway_latency_ms")
+        if latency is not None:
+            rec["gateway_latency_ms"] = latency
         for name, fn in list(_sources.items()):
             try:
                 rec[name] = fn()
@@ -285,28 +271,18 @@ def _child_pids(root):
     return out
 
 
-def _call(module_name, fn_name):
-    module = sys.modules.get(module_name)
-    if module is None:
+def _read(field):
+    """The value of the source a patched integration declares for ``field`` (its table row's
+    ``sources``), or None."""
+    integrations = sys.modules.get("autoperf.integrations")
+    fn = integrations.source(field) if integrations is not None else None
+    if fn is None:
         return None
     try:
-        return getattr(module, fn_name)()
+        return fn()
     except Exception as exc:
-        diagnostics.internal_error(f"{module_name}.{fn_name}", exc)
+        diagnostics.internal_error(f"resource source {field}", exc)
         return None
-
-
-def _patched(name):
-    """Integration ``name`` is loaded and patched (its module is only imported with its library)."""
-    integrations = sys.modules.get("autoperf.integrations")
-    return (f"autoperf.integrations.{name}" in sys.modules and integrations is not None
-            and name in integrations.patched_names())
-
-
-def _db_pools():
-    if not _patched("asyncpg"):
-        return None
-    return _call("autoperf.integrations.asyncpg", "pool_stats")
 
 
 def _active_flows():
@@ -369,7 +345,7 @@ def running():
     return _sampler is not None and _sampler.is_alive()
 
 
-def patch(module, options):
+def setup(module, options):
     data = {}
     try:
         from autoperf import bootstrap
@@ -381,5 +357,5 @@ def patch(module, options):
     start(data, options)
 
 
-def unpatch(module):
+def teardown(module):
     stop()

@@ -21,14 +21,8 @@ from time import perf_counter_ns
 
 from autoperf import spans
 from autoperf.config.schema import Obj
-from autoperf.integrations import base
 
-NAME = "thread_pool"
-MODULE = "concurrent.futures.thread"
-REQUIRES = None
-DEFAULT_ENABLED = True
 OPTIONS = Obj({}, doc="Thread-pool jobs (run_in_executor, to_thread, submit) as job spans.")
-WRAPS = [("concurrent.futures.thread", "ThreadPoolExecutor.submit")]
 
 _Span = spans.Span
 _get_current = spans._get_current
@@ -129,14 +123,3 @@ def _submit_factory(original):
     def submit(self, fn, /, *args, **kwargs):
         return original(self, _ThreadJob(fn, _get_current(), perf_counter_ns()), *args, **kwargs)
     return submit
-
-
-FACTORIES = {"ThreadPoolExecutor.submit": _submit_factory}
-
-
-def patch(module, options):
-    base.wrap_all(WRAPS, FACTORIES)
-
-
-def unpatch(module):
-    base.unwrap_all(WRAPS)

@@ -73,8 +73,6 @@ in memory, referenced by the background task until that one EXPLAIN has run.
 """
 from __future__ import annotations
 
-from autoperf.integrations import base
-
 from . import pools, queries
 from .common import OPTIONS, _DbSpan, _Settings, in_empty_context  # noqa: F401  (re-exported: tests, tools)
 from .explain import (EXPLAIN_INTERVAL_S, EXPLAIN_MAX_CONCURRENT, EXPLAIN_TIMEOUT_S,  # noqa: F401
@@ -84,76 +82,47 @@ from .queries import (_EXECUTE_SIGNATURE, _arg0, _batch, _copy_query_query,  # n
                       _copy_records_query, _execute_factory, _execute_text_params, _infos,
                       _prepared_params, _query_wrapper, _self_query)
 
-NAME = "asyncpg"
-MODULE = "asyncpg"
-REQUIRES = "asyncpg >= 0.27"
-DEFAULT_ENABLED = True
 
-WRAPS = [
-    ("asyncpg.connection", "Connection.execute"),
-    ("asyncpg.connection", "Connection._execute"),
-    ("asyncpg.connection", "Connection._executemany"),
-    ("asyncpg.connection", "Connection._copy_out"),
-    ("asyncpg.connection", "Connection._copy_in"),
-    ("asyncpg.connection", "Connection.copy_records_to_table"),
-    ("asyncpg.connection", "Connection.copy_from_query"),
-    ("asyncpg.prepared_stmt", "PreparedStatement._PreparedStatement__bind_execute"),
-    ("asyncpg.prepared_stmt", "PreparedStatement.fetchmany"),
-    ("asyncpg.prepared_stmt", "PreparedStatement.executemany"),
-    ("asyncpg.cursor", "BaseCursor._bind_exec"),
-    ("asyncpg.cursor", "BaseCursor._bind"),
-    ("asyncpg.cursor", "BaseCursor._exec"),
-    ("asyncpg.cursor", "Cursor.forward"),
-    ("asyncpg.connection", "Connection.reset"),
-    ("asyncpg.pool", "Pool._acquire"),
-    ("asyncpg.pool", "Pool._async__init__"),
-    ("asyncpg.connection", "_StatementCache._set_entry_timeout"),
-    ("asyncpg.pool", "PoolConnectionHolder._setup_inactive_callback"),
-]
-
-_FACTORIES = {
-    "Connection.reset": _reset_factory,
-    "Connection.execute": lambda o: _query_wrapper(o, _arg0("query"), _execute_text_params),
-    "Connection._execute": _execute_factory,
-    "Connection._executemany": lambda o: _query_wrapper(o, _arg0("query"), batch_of=_batch(1, "args")),
-    "Connection._copy_out": lambda o: _query_wrapper(o, _arg0("copy_stmt")),
-    "Connection._copy_in": lambda o: _query_wrapper(o, _arg0("copy_stmt")),
-    "Connection.copy_records_to_table": lambda o: _query_wrapper(o, _copy_records_query),
-    "Connection.copy_from_query": lambda o: _query_wrapper(o, _copy_query_query),
-    "PreparedStatement._PreparedStatement__bind_execute": lambda o: _query_wrapper(o, _self_query, _prepared_params),
-    "PreparedStatement.fetchmany": lambda o: _query_wrapper(o, _self_query, batch_of=_batch(0, "args")),
-    "PreparedStatement.executemany": lambda o: _query_wrapper(o, _self_query, batch_of=_batch(0, "args")),
-    "BaseCursor._bind_exec": lambda o: _query_wrapper(o, _self_query),
-    "BaseCursor._bind": lambda o: _query_wrapper(o, _self_query),
-    "BaseCursor._exec": lambda o: _query_wrapper(o, _self_query),
-    "Cursor.forward": lambda o: _query_wrapper(o, _self_query),
-    "Pool._acquire": _acquire_factory,
-    "Pool._async__init__": _async_init_factory,
-    "_StatementCache._set_entry_timeout": in_empty_context,
-    "PoolConnectionHolder._setup_inactive_callback": in_empty_context,
-}
+# Factories named in the integration table (autoperf.integrations.TABLE): what each wrapped method
+# reads its query (and parameters, for EXPLAIN) from.
+def wrap_execute(o):
+    return _query_wrapper(o, _arg0("query"), _execute_text_params)
 
 
-# -- patch / unpatch ---------------------------------------------------------------------------
+def wrap_executemany(o):
+    return _query_wrapper(o, _arg0("query"), batch_of=_batch(1, "args"))
+
+
+def wrap_copy_stmt(o):
+    return _query_wrapper(o, _arg0("copy_stmt"))
+
+
+def wrap_copy_records(o):
+    return _query_wrapper(o, _copy_records_query)
+
+
+def wrap_copy_query(o):
+    return _query_wrapper(o, _copy_query_query)
+
+
+def wrap_prepared(o):
+    return _query_wrapper(o, _self_query, _prepared_params)
+
+
+def wrap_prepared_batch(o):
+    return _query_wrapper(o, _self_query, batch_of=_batch(0, "args"))
+
+
+def wrap_cursor(o):
+    return _query_wrapper(o, _self_query)
+
+
 def configure(options: dict) -> None:
-    """Apply options (also used by ``patch``); the per-query caches are kept if nothing changed."""
+    """Apply options (also at patch time); the per-query caches are kept if nothing changed."""
     settings = _Settings(options)
     queries.configure(settings)
     pools.configure(settings)
 
 
-def patch(module, options: dict) -> None:
-    """Wrap every entry of ``WRAPS`` present in this asyncpg version (older ones lack a few)."""
+def setup(module, options: dict) -> None:
     configure(options)
-    for mod, qualname in WRAPS:
-        try:
-            owner, attr = base.resolve(mod, qualname)
-        except (ImportError, AttributeError):
-            continue
-        if attr not in vars(owner):
-            continue
-        base.wrap(owner, attr, _FACTORIES[qualname])
-
-
-def unpatch(module) -> None:
-    base.unwrap_all(WRAPS)

@@ -200,7 +200,6 @@ wrap_bot_invoke = _flow_handler("commands", _start_bot_invoke, "discord: BotBase
 # View / modal classes whose on_error / interaction_check are wrapped (classes live as long as the
 # program; a plain dict is a single lookup, a WeakKeyDictionary makes a weakref per check).
 hooked_classes: dict = {}
-class_hooks: list = []   # (owner, attr) wrapped, or (cls, attr, old value) replaced: undone by unpatch
 
 
 def _record_check_factory(original):
@@ -227,8 +226,7 @@ def _hook_class(cls):
                     fn = factory(orig)
                     fn._autoperf_discord = True
                     return fn
-                base.wrap(owner, attr, tagged)
-                class_hooks.append((owner, attr))
+                base.wrap(owner, attr, tagged, by="discord")   # undone by unpatch
                 break
 
 

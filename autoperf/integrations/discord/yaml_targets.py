@@ -12,13 +12,13 @@ import inspect
 import sys
 
 from autoperf import diagnostics, wrappers
+from autoperf.integrations import base
 
 from . import state
-from .handlers import class_hooks, cycle_wrapper
+from .handlers import cycle_wrapper
 from .state import FLOW
 
 _ADOPTABLE = frozenset(("command", "component", "modal", "event"))
-adapter_changes: list = []   # (object, attribute, original) changed in place by target_adapter
 fixed_views: dict = {}       # View classes already pointed at instrumented button functions
 
 
@@ -97,13 +97,14 @@ def target_adapter(obj, site):
         if hasattr(obj, "coro") and hasattr(obj, "_loop") and mod.startswith("discord.ext.tasks"):
             fn = getattr(obj.coro, "__wrapped__", obj.coro) if hasattr(obj.coro, "_autoperf_cycle") else obj.coro
             _rebind_site(site, fn)
-            adapter_changes.append((obj, "coro", obj.coro))
+            # changed in place (base.replace): the discord unpatch puts the original back
             if site.kind == "cycle":
-                obj.coro = cycle_wrapper(fn, site)
+                coro = cycle_wrapper(fn, site)
             else:
                 inner = wrappers.instrument(fn, site)
-                obj.coro = cycle_wrapper(inner, wrappers.CallSite(site.name, "cycle")) \
+                coro = cycle_wrapper(inner, wrappers.CallSite(site.name, "cycle")) \
                     if state.opts.get("tasks", True) else inner
+            base.replace(obj, "coro", coro, by="discord")
             return obj
         # app_commands.Command / ContextMenu / ext.commands.Command (+ hybrid): the callback
         if hasattr(obj, "_callback") and callable(getattr(obj, "_callback", None)):
@@ -112,12 +113,10 @@ def target_adapter(obj, site):
                 return obj
             _rebind_site(site, fn)
             wrapped = _adopting(fn, site) if site.kind == "flow" else wrappers.instrument(fn, site)
-            adapter_changes.append((obj, "_callback", fn))
-            obj._callback = wrapped
+            base.replace(obj, "_callback", wrapped, by="discord")
             app = getattr(obj, "app_command", None)   # hybrid command: the slash side has its own copy
             if app is not None and getattr(app, "_callback", None) is fn:
-                adapter_changes.append((app, "_callback", fn))
-                app._callback = wrapped
+                base.replace(app, "_callback", wrapped, by="discord")
             return obj
     except Exception as exc:
         diagnostics.internal_error("discord: target adapter", exc)
@@ -161,8 +160,7 @@ def _fixup_view_class(cls):
         new = dict(items) if isinstance(items, dict) else list(items)
         for key, value in changed:
             new[key] = value
-        setattr(cls, "__view_children_items__", new)
-        class_hooks.append((cls, "__view_children_items__", items))
+        base.replace(cls, "__view_children_items__", new, by="discord")
 
 
 def wrap_view_init(original):
