@@ -77,6 +77,8 @@ def _apply_log_settings(data, log_dir, console):
     pipeline.configure(records.Settings.from_config(data), log.get("buffer_records"),
                        min(flush_interval, max_delay) if flush_interval else None)
     pipeline.IDLE_WAIT_S = max_delay / 1000.0   # the writer's longest back-off
+    from autoperf.metrics.retention import RetainSettings
+    pipeline.configure_metrics(RetainSettings.from_config(data))
     directory = os.path.abspath(log_dir or os.environ.get(ENV_LOG_DIR) or log.get("dir") or "logs")
     file_level = log.get("file_level", "TRACE")
     if _file_sink is None or _file_sink.directory != directory or _file_sink.level_name != file_level:

@@ -18,11 +18,12 @@ FLOW_KINDS = ("flow", "cycle")
 class Site:
     """Static facts about an instrumented place, shared by all its spans."""
 
-    __slots__ = ("threshold_ms", "sla_ms")
+    __slots__ = ("threshold_ms", "sla_ms", "retain")
 
-    def __init__(self, threshold_ms=None, sla_ms=None):
+    def __init__(self, threshold_ms=None, sla_ms=None, retain=None):
         self.threshold_ms = threshold_ms
         self.sla_ms = sla_ms
+        self.retain = retain        # a target's ``retain:``: "always", "never" or None (the rules)
 
 
 class Settings:
@@ -161,8 +162,10 @@ def span_record(span, settings: Settings) -> dict:
     return out[0]
 
 
-def _span_records(spans, settings: Settings, append):
+def _span_records(spans, settings: Settings, append, retained=None):
     """Append the ``span`` record of each finished span (and ``flow_complete`` after a root flow).
+
+    ``retained`` (the retention rule that kept these spans, or "all") is written on every record.
 
     The writer's inner loop (a few µs per span add up to the writer's CPU): everything is inlined,
     names of threads and tasks are looked up once per batch, the second of the timestamp once per
@@ -267,9 +270,11 @@ def _span_records(spans, settings: Settings, append):
                 rec["sla_met"] = rec["duration_ms"] <= site.sla_ms
         if extra:
             rec.update(extra)
+        if retained is not None:
+            rec["retained"] = retained
         append(rec)
         if children is not None:          # a root flow or cycle
-            append(flow_complete_record(span, settings, rec))
+            append(flow_complete_record(span, settings, rec, retained))
             # The flow and its children point at each other: let go here, so that the spans
             # are freed by reference counting once written (not left to the cyclic GC).
             span.children = None
@@ -305,7 +310,7 @@ def checkpoint_entries(span) -> list:
     return [entry for _, entry in entries]
 
 
-def flow_complete_record(span, settings: Settings, span_rec: dict) -> dict:
+def flow_complete_record(span, settings: Settings, span_rec: dict, retained=None) -> dict:
     attrs = span_rec["attrs"]
     rec = {
         "timestamp": span_rec["timestamp"],
@@ -327,8 +332,51 @@ def flow_complete_record(span, settings: Settings, span_rec: dict) -> dict:
     if sla is not None:
         rec["sla_ms"] = sla
         rec["sla_met"] = span_rec["duration_ms"] <= sla
+    if retained is not None:
+        rec["retained"] = retained
     if settings.extra:
         rec.update(settings.extra)
+    return rec
+
+
+def flow_complete_only(span, settings: Settings) -> dict:
+    """The ``flow_complete`` record of a root flow that was not retained (``"retained": null``),
+    made without its ``span`` record."""
+    dur, site, status = span.duration_ns, span.site, span.status
+    threshold = settings.warning_ns
+    if site is not None and site.threshold_ms is not None:
+        threshold = math.floor(site.threshold_ms * 1e6)
+    if dur > settings.error_ns or status == "error":
+        level = "ERROR"
+    elif dur > threshold:
+        level = "WARNING"
+    else:
+        level = "INFO"
+    attrs = span.attrs
+    duration_ms = dur // 1000 / 1000
+    rec = {
+        "timestamp": iso_from_wall_ns(span.start_ns + _wall_offset_ns),
+        "level": level,
+        "type": "flow_complete",
+        "flow_name": span.name,
+        "flow_kind": span.kind,
+        "flow_id": _hex16(span.span_id),        # not cached: a root id never comes back
+        "user_id": attrs.get("user_id") if attrs else None,
+        "duration_ms": duration_ms,
+        "checkpoints": checkpoint_entries(span),
+        "status": status,
+        "error": error_name(span.error),
+        "metadata": attrs if attrs is not None else {},
+        "pid": _pid,
+        **identity.FIELDS,
+        "retained": None,
+    }
+    if site is not None and site.sla_ms is not None:
+        rec["sla_ms"] = site.sla_ms
+        rec["sla_met"] = duration_ms <= site.sla_ms
+    if settings.extra:
+        rec.update(settings.extra)
+    span.children = None      # see _span_records: the spans are freed by reference counting
     return rec
 
 
@@ -347,7 +395,7 @@ def fill_record(rec: dict, settings: Settings) -> dict:
     return rec
 
 
-def to_records(items, settings: Settings) -> list:
+def to_records(items, settings: Settings, retained=None) -> list:
     """Record dicts for a batch of buffered items (finished spans and ``emit``ted dicts), in order."""
     _refresh_wall_offset()
     out = []
@@ -356,13 +404,13 @@ def to_records(items, settings: Settings) -> list:
     for item in items:
         if type(item) is dict:
             if spans:
-                _span_records(spans, settings, append)
+                _span_records(spans, settings, append, retained)
                 spans = []
             append(fill_record(item, settings))
         else:
             spans.append(item)
     if spans:
-        _span_records(spans, settings, append)
+        _span_records(spans, settings, append, retained)
     return out
 
 

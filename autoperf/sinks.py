@@ -87,6 +87,9 @@ def _encode_one_by_one(records, errors):
     return b"".join(parts)
 
 
+METRICS_PREFIX = "metrics_"
+
+
 class JsonLinesFile:
     """``{dir}/performance_{YYYY-MM-DD}.log``, appended (O_APPEND: whole lines from many processes).
 
@@ -116,6 +119,7 @@ class JsonLinesFile:
         self._lost_since = None
         self._failure = None        # text of the current failure (None: writing works)
         self.path = None
+        self._metrics = None        # the metrics_ file beside this one (opened on the first)
 
     def _day_now(self):
         return time.strftime("%Y-%m-%d", time.gmtime())
@@ -156,6 +160,18 @@ class JsonLinesFile:
         return os.path.join(self.directory, f"{self.prefix}{self._day_now()}.log")
 
     def write(self, records):
+        # ``metrics`` records go to metrics_YYYY-MM-DD.log beside this file (readers find them
+        # without scanning every span)
+        if self.prefix != METRICS_PREFIX:
+            metrics = [r for r in records if r.get("type") == "metrics"]
+            if metrics:
+                if self._metrics is None:
+                    self._metrics = JsonLinesFile(self.directory, METRICS_PREFIX)
+                self._metrics.write(metrics)
+                records = [r for r in records if r.get("type") != "metrics"]
+        self._write(records)
+
+    def _write(self, records):
         min_level = self.min_level
         if min_level:
             records = [r for r in records if LEVELS.get(r.get("level"), 20) >= min_level]
@@ -245,11 +261,15 @@ class JsonLinesFile:
 
     def close(self):
         self._close_fd()
+        if self._metrics is not None:
+            self._metrics.close()
 
     def after_fork(self):
         # Keep appending to the same file, through a descriptor of our own; the parent's losses
         # are the parent's to report.
         self._close_fd()
+        if self._metrics is not None:
+            self._metrics.after_fork()
         self.lost, self._lost_since, self._failure, self._torn = 0, None, None, False
 
 
@@ -275,6 +295,8 @@ class Console:
         level = rec.get("level", "INFO")
         kind = rec.get("type")
         ts = rec.get("timestamp", "")[11:23]
+        if kind == "metrics":
+            return None     # aggregates are for readers, not for the eye
         if kind == "span":
             if rec.get("parent_id") is None and rec.get("kind") in ("flow", "cycle"):
                 return None  # the flow_complete line says it better

@@ -138,6 +138,8 @@ def site_name(spec, owner, attr):
 def make_site(spec, owner, attr, value):
     import inspect
     site = wrappers.CallSite(site_name(spec, owner, attr), spec.kind, spec.threshold_ms, spec.sla_ms)
+    if spec.retain != "default":
+        site.retain = spec.retain
     raw = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
     callback = getattr(raw, "callback", None)
     if not inspect.isfunction(raw) and inspect.isfunction(callback):

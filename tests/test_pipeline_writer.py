@@ -64,7 +64,7 @@ while time.monotonic() - t < 3.0:
     time.sleep(0.02)
 trickle_wakes = pipeline.writer_wakeups() - w0
 time.sleep(1.2)
-at = {r["attrs"]["i"]: wt for wt, r in sink.got if r.get("name") == "trickle"}
+at = {r["attrs"]["i"]: wt for wt, r in sink.got if r.get("name") == "trickle" and r["type"] == "span"}
 trickle_delay = max(at[i] - e for i, e in enumerate(ended))
 
 w0 = pipeline.writer_wakeups()           # records in numbers (~1,000/s): back to the flush interval

@@ -109,7 +109,7 @@ def build_targets(entries, lines=()):
             threshold_ms=t["threshold_ms"], sla_ms=t["sla_ms"],
             capture={k: compile_capture(v) for k, v in t["capture"].items()},
             statement_arg=t["statement_arg"], system=t["system"], enabled=t["enabled"],
-            capture_runs_code=t.get("capture_runs_code", False),
+            capture_runs_code=t.get("capture_runs_code", False), retain=t.get("retain") or "default",
             line=lines[i] if i < len(lines) else None,
         ))
     return out

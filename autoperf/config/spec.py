@@ -177,6 +177,9 @@ def target_schema():
         "system": Field(Str(), default=None, doc="kind db only: the database (`postgresql`, `sqlite`, `mysql`, … as "
                                                  "OpenTelemetry's db.system); default: known from the driver."),
         "enabled": Field(Bool(), default=True, doc="Set false to keep the entry but not instrument it."),
+        "retain": Field(Enum("always", "never", "default"), default="default",
+                        doc="Full records of its flows: `always`, `never` (aggregates only), or `default` "
+                            "(the `retain:` rules)."),
     }, rules=[_db_keys_only_db], doc="One function or method to time.")
 
 
@@ -214,6 +217,27 @@ def root_schema():
                                 doc="Path templates whose `{name}` segments are replaced in `http` spans, e.g. "
                                     "`api.example.com/v1/keys/{key}` or `/internal/{secret}` (any host)."),
         }), doc="Secrets to keep out of records beyond the built-in rules."),
+        "metrics": Field(Obj({
+            "interval_s": Field(Float(min=0.01, max=3600), default=10,
+                                doc="Seconds between `metrics` records (aggregates of every span; also written on every stop)."),
+            "exemplars": Field(Int(min=0, max=100), default=5, doc="Slowest spans named per aggregate and interval."),
+        }), doc="In-process aggregates of every finished span, written to `metrics_{YYYY-MM-DD}.log`."),
+        "retain": Field(Obj({
+            "all": Field(Bool(), default=True, doc="Write every span's record (true), or only those of retained roots."),
+            "sample_rate": Field(Float(min=0, max=1), default=0.01,
+                                 doc="Share of roots kept at random (by flow id: the same in every process)."),
+            "rules": Field(Obj({rule: Field(Bool(), default=True, doc=doc) for rule, doc in (
+                ("error", "Keep a root that failed or was cancelled."),
+                ("sla", "Keep a root over its sla_ms, threshold_ms or levels.warning_ms."),
+                ("deadline", "Keep a flow that missed its interaction deadline."),
+                ("loop_blocked", "Keep a root that overlapped a `loop_blocked`."),
+                ("slow_child", "Keep a root with a descendant over its own threshold (or levels.warning_ms)."),
+            )}), doc="Which rules retain a root (its span records and all its descendants')."),
+            "max_pending": Field(Int(min=1, max=1_000_000), default=1000,
+                                 doc="Child spans held per root until it ends (more are counted, then dropped)."),
+            "pending_timeout_s": Field(Float(min=1, max=86400), default=300,
+                                       doc="A root that has not ended after this is evicted (counted)."),
+        }), doc="Tail-based retention: which flows get full `span` records (every flow gets `flow_complete`)."),
         "targets": Field(List(target_schema()), default=[], doc="Functions and methods to instrument."),
         "integrations": _integrations(),
         "slo": _section("slo"),

@@ -18,6 +18,7 @@ class TargetSpec:
     system: "str | None" = None      # kind db: the database system (OpenTelemetry's db.system)
     capture_runs_code: bool = False  # captures may call properties, __getattr__, __len__, __str__ ...
     enabled: bool = True
+    retain: str = "default"          # always | never | default (the retain: rules)
     line: "int | None" = None        # 1-based line of the entry in the file (None when not from a file)
 
     @property

@@ -65,7 +65,10 @@ _BUFFER = pipeline.BUFFER
 
 def _flush():
     try:
-        pipeline.flush()
+        # after each job: records now (a kill may come next); the metrics interval ends when due
+        # or at the worker's exit, not once per job (a metrics record per job would cost more
+        # than the job's spans)
+        pipeline.flush(end_interval=False)
     except Exception as exc:  # pragma: no cover - flush never raises by contract
         diagnostics.internal_error("process_pool worker flush", exc)
 

@@ -1,0 +1,275 @@
+"""The writer's first stage: every finished span feeds the interval's aggregates; only retained
+ones become record dicts.
+
+``Stage.convert(items)`` replaces ``records.to_records`` in the writer: it reads each buffered item
+(a ``Span`` or a ``records.COMPACT_SPAN`` tuple) field by field, updates its aggregate, and hands
+it to retention (``retention.Tail``), which holds children as the items themselves until their
+root ends. ``Stage.metrics()`` ends the interval: one ``metrics`` record per key (written every
+``metrics.interval_s`` and on every flush, so every stop path writes the last interval).
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import time
+
+from autoperf import records
+from autoperf.metrics.aggregates import _K6, Agg, metrics_record, record_value
+from autoperf.metrics.exphist import DEFAULT_SCALE
+from autoperf.metrics.retention import Pending, RetainSettings, Tail
+
+_FLOW_KINDS = records.FLOW_KINDS
+_log = math.log
+_ceil = math.ceil
+
+
+class Stage:
+    def __init__(self, settings: RetainSettings | None = None):
+        self.settings = settings or RetainSettings()
+        self.tail = Tail(self.settings)
+        self.table: dict = {}
+        self.held: list = []        # unkept roots waiting one drain for a late loop_blocked
+        self._start_wall = time.time_ns()
+        self._next = time.monotonic() + self.settings.interval_s
+
+    def configure(self, settings: RetainSettings):
+        self.settings = self.tail.settings = settings
+        self._next = min(self._next, time.monotonic() + settings.interval_s)
+
+    # -- every buffered item ------------------------------------------------------------------
+    def convert(self, items, settings: records.Settings) -> list:
+        """Record dicts for a batch of buffered items, in order, retained spans only."""
+        records._refresh_wall_offset()          # noqa: SLF001 - the batch's wall clock
+        offset = records._wall_offset_ns        # noqa: SLF001
+        out = []
+        append = out.append
+        keep_all = self.settings.all
+        written = []                            # spans to convert (in order) under retain: all
+        table = self.table
+        ex_n = self.settings.exemplars
+        tail = self.tail
+        pending = tail.pending
+        max_pending = self.settings.max_pending
+        warning_ns = settings.warning_ns
+        now = time.monotonic()
+        hold = "loop_blocked" in self.settings.rules
+        held_now = []
+        for item in items:
+            if type(item) is dict:
+                if written:
+                    records._span_records(written, settings, append, "all")   # noqa: SLF001
+                    written = []
+                if item.get("type") == "loop_blocked":
+                    tail.add_block(item)
+                append(records.fill_record(item, settings))
+                continue
+            if type(item) is tuple:              # COMPACT_SPAN
+                (name, kind, attrs, parent, site, span_id, _thread, _task, start_ns, dur, status, _error,
+                 more) = item
+                root = None if parent is None else (parent.root or parent)
+            else:
+                name, kind, attrs, parent, site = item.name, item.kind, item.attrs, item.parent, item.site
+                span_id, start_ns, dur, status = item.span_id, item.start_ns, item.duration_ns, item.status
+                root, more = item.root, None
+            if root is None:
+                flow_name, flow_id = None, span_id
+            elif root.is_remote:
+                flow_name, flow_id = root.flow_name, root.flow_id
+            else:
+                flow_name, flow_id = (root.name if root.kind in _FLOW_KINDS else None), root.span_id
+            fingerprint = None
+            if kind == "db":
+                fingerprint = (more and more.get("fingerprint")) or (attrs and attrs.get("fingerprint")) or None
+            key = (name, kind, status, flow_name, root is None, "duration", fingerprint)
+            agg = table.get(key)
+            if agg is None:
+                agg = table[key] = Agg(site)
+            # record_value(agg, dur, ...), inlined: this runs for every span
+            agg.count += 1
+            agg.sum_ns += dur
+            if agg.min_ns is None or dur < agg.min_ns:
+                agg.min_ns = dur
+            if dur > agg.max_ns:
+                agg.max_ns = dur
+            hist = agg.hist
+            if dur > 0 and hist.scale == DEFAULT_SCALE:
+                index = _ceil(_log(dur * 1e-9) * _K6) - 1
+                k = index - hist.offset
+                counts = hist.counts
+                if 0 <= k < len(counts):
+                    counts[k] += 1
+                else:
+                    hist._grow(index, 1)         # noqa: SLF001
+            elif dur > 0:
+                index = _ceil(_log(dur * 1e-9) * (1 << hist.scale) / 0.6931471805599453) - 1
+                hist._grow(index, 1)             # noqa: SLF001 - rare: a downscaled histogram
+            else:
+                hist.zero_count += 1
+            ex = agg.ex
+            if len(ex) < ex_n:
+                heapq.heappush(ex, (dur, span_id, flow_id, start_ns))
+            elif ex_n and dur > ex[0][0]:
+                heapq.heapreplace(ex, (dur, span_id, flow_id, start_ns))
+            if site is not None:
+                if site.sla_ms is not None and dur // 1000 / 1000 > site.sla_ms:
+                    agg.over_sla += 1
+                if site.threshold_ms is not None and dur // 1000 / 1000 > site.threshold_ms:
+                    agg.over_threshold += 1
+            if root is None and attrs and ("answered" in attrs or "deadline_missed" in attrs):
+                self._interaction(name, kind, status, agg, attrs, ex_n, span_id, start_ns)
+            # -- retention -------------------------------------------------------------------
+            if keep_all:
+                written.append(item)
+                if root is None:
+                    _count_retained(agg, "all")
+                continue
+            if parent is None:                  # a root: decide for it and its children
+                p = pending.pop(item, None) if type(item) is not tuple else None
+                rule = tail.rule(dur, status, site, attrs, start_ns + offset, flow_id, warning_ns, p)
+                if rule is None and hold:
+                    # the loop_blocked record of a block this root ended in comes after it (the
+                    # watchdog writes it once the loop step is over): decide after the next drain
+                    held_now.append((item, p, agg, start_ns + offset, dur))
+                    continue
+                self._decided(item, p, agg, rule, settings, append)
+                continue
+            if root.is_remote:
+                # its flow lives in another process (a pool job): the flow's sample (the same
+                # answer there and here) or the span's own rules, decided now, nothing held
+                rule = tail.rule(dur, status, site, attrs, start_ns + offset, flow_id, warning_ns, None)
+                if rule is not None:
+                    records._span_records((item,), settings, append, rule)   # noqa: SLF001
+                continue
+            p = pending.get(root)
+            if p is None:
+                rule = tail.decided.get(root.span_id, False)
+                if rule is not False:            # its root has ended already
+                    if rule is not None:
+                        records._span_records((item,), settings, append, rule)   # noqa: SLF001
+                    continue
+                p = pending[root] = Pending(now)
+            if len(p.items) < max_pending:
+                p.items.append(item)
+            else:
+                tail.children_dropped += 1
+            if not p.slow:
+                threshold = warning_ns
+                if site is not None and site.threshold_ms is not None:
+                    threshold = site.threshold_ms * 1e6
+                if dur > threshold:
+                    p.slow = True
+        if written:
+            records._span_records(written, settings, append, "all")   # noqa: SLF001
+        if self.held:
+            self.held = self._settle(self.held, settings, append, final=True)
+        if held_now:
+            self.held = self._settle(held_now, settings, append, final=False)
+        return out
+
+    def settle(self, settings: records.Settings, final=False) -> list:
+        """Decide the roots held back by the last drain (``final``: all of them, now)."""
+        out = []
+        if self.held:
+            self.held = self._settle(self.held, settings, out.append, final)
+        return out
+
+    def _settle(self, held, settings, append, final):
+        """Keep held roots that overlapped a block now known; the others wait once more, or (final) go."""
+        blocks = self.tail.blocks
+        left = []
+        for item, p, agg, start_wall, dur in held:
+            rule = None
+            if blocks:
+                end = start_wall + dur
+                if any(b_start < end and b_end > start_wall for b_start, b_end in blocks):
+                    rule = "loop_blocked"
+            if rule is None and not final:
+                left.append((item, p, agg, start_wall, dur))
+                continue
+            late = self.tail.pending.pop(item, None) if type(item) is not tuple else None
+            if late is not None:     # children that ended after their root
+                p = late if p is None else p
+                if late is not p:
+                    p.items.extend(late.items)
+            self._decided(item, p, agg, rule, settings, append)
+        return left
+
+    def _decided(self, item, p, agg, rule, settings, append):
+        """Write what ``rule`` keeps of a root and its pending children (the flow_complete always)."""
+        _count_retained(agg, rule)
+        if rule is not None:
+            group = p.items if p is not None else []
+            group.append(item)
+            records._span_records(group, settings, append, rule)   # noqa: SLF001
+        elif type(item) is not tuple and item.children is not None:
+            append(records.flow_complete_only(item, settings))
+        self.tail.remember(item[5] if type(item) is tuple else item.span_id, rule)
+
+    def _interaction(self, name, kind, status, agg, attrs, ex_n, span_id, start_ns):
+        """A flow answering an interaction: its deadline, and its first response as a measure."""
+        agg.interactions += 1
+        missed = bool(attrs.get("deadline_missed"))
+        if missed:
+            agg.deadline_missed += 1
+        first = attrs.get("first_response_ms")
+        if type(first) is float or type(first) is int:
+            key = (name, kind, status, None, True, "first_response", None)
+            fagg = self.table.get(key)
+            if fagg is None:
+                fagg = self.table[key] = Agg(None)
+            fagg.interactions += 1
+            if missed:
+                fagg.deadline_missed += 1
+            record_value(fagg, int(first * 1e6), ex_n, span_id, span_id, start_ns)
+
+    # -- intervals ----------------------------------------------------------------------------
+    def due(self) -> bool:
+        return time.monotonic() >= self._next
+
+    def metrics(self, settings: records.Settings) -> list:
+        """End the interval: its ``metrics`` records (and a ``warning`` for retention losses)."""
+        now = time.monotonic()
+        self._next = now + self.settings.interval_s
+        out = self.settle(settings, final=True) if self.held else []
+        if not self.settings.all:
+            self.tail.evict(now)
+        end_wall = time.time_ns()
+        table, self.table = self.table, {}
+        start_wall, self._start_wall = self._start_wall, end_wall
+        if table:
+            start_iso, end_iso = records.iso_from_wall_ns(start_wall), records.iso_from_wall_ns(end_wall)
+            interval_s = round((end_wall - start_wall) / 1e9, 3)
+
+            def iso_of(perf_ns):
+                return records.iso_from_wall_ns(records.wall_ns_of(perf_ns))
+
+            for key, agg in table.items():
+                out.append(records.fill_record(metrics_record(key, agg, start_iso, end_iso, interval_s, iso_of),
+                                               settings))
+        losses = self.tail.losses()
+        if losses:
+            out.append(records.fill_record({
+                "type": "warning", "level": "WARNING", "code": "retention_overflow", **losses,
+                "message": (f"retention: {losses['children_dropped']} child spans over retain.max_pending dropped, "
+                            f"{losses['roots_evicted']} roots that never ended evicted "
+                            f"({losses['children_evicted']} child spans); their aggregates are counted")},
+                settings))
+        return out
+
+    def after_fork(self):
+        """A forked child starts empty: what the parent aggregated and holds is the parent's to write."""
+        self.table = {}
+        self.held = []
+        self.tail.clear()
+        self._start_wall = time.time_ns()
+        self._next = time.monotonic() + self.settings.interval_s
+
+
+def _count_retained(agg, rule):
+    if rule is None:
+        return
+    agg.retained += 1
+    by = agg.retained_by
+    if by is None:
+        by = agg.retained_by = {}
+    by[rule] = by.get(rule, 0) + 1
