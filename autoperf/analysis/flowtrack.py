@@ -137,7 +137,7 @@ class FlowTracking:
     def _outside_transactions(self, timed):
         """The siblings (sorted by start) that are not a transaction's BEGIN / COMMIT nor run between them:
         the statements of one transaction run on one connection, one after the other — never concurrently.
-        Depth = starts minus ends among the earlier siblings (columnar_flows computes the same)."""
+        Depth = starts minus ends among the earlier siblings."""
         dbs = self.db
         kept, depth = [], 0
         for x in timed:

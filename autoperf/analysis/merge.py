@@ -1,6 +1,10 @@
 """Folding one Aggregator into another (several files, processes or chunks)."""
 from __future__ import annotations
 
+import heapq
+
+from .dist import merge_res
+from .metricsfold import SLOWEST
 from .state import LEVELS, fold
 
 __all__ = ["Merging"]
@@ -15,7 +19,7 @@ class Merging:
         self._last = max(self._last, other._last)
 
         def _combine_flows(mine, f):
-            mine.res.merge(f.res)
+            mine.res = merge_res(mine.res, f.res)
             mine.errors += f.errors
             mine.sla_ms = mine.sla_ms if mine.sla_ms is not None else f.sla_ms
             mine.sla_known += f.sla_known
@@ -27,7 +31,7 @@ class Merging:
                 if mine.fr_res is None:
                     mine.fr_res = f.fr_res
                 else:
-                    mine.fr_res.merge(f.fr_res)
+                    mine.fr_res = merge_res(mine.fr_res, f.fr_res)
             for k, v in f.statuses.items():
                 mine.statuses[k] = mine.statuses.get(k, 0) + v
             mine.command = mine.command or f.command
@@ -36,7 +40,7 @@ class Merging:
         self.all_over = [a + b for a, b in zip(self.all_over, other.all_over)]
 
         def _combine_ops(mine, op):
-            mine.res.merge(op.res)
+            mine.res = merge_res(mine.res, op.res)
             mine.errors += op.errors
             mine.sla_ms = mine.sla_ms if mine.sla_ms is not None else op.sla_ms
             mine.sla_known += op.sla_known
@@ -45,7 +49,7 @@ class Merging:
         fold(self.ops, other.ops, _combine_ops)
 
         def _combine_db(mine, db):
-            mine.res.merge(db.res)
+            mine.res = merge_res(mine.res, db.res)
             mine.errors += db.errors
             mine.merge_budget(db)
             mine.flows += db.flows
@@ -59,12 +63,13 @@ class Merging:
 
         def _combine_jobs(mine, j):
             for i in range(4):
-                mine[i].merge(j[i])
+                mine[i] = merge_res(mine[i], j[i])
             mine[4].update(j[4])
         fold(self.jobs, other.jobs, _combine_jobs)
 
         def _combine_cycles(mine, c):
-            mine[0].merge(c[0])
+            mine[0] = merge_res(mine[0], c[0])
+            mine[3] = mine[3] or c[3]
             for a, v in c[1].items():
                 mine[1][a] = mine[1].get(a, 0) + v
             mine[2] += c[2]
@@ -82,7 +87,7 @@ class Merging:
                 for (s, b), v in src.items():
                     k = (s, b[:L])
                     if k in merged:
-                        mine.merge(merged[k], v)
+                        merged[k] = mine.merge(merged[k], v)
                     else:
                         merged[k] = v
             mine.data = merged
@@ -91,9 +96,26 @@ class Merging:
             if len(mine.keys) > mine.max_buckets:
                 mine._coarsen()
 
-        def _combine_daily(mine, r):
-            mine.merge(r)
-        fold(self.daily, other.daily, _combine_daily)
+        for k, r in other.daily.items():
+            mine = self.daily.get(k)
+            self.daily[k] = r if mine is None else merge_res(mine, r)
+        self.coverage |= other.coverage
+        self.metrics_records += other.metrics_records
+        self.retention.merge(other.retention)
+        self.retained_seen += other.retained_seen
+        for item in other.slowest:
+            if len(self.slowest) < SLOWEST:
+                heapq.heappush(self.slowest, item)
+            elif item > self.slowest[0]:
+                heapq.heapreplace(self.slowest, item)
+        for mine_t, theirs_t in ((self.hosts, other.hosts), (self.shards, other.shards)):
+            for k, row in theirs_t.items():
+                m = mine_t.get(k)
+                if m is None:
+                    mine_t[k] = row
+                else:
+                    m[0].merge(row[0])
+                    m[1] += row[1]
 
         self.loop_blocks.merge(other.loop_blocks)
         self.warnings.update(other.warnings)

@@ -1,6 +1,7 @@
 """The Aggregator's output: the plain-dict report that render / slo / regress / suggest read."""
 from __future__ import annotations
 
+from .dist import Dist, merge_res
 from .state import DEADLINE_MS, HIST_EDGES, LEVEL_NAMES, RESOURCE_METRICS, sla_holds
 from .stats import Reservoir
 
@@ -15,6 +16,33 @@ def _budget(state) -> dict:
             "within_threshold_pct": 100.0 * (state.th_known - state.th_over) / state.th_known}
 
 
+def _slowest(heap, top) -> list[dict]:
+    """The slowest flows (exemplars of the metrics records and retained flows), each flow once; ``retained``
+    names the rule when its records were read (else the flow is known from an exemplar only)."""
+    rows, seen = [], {}
+    for d, fid, _seq, (name, ts, rule) in sorted(heap, reverse=True):
+        if fid and fid in seen:
+            if rule is not None and seen[fid]["retained"] is None:
+                seen[fid]["retained"] = rule
+            continue
+        row = {"name": name, "duration_ms": d, "flow_id": fid or None, "timestamp": ts, "retained": rule}
+        rows.append(row)
+        if fid:
+            seen[fid] = row
+    return rows[:top]
+
+
+def _breakdown(table) -> list[dict]:
+    """Root flows per host or per shard group."""
+    rows = []
+    for label, (dist, errors) in table.items():
+        s = dist.summary()
+        rows.append({"label": label, "count": s["count"], "errors": errors, "p50_ms": s["p50_ms"],
+                     "p95_ms": s["p95_ms"], "p99_ms": s["p99_ms"], "max_ms": s["max_ms"]})
+    rows.sort(key=lambda r: r["label"])
+    return rows
+
+
 class Reporting:
     @property
     def all_cmds(self) -> Reservoir:
@@ -25,7 +53,7 @@ class Reporting:
             return self._all_cache[1]
         r = Reservoir(self.cap)
         for name in sorted(self.flows):
-            r.merge(self.flows[name].res)
+            r = merge_res(r, self.flows[name].res)
         self._all_cache = (n, r)
         return r
 
@@ -92,7 +120,8 @@ class Reporting:
             queries.append({"fingerprint": fp, "statement": db.statement, "operation": db.operation,
                             "system": db.system, "count": s["count"], "avg_ms": s["avg_ms"],
                             "p50_ms": s["p50_ms"], "p95_ms": s["p95_ms"], "max_ms": s["max_ms"],
-                            "total_ms": db.res.total, "errors": db.errors, "rows": db.rows,
+                            "total_ms": db.res.total, "errors": db.errors,
+                            "rows": None if db.res.__class__ is Dist else db.rows,   # spans of retained flows only
                             "flows": db.flows, **_budget(db)})
         queries.sort(key=lambda r: (-r["total_ms"], r["fingerprint"]))
 
@@ -111,7 +140,7 @@ class Reporting:
             s = c[0].summary()
             cycles.append({"name": name, "count": s["count"], "avg_ms": s["avg_ms"], "p50_ms": s["p50_ms"],
                            "p95_ms": s["p95_ms"], "max_ms": s["max_ms"], "errors": c[2],
-                           "sums": dict(sorted(c[1].items()))})
+                           "sums": dict(sorted(c[1].items())), "sums_retained_only": c[3]})
         cycles.sort(key=lambda r: -r["count"])
 
         resources = None
@@ -187,6 +216,12 @@ class Reporting:
             "daily": daily,
             "warnings": dict(self.warnings),
             "dropped": self.dropped,
+            "retention": self.retention.to_dict(),
+            "metrics_records": self.metrics_records,
+            "slowest_flows": _slowest(self.slowest, top),
+            "hosts": _breakdown(self.hosts),
+            "shards": _breakdown(self.shards),
+            "suggestions_flows": self.retained_seen,
         }
         if suggestions:
             from .suggest import suggestions_from
