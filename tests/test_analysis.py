@@ -14,7 +14,7 @@ from autoperf.analysis.regress import compare, compare_samples, regress, split_b
 from autoperf.analysis.render import sections
 from autoperf.analysis.slo import CONFIG_SCHEMA, check_records, evaluate, sla_from_config
 from autoperf.analysis.stats import Reservoir, exceedance_test, mann_whitney_u, percentile
-from autoperf.analysis.suggest import suggest
+from autoperf.analysis.aggregate import suggest
 
 T0 = dt.datetime(2025, 1, 20, 12, 0, 0)
 

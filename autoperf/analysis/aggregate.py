@@ -12,19 +12,20 @@ import math
 from collections import Counter
 from typing import Iterable
 
-from .flowtrack import FlowTracking
+from . import merge as _merge
+from . import result as _result
+from .flowtrack import finish_flow, flush_open, open_flow
 from .loopblocks import LoopBlocks
-from .merge import Merging
 from .metricsfold import SLOWEST, Retention, covered, fold_metrics, host_label, note_flow, shard_label, _by
-from .result import Reporting
 from .state import (DEADLINE_MS, HIST_EDGES, LEVELS, RESOURCE_METRICS, Buckets, DbState, FlowState, OpenFlow,
                     OpState, seq_scans_from_explain)
 from .stats import Reservoir
+from .suggest import suggestions_from
 
-__all__ = ["Aggregator", "aggregate", "HIST_EDGES", "DEADLINE_MS"]
+__all__ = ["Aggregator", "aggregate", "suggest", "HIST_EDGES", "DEADLINE_MS"]
 
 
-class Aggregator(FlowTracking, Merging, Reporting):
+class Aggregator:
     """Streaming, bounded-memory aggregation of autoperf records (see module doc).
 
     Parameters: ``sla`` — {flow_name: sla_ms} used when a record carries no ``sla_ms``;
@@ -90,6 +91,24 @@ class Aggregator(FlowTracking, Merging, Reporting):
         self.hosts: dict = {}               # host -> [Dist, errors] of root flows
         self.shards: dict = {}              # "0,1" (a process's shard ids) -> [Dist, errors]
         self.retained_seen = 0              # flows whose records were read whole (suggestions run over them)
+
+    # ------------------------------------------------------------------ the parts (functions over this state)
+    def merge(self, other: "Aggregator") -> "Aggregator":
+        """Fold another Aggregator (another file, process or host) into this one (merge.py)."""
+        return _merge.merge(self, other)
+
+    def result(self, top: int = 10, suggestions: bool = True, suggest_options: dict | None = None) -> dict:
+        """The plain-dict report (result.py), with the suggestions (suggest.py) unless ``suggestions=False``."""
+        return _result.result(self, top, suggestions_from(self, **(suggest_options or {})) if suggestions else None)
+
+    def flush_open(self) -> None:
+        """Judge the flows whose root record never came (crash, window edge: flowtrack.py)."""
+        flush_open(self)
+
+    @property
+    def all_cmds(self):
+        """All commands' durations merged (result.all_commands)."""
+        return _result.all_commands(self)
 
     # ------------------------------------------------------------------ ingest
     def add_all(self, records: Iterable[dict]) -> "Aggregator":
@@ -234,7 +253,7 @@ class Aggregator(FlowTracking, Merging, Reporting):
                 self._defer_left -= 1
                 self.head_pending[fid] = name
             else:
-                self._finish_flow(fid, name)
+                finish_flow(self, fid, name)
 
     def _retained_flow(self, rec, ts):
         """A flow_complete of a process with metrics: its numbers are counted there; the record names a
@@ -303,7 +322,7 @@ class Aggregator(FlowTracking, Merging, Reporting):
             if self.track_flows and fid is not None and rec.get("span_id") != fid:
                 of = self.open.get(fid)
                 if of is None:
-                    of = self._open_flow(fid, rec.get("flow_name"))
+                    of = open_flow(self, fid, rec.get("flow_name"))
                 if len(of.items) < 500:
                     of.items.append((rec.get("parent_id"), ts, d, name, kind, fp))
         elif kind == "job":
@@ -405,7 +424,7 @@ class Aggregator(FlowTracking, Merging, Reporting):
             if fid is not None and rec.get("span_id") != fid:
                 of = self.open.get(fid)
                 if of is None:
-                    of = self._open_flow(fid, rec.get("flow_name"))
+                    of = open_flow(self, fid, rec.get("flow_name"))
                 items = of.items
                 if len(items) < 500:
                     items.append((rec.get("parent_id"), ts, d, name, kind, fp))
@@ -420,7 +439,7 @@ class Aggregator(FlowTracking, Merging, Reporting):
                     self._defer_left -= 1
                     self.head_pending[fid] = name
                 else:
-                    self._finish_flow(fid, name)
+                    finish_flow(self, fid, name)
 
     def _other(self, rec, t, ts):
         """Record types other than span, flow_complete and metrics (rare)."""
@@ -520,3 +539,12 @@ def aggregate(records: Iterable[dict], **kw) -> dict:
     agg.add_all(r for r in records if r.get("type") != "metrics")
     agg.flush_open()
     return agg.result()
+
+
+def suggest(records: Iterable[dict], **options) -> list[dict]:
+    """Pure function: suggestions for an iterable of records."""
+    agg_kw = {k: options.pop(k) for k in ("n_plus_one_min", "index_min_rows") if k in options}
+    agg = Aggregator(**agg_kw)
+    agg.add_all(records)
+    agg.flush_open()
+    return suggestions_from(agg, **options)
