@@ -19,7 +19,13 @@ from autoperf.analysis.aggregate import aggregate
 from autoperf.analysis.reader import expand_inputs, read_records
 from autoperf.analysis.stats import percentile
 
+try:
+    from tests import pgserver as pgs
+except ImportError:  # tests/ on sys.path (rootdir-less invocation)
+    import pgserver as pgs
+
 T0 = dt.datetime(2026, 12, 1, 10, 0, 0)
+pg_db = pgs.fresh_db_fixture()
 QUERY = ("SELECT * FROM players WHERE id = $1", "a1b2c3d4e5f60718")
 
 
@@ -52,7 +58,7 @@ def _cli(*args):
 
 
 def _report(path, *extra):
-    p = _cli("report", "--format", "json", path, *extra)
+    p = _cli("report", "--format", "json", *extra, path)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
@@ -164,3 +170,22 @@ class TestFleet:
         assert sum(c["count"] for c in r["commands"]) == 2000
         assert r["retention"]["from_metrics"] == 1000 and r["retention"]["from_records"] == 1000
         assert r["db"]["count"] == 2000
+
+
+class TestStore:
+    @pytest.mark.postgres
+    def test_report_over_the_store_counts_from_metrics(self, pg_db, tmp_path):
+        """`autoperf report --dsn`: metrics rows come first, so stored retained spans are not counted twice."""
+        from autoperf.store.sink import PostgresSink
+        recs = bot_records(2000, seed=9)
+        m, kept = synth.metrics_and_retained(recs)
+        sink = PostgresSink(pg_db, log_dir=str(tmp_path), flush_interval_ms=30)
+        try:
+            sink.write(kept + m)            # spans first in time order, as a run stores them
+            assert sink.sync(30)
+        finally:
+            sink.close()
+        (tmp_path / "x").write_text("")
+        r = _report(str(tmp_path / "x"), "--dsn", pg_db)
+        assert sum(c["count"] for c in r["commands"]) == 2000 and r["totals"]["errors"] == 4
+        assert r["retention"]["from_metrics"] == 2000 and r["retention"]["from_records"] == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import re
 from collections import Counter
 
 from autoperf.metrics.exphist import ExpHistogram
@@ -20,6 +21,7 @@ from .state import DEADLINE_MS, LEVELS, DbState, FlowState, OpState
 __all__ = ["fold_metrics", "covered", "note_flow", "host_label", "shard_label", "Retention", "SLOWEST"]
 
 _seq = itertools.count()
+_HEX16 = re.compile(r"^[0-9a-f]{16}$")
 SLOWEST = 20                # flows kept for the "slowest flows" list (exemplars and retained flows)
 
 
@@ -141,9 +143,10 @@ def fold_metrics(agg, rec, ts) -> None:
         db = agg.db.get(fp)
         if db is None:
             db = agg.db[fp] = DbState(agg.op_cap)
-            db.statement = fp
-            word = fp.split(None, 1)
-            db.operation = word[0].upper() if word else None
+            if not _HEX16.match(fp):    # normalised SQL as the key (else a retained span names the statement)
+                db.statement = fp
+                word = fp.split(None, 1)
+                db.operation = word[0].upper() if word else None
         as_dist(db).add_metrics(*args)
         agg.db_count += cnt
         agg.db_total += sum_ms
@@ -204,8 +207,10 @@ def _root_flow(agg, rec, ts, name, status, err, cnt, args):
     hist = args[0]
     measure = rec.get("measure") or "duration"
     if measure == "first_response":
-        h = ExpHistogram.from_dict(hist, count=cnt, min=_s(args[3]), max=_s(args[4]))
-        late = h.count_above(DEADLINE_MS / 1000.0)
+        late = rec.get("deadline_missed")       # answered, but after the deadline
+        if late.__class__ is not int:
+            h = ExpHistogram.from_dict(hist, count=cnt, min=_s(args[3]), max=_s(args[4]))
+            late = h.count_above(DEADLINE_MS / 1000.0)
         f.fr_n += cnt - late            # the late ones are in deadline_missed (the duration record)
         f.fr_ok += cnt - late
         if f.fr_res is None:
