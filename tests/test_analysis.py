@@ -14,7 +14,7 @@ from autoperf.analysis.regress import compare, compare_samples, regress, split_b
 from autoperf.analysis.render import sections
 from autoperf.analysis.slo import CONFIG_SCHEMA, check_records, evaluate, sla_from_config
 from autoperf.analysis.stats import Reservoir, exceedance_test, mann_whitney_u, percentile
-from autoperf.analysis.suggest import suggest
+from autoperf.analysis.aggregate import suggest
 
 T0 = dt.datetime(2025, 1, 20, 12, 0, 0)
 
@@ -560,11 +560,6 @@ def test_overlong_garbage_line_is_bounded_and_counted(tmp_path, monkeypatch):
     for rb in (7_000, 20_000, 10 ** 9):
         agg, st = aggregate_files([str(p)], jobs=1 if rb == 10 ** 9 else 2, range_bytes=rb)
         assert st["records"] == 2 * len(recs) and st["skipped_lines"] == 2, (rb, st)
-    from autoperf.analysis import columnar
-    if columnar.available():
-        for chunk_bytes in (3_000, 1 << 20):    # the columnar reader reads through the same blocks
-            agg, st = columnar.aggregate_files_columnar([str(p)], chunk_bytes=chunk_bytes)
-            assert st["records"] == 2 * len(recs) and st["skipped_lines"] == 2, (chunk_bytes, st)
 
 
 def test_explain_records_drive_index_advice_and_deadline_missed_counts():

@@ -70,12 +70,11 @@ def plain_runs(tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("engine", ["python", "columnar"])
-def test_configured_slas_budgets_errors_and_memory_fail_the_check(plain_runs, engine):
+def test_configured_slas_budgets_errors_and_memory_fail_the_check(plain_runs):
     """The bad run misses the command's sla_ms (60 ms vs 30), the query budget (threshold_ms 20), fails every
     `history` run and holds 160 MB in the program's own process: exit 1 naming exactly those; the seed's
     latency goals (all well under 500 ms) still pass."""
-    code, checks = plain_runs["bad"].check(engine=engine)
+    code, checks = plain_runs["bad"].check()
     assert code == 1
     failed = {k for k, c in checks.items() if c["ok"] is False}
     assert failed == {"sla [profile]", "budget [db.lookup (span)]", "error_rate [history]", "process_rss_mb"}, failed
@@ -87,17 +86,16 @@ def test_configured_slas_budgets_errors_and_memory_fail_the_check(plain_runs, en
         assert checks[passed]["ok"] is True, checks[passed]
 
 
-@pytest.mark.parametrize("engine", ["python", "columnar"])
-def test_the_same_program_within_its_objectives_passes(plain_runs, engine):
+def test_the_same_program_within_its_objectives_passes(plain_runs):
     """The good run keeps every objective: exit 0, and each one is listed as evaluated (none silently skipped);
     the ones without data (no interactions, no queries) say n/a."""
-    code, checks = plain_runs["good"].check(engine=engine)
+    code, checks = plain_runs["good"].check()
     assert code == 0, {k: c for k, c in checks.items() if c["ok"] is False}
     for name in ("commands_p95", "commands_p99", "sla [profile]", "budget [db.lookup (span)]",
                  "error_rate [profile]", "process_rss_mb", "worker_rss_mb"):
         assert checks[name]["ok"] is True, checks[name]
     assert checks["interaction_deadline"]["ok"] is None and checks["db_avg"]["ok"] is None
-    code, out = plain_runs["good"].cli("check", engine=engine)
+    code, out = plain_runs["good"].cli("check")
     assert code == 0 and out.startswith("SLO check: ") and "objectives evaluated, all met" in out.splitlines()[0]
 
 

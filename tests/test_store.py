@@ -321,6 +321,46 @@ def test_rollup_matches_python(pg_db, tmp_path):
         assert r["p99_duration_ms"] == _pct(vals, 0.99)
 
 
+def test_rollup_reads_metrics_records_when_the_day_has_them(pg_db, tmp_path):
+    """A day written with metrics records (only retained spans stored) rolls up from their histograms:
+    counts, min and max exact, average and percentiles within 1 % of the every-span values."""
+    from autoperf.analysis import synth
+    from autoperf.analysis.stats import percentile
+
+    rnd = random.Random(5)
+    recs = []
+    for i in range(3000):
+        d = rnd.lognormvariate(3, 0.7)
+        recs += synth.flow("queue_command", dt.datetime(2025, 1, 20, 10) + dt.timedelta(milliseconds=40 * i), d,
+                           [("db.fetch", "db", d / 3, synth.db_attrs("SELECT 1", "a1b2c3d4e5f60718"))], sla_ms=100)
+    spans = [r for r in recs if r["type"] == "span"]
+    metrics, kept = synth.metrics_and_retained(recs)
+    sink = PostgresSink(pg_db, log_dir=tmp_path, flush_interval_ms=30)
+    try:
+        sink.write(metrics + kept)
+        assert sink.sync(30)
+    finally:
+        sink.close()
+
+    async def run():
+        conn = await asyncpg.connect(pg_db)
+        try:
+            n = await db.rollup(conn, dt.date(2025, 1, 20))
+            return n, await conn.fetch("SELECT * FROM performance_stats WHERE date = '2025-01-20'")
+        finally:
+            await conn.close()
+
+    n, rows = asyncio.run(run())
+    assert n == len(rows) == 2
+    for r in rows:
+        vals = sorted(x["duration_ms"] for x in spans if x["name"] == r["operation_name"])
+        assert r["flow_name"] == "queue_command" and r["count"] == len(vals) == 3000
+        assert r["min_duration_ms"] == pytest.approx(vals[0]) and r["max_duration_ms"] == pytest.approx(vals[-1])
+        assert r["avg_duration_ms"] == pytest.approx(sum(vals) / len(vals), rel=1e-9)
+        for q, col in ((50, "p50_duration_ms"), (95, "p95_duration_ms"), (99, "p99_duration_ms")):
+            assert abs(r[col] / percentile(vals, q) - 1) < 0.01, (r["operation_name"], q)
+
+
 def _cli(argv):
     """Parse argv with a parser carrying only the `db` command and run its handler."""
     from autoperf.store import cli

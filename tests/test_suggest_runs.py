@@ -119,12 +119,11 @@ def by_kind(items, kind):
     return [s for s in items if s["kind"] == kind]
 
 
-@pytest.mark.parametrize("engine", ["python", "columnar"])
-def test_query_advice_fires_on_the_planted_problems_only(query_run, engine):
+def test_query_advice_fires_on_the_planted_problems_only(query_run):
     """Index advice for the selective unindexed lookup only (not the indexed one, the full count, the 90 %
     filter); a cache for the repeated read only (not now()/random()/pg_sleep, not the N+1's query, which gets
     N+1 advice alone); gather advice for the two independent reads, never for one transaction's statements."""
-    items = query_run.suggest(engine=engine)
+    items = query_run.suggest()
     index = by_kind(items, "index")
     assert [s["details"]["relation"] for s in index] == ["members_plain"], index
     assert index[0]["flow"] == "lookup_unindexed" and index[0]["details"]["rows_read"] >= 150_000
@@ -186,20 +185,19 @@ def loop_run(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("engine", ["python", "columnar"])
-def test_loop_blocks_are_counted_once_and_placed_where_they_happen(loop_run, engine):
+def test_loop_blocks_are_counted_once_and_placed_where_they_happen(loop_run):
     """Four blocks: the start-up one is start-up advice (no "every concurrent user"); the command's lines and
     the time.sleep callback are named — never the asyncio.run line; the 1.6 s block, reported while ongoing
     and again at its end, counts once with its full duration in report and suggest."""
     assert len([r for r in loop_run.records("loop_blocked") if r.get("ongoing")]) == 1
-    code, out = loop_run.cli("report", "--format", "json", engine=engine)
+    code, out = loop_run.cli("report", "--format", "json")
     import json
     blocked = json.loads(out)["loop_blocked"]
     assert blocked["count"] == 4, blocked
     where = {b["location"]: b for b in blocked["by_location"]}
     long_block = where[f"prog.py:{line(LOOP, 'LONG BLOCK')} in command"]
     assert long_block["count"] == 1 and long_block["total_ms"] >= 1600
-    items = loop_run.suggest(engine=engine)
+    items = loop_run.suggest()
     run_line = f"prog.py:{line(LOOP, 'THE RUN LINE')}"
     assert not [s for s in items if run_line in s["title"]], items
     startup = by_kind(items, "startup_blocking")

@@ -12,18 +12,20 @@ import math
 from collections import Counter
 from typing import Iterable
 
-from .flowtrack import FlowTracking
+from . import merge as _merge
+from . import result as _result
+from .flowtrack import finish_flow, flush_open, open_flow
 from .loopblocks import LoopBlocks
-from .merge import Merging
-from .result import Reporting
+from .metricsfold import SLOWEST, Retention, covered, fold_metrics, host_label, note_flow, shard_label, _by
 from .state import (DEADLINE_MS, HIST_EDGES, LEVELS, RESOURCE_METRICS, Buckets, DbState, FlowState, OpenFlow,
                     OpState, seq_scans_from_explain)
 from .stats import Reservoir
+from .suggest import suggestions_from
 
-__all__ = ["Aggregator", "aggregate", "HIST_EDGES", "DEADLINE_MS"]
+__all__ = ["Aggregator", "aggregate", "suggest", "HIST_EDGES", "DEADLINE_MS"]
 
 
-class Aggregator(FlowTracking, Merging, Reporting):
+class Aggregator:
     """Streaming, bounded-memory aggregation of autoperf records (see module doc).
 
     Parameters: ``sla`` — {flow_name: sla_ms} used when a record carries no ``sla_ms``;
@@ -81,6 +83,32 @@ class Aggregator(FlowTracking, Merging, Reporting):
         self.track_flows = track_flows      # per-flow bookkeeping for N+1 / gather / cache suggestions
         self._shapes: dict = {}
         self.head_pending: dict = {}
+        # metrics records (metricsfold): covered processes, retention, slowest flows, per host / shard
+        self.coverage: set = set()          # (host, pid, UTC day) that wrote metrics records
+        self.metrics_records = 0
+        self.retention = Retention()
+        self.slowest: list = []             # min-heap of (duration_ms, flow_id, name, timestamp, retained rule)
+        self.hosts: dict = {}               # host -> [Dist, errors] of root flows
+        self.shards: dict = {}              # "0,1" (a process's shard ids) -> [Dist, errors]
+        self.retained_seen = 0              # flows whose records were read whole (suggestions run over them)
+
+    # ------------------------------------------------------------------ the parts (functions over this state)
+    def merge(self, other: "Aggregator") -> "Aggregator":
+        """Fold another Aggregator (another file, process or host) into this one (merge.py)."""
+        return _merge.merge(self, other)
+
+    def result(self, top: int = 10, suggestions: bool = True, suggest_options: dict | None = None) -> dict:
+        """The plain-dict report (result.py), with the suggestions (suggest.py) unless ``suggestions=False``."""
+        return _result.result(self, top, suggestions_from(self, **(suggest_options or {})) if suggestions else None)
+
+    def flush_open(self) -> None:
+        """Judge the flows whose root record never came (crash, window edge: flowtrack.py)."""
+        flush_open(self)
+
+    @property
+    def all_cmds(self):
+        """All commands' durations merged (result.all_commands)."""
+        return _result.all_commands(self)
 
     # ------------------------------------------------------------------ ingest
     def add_all(self, records: Iterable[dict]) -> "Aggregator":
@@ -100,9 +128,17 @@ class Aggregator(FlowTracking, Merging, Reporting):
         else:
             ts = None
         if t == "span":
-            self._span(rec, ts)
+            if self.coverage and covered(self, rec, ts):
+                self._retained_span(rec, ts)
+            else:
+                self._span(rec, ts)
         elif t == "flow_complete":
-            self._flow_complete(rec, ts)
+            if self.coverage and covered(self, rec, ts):
+                self._retained_flow(rec, ts)
+            else:
+                self._flow_complete(rec, ts)
+        elif t == "metrics":
+            fold_metrics(self, rec, ts)
         else:
             self._other(rec, t, ts)
         tc = self.types
@@ -195,13 +231,122 @@ class Aggregator(FlowTracking, Merging, Reporting):
             if r is None:
                 r = self.daily[dk] = Reservoir(self.daily_cap)
             r.add(d)
+        rt = self.retention
+        rt.flows += 1
+        rt.from_records += 1
+        rt.retained += 1                    # a record without metrics: the whole flow was written
+        rule = rec.get("retained")
+        rt.by_rule[rule if rule.__class__ is str else "all"] += 1
+        self.retained_seen += 1
         fid = rec.get("flow_id")
+        if len(self.slowest) < SLOWEST or d > self.slowest[0][0]:
+            note_flow(self, d, name, fid, ts, rule if rule.__class__ is str else "all")
+        if "host" in rec or "shard_ids" in rec:
+            err = 1 if status != "success" and status is not None else 0
+            _by(self, self.hosts, host_label(rec), 1, err, d=d)
+            _by(self, self.shards, shard_label(rec), 1, err, d=d)
+        self._end_flow(fid, name)
+
+    def _end_flow(self, fid, name):
         if fid is not None:
             if self._defer_left > 0:
                 self._defer_left -= 1
                 self.head_pending[fid] = name
             else:
-                self._finish_flow(fid, name)
+                finish_flow(self, fid, name)
+
+    def _retained_flow(self, rec, ts):
+        """A flow_complete of a process with metrics: its numbers are counted there; the record names a
+        whole flow (suggestions, slowest flows) and its command's metadata."""
+        if rec.get("flow_kind", "flow") != "flow":
+            return
+        name = rec.get("flow_name") or "?"
+        f = self.flows.get(name)
+        if f is None:
+            f = self.flows[name] = FlowState(self.cap, len(self.thresholds))
+        md = rec.get("metadata")
+        if md.__class__ is dict and md:
+            if f.command is None and md.get("command") is not None:
+                f.command = str(md.get("command"))
+            if f.itype is None and md.get("interaction_type") is not None:
+                f.itype = str(md.get("interaction_type"))
+        rule = rec.get("retained")
+        if rule is None and "retained" in rec:
+            return                          # not retained: its spans were not written, nothing to analyse
+        self.retained_seen += 1
+        d = rec.get("duration_ms")
+        fid = rec.get("flow_id")
+        if d.__class__ in (int, float):
+            note_flow(self, float(d), name, fid, ts, rule if rule.__class__ is str else "all")
+        self._end_flow(fid, name)
+
+    def _retained_span(self, rec, ts):
+        """A span of a process with metrics: no count; statements, plans, job and cycle details and the
+        per-flow bookkeeping of the suggestions."""
+        kind = rec.get("kind")
+        fid = rec.get("flow_id")
+        if kind == "flow" and rec.get("span_id") == fid:
+            return
+        d = rec.get("duration_ms")
+        if d.__class__ is not float:
+            if d.__class__ is not int:
+                return
+            d = float(d)
+        name = rec.get("name") or "?"
+        if kind == "db" or kind == "http":
+            fp = None
+            if kind == "db":
+                attrs = rec.get("attrs")
+                if attrs.__class__ is not dict:
+                    attrs = {}
+                fp = attrs.get("fingerprint") or attrs.get("statement") or name
+                if fp.__class__ is not str:
+                    fp = str(fp)
+                db = self.db.get(fp)
+                if db is None:
+                    st = attrs.get("statement")
+                    db = self.db.get(st) if st.__class__ is str else None
+                    if db is not None:
+                        fp = st
+                if db is not None:
+                    if attrs.get("statement"):
+                        db.statement = attrs.get("statement")
+                    db.operation = attrs.get("operation") or db.operation
+                    db.system = attrs.get("system") or db.system
+                    ex = attrs.get("explain")
+                    if ex is not None:
+                        scans = seq_scans_from_explain(ex, self.index_min_rows)
+                        if scans is not None:
+                            db.seq_scans = scans
+                            db.explained += 1
+            if self.track_flows and fid is not None and rec.get("span_id") != fid:
+                of = self.open.get(fid)
+                if of is None:
+                    of = open_flow(self, fid, rec.get("flow_name"))
+                if len(of.items) < 500:
+                    of.items.append((rec.get("parent_id"), ts, d, name, kind, fp))
+        elif kind == "job":
+            self._job(rec, name, d, detail_only=True)
+        elif kind == "cycle":
+            attrs = rec.get("attrs")
+            c = self.cycles.get(name) or self.new_cycle(name)
+            if attrs.__class__ is dict:
+                sums = c[1]
+                for k2, v in attrs.items():
+                    if v.__class__ is int or v.__class__ is float:
+                        sums[k2] = sums.get(k2, 0) + v
+            if fid is not None and rec.get("span_id") == fid:
+                self.retained_seen += 1
+                self._end_flow(fid, name)
+
+    def new_job(self, name):
+        c = self.op_cap
+        j = self.jobs[name] = [Reservoir(c), Reservoir(c), Reservoir(c), Reservoir(c), Counter()]
+        return j
+
+    def new_cycle(self, name):
+        c = self.cycles[name] = [Reservoir(self.op_cap), {}, 0, False]
+        return c
 
     def _span(self, rec, ts):
         kind = rec.get("kind")
@@ -279,7 +424,7 @@ class Aggregator(FlowTracking, Merging, Reporting):
             if fid is not None and rec.get("span_id") != fid:
                 of = self.open.get(fid)
                 if of is None:
-                    of = self._open_flow(fid, rec.get("flow_name"))
+                    of = open_flow(self, fid, rec.get("flow_name"))
                 items = of.items
                 if len(items) < 500:
                     items.append((rec.get("parent_id"), ts, d, name, kind, fp))
@@ -294,10 +439,10 @@ class Aggregator(FlowTracking, Merging, Reporting):
                     self._defer_left -= 1
                     self.head_pending[fid] = name
                 else:
-                    self._finish_flow(fid, name)
+                    finish_flow(self, fid, name)
 
     def _other(self, rec, t, ts):
-        """Record types other than span and flow_complete (rare: the columnar reader hands them over)."""
+        """Record types other than span, flow_complete and metrics (rare)."""
         if t == "resource":
             self._resource(rec, ts)
         elif t == "loop_blocked":
@@ -311,15 +456,15 @@ class Aggregator(FlowTracking, Merging, Reporting):
         elif t == "explain":
             self._explain(rec)
 
-    def _job(self, rec, name, d):
+    def _job(self, rec, name, d, detail_only=False):
         attrs = rec.get("attrs")
         if attrs.__class__ is not dict:
             attrs = {}
         j = self.jobs.get(name)
         if j is None:
-            c = self.op_cap
-            j = self.jobs[name] = [Reservoir(c), Reservoir(c), Reservoir(c), Reservoir(c), Counter()]
-        j[0].add(d)
+            j = self.new_job(name)
+        if not detail_only:
+            j[0].add(d)
         for i, key in ((1, "queue_wait_ms"), (2, "run_ms"), (3, "transfer_ms")):
             v = attrs.get(key)
             if v is not None and (v.__class__ is float or v.__class__ is int):
@@ -335,7 +480,7 @@ class Aggregator(FlowTracking, Merging, Reporting):
             attrs = {}
         c = self.cycles.get(name)
         if c is None:
-            c = self.cycles[name] = [Reservoir(self.op_cap), {}, 0]
+            c = self.new_cycle(name)
         c[0].add(d)
         if err:
             c[2] += 1
@@ -387,8 +532,19 @@ class Aggregator(FlowTracking, Merging, Reporting):
 
 
 def aggregate(records: Iterable[dict], **kw) -> dict:
-    """Convenience: ``Aggregator(**kw).add_all(records).result()``."""
+    """Convenience: ``Aggregator(**kw).add_all(records).result()`` (metrics records first, as files are read)."""
     agg = Aggregator(**kw)
-    agg.add_all(records)
+    records = list(records)
+    agg.add_all(r for r in records if r.get("type") == "metrics")
+    agg.add_all(r for r in records if r.get("type") != "metrics")
     agg.flush_open()
     return agg.result()
+
+
+def suggest(records: Iterable[dict], **options) -> list[dict]:
+    """Pure function: suggestions for an iterable of records."""
+    agg_kw = {k: options.pop(k) for k in ("n_plus_one_min", "index_min_rows") if k in options}
+    agg = Aggregator(**agg_kw)
+    agg.add_all(records)
+    agg.flush_open()
+    return suggestions_from(agg, **options)

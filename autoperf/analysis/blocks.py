@@ -1,5 +1,5 @@
 """Log files as blocks of whole lines: the one place that reads .gz, drops over-long lines and counts
-unreadable files. The Python reader splits the blocks into lines; the columnar reader hands them to DuckDB."""
+unreadable files. The reader splits the blocks into lines."""
 from __future__ import annotations
 
 import gzip

@@ -28,9 +28,8 @@ def _add_inputs(p, positional=True, window=True):
     p.add_argument("--now", default=None, help=argparse.SUPPRESS)   # pin "now" (tests)
     p.add_argument("--jobs", "-j", type=int, default=None,
                    help="processes for log files (default: one per core from 256 MB of input, one below)")
-    p.add_argument("--engine", choices=["auto", "columnar", "python"], default=None,
-                   help="log reader: python (orjson per line; = auto, the default, or $AUTOPERF_REPORT_ENGINE), "
-                        "columnar (DuckDB chunks and SQL: the same result, needs the 'report' extra)")
+    # one reader since the metrics records (issue 17.5); the flag stays accepted for existing scripts
+    p.add_argument("--engine", choices=["auto", "columnar", "python"], default=None, help=argparse.SUPPRESS)
     if window:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--day", default=None, help="one UTC day: YYYY-MM-DD, today, yesterday")
@@ -181,27 +180,23 @@ PROCESSES_FROM_BYTES = 256 << 20     # smaller inputs: starting workers and merg
 
 def _aggregate(args, cfg, slo, since, until, track_flows=True):
     """One pass over the inputs -> (Aggregator, source stats). Big file inputs use several processes."""
+    from .reader import is_metrics_file
     src = _source(args, since, until)
     kw = _agg_kwargs(cfg, slo)
     kw["track_flows"] = track_flows
     jobs = getattr(args, "jobs", None)
     paths = getattr(src, "paths", None)
-    # auto = the Python reader: on the 2-core reference VM it is as fast per CPU-second as the columnar one
-    # and uses a fifth of the memory (docs/analysis.md, Performance)
-    engine = getattr(args, "engine", None) or os.environ.get("AUTOPERF_REPORT_ENGINE") or "auto"
     auto = jobs is None or jobs == 0
+    if paths is not None and any(is_metrics_file(p) for p in paths):
+        # counts come from the metrics files and a process must know what they cover before its spans:
+        # one process (the span files are mostly skipped unread: reader.UNRETAINED)
+        jobs, auto = 1, False
     processes = paths is not None and jobs != 1 and (not auto or (os.cpu_count() or 1) > 1 and sum(
         os.path.getsize(p) for p in paths if os.path.exists(p)) >= PROCESSES_FROM_BYTES)
-    if paths is not None and engine == "columnar":
-        from .columnar import aggregate_files_columnar, available
-        if not available():
-            raise UsageError("--engine columnar needs DuckDB (pip install duckdb)")
-        if not processes:   # one process, DuckDB on every core
-            return aggregate_files_columnar(paths, src.since, src.until, agg_kwargs=kw, progress=src.progress)
-    if processes:           # each worker reads a byte span (DuckDB on one thread for columnar); merged in order
+    if processes:           # each worker reads a byte span; merged in order
         from .parallel import aggregate_files
         return aggregate_files(paths, src.since, src.until, jobs=None if auto else jobs, agg_kwargs=kw,
-                               progress=src.progress, engine="columnar" if engine == "columnar" else "python")
+                               progress=src.progress)
     from .aggregate import Aggregator
     agg = Aggregator(**kw)
     agg.add_all(src)
@@ -403,7 +398,9 @@ def cmd_suggest(args):
     since, until = _window(args)
     agg, _stats = _aggregate(args, cfg, slo, since, until)
     items = suggestions_from(agg, slow_query_ms=slo["slow_query_ms"])
-    _write(args, render_suggestions(items, args.format, _colour(args)))
+    from .render import _suggest_note
+    scope = _suggest_note({"retention": agg.retention.to_dict(), "suggestions_flows": agg.retained_seen}, items)
+    _write(args, render_suggestions(items, args.format, _colour(args), scope=scope if items else None))
     return 0
 
 

@@ -6,8 +6,8 @@ the range in which it starts, so no line is lost or counted twice. Results equal
 for sampled reservoirs (still uniform) and flows whose spans straddle a range boundary (their
 N+1 / concurrency bookkeeping may be split — a handful of flows per 64 MiB range).
 
-A worker reads its span line by line (orjson, ``Aggregator.add``) or with the columnar reader (DuckDB,
-one thread each). Both fold a span into the same state, so the two engines give the same merged result.
+A worker reads its span line by line (orjson, ``Aggregator.add``). Used for big logs without metrics
+records (old logs, every span); with metrics the CLI reads in one process (analysis/cli.py).
 """
 from __future__ import annotations
 
@@ -138,14 +138,12 @@ def _report(slot, nbytes):
 
 
 def _work(task):
-    (ranges, since, until, agg_kwargs, first, engine, slot) = task
+    (ranges, since, until, agg_kwargs, first, slot) = task
     from .aggregate import Aggregator
     kw = dict(agg_kwargs)
     if not first:            # flows may have begun in the previous span (or the previous day's file)
         kw.setdefault("defer_head", 5000)
     agg = Aggregator(**kw)
-    if engine == "columnar":
-        return _work_columnar(agg, ranges, since, until, slot)
     import orjson
 
     from .reader import to_ts
@@ -181,27 +179,12 @@ def _work(task):
     return agg, {"lines": lines, "records": records, "skipped_lines": skipped, "filtered": filtered, "bytes": nbytes}
 
 
-def _work_columnar(agg, ranges, since, until, slot):
-    """One span through the columnar reader on one DuckDB thread (the processes are the parallelism)."""
-    from .columnar import ColumnarReader
-    rd = ColumnarReader(agg, since, until, threads=1, progress=lambda done, total: _report(slot, done))
-    try:
-        rd.run(ranges)
-    finally:
-        rd.close()
-    st = rd.stats()
-    _report(slot, rd.lines_bytes)
-    return agg, {"lines": st["lines"], "records": st["records"], "skipped_lines": st["skipped_lines"],
-                 "filtered": st["filtered"], "bytes": rd.lines_bytes}
-
-
 def aggregate_files(paths, since=None, until=None, jobs: int | None = None, agg_kwargs: dict | None = None,
-                    progress=None, range_bytes: int | None = RANGE_BYTES, engine: str = "python"):
+                    progress=None, range_bytes: int | None = RANGE_BYTES):
     """Aggregate ``paths`` with ``jobs`` processes. Returns ``(Aggregator, stats)``.
 
     The inputs (in order) are cut into ``jobs`` contiguous spans (or spans of ``range_bytes``), each
-    aggregated by one worker — with orjson line by line (``engine="python"``) or with the columnar
-    reader (``"columnar"``, DuckDB on one thread per worker); the partial aggregates are merged in input
+    aggregated by one worker with orjson line by line; the partial aggregates are merged in input
     order as they arrive, so at most a few are held at once. Workers share their byte counts, so
     ``progress`` moves while they read.
     """
@@ -215,7 +198,7 @@ def aggregate_files(paths, since=None, until=None, jobs: int | None = None, agg_
     n_spans = jobs if not range_bytes else max(jobs, -(-total // range_bytes))
     spans = plan_spans(paths, n_spans) if paths else []
     jobs = max(1, min(jobs, len(spans)))
-    tasks = [(sp, s, u, agg_kwargs, i == 0, engine, i) for i, sp in enumerate(spans)]
+    tasks = [(sp, s, u, agg_kwargs, i == 0, i) for i, sp in enumerate(spans)]
     merged = Aggregator(**agg_kwargs)
     stats = {"files": len(paths), "lines": 0, "records": 0, "skipped_lines": 0, "filtered": 0, "bytes": 0,
              "jobs": jobs, "spans": len(spans)}

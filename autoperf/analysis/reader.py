@@ -64,7 +64,8 @@ def parse_time(text: str, now: _dt.datetime | None = None) -> _dt.datetime:
 
 def expand_inputs(inputs: Iterable[str] | None, log_dir: str | None = "logs") -> list[str]:
     """Files as given; directories expand to ``performance_*.log`` / ``*.log.gz`` inside them.
-    With no inputs, ``log_dir`` is used."""
+    With no inputs, ``log_dir`` is used. The ``metrics_*.log`` files of the same directories and days
+    come first (readers count from them and must know which processes they cover before the spans)."""
     out: list[str] = []
     items = list(inputs or [])
     if not items and log_dir:
@@ -73,12 +74,43 @@ def expand_inputs(inputs: Iterable[str] | None, log_dir: str | None = "logs") ->
         if os.path.isdir(item):
             found = set(glob.glob(os.path.join(item, "performance_*.log")))
             found |= set(glob.glob(os.path.join(item, "performance_*.log.gz")))
+            found |= set(glob.glob(os.path.join(item, "metrics_*.log")))
+            found |= set(glob.glob(os.path.join(item, "metrics_*.log.gz")))
             out.extend(sorted(found))
         elif any(ch in item for ch in "*?["):
             out.extend(sorted(glob.glob(item)))
         else:
             out.append(item)
-    return out
+    seen = set(out)
+    for p in list(out):
+        sib = metrics_beside(p)
+        if sib is not None and sib not in seen:
+            seen.add(sib)
+            out.append(sib)
+    metrics = [p for p in out if is_metrics_file(p)]
+    return metrics + [p for p in out if not is_metrics_file(p)]
+
+
+def is_metrics_file(path: str) -> bool:
+    return os.path.basename(path).startswith("metrics_")
+
+
+def metrics_beside(path: str) -> str | None:
+    """The ``metrics_DAY.log`` (or .gz) next to ``performance_DAY.log``, when it exists."""
+    base = os.path.basename(path)
+    if not base.startswith("performance_"):
+        return None
+    d = os.path.dirname(path)
+    for name in ("metrics_" + base[len("performance_"):], "metrics_" + base[len("performance_"):].removesuffix(".gz")):
+        p = os.path.join(d, name)
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+#: a flow_complete a run with metrics wrote for a flow it did not retain: counted in the metrics records,
+#: no span of it was written, so a report skips the line unread (the bulk of a day's log)
+UNRETAINED = b'"retained":null'
 
 
 def _file_may_overlap(path: str, since: str | None, until: str | None) -> bool:
@@ -118,11 +150,13 @@ class RecordReader:
         self.files_read: list[str] = []
         self.files_missing: list[str] = []
         self.bytes_read = 0
+        self.skim_unretained = True     # skip unretained flow_complete lines of files with metrics beside them
+        self.unretained = 0
 
     def stats(self) -> dict:
         return {"files": len(self.files_read), "missing_files": list(self.files_missing), "lines": self.lines,
                 "records": self.records, "skipped_lines": self.skipped, "filtered": self.filtered,
-                "bytes": self.bytes_read}
+                "bytes": self.bytes_read, "unretained_lines": self.unretained}
 
     def iter_lines(self) -> Iterator[bytes]:
         """Raw lines (bytes, blank ones too), for callers that decode themselves."""
@@ -138,11 +172,17 @@ class RecordReader:
                 self.files_missing.append(p)
         next_report = 8 << 20
         progress = self.progress
+        included = set(paths)
         for p in paths:
             self.files_read.append(p)
+            skim = self.skim_unretained and metrics_beside(p) in included
             for block, end in whole_line_blocks(p, self):
                 lines = block.split(b"\n")
                 lines.pop()                   # after the last newline (block[end:]): the next block has it
+                if skim and UNRETAINED in block:
+                    n = len(lines)
+                    lines = [x for x in lines if UNRETAINED not in x]
+                    self.unretained += n - len(lines)
                 yield from lines
                 if progress is not None and self.bytes_read >= next_report:
                     next_report = self.bytes_read + (8 << 20)
@@ -271,7 +311,6 @@ class PgRecordSource:
         sql = f"SELECT record::text FROM {self.table}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY timestamp"
         loads = orjson.loads
         try:
             try:
@@ -280,6 +319,11 @@ class PgRecordSource:
                 raise ConnectionError(f"cannot connect to the PostgreSQL store: {type(e).__name__}") from None
             tr = conn.transaction(readonly=True)
             loop.run_until_complete(tr.start())
+            has_type = loop.run_until_complete(conn.fetchval(
+                "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'type' "
+                "AND NOT attisdropped", self.table))
+            # metrics records first: a reader must know which processes they cover before their spans
+            sql += " ORDER BY type IS DISTINCT FROM 'metrics', timestamp" if has_type else " ORDER BY timestamp"
             cur = loop.run_until_complete(conn.cursor(sql, *args))
             while True:
                 rows = loop.run_until_complete(cur.fetch(self.batch_size))

@@ -21,6 +21,7 @@ import random
 from typing import Iterable
 
 from .aggregate import Aggregator
+from .dist import merge_res
 from .stats import Reservoir, exceedance_test, mann_whitney_u
 
 __all__ = ["compare_samples", "compare_aggregators", "regress", "compare", "split_by_tag", "DEFAULTS"]
@@ -142,10 +143,8 @@ def trend(*aggs: Aggregator) -> dict:
         for (name, day), r in agg.daily.items():
             k = (name, day)
             if k in days:
-                m = Reservoir(r.cap)
-                m.merge(days[k])
-                m.merge(r)
-                days[k] = m
+                m = merge_res(Reservoir(max(r.cap, 5000)), days[k])
+                days[k] = merge_res(m, r)
             else:
                 days[k] = r
     out: dict = {}

@@ -51,6 +51,14 @@ def _commands_line(commands, total) -> str:
                                           for _gid, title, rows in groups) + ")"
 
 
+def _retention_line(rt) -> str:
+    """"546 of 20,000 (error 40, sla 309, sample 197)": flows whose records were written whole, by rule."""
+    if not rt or not rt.get("flows"):
+        return "n/a"
+    rules = ", ".join(f"{k} {_num(v)}" for k, v in rt["by_rule"].items())
+    return f"{_num(rt['retained'])} of {_num(rt['flows'])}" + (f" ({rules})" if rules else "")
+
+
 def summary_lines(r: dict) -> list[tuple[str, str]]:
     t = r["totals"]
     src = r.get("source") or {}
@@ -62,6 +70,7 @@ def summary_lines(r: dict) -> list[tuple[str, str]]:
            ("Errors", f"{_num(t['errors'])} ({_pct(t['error_rate_pct'], 2)})"),
            ("Interaction deadline (<3 s first response)",
             f"{_pct(d['pct'], 2)} of {_num(d['measured'])}" if d else "n/a (no first_response_ms recorded)"),
+           ("Flows recorded whole (retention)", _retention_line(r.get("retention"))),
            ("Skipped lines (corrupt/truncated)", _num(src.get("skipped_lines", 0))),
            ("Dropped records (writer overload)", _num(r.get("dropped", 0)))]
     if r.get("warnings"):
@@ -184,6 +193,21 @@ def sections(r: dict) -> list[dict]:
                               "OVER" if bad else "ok", _pct(o["sla_met_pct"])] for o, bad in zip(slas, over)],
                     "note": "A target's sla_ms on a span, or on a kind: flow target that ran inside another flow "
                             "(docs/config.md): evaluated on each run of that span."})
+    slow = r.get("slowest_flows") or []
+    if slow:
+        out.append({"id": "slowest_flows", "title": "Slowest flows", "flags": None,
+                    "headers": ["flow", "ms", "flow_id", "started", "recorded"],
+                    "rows": [[f["name"], _ms(f["duration_ms"]), f["flow_id"] or "—", f["timestamp"] or "—",
+                              f["retained"] or "exemplar only"] for f in slow],
+                    "note": "From the metrics records' exemplars and the flows recorded whole; \"recorded\" names the "
+                            "retention rule that kept the flow's spans in the log."})
+    for key, title, what in (("hosts", "Per host", "host"), ("shards", "Per shard", "shards")):
+        rows = r.get(key) or []
+        if len(rows) > 1:           # one host / one shard group: the totals say it all
+            out.append({"id": key, "title": title, "flags": None,
+                        "headers": [what, "flows", "errors", "p50", "p95", "p99", "max"],
+                        "rows": [[h["label"], _num(h["count"]), _num(h["errors"]), _ms(h["p50_ms"]), _ms(h["p95_ms"]),
+                                  _ms(h["p99_ms"]), _ms(h["max_ms"])] for h in rows], "note": None})
     db = r["db"]
     out.append({"id": "queries", "title": "Slow queries by fingerprint", "flags": None,
                 "headers": ["fingerprint", "count", "avg ms", "p95 ms", "max ms", "total s", "statement"],
@@ -199,7 +223,9 @@ def sections(r: dict) -> list[dict]:
                 "headers": ["cycle", "count", "p50 ms", "p95 ms", "max ms", "captured totals"],
                 "rows": [[c["name"], _num(c["count"]), _ms(c["p50_ms"]), _ms(c["p95_ms"]), _ms(c["max_ms"]),
                           ", ".join(f"{k}={_num(v)}" for k, v in c["sums"].items())] for c in r["cycles"]],
-                "note": None if r["cycles"] else "No cycle spans."})
+                "note": ("No cycle spans." if not r["cycles"] else
+                         "Captured totals are over the cycles recorded whole (retained), not every cycle."
+                         if any(c.get("sums_retained_only") for c in r["cycles"]) else None)})
     res = r.get("resources")
     out.append({"id": "resources", "title": "Resource utilisation", "flags": None,
                 "headers": ["metric", "peak", "avg", "samples"],
@@ -218,8 +244,18 @@ def sections(r: dict) -> list[dict]:
     out.append({"id": "suggestions", "title": "Suggestions", "flags": [s["severity"] == "high" for s in sg],
                 "headers": ["severity", "kind", "flow", "suggestion", "evidence", "expected saving"],
                 "rows": [[s["severity"], s["kind"], s["flow"] or "—", s["title"], s["evidence"], s["saving"]] for s in sg],
-                "note": None if sg else "Nothing to suggest."})
+                "note": _suggest_note(r, sg)})
     return out
+
+
+def _suggest_note(r, sg):
+    rt = r.get("retention") or {}
+    seen = r.get("suggestions_flows")
+    scope = (f"Over the {_num(seen)} flows recorded whole (of {_num(rt['flows'])})."
+             if seen is not None and rt.get("flows") and seen < rt["flows"] else None)
+    if not sg:
+        return "Nothing to suggest." + (" " + scope if scope else "")
+    return scope
 
 
 # ---------------------------------------------------------------- text
@@ -529,12 +565,15 @@ def render_compare(res: dict, fmt: str = "terminal", colour: bool = False, title
     return "\n".join(out) + "\n"
 
 
-def render_suggestions(items: list, fmt: str = "terminal", colour: bool = False) -> str:
+def render_suggestions(items: list, fmt: str = "terminal", colour: bool = False, scope: str | None = None) -> str:
+    """``scope``: which flows the rules saw ("Over the 546 flows recorded whole (of 20,000).")."""
     if fmt == "json":
         return render_json(items)
     if not items:
-        return "Nothing to suggest.\n"
+        return "Nothing to suggest." + (f" {scope}" if scope else "") + "\n"
     out = ["# Suggestions", ""] if fmt == "markdown" else ["Suggestions", ""]
+    if scope:
+        out += [scope, ""]
     for i, s in enumerate(items, 1):
         head = f"{i}. [{s['severity']}] {s['title']}"
         if fmt == "markdown":

@@ -290,6 +290,7 @@ def regressions(agg, s) -> list[dict]:
                        "n/a: one day of data or less", source=_slo("regression_pct", s))]
     import datetime as _dt
 
+    from .dist import merge_res
     from .regress import compare_samples
     from .stats import Reservoir
     last = days[-1]
@@ -300,7 +301,7 @@ def regressions(agg, s) -> list[dict]:
         base = Reservoir(agg.daily_cap * int(s["regression_days"]))
         for (nm, d), r in agg.daily.items():
             if nm == name and first_base <= d < last:
-                base.merge(r)
+                base = merge_res(base, r)
         if cur is None or base.count == 0:
             continue
         r = compare_samples(base, cur, threshold=s["regression_pct"] / 100.0, min_samples=int(s["min_samples"]),

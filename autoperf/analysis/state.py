@@ -143,10 +143,12 @@ class Buckets:
         return Reservoir(self.cap) if self.kind == "res" else {}
 
     def merge(self, a, b):
+        """``a`` with ``b`` merged in (the holder to keep: a Reservoir may become a Dist)."""
         if self.kind == "res":
-            a.merge(b)
-        else:
-            merge_res_bucket(a, b)
+            from .dist import merge_res
+            return merge_res(a, b)
+        merge_res_bucket(a, b)
+        return a
 
     def get(self, series, ts):
         L = LEVELS[self.level]
@@ -170,7 +172,7 @@ class Buckets:
             for (s, b), v in self.data.items():
                 k = (s, b[:L])
                 if k in data:
-                    self.merge(data[k], v)
+                    data[k] = self.merge(data[k], v)
                 else:
                     data[k] = v
             self.data = data

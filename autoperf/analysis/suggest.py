@@ -9,9 +9,8 @@ Each rule is a function of the aggregate and the options; a query fingerprint ge
 from __future__ import annotations
 
 import re
-from typing import Iterable
 
-__all__ = ["suggestions_from", "suggest", "DEFAULTS", "cacheable"]
+__all__ = ["suggestions_from", "RULES", "DEFAULTS", "cacheable"]
 
 DEFAULTS = {
     "cache_min_flows": 10,         # a read fingerprint seen in at least this many flows …
@@ -284,25 +283,25 @@ def resources(agg, o) -> list[dict]:
     return out
 
 
+#: the rules, one function per kind of finding ``rule(agg, options) -> [finding]``, in the order their
+#: findings are listed (each kind ranked and cut to ``limit_per_kind``; the resource findings are few)
+RULES = (n_plus_one, cache_candidates, concurrency, index_candidates, loop_blocking, resources)
+#: a query fingerprint keeps one finding, of the first of these rules that has one
+FINGERPRINT_ORDER = (index_candidates, n_plus_one, cache_candidates)
+UNRANKED = (resources,)
+
+
 def suggestions_from(agg, **options) -> list[dict]:
+    """Every rule over the aggregate's state (what the retained flows showed, for the per-flow rules)."""
     o = dict(DEFAULTS)
     o.update({k: v for k, v in options.items() if v is not None})
     lim = int(o["limit_per_kind"])
-    index, n1, cache = one_per_fingerprint(index_candidates(agg, o), n_plus_one(agg, o), cache_candidates(agg, o))
+    found = {rule: rule(agg, o) for rule in RULES}
+    for rule, kept in zip(FINGERPRINT_ORDER, one_per_fingerprint(*(found[r] for r in FINGERPRINT_ORDER))):
+        found[rule] = kept
     out: list[dict] = []
-    for items in (n1, cache, concurrency(agg, o), index, loop_blocking(agg, o)):
-        out.extend(_ranked(items, lim))
-    out.extend(resources(agg, o))
+    for rule in RULES:
+        out.extend(found[rule] if rule in UNRANKED else _ranked(found[rule], lim))
     for s in out:
         s.pop("_rank", None)
     return out
-
-
-def suggest(records: Iterable[dict], **options) -> list[dict]:
-    """Pure function: suggestions for an iterable of records."""
-    from .aggregate import Aggregator
-    agg_kw = {k: options.pop(k) for k in ("n_plus_one_min", "index_min_rows") if k in options}
-    agg = Aggregator(**agg_kw)
-    agg.add_all(records)
-    agg.flush_open()
-    return suggestions_from(agg, **options)

@@ -99,3 +99,162 @@ def stream(n_flows: int, start: _dt.datetime | None = None, seed: int = 1, per_s
                        attrs={"matches_made": rng.randint(0, 4)}, span_id=cid)
             yield span("parse_replay", "job", t, 120.0, cid, cid, "matchmaker.cycle",
                        attrs={"queue_wait_ms": 5.0, "run_ms": 100.0, "transfer_ms": 15.0, "executor": "process"})
+
+
+# ---------------------------------------------------------------- metrics records and retention
+# A reference of docs/records.md "metrics" and tail-based retention, for the readers' tests and benchmarks:
+# it turns every-span records into what a run under the default retention writes.
+def _parse(ts_text: str) -> _dt.datetime:
+    return _dt.datetime.strptime(ts_text, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def sampled(flow_id: str, rate: float) -> bool:
+    """The deterministic sample of the retention contract (the same in every process; a multiplicative
+    hash of the id's low 32 bits, so consecutive ids spread evenly)."""
+    return ((int(flow_id[-8:], 16) * 0x9E3779B1) & 0xFFFFFFFF) < rate * 2 ** 32
+
+
+def retain_rule(root: dict, fc: dict | None, children: list, rate: float) -> str | None:
+    """The first retention rule a root matches (error, sla, deadline, slow_child, sample) or None."""
+    if root.get("status") not in ("success", None):
+        return "error"
+    d = root["duration_ms"]
+    limit = (fc or {}).get("sla_ms", root.get("sla_ms"))
+    th = root.get("threshold_ms")
+    if (limit is not None and d > limit) or (th is not None and d > th):
+        return "sla"
+    md = (fc or {}).get("metadata") or {}
+    fr = md.get("first_response_ms")
+    if md.get("deadline_missed") is True or (isinstance(fr, (int, float)) and fr >= 3000.0):
+        return "deadline"
+    if any(c.get("threshold_ms") is not None and c["duration_ms"] > c["threshold_ms"] for c in children):
+        return "slow_child"
+    if sampled(root["flow_id"], rate):
+        return "sample"
+    return None
+
+
+def metrics_and_retained(records, interval_s: float = 10.0, sample_rate: float = 0.01, exemplars: int = 5,
+                         retain_all: bool = False):
+    """(metrics records, records a run writes): every span aggregated per interval and key; span records
+    only for retained roots (all of them with ``retain_all``); flow_complete for every flow."""
+    from autoperf.metrics.exphist import ExpHistogram
+    records = list(records)
+    spans_by_flow: dict = {}
+    fcs = {}
+    roots = {}
+    for r in records:
+        if r.get("type") == "span":
+            spans_by_flow.setdefault(r["flow_id"], []).append(r)
+            if r["span_id"] == r["flow_id"]:
+                roots[r["flow_id"]] = r
+        elif r.get("type") == "flow_complete":
+            fcs[r["flow_id"]] = r
+    rules = {}
+    for fid, root in roots.items():
+        children = [c for c in spans_by_flow[fid] if c is not root]
+        rules[fid] = "all" if retain_all else retain_rule(root, fcs.get(fid), children, sample_rate)
+    keys: dict = {}
+
+    def key_of(sp, measure="duration"):
+        root = sp["span_id"] == sp["flow_id"]
+        k = (sp.get("pid"), sp.get("host"), sp["name"], sp["kind"], sp["status"], None if root else sp.get("flow_name"),
+             root, measure, (sp.get("attrs") or {}).get("statement") if sp["kind"] == "db" else None)
+        return k
+
+    def observe(sp, value, measure="duration"):
+        end = _parse(sp["timestamp"]) + _dt.timedelta(milliseconds=sp["duration_ms"])
+        epoch = end.replace(tzinfo=_dt.timezone.utc).timestamp()
+        slot = int(epoch // interval_s)
+        k = (slot,) + key_of(sp, measure)
+        a = keys.get(k)
+        if a is None:
+            a = keys[k] = {"h": ExpHistogram(), "ex": [], "sp": sp, "over_sla": 0, "over_th": 0, "dm": 0,
+                           "ret": 0, "by": {}}
+        a["h"].record(value / 1000.0)
+        fc = fcs.get(sp["flow_id"]) if sp["span_id"] == sp["flow_id"] else None
+        sla = (fc or {}).get("sla_ms", sp.get("sla_ms"))
+        if sla is not None and measure == "duration":
+            a["sla"] = sla
+            a["over_sla"] += value > sla
+        if sp.get("threshold_ms") is not None:
+            a["th"] = sp["threshold_ms"]
+            a["over_th"] += value > sp["threshold_ms"]
+        if fc is not None and measure == "duration":
+            md = fc.get("metadata") or {}
+            fr = md.get("first_response_ms")
+            if md.get("deadline_missed") is True or (isinstance(fr, (int, float)) and fr >= 3000.0):
+                a["dm"] += 1
+            rule = rules.get(sp["flow_id"])
+            if rule is not None:
+                a["ret"] += 1
+                a["by"][rule] = a["by"].get(rule, 0) + 1
+        a["ex"].append((value, sp["flow_id"], sp["span_id"], sp["timestamp"]))
+        a["ex"] = sorted(a["ex"], reverse=True)[:exemplars]
+
+    for fid, sps in spans_by_flow.items():
+        for sp in sps:
+            observe(sp, sp["duration_ms"])
+        fc = fcs.get(fid)
+        fr = ((fc or {}).get("metadata") or {}).get("first_response_ms")
+        if fc is not None and isinstance(fr, (int, float)):
+            observe(roots[fid], float(fr), "first_response")
+    out = []
+    for k, a in sorted(keys.items(), key=lambda kv: kv[0][0]):
+        slot, pid, host, name, kind, status, flow_name, root, measure, fp = k
+        h = a["h"]
+        rec = {"timestamp": ts(_dt.datetime.fromtimestamp((slot + 1) * interval_s, _dt.timezone.utc)),
+               "level": "INFO", "type": "metrics", "pid": pid,
+               "interval_start": ts(_dt.datetime.fromtimestamp(slot * interval_s, _dt.timezone.utc)),
+               "interval_s": interval_s, "name": name, "kind": kind, "status": status, "flow_name": flow_name,
+               "root": root, "measure": measure, "count": h.count, "sum_ms": h.sum * 1000.0,
+               "min_ms": h.min * 1000.0, "max_ms": h.max * 1000.0, "hist": h.to_dict(),
+               "exemplars": [{"duration_ms": d, "flow_id": f, "span_id": s, "timestamp": t} for d, f, s, t in a["ex"]]}
+        if host is not None:
+            rec["host"] = host
+        if a["sp"].get("shard_ids") is not None:
+            rec["shard_ids"] = a["sp"]["shard_ids"]
+        if fp is not None:
+            rec["fingerprint"] = fp
+        if "sla" in a:
+            rec["sla_ms"], rec["over_sla"] = a["sla"], a["over_sla"]
+        if "th" in a:
+            rec["threshold_ms"], rec["over_threshold"] = a["th"], a["over_th"]
+        if root and measure == "duration":
+            rec["deadline_missed"] = a["dm"]
+            rec["retained"] = a["ret"]
+            rec["retained_by"] = a["by"]
+        out.append(rec)
+    kept = []
+    for r in records:
+        t = r.get("type")
+        if t == "span":
+            rule = rules.get(r["flow_id"])
+            if rule is None:
+                continue
+            if r["span_id"] == r["flow_id"]:
+                r = dict(r, retained=rule)
+        elif t == "flow_complete":
+            r = dict(r, retained=rules.get(r["flow_id"]))
+        kept.append(r)
+    return out, kept
+
+
+def write_logs(directory: str, records) -> None:
+    """Records to ``performance_DAY.log`` and ``metrics_DAY.log`` as the file sink routes them."""
+    import os
+
+    import orjson
+    os.makedirs(directory, exist_ok=True)
+    files = {}
+    try:
+        for r in records:
+            prefix = "metrics" if r.get("type") == "metrics" else "performance"
+            path = os.path.join(directory, f"{prefix}_{r['timestamp'][:10]}.log")
+            f = files.get(path)
+            if f is None:
+                f = files[path] = open(path, "ab")
+            f.write(orjson.dumps(r) + b"\n")
+    finally:
+        for f in files.values():
+            f.close()

@@ -378,12 +378,72 @@ ON CONFLICT (date, flow_name, operation_name) DO UPDATE SET
 """
 
 
+UPSERT_STATS_SQL = """
+INSERT INTO performance_stats AS s (date, flow_name, operation_name, count, avg_duration_ms,
+    min_duration_ms, max_duration_ms, p50_duration_ms, p95_duration_ms, p99_duration_ms, computed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
+ON CONFLICT (date, flow_name, operation_name) DO UPDATE SET
+    count = EXCLUDED.count, avg_duration_ms = EXCLUDED.avg_duration_ms,
+    min_duration_ms = EXCLUDED.min_duration_ms, max_duration_ms = EXCLUDED.max_duration_ms,
+    p50_duration_ms = EXCLUDED.p50_duration_ms, p95_duration_ms = EXCLUDED.p95_duration_ms,
+    p99_duration_ms = EXCLUDED.p99_duration_ms, computed_at = EXCLUDED.computed_at
+"""
+
+
+def _stats_key(rec: dict):
+    """(flow_name, operation_name) of a `metrics` record as the span rows would give it, or None."""
+    if rec.get("measure", "duration") != "duration":
+        return None
+    name = rec.get("name") or ""
+    if rec.get("root") is True:
+        return (name if rec.get("kind") in ("flow", "cycle") else "", name)
+    return (rec.get("flow_name") or "", name)
+
+
+async def _metrics_rollup(conn, day, start, end) -> int | None:
+    """`performance_stats` of a day from its `metrics` rows (the interval histograms merged per key:
+    exact counts, min, max and average, percentiles within 1 %); None when the day has none."""
+    from autoperf.analysis.dist import HistSum   # the readers' histogram sum (a pure function module)
+    sums: dict = {}
+    cur = await conn.cursor("SELECT record::text FROM performance_metrics WHERE timestamp >= $1 AND timestamp < $2 "
+                            "AND type = 'metrics'", start, end)
+    while True:
+        rows = await cur.fetch(2000)
+        if not rows:
+            break
+        for (text,) in rows:
+            try:
+                rec = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                continue
+            key = _stats_key(rec) if type(rec) is dict else None
+            if key is None or type(rec.get("count")) is not int or type(rec.get("hist")) is not dict:
+                continue
+            hs = sums.get(key)
+            if hs is None:
+                hs = sums[key] = HistSum()
+            hs.add(rec["hist"], rec["count"], float(rec.get("sum_ms") or 0.0), rec.get("min_ms"), rec.get("max_ms"))
+    if not sums:
+        return None
+    rows = []
+    for (flow, op), hs in sums.items():
+        h = hs.hist()
+        p50, p95, p99 = (v * 1000.0 for v in h.percentiles((50, 95, 99)))
+        rows.append((day, flow, op, hs.count, hs.sum_ms / hs.count, hs.min_ms, hs.max_ms, p50, p95, p99))
+    await conn.executemany(UPSERT_STATS_SQL, rows)
+    return len(rows)
+
+
 async def rollup(conn, day: _dt.date) -> int:
-    """(Re)compute `performance_stats` for one UTC day from its `span` records; returns the row count."""
+    """(Re)compute `performance_stats` for one UTC day: from its `metrics` records (every call, written by
+    runs since issue 14) when it has any, else from its `span` records; returns the row count."""
     start = _dt.datetime.combine(day, _dt.time(0), UTC)
     end = start + _dt.timedelta(days=1)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK + 1)
+        n = await _metrics_rollup(conn, day, start, end)
+        if n is not None:
+            return n
         status = await conn.execute(ROLLUP_SQL, day, start, end)
     return int(status.rsplit(" ", 1)[-1])
 

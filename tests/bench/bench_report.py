@@ -1,7 +1,7 @@
 """Benchmark: `autoperf report` aggregation over N generated records (default 10 M).
 
     .venv/bin/python tests/bench/bench_report.py [--records 10000000] [--dir DIR] [--keep] [--jobs N]
-                                                 [--phases decode,single,parallel,parse,onescan,columnar,parcolumnar]
+                                                 [--phases decode,single,parallel]
 
 Generates a JSON-lines log once (records in the documented schema: per command flow two db spans,
 one http span, the root span and flow_complete; plus resource, cycle and job records), then measures,
@@ -11,16 +11,6 @@ each phase in a fresh subprocess so peak RSS is its own:
   single    read_records + Aggregator (+ result + suggestions) in one process
   parallel  aggregate_files with --jobs processes (byte ranges, merged), + render terminal and html —
             what `autoperf report` runs from 256 MB of input
-  parse     DuckDB's NDJSON reader alone over the file, every field the report reads parsed and counted:
-            the ceiling of any DuckDB path
-  onescan   the report's bulk statistics in one DuckDB scan (grouping sets, log-bucket percentiles,
-            1-in-16 flows for N+1), without rare records, ordered per-flow data or exact reservoirs —
-            an upper bound for a single-scan design, not a report (see ONESCAN)
-  columnar  the columnar path (analysis/columnar.py: DuckDB chunks + SQL group-bys, --jobs threads)
-            + result + render terminal and html — `autoperf report --engine columnar` below 256 MB of input
-  parcolumnar  the columnar path in --jobs processes (byte spans, one DuckDB thread each, merged)
-            + result + render — `autoperf report --engine columnar` from 256 MB of input
-
 and prints records/s, records per CPU-second (meaningful on a busy machine) and peak RSS (MB) for each.
 Run on an idle machine; the numbers are CPU-bound.
 """
@@ -117,26 +107,6 @@ def generate(path: str, n_records: int, seed: int = 1) -> int:
     return written
 
 
-# The report's bulk statistics in one DuckDB scan, grouping sets instead of chunks: percentiles from log
-# buckets (2 %), N+1 counts from 1 flow in 16 — no rare records (resource, loop_blocked, jobs ...), no
-# ordered per-flow data (sequential awaits), no exact reservoirs. What it leaves out only costs more:
-# an upper bound for a single-scan DuckDB report, not a report.
-ONESCAN = """
-SELECT grouping(t, lvl) AS g0, t, lvl, fn, status, b, frb, name, kind, err, fp, day, sk, fhs,
-       count(*) FILTER (d IS NOT NULL), sum(d), min(d), max(d), min(ts), max(ts), sum(nrows), count(*)
-FROM (SELECT type AS t, level AS lvl, timestamp AS ts, substr(timestamp, 1, 10) AS day,
-             substr(timestamp, 1, 13) AS sk, name, kind, flow_name AS fn, duration_ms AS d, status,
-             status IS NOT NULL AND status <> 'success' AS err,
-             CASE WHEN kind = 'db' THEN coalesce(attrs.fingerprint, attrs.statement, name) END AS fp,
-             TRY_CAST(attrs.rows AS BIGINT) AS nrows,
-             CASE WHEN hash(flow_id) % 16 = 0 THEN hash(flow_id) END AS fhs,
-             CASE WHEN duration_ms > 0 THEN round(ln(duration_ms) * 50)::INTEGER END AS b,
-             CASE WHEN metadata.first_response_ms > 0 THEN round(ln(metadata.first_response_ms) * 50)::INTEGER END AS frb
-      FROM {src})
-GROUP BY GROUPING SETS ((t, lvl), (t, fn, status, b), (fn, frb), (t, name, kind, err, b), (fp, err, b), (fn, day, b),
-                       (fn, sk, b), (fhs, fp, fn))
-"""
-
 PHASE = r'''
 import json, os, resource, sys, time
 sys.path.insert(0, {root!r})
@@ -160,43 +130,10 @@ elif mode == "single":
     r = agg.result()
     out["records"] = rd.records; out["skipped"] = rd.skipped; out["aggregate_s"] = t_agg
     out["commands"] = r["totals"]["commands"]; out["suggestions"] = len(r["suggestions"])
-elif mode == "parse":
-    import duckdb
-    from autoperf.analysis.columnar import _COLUMNS
-    con = duckdb.connect(config={{"threads": jobs}})
-    con.execute("SET enable_progress_bar = false")
-    # every field the report reads is parsed (a bare count(*) lets DuckDB skip them: ~2x faster, not a ceiling)
-    out["records"] = con.execute(
-        "SELECT count(*), count(type), count(level), count(timestamp), count(name), count(kind), count(span_id), "
-        "count(parent_id), count(flow_id), count(flow_name), count(flow_kind), sum(duration_ms), count(status), "
-        "count(sla_ms), count(attrs.fingerprint), count(attrs.statement), count(attrs.rows), count(attrs.explain), "
-        "count(metadata.command), sum(metadata.first_response_ms) "
-        f"FROM read_json('{{path}}', format='newline_delimited', columns={{_COLUMNS}}, ignore_errors=true)"
-    ).fetchone()[0]
-elif mode == "onescan":
-    import duckdb
-    from autoperf.analysis.columnar import _COLUMNS
-    con = duckdb.connect(config={{"threads": jobs}})
-    con.execute("SET enable_progress_bar = false")
-    src = f"read_json('{{path}}', format='newline_delimited', columns={{_COLUMNS}}, ignore_errors=true)"
-    rows = con.execute(ONESCAN.format(src=src)).fetchall()
-    out["records"] = sum(r[-1] for r in rows if r[0] == 0)
-    out["groups"] = len(rows)
-elif mode == "columnar":
-    from autoperf.analysis.columnar import aggregate_files_columnar
-    from autoperf.analysis.render import render
-    agg, st = aggregate_files_columnar([path], threads=jobs)
-    t_agg = time.perf_counter() - t0
-    r = agg.result(); r["source"] = st
-    t1 = time.perf_counter()
-    txt = render(r, "terminal", colour=False); html = render(r, "html")
-    out["render_s"] = time.perf_counter() - t1
-    out["records"] = st["records"]; out["aggregate_s"] = t_agg; out["jobs"] = jobs
-    out["commands"] = r["totals"]["commands"]; out["html_kb"] = len(html) // 1024
 else:
     from autoperf.analysis.parallel import aggregate_files
     from autoperf.analysis.render import render
-    agg, st = aggregate_files([path], jobs=jobs, engine="columnar" if mode == "parcolumnar" else "python")
+    agg, st = aggregate_files([path], jobs=jobs)
     t_agg = time.perf_counter() - t0
     r = agg.result(); r["source"] = st
     t1 = time.perf_counter()
@@ -215,7 +152,7 @@ print(json.dumps(out))
 
 
 def run_phase(path, mode, jobs):
-    code = f"ONESCAN = {ONESCAN!r}\n" + PHASE.format(root=ROOT, path=path, mode=mode, jobs=jobs)
+    code = PHASE.format(root=ROOT, path=path, mode=mode, jobs=jobs)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(p.stderr)
@@ -228,7 +165,7 @@ def main():
     ap.add_argument("--dir", default=None, help="where to put (and reuse) the generated log")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--phases", default="decode,single,parallel,parse,onescan,columnar,parcolumnar")
+    ap.add_argument("--phases", default="decode,single,parallel")
     a = ap.parse_args()
     d = a.dir or tempfile.mkdtemp(prefix="autoperf-bench-")
     os.makedirs(d, exist_ok=True)
@@ -247,11 +184,9 @@ def main():
             r = run_phase(path, mode, a.jobs)
             rate = r["records"] / r["wall_s"]
             extra = ""
-            if mode in ("parallel", "parcolumnar"):
+            if mode == "parallel":
                 extra = (f", jobs {r['jobs']}, render {r['render_s']:.2f} s (html {r['html_kb']} KB), "
                          f"peak RSS per worker {r['peak_rss_children_mb']:.0f} MB")
-            elif mode == "columnar":
-                extra = f", threads {r['jobs']}, render {r['render_s']:.2f} s (html {r['html_kb']} KB)"
             print(f"{mode:11s}: {r['records']:,} records in {r['wall_s']:.1f} s = {rate:,.0f} records/s "
                   f"({size / r['wall_s'] / 1e6:.0f} MB/s), CPU {r['cpu_s']:.0f} s = "
                   f"{r['records'] / r['cpu_s']:,.0f} records per CPU-second, peak RSS {r['peak_rss_mb']:.0f} MB{extra}",
