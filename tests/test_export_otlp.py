@@ -219,3 +219,20 @@ class TestDelivery:
             (refused_at, status), = rx.refused
             assert status == 429
             assert rx.requests[0][0] - refused_at >= 2.0
+
+    def test_a_forged_spill_file_is_not_sent(self, tmp_path):
+        """A spill file without this log directory's HMAC header (dropped there by someone else) is never sent and is reported."""
+        with Receiver() as rx:
+            run = Run(tmp_path, FLOWS, _config(rx.endpoint))
+            run.log_dir.mkdir(parents=True)
+            forged = run.log_dir / "otlp_spill_999999_20260101T000000000000.bin"
+            from autoperf.export import otlp_wire
+            body = otlp_wire.traces_request([(b"", b"", [otlp_wire.span(b"\x01" * 16, b"\xf0" * 8, b"", "forged", 1, 1, 2, {})])])
+            forged.write_bytes(b"autoperf-otlp-spill " + b"0" * 64 + b"\n" + b"T" + len(body).to_bytes(4, "big") + body)
+            run.start("0.2")
+            assert all(path.endswith("/v1/traces") or path.endswith("/v1/metrics") for _, path, _, _ in rx.requests)
+            logged = {r["span_id"] for r in run.records("span")}
+            assert _received_ids(rx) == logged
+            assert len([1 for _, p, _, _ in rx.requests if p.endswith("/v1/traces")]) >= 1
+        assert not forged.exists() and forged.with_name(forged.name + ".foreign").exists()
+        assert [w["code"] for w in run.records("warning") if w["code"].startswith("otlp")] == ["otlp_spill_foreign"]
