@@ -134,6 +134,41 @@ class TestTraces:
             assert run.records("span") and not rx.requests
 
 
+    def test_checkpoints_are_events_and_errors_a_status(self, tmp_path):
+        """A flow's manual checkpoints become span events at their offsets; a failed flow has status ERROR with its exception type."""
+        program = """
+            import asyncio, autoperf
+
+            async def handle(i):
+                await asyncio.sleep(0.005)
+                autoperf.checkpoint("loaded", {"items": 3})
+                await asyncio.sleep(0.005)
+                if i == 1:
+                    raise KeyError("missing")
+
+            async def main():
+                for i in range(2):
+                    try:
+                        await handle(i)
+                    except KeyError:
+                        pass
+
+            asyncio.run(main())
+        """
+        with Receiver() as rx:
+            run = Run(tmp_path, program, _config(rx.endpoint))
+            run.start()
+            flows = sorted((s for s, _ in rx.spans() if s.name == "handle"), key=lambda s: s.start_time_unix_nano)
+            assert len(flows) == 2
+            for flow in flows:
+                (event,) = flow.events
+                assert event.name == "loaded" and attributes(event) == {"items": 3}
+                assert 0 < event.time_unix_nano - flow.start_time_unix_nano < flow.end_time_unix_nano - flow.start_time_unix_nano
+            assert flows[0].status.code == 0
+            assert flows[1].status.code == 2 and flows[1].status.message == "KeyError"
+            assert attributes(flows[1])["error.type"] == "KeyError"
+
+
 class TestDelivery:
     @pytest.mark.slow
     def test_outage_loses_nothing(self, tmp_path):
@@ -144,9 +179,12 @@ class TestDelivery:
         import sys
         from tests.runs import clean_env
         proc = subprocess.Popen([sys.executable, "-m", "autoperf", "run", "--config", str(run.config), "--log-dir",
-                                 str(run.log_dir), "--no-console", str(run.script), "4"], cwd=run.dir, env=clean_env())
-        time.sleep(2.0)
+                                 str(run.log_dir), "--no-console", str(run.script), "6"], cwd=run.dir, env=clean_env())
+        deadline = time.monotonic() + 30
+        while not list(run.log_dir.glob("otlp_spill_*.bin")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert list(run.log_dir.glob("otlp_spill_*.bin"))      # kept on disk meanwhile
+        time.sleep(1.0)                                          # a longer outage: more spilled
         with Receiver(port) as rx:
             assert proc.wait(60) == 0
             logged = run.records("span")
@@ -181,3 +219,20 @@ class TestDelivery:
             (refused_at, status), = rx.refused
             assert status == 429
             assert rx.requests[0][0] - refused_at >= 2.0
+
+    def test_a_forged_spill_file_is_not_sent(self, tmp_path):
+        """A spill file without this log directory's HMAC header (dropped there by someone else) is never sent and is reported."""
+        with Receiver() as rx:
+            run = Run(tmp_path, FLOWS, _config(rx.endpoint))
+            run.log_dir.mkdir(parents=True)
+            forged = run.log_dir / "otlp_spill_999999_20260101T000000000000.bin"
+            from autoperf.export import otlp_wire
+            body = otlp_wire.traces_request([(b"", b"", [otlp_wire.span(b"\x01" * 16, b"\xf0" * 8, b"", "forged", 1, 1, 2, {})])])
+            forged.write_bytes(b"autoperf-otlp-spill " + b"0" * 64 + b"\n" + b"T" + len(body).to_bytes(4, "big") + body)
+            run.start("0.2")
+            assert all(path.endswith("/v1/traces") or path.endswith("/v1/metrics") for _, path, _, _ in rx.requests)
+            logged = {r["span_id"] for r in run.records("span")}
+            assert _received_ids(rx) == logged
+            assert len([1 for _, p, _, _ in rx.requests if p.endswith("/v1/traces")]) >= 1
+        assert not forged.exists() and forged.with_name(forged.name + ".foreign").exists()
+        assert [w["code"] for w in run.records("warning") if w["code"].startswith("otlp")] == ["otlp_spill_foreign"]

@@ -13,13 +13,12 @@ import socket
 import time
 import uuid
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from autoperf import tracecontext
-from autoperf.export import otlp_semconv
+from autoperf.export import otlp_semconv, otlp_wire
 
 def _scope():
     try:
@@ -125,7 +124,26 @@ def _bytes8(hex_text) -> bytes:
     return bytes.fromhex(hex_text) if hex_text else b""
 
 
-def span_message(rec: dict, checkpoints=None) -> Span:
+def _events_and_status(rec, start, checkpoints) -> bytes:
+    """Encoded events (a root flow's manual checkpoints) and status (errors only): rare, official classes."""
+    out = b""
+    if checkpoints:
+        for entry in checkpoints:
+            if entry.get("kind") != "checkpoint":
+                continue
+            event = Span.Event(name=str(entry.get("name")),
+                               time_unix_nano=start + int(round((entry.get("offset_ms") or 0.0) * 1e6)))
+            if entry.get("metadata"):
+                event.attributes.extend(key_values(entry["metadata"]))
+            out += otlp_wire.field(11, event.SerializeToString())
+    if rec.get("status") == "error":
+        status = Status(code=Status.STATUS_CODE_ERROR, message=str(rec.get("error") or "error"))
+        out += otlp_wire.field(15, status.SerializeToString())
+    return out
+
+
+def span_bytes(rec: dict, checkpoints=None) -> bytes:
+    """One ``span`` record as the bytes of an OTLP Span."""
     flow_id = int(rec["flow_id"], 16)
     attrs = rec.get("attrs") or {}
     start = iso_to_ns(rec.get("timestamp"))
@@ -142,26 +160,31 @@ def span_message(rec: dict, checkpoints=None) -> Span:
         trace_id = tracecontext.trace_id_of(flow_id)
         remote = tracecontext.remote_parent(flow_id)
         parent_bytes = remote.to_bytes(8, "big") if remote else b""
-    span = Span(trace_id=trace_id, span_id=_bytes8(rec["span_id"]), parent_span_id=parent_bytes, name=str(name),
-                kind=otlp_semconv.kind_number(rec), start_time_unix_nano=start, end_time_unix_nano=end,
-                attributes=key_values(attributes))
-    status = rec.get("status")
-    if status == "error":
-        span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message=str(rec.get("error") or "error")))
-    if checkpoints:
-        for entry in checkpoints:
-            if entry.get("kind") != "checkpoint":
-                continue
-            event = span.events.add()
-            event.name = str(entry.get("name"))
-            event.time_unix_nano = start + int(round((entry.get("offset_ms") or 0.0) * 1e6))
-            if entry.get("metadata"):
-                event.attributes.extend(key_values(entry["metadata"]))
-    return span
+    span_id = _bytes8(rec["span_id"])
+    if len(trace_id) != 16 or len(span_id) != 8 or len(parent_bytes) not in (0, 8):
+        raise ValueError("malformed ids")
+    extra = _events_and_status(rec, start, checkpoints) if checkpoints or rec.get("status") == "error" else b""
+    return otlp_wire.span(trace_id, span_id, parent_bytes, str(name), otlp_semconv.kind_number(rec), start, end,
+                          attributes, extra)
 
 
-def traces_request(records, resource_extra: dict) -> ExportTraceServiceRequest | None:
-    """One request for the ``span`` records among ``records`` (None when there are none)."""
+_SCOPE_BYTES = SCOPE.SerializeToString()
+_resources: dict = {}
+
+
+def _resource_bytes(rec, extra) -> bytes:
+    key = (resource_key(rec), tuple(sorted(extra.items())))
+    hit = _resources.get(key)
+    if hit is None:
+        if len(_resources) > 1000:
+            _resources.clear()
+        hit = _resources[key] = Resource(attributes=key_values(resource_attributes(rec, extra))).SerializeToString()
+    return hit
+
+
+def traces_request(records, resource_extra: dict) -> bytes | None:
+    """The protobuf bytes of one ExportTraceServiceRequest for the ``span`` records among ``records``
+    (None when there are none)."""
     marks = {r.get("flow_id"): r.get("checkpoints") for r in records
              if r.get("type") == "flow_complete" and r.get("checkpoints")}
     groups: dict = {}
@@ -169,24 +192,17 @@ def traces_request(records, resource_extra: dict) -> ExportTraceServiceRequest |
         if rec.get("type") != "span":
             continue
         try:
-            msg = span_message(rec, marks.get(rec["flow_id"]) if rec.get("parent_id") is None else None)
-        except (KeyError, ValueError, TypeError):
-            continue    # a record without ids (hand-made): nothing to link it to
+            encoded = span_bytes(rec, marks.get(rec["flow_id"]) if rec.get("parent_id") is None and marks else None)
+        except (KeyError, ValueError, TypeError, AttributeError):
+            continue    # a record without usable ids (hand-made): nothing to link it to
         key = resource_key(rec)
         group = groups.get(key)
         if group is None:
-            group = groups[key] = (rec, [])
-        group[1].append(msg)
+            group = groups[key] = (_resource_bytes(rec, resource_extra), _SCOPE_BYTES, [])
+        group[2].append(encoded)
     if not groups:
         return None
-    request = ExportTraceServiceRequest()
-    for first, messages in groups.values():
-        rs = request.resource_spans.add()
-        rs.resource.CopyFrom(Resource(attributes=key_values(resource_attributes(first, resource_extra))))
-        ss = rs.scope_spans.add()
-        ss.scope.CopyFrom(SCOPE)
-        ss.spans.extend(messages)
-    return request
+    return otlp_wire.traces_request(groups.values())
 
 
 # -- JSON encoding (OTLP/HTTP JSON: ids as hex, enums as numbers) ------------------------------------
@@ -194,11 +210,15 @@ _ID_KEYS = ("traceId", "spanId", "parentSpanId")
 
 
 def to_json(message) -> bytes:
+    """OTLP/JSON of a message (or of ExportTraceServiceRequest bytes)."""
     import base64
 
     import orjson
     from google.protobuf.json_format import MessageToDict
 
+    if isinstance(message, bytes):
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+        message = ExportTraceServiceRequest.FromString(message)
     data = MessageToDict(message, use_integers_for_enums=True)
 
     def fix(node):

@@ -14,7 +14,9 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from autoperf import tracecontext
 from autoperf.export.otlp_encode import SCOPE, iso_to_ns, key_values, resource_attributes, resource_key
-from autoperf.metrics.exphist import ExpHistogram
+from operator import add as _add
+
+from autoperf.metrics.exphist import DEFAULT_SCALE, MAX_BUCKETS, ExpHistogram
 
 DELTA = pb.AGGREGATION_TEMPORALITY_DELTA
 CUMULATIVE = pb.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -62,13 +64,68 @@ def key_attributes(rec: dict) -> dict:
 
 
 class _Series:
-    __slots__ = ("start_ns", "hist", "count", "sum", "min", "max", "errors", "over_sla", "deadline_missed")
+    """One key's histogram in OTLP's layout (scale, zero_count, offset, counts) with exact count, sum, min, max."""
 
-    def __init__(self, start_ns):
+    __slots__ = ("start_ns", "scale", "zero_count", "offset", "counts", "count", "sum", "min", "max", "errors",
+                 "over_sla", "deadline_missed")
+
+    def __init__(self, start_ns, rec):
+        hist = rec.get("hist") or {}
         self.start_ns = start_ns
-        self.hist = None
-        self.count, self.sum, self.min, self.max = 0, 0.0, None, None
-        self.errors = self.over_sla = self.deadline_missed = 0
+        self.scale = int(hist.get("scale", DEFAULT_SCALE))
+        self.zero_count = int(hist.get("zero_count") or 0)
+        self.offset = int(hist.get("offset") or 0)
+        self.counts = list(hist.get("counts") or ())
+        self.count = int(rec.get("count") or 0)
+        self.sum = float(rec.get("sum_ms") or 0.0) / 1000.0
+        self.min, self.max = _div(rec.get("min_ms")), _div(rec.get("max_ms"))
+        self.errors = self.count if rec.get("status") not in (None, "success") else 0
+        self.over_sla = int(rec.get("over_sla") or 0)
+        self.deadline_missed = int(rec.get("deadline_missed") or 0)
+
+    def add(self, other: "_Series"):
+        """Fold a later interval in (buckets added at the common scale)."""
+        if other.counts:
+            if not self.counts:
+                self.scale, self.offset, self.counts = other.scale, other.offset, list(other.counts)
+            elif other.scale == self.scale:
+                _add_buckets(self, other.offset, other.counts)
+            else:                     # a histogram that was downscaled: the general merge
+                mine, theirs = self.histogram(), other.histogram()
+                mine.merge(theirs)
+                self.scale, self.offset, self.counts = mine.scale, mine.offset, mine.counts
+        self.zero_count += other.zero_count
+        self.count += other.count
+        self.sum += other.sum
+        self.min = other.min if self.min is None else (self.min if other.min is None else min(self.min, other.min))
+        self.max = other.max if self.max is None else (self.max if other.max is None else max(self.max, other.max))
+        self.errors += other.errors
+        self.over_sla += other.over_sla
+        self.deadline_missed += other.deadline_missed
+
+    def histogram(self) -> ExpHistogram:
+        return ExpHistogram.from_dict({"scale": self.scale, "zero_count": self.zero_count, "offset": self.offset,
+                                       "counts": self.counts}, count=self.count, sum=self.sum, min=self.min,
+                                      max=self.max)
+
+
+def _add_buckets(series, offset, counts):
+    """``series.counts += counts`` placed at ``offset`` (same scale), widening as needed; C-level loops."""
+    mine = series.counts
+    lo = min(series.offset, offset)
+    hi = max(series.offset + len(mine), offset + len(counts))
+    if hi - lo > MAX_BUCKETS:     # would exceed the bound: the general merge downscales
+        h = series.histogram()
+        h.merge(ExpHistogram.from_dict({"scale": series.scale, "offset": offset, "counts": counts}))
+        series.scale, series.offset, series.counts = h.scale, h.offset, h.counts
+        return
+    if lo < series.offset:
+        mine[:0] = [0] * (series.offset - lo)
+        series.offset = lo
+    if hi > series.offset + len(mine):
+        mine.extend([0] * (hi - series.offset - len(mine)))
+    k = offset - series.offset
+    mine[k:k + len(counts)] = map(_add, mine[k:k + len(counts)], counts)
 
 
 class MetricsEncoder:
@@ -83,16 +140,7 @@ class MetricsEncoder:
 
     def _fold(self, rec):
         """The data to send for ``rec``: the interval itself (delta) or the running total."""
-        start = iso_to_ns(rec.get("interval_start") or rec.get("timestamp"))
-        hist = ExpHistogram.from_dict(rec.get("hist") or {}, count=rec.get("count"),
-                                      sum=(rec.get("sum_ms") or 0.0) / 1000.0,
-                                      min=_div(rec.get("min_ms")), max=_div(rec.get("max_ms")))
-        errors = int(rec.get("count") or 0) if rec.get("status") not in (None, "success") else 0
-        interval = _Series(start)
-        interval.hist, interval.count, interval.sum = hist, hist.count, hist.sum
-        interval.min, interval.max = _div(rec.get("min_ms")), _div(rec.get("max_ms"))
-        interval.errors, interval.over_sla = errors, int(rec.get("over_sla") or 0)
-        interval.deadline_missed = int(rec.get("deadline_missed") or 0)
+        interval = _Series(iso_to_ns(rec.get("interval_start") or rec.get("timestamp")), rec)
         if not self.cumulative:
             return interval
         key = (resource_key(rec),) + tuple(rec.get(f) for f in _KEY_FIELDS)
@@ -100,16 +148,9 @@ class MetricsEncoder:
         if series is None:
             if len(self._series) >= self.MAX_SERIES:
                 self._series.clear()    # restart the totals (a reset the backend sees by start time)
-            series = self._series[key] = _Series(start)
-            series.hist = ExpHistogram(hist.scale)
-        series.hist.merge(hist)
-        series.count += interval.count
-        series.sum += interval.sum
-        series.min = interval.min if series.min is None else min(series.min, interval.min or series.min)
-        series.max = interval.max if series.max is None else max(series.max, interval.max or series.max)
-        series.errors += interval.errors
-        series.over_sla += interval.over_sla
-        series.deadline_missed += interval.deadline_missed
+            self._series[key] = interval
+            return interval
+        series.add(interval)
         return series
 
     def request(self, records) -> ExportMetricsServiceRequest | None:
@@ -161,17 +202,15 @@ class MetricsEncoder:
         attrs = key_values(key_attributes(rec))
         name = _HIST_NAMES.get((rec.get("kind"), rec.get("measure") or "duration"), "autoperf.span.duration")
         metric = self._metric(metrics, name, "s", "Duration of autoperf spans (exact count, sum, min, max)", "exp")
-        h = data.hist
         point = metric.exponential_histogram.data_points.add(
             attributes=attrs, start_time_unix_nano=data.start_ns, time_unix_nano=end, count=data.count,
-            sum=data.sum, scale=h.scale, zero_count=h.zero_count)
+            sum=data.sum, scale=data.scale, zero_count=data.zero_count)
         if data.min is not None:
             point.min = data.min
         if data.max is not None:
             point.max = data.max
-        counts = h.to_dict()
-        point.positive.offset = counts["offset"]
-        point.positive.bucket_counts.extend(counts["counts"])
+        point.positive.offset = data.offset
+        point.positive.bucket_counts.extend(data.counts)
         for ex in rec.get("exemplars") or ():
             try:
                 flow = int(ex["flow_id"], 16)

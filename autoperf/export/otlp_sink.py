@@ -216,10 +216,11 @@ class OtlpSink:
                               sum(1 for r in batch if r.get("type") in ("metrics", "resource")))
 
     def _encode(self, message) -> bytes:
+        """Protobuf or OTLP/JSON bytes of a request (a message, or traces already as protobuf bytes)."""
         if self.settings["encoding"] == "json":
             from autoperf.export.otlp_encode import to_json
             return to_json(message)
-        return message.SerializeToString()
+        return message if isinstance(message, bytes) else message.SerializeToString()
 
     def _deliver(self, signal, body, n_records):
         """Send now, or spill when the receiver is away or older requests still wait on disk."""

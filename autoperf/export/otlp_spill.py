@@ -14,11 +14,13 @@ import hashlib
 import hmac
 import os
 import struct
+import time
 
 from autoperf import pids
 
 _KEY_FILE = ".otlp_spill_key"
 _FRAME = struct.Struct(">cI")
+OTHERS_CHECK_S = 60.0
 
 
 def _key(log_dir) -> bytes:
@@ -57,7 +59,8 @@ class Spill:
         self.max_bytes = int(max_bytes)
         self._out = None          # (path, file) being appended to
         self._reading = None      # [path, offset, size]
-        self._check_others = True
+        self._check_others = True   # look for files of processes that are gone (at start, then each minute)
+        self._next_check = 0.0
         self.foreign = 0
 
     # -- writing
@@ -82,7 +85,12 @@ class Spill:
             return False
 
     def pending(self) -> bool:
-        return self._out is not None or self._reading is not None or (self._check_others and bool(self._claimable()))
+        if self._out is not None or self._reading is not None:
+            return True
+        if self._check_others or time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + OTHERS_CHECK_S
+            self._check_others = bool(self._claimable())
+        return self._check_others
 
     # -- reading
     def peek(self):
@@ -163,6 +171,10 @@ class Spill:
             if not hmac.compare_digest(first, _header(_key(self.log_dir), name)):
                 self.foreign += 1
                 os.rename(path, path + ".foreign")
+                from autoperf import diagnostics
+                diagnostics.warn_once("otlp_spill_foreign", f"{name} in {self.log_dir} was not written by this "
+                                      f"log directory's exporter (no valid header); renamed to .foreign, not sent",
+                                      key=name, path=path)
                 return None
             claimed = os.path.join(self.log_dir, f"otlp_claimed_{os.getpid()}_{name}")
             os.rename(path, claimed)

@@ -117,6 +117,11 @@ TABLE = (
         Wrap("httpx", "Client.send", "_sync_factory"),
         Wrap("httpx", "AsyncClient.send", "_async_factory"),
     )),
+    Integration("aiohttp_web", _I + "aiohttp_web", "aiohttp.web", "aiohttp", ">=3.8", True, (
+        Wrap("aiohttp.web_app", "Application._handle", "_handle_factory"),
+    )),
+    # "logging" is imported by autoperf itself: the log-record factory is set at install (setup)
+    Integration("logging", _I + "log_context", "logging", None, "", True, ()),
     Integration("discord", _I + "discord", "discord", "discord.py", ">=2.0", True, _DISCORD,
                 (("gateway_latency_ms", "gateway_latency_ms"),)),
 )

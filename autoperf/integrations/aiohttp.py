@@ -16,17 +16,23 @@ Suppression: when the current span is already an ``http`` span — a more specif
 (discord.py's REST route span) is timing this request — no generic span is made; the request
 is part of that span. ``suppress()`` (a context manager) turns the generic spans off for a block.
 The same rule and helpers serve the httpx integration.
+
+Trace context: a request with an ``http`` span carries a W3C ``traceparent`` header naming that span
+(its flow's trace, ``autoperf.tracecontext``), unless the program set one itself, the option
+``traceparent: false`` is given, or the host is Discord's (``DISCORD_HOSTS``: its API gains nothing).
 """
 from __future__ import annotations
 
 import contextlib
 from contextvars import ContextVar
 
-from autoperf import diagnostics, spans
-from autoperf.config.schema import Obj
+from autoperf import diagnostics, spans, tracecontext
+from autoperf.config.schema import Bool, Field, Obj
 from autoperf.redact import http_path as template_path
 
-OPTIONS = Obj({}, doc="aiohttp client requests (http spans).")
+TRACEPARENT = Field(Bool(), default=True, doc="Send a W3C `traceparent` header naming the request's span "
+                    "(never to Discord's API, never over one the program set).")
+OPTIONS = Obj({"traceparent": TRACEPARENT}, doc="aiohttp client requests (http spans).")
 
 _get_current = spans._get_current
 _set_current = spans._set_current
@@ -34,6 +40,18 @@ _set_current = spans._set_current
 _suppressed: ContextVar = ContextVar("autoperf_http_suppressed", default=False)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+#: Hosts that never get ``traceparent`` (and their subdomains).
+DISCORD_HOSTS = ("discord.com", "discordapp.com", "discord.gg", "discordapp.net", "discord.media")
+_options = {"traceparent": True}
+
+
+def traceparent_for(s, host) -> str | None:
+    """The ``traceparent`` value for a request to ``host`` timed by ``s``, or None (Discord)."""
+    host = (host or "").lower().rstrip(".")
+    for name in DISCORD_HOSTS:
+        if host == name or host.endswith("." + name):
+            return None
+    return tracecontext.traceparent_of(s)
 
 
 def host_of(host, port, scheme) -> str:
@@ -97,6 +115,12 @@ def _request_factory(original):
             # an unusable URL: aiohttp raises its own error for it; nothing to time
             return await original(self, method, str_or_url, **kwargs)
         try:
+            value = traceparent_for(s, url.host) if _options["traceparent"] else None
+            if value is not None:
+                kwargs["headers"] = _with_traceparent(kwargs.get("headers"), value)
+        except Exception as exc:
+            diagnostics.internal_error("aiohttp traceparent", exc)
+        try:
             resp = await original(self, method, str_or_url, **kwargs)
         except BaseException as exc:
             status = getattr(exc, "status", None)
@@ -112,3 +136,17 @@ def _request_factory(original):
         s.finish()
         return resp
     return _request
+
+
+def _with_traceparent(headers, value):
+    """The request's headers plus ``traceparent`` (a copy; one the program set is kept)."""
+    from multidict import CIMultiDict
+
+    out = CIMultiDict(headers or ())
+    if "traceparent" not in out:
+        out["traceparent"] = value
+    return out
+
+
+def setup(module, options: dict) -> None:
+    _options["traceparent"] = bool(options.get("traceparent", True))

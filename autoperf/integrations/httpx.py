@@ -5,20 +5,31 @@ call it; redirects are followed inside it), so one span per call, covering redir
 ``stream=True`` — reading the body. Attributes, naming, suppression and privacy rules are those
 of the aiohttp integration (``autoperf.integrations.aiohttp``): ``method``, ``host``, templated
 ``path`` without query string, ``status``, ``bytes`` (Content-Length, else the bytes downloaded);
-never headers, query strings or userinfo.
+never headers, query strings or userinfo. ``traceparent`` is sent as by the aiohttp integration
+(set on the request's headers unless it has one; option ``traceparent``).
 """
 from __future__ import annotations
 
 from autoperf import diagnostics
 from autoperf.config.schema import Obj
-from autoperf.integrations.aiohttp import end_http_span, should_record, start_http_span
+from autoperf.integrations import aiohttp as _aiohttp
+from autoperf.integrations.aiohttp import TRACEPARENT, end_http_span, should_record, start_http_span
 
-OPTIONS = Obj({}, doc="httpx client requests (http spans).")
+OPTIONS = Obj({"traceparent": TRACEPARENT}, doc="httpx client requests (http spans).")
+_options = {"traceparent": True}
 
 
 def _start(request):
     url = request.url
-    return start_http_span(request.method, url.host, url.port, url.scheme, url.path)
+    s = start_http_span(request.method, url.host, url.port, url.scheme, url.path)
+    if _options["traceparent"] and "traceparent" not in request.headers:
+        try:
+            value = _aiohttp.traceparent_for(s, url.host)
+            if value is not None:
+                request.headers["traceparent"] = value
+        except Exception as exc:
+            diagnostics.internal_error("httpx traceparent", exc)
+    return s
 
 
 def _size(response):
@@ -74,3 +85,7 @@ def _async_factory(original):
         s.finish()
         return response
     return send
+
+
+def setup(module, options: dict) -> None:
+    _options["traceparent"] = bool(options.get("traceparent", True))

@@ -1,0 +1,158 @@
+"""Cost of the OTLP exporter: per exported span, per metrics record (one key of one interval), per record
+the writer thread hands it (``write``: the only part outside the exporter's own thread).
+
+Run: .venv/bin/python tests/bench/bench_otlp.py [--spans 20000] [--keys 200] [--callgrind]
+
+Records are shaped like the pipeline's (tests/bench/bench_store.py). Timed: CPU of this thread for
+encode (protobuf) + gzip, and for the whole sink (thread, HTTP to a receiver on 127.0.0.1 in a child
+process), per span. ``--callgrind``: instructions per span and per metrics record under valgrind
+(difference of two sizes, so start-up and imports cancel out).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from tests.bench.bench_store import make_records  # noqa: E402
+
+
+def metrics_records(keys, start="2025-01-20T00:00:00.000Z", end="2025-01-20T00:00:10.000Z"):
+    from autoperf.metrics.exphist import ExpHistogram
+    out = []
+    for k in range(keys):
+        h = ExpHistogram()
+        for i in range(50):
+            h.record((1 + (i * 7919 + k) % 500) / 1000.0)
+        out.append({"timestamp": end, "level": "INFO", "type": "metrics", "pid": 4242, "service": "ladder-bot",
+                    "interval_start": start, "interval_s": 10.0, "name": f"db.select.{k}", "kind": "db",
+                    "status": "success", "flow_name": "queue_command", "root": False, "measure": "duration",
+                    "fingerprint": f"SELECT * FROM t{k} WHERE id = $1", "count": h.count, "sum_ms": h.sum * 1000,
+                    "min_ms": h.min * 1000, "max_ms": h.max * 1000, "hist": h.to_dict(),
+                    "exemplars": [{"duration_ms": 3.1, "flow_id": f"{k + 1:016x}", "span_id": f"{k + 2:016x}",
+                                   "timestamp": start}]})
+    return out
+
+
+def encode_spans(n):
+    from autoperf.export import otlp_encode
+    recs = make_records(n)
+    for i in range(0, n, 2000):
+        body = otlp_encode.traces_request(recs[i:i + 2000], {})
+        gzip.compress(body, compresslevel=5)
+
+
+_METRICS = {}
+
+
+def encode_metrics(keys, intervals=3):
+    """``intervals`` intervals of ``keys`` keys, cumulative (the 2nd and later merge into the totals)."""
+    from autoperf.export.otlp_metrics import MetricsEncoder
+    recs = _METRICS.get(keys) or _METRICS.setdefault(keys, metrics_records(keys))
+    enc = MetricsEncoder()
+    for _ in range(intervals):
+        gzip.compress(enc.request(recs).SerializeToString(), compresslevel=5)
+
+
+def timed(fn, *args):
+    fn(*args[:1] and (min(args[0], 200),) + args[1:])     # warm caches and imports
+    t0 = time.thread_time()
+    fn(*args)
+    return time.thread_time() - t0
+
+
+def sink_cpu_per_span(n):
+    """Whole exporter (write, encode, gzip, HTTP) for n spans; CPU of this process (receiver elsewhere)."""
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from tests.otlp_receiver import Receiver\nimport time\n"
+            "rx = Receiver(); rx.start(); print(rx.port, flush=True)\ntime.sleep(3600)\n") % ROOT
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(child.stdout.readline())
+        from autoperf.export import otlp_config
+        from autoperf.export.otlp_sink import OtlpSink
+        settings = otlp_config.resolve({"endpoint": f"http://127.0.0.1:{port}"}, {}, environ={})
+        with tempfile.TemporaryDirectory() as tmp:
+            sink = OtlpSink(settings, tmp)
+            recs = make_records(n)
+            t0 = os.times()
+            for i in range(0, n, 512):
+                sink.write(recs[i:i + 512])
+            sink.sync(120)
+            t1 = os.times()
+            sink.close()
+            sent = sink.counters["sent_traces"]
+        return (t1.user + t1.system - t0.user - t0.system) / max(sent, 1), sent
+    finally:
+        child.kill()
+
+
+def write_cost(n):
+    """``write()`` in the writer thread: filter and queue (the exporter thread not started)."""
+    from autoperf.export import otlp_config
+    from autoperf.export.otlp_sink import OtlpSink
+    settings = otlp_config.resolve({"endpoint": "http://127.0.0.1:9", "max_queue_records": 10 ** 7}, {}, environ={})
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = OtlpSink(settings, tmp, start=False)
+        recs = make_records(512)
+        t0 = time.thread_time()
+        for _ in range(n // 512):
+            sink.write(recs)
+        return (time.thread_time() - t0) / (n // 512 * 512)
+
+
+def callgrind(what, size):
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cg.out")
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
+                        "--_inner", what, str(size)], check=True, capture_output=True)
+        for line in open(out):
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError("no callgrind summary")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--spans", type=int, default=20000)
+    parser.add_argument("--keys", type=int, default=200)
+    parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--_inner", nargs=2)
+    args = parser.parse_args()
+    if args._inner:
+        what, size = args._inner[0], int(args._inner[1])
+        import autoperf.export.otlp_encode, autoperf.export.otlp_metrics  # noqa: F401,E401 - imports cancel out
+        if what == "spans":
+            make_records(10)
+            encode_spans(size)
+        else:
+            _METRICS[size] = metrics_records(size)
+            encode_metrics(size)
+        return
+    enc = timed(encode_spans, args.spans) / args.spans
+    metrics_records(10)
+    _METRICS[args.keys] = metrics_records(args.keys)
+    met = timed(encode_metrics, args.keys) / (args.keys * 3)
+    sink, sent = sink_cpu_per_span(args.spans)
+    wr = write_cost(200_000)
+    print(f"| encode + gzip, per span | {enc * 1e6:.1f} us |")
+    print(f"| encode + gzip, per metrics record (one key, one interval; cumulative) | {met * 1e6:.1f} us |")
+    print(f"| whole exporter (write + encode + gzip + HTTP), per span, {sent} spans | {sink * 1e6:.1f} us CPU |")
+    print(f"| write() in the writer thread, per record | {wr * 1e9:.0f} ns |")
+    if args.callgrind:
+        small, big = 1000, 3000
+        per_span = (callgrind("spans", big) - callgrind("spans", small)) / (big - small)
+        per_key = (callgrind("metrics", 300) - callgrind("metrics", 100)) / (200 * 3)
+        print(f"| callgrind: instructions per exported span | {per_span:,.0f} |")
+        print(f"| callgrind: instructions per metrics record | {per_key:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()

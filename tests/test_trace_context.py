@@ -1,0 +1,171 @@
+"""Trace context: traceparent out (aiohttp, httpx), aiohttp.web requests as flows honouring it, log correlation."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("aiohttp")
+pytest.importorskip("httpx")
+
+from autoperf import tracecontext  # noqa: E402
+from autoperf.integrations.aiohttp import traceparent_for  # noqa: E402
+from tests.runs import Run  # noqa: E402
+
+PROGRAM = """
+    import asyncio, logging, sys
+    import aiohttp, httpx
+    from aiohttp import web
+
+    log = logging.getLogger("prog")
+    handler = logging.FileHandler("prog.log")
+    handler.setFormatter(logging.Formatter("%(trace_id)s %(span_id)s %(flow_name)s %(message)s",
+                                           defaults={"trace_id": "-", "span_id": "-", "flow_name": "-"}))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    seen = []
+
+    async def user(request):
+        seen.append(request.headers.get("traceparent"))
+        log.info("serving %s", request.match_info["id"])
+        return web.json_response({"ok": True})
+
+    async def boom(request):
+        raise RuntimeError("handler failed")
+
+    async def call(base):
+        log.info("calling")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base + "/users/u-771") as resp:
+                assert resp.status == 200
+            async with session.get(base + "/users/u-772", headers={"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"}) as resp:
+                assert resp.status == 200
+            async with session.get(base + "/nowhere") as resp:
+                assert resp.status == 404
+            async with session.get(base + "/boom") as resp:
+                assert resp.status == 500
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(base + "/users/u-773")).status_code == 200
+
+    async def main():
+        app = web.Application()
+        app.router.add_get("/users/{id}", user)
+        app.router.add_get("/boom", boom)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        await call(f"http://127.0.0.1:{port}")
+        log.info("outside")
+        await runner.cleanup()
+        print("\\n".join(str(s) for s in seen))
+
+    asyncio.run(main())
+"""
+
+CONFIG = """
+targets:
+  - {target: "__main__:call", kind: flow, name: call}
+"""
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    pytest.importorskip("opentelemetry.proto")
+    from tests.otlp_receiver import Receiver
+    with Receiver() as rx:
+        yield rx
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, receiver):
+    config = CONFIG + f"export:\n  otlp: {{endpoint: '{receiver.endpoint}', flush_interval_ms: 100}}\n"
+    run = Run(tmp_path_factory.mktemp("tracectx"), PROGRAM, config)
+    proc = run.start()
+    return run, proc.stdout.split()
+
+
+def _spans(run):
+    return run.records("span")
+
+
+class TestOutgoing:
+    def test_client_requests_carry_traceparent_of_their_span(self, run):
+        """aiohttp and httpx requests send traceparent naming their http span in the flow's trace; one the program set is kept."""
+        run, seen = run
+        records = _spans(run)
+        (flow,) = [r for r in records if r["name"] == "call"]
+        trace = tracecontext.trace_hex(int(flow["flow_id"], 16))
+        clients = {r["attrs"]["path"]: r for r in records if r["kind"] == "http" and r["flow_id"] == flow["flow_id"]}
+        assert seen[0] == f"00-{trace}-{clients['/users/u-771']['span_id']}-01"     # aiohttp
+        assert seen[1] == "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+        assert seen[2] == f"00-{trace}-{clients['/users/u-773']['span_id']}-01"     # httpx
+
+    def test_never_to_discord_and_switchable(self, tmp_path):
+        """Discord's API hosts get no traceparent; traceparent: false turns it off."""
+        class S:
+            flow_id, span_id = 0x1234, 0x5678
+        assert traceparent_for(S, "discord.com") is None and traceparent_for(S, "cdn.discordapp.com") is None
+        assert traceparent_for(S, "example.org") == f"00-{tracecontext.trace_hex(0x1234)}-0000000000005678-01"
+        run = Run(tmp_path, PROGRAM, CONFIG + "integrations:\n  aiohttp: {traceparent: false}\n  httpx: {traceparent: false}\n")
+        seen = run.start().stdout.split()
+        assert seen[0] == "None" and seen[2] == "None" and seen[1].startswith("00-abab")
+
+
+class TestServerFlows:
+    def test_requests_become_flows_named_by_route(self, run):
+        """Each request is a flow named METHOD route-template with its status; an unmatched one is named by its method; a raising handler is an error with 500."""
+        run, _ = run
+        flows = {}
+        for r in _spans(run):
+            if r["kind"] == "flow" and r["attrs"].get("server") == "aiohttp":
+                flows.setdefault(r["name"], []).append(r)
+        assert sorted(flows) == ["GET", "GET /boom", "GET /users/{id}"]
+        assert [f["attrs"]["status"] for f in flows["GET /users/{id}"]] == [200, 200, 200]
+        assert all(f["attrs"]["route"] == "/users/{id}" and f["parent_id"] is None for f in flows["GET /users/{id}"])
+        assert "u-771" not in str([f["attrs"] for f in flows["GET /users/{id}"]])
+        (missing,) = flows["GET"]
+        assert missing["attrs"]["status"] == 404 and missing["status"] == "success"
+        (boom,) = flows["GET /boom"]
+        assert boom["status"] == "error" and boom["attrs"]["status"] == 500 and boom["error"] == "RuntimeError"
+        completes = [r for r in run.records("flow_complete") if r["flow_name"] == "GET /users/{id}"]
+        assert len(completes) == 3
+
+    def test_incoming_traceparent_is_honoured(self, run):
+        """A request's traceparent puts its flow in the caller's trace under the caller's span."""
+        run, seen = run
+        served = [r for r in _spans(run) if r["name"] == "GET /users/{id}"]
+        by_trace = {r["attrs"].get("trace_id"): r for r in served}
+        assert by_trace["ab" * 16]["attrs"]["parent_span_id"] == "cd" * 8
+        (call,) = [r for r in _spans(run) if r["name"] == "call"]
+        trace = tracecontext.trace_hex(int(call["flow_id"], 16))
+        parents = {r["attrs"]["parent_span_id"] for r in served if r["attrs"].get("trace_id") == trace}
+        assert parents == {seen[0].split("-")[2], seen[2].split("-")[2]}
+
+
+    def test_exported_server_spans_join_the_callers_trace(self, run, receiver):
+        """Over OTLP a served request is a SERVER span in the caller's trace whose parent is the caller's span."""
+        run, seen = run
+        spans = {s.span_id.hex(): s for s, _ in receiver.spans()}
+        served = [s for s in spans.values() if s.name == "GET /users/{id}"]
+        assert all(s.kind == 2 for s in served)
+        foreign = [s for s in served if s.trace_id.hex() == "ab" * 16]
+        assert len(foreign) == 1 and foreign[0].parent_span_id.hex() == "cd" * 8
+        own = [s for s in served if s is not foreign[0]]
+        assert len(own) == 2
+        for s in own:
+            caller = spans[s.parent_span_id.hex()]       # the client span, exported by the same process
+            assert caller.kind == 3 and caller.trace_id == s.trace_id
+
+
+class TestLogCorrelation:
+    def test_log_records_carry_the_current_flow(self, run):
+        """Log lines written inside a flow carry its trace id, the current span and the flow name; outside, nothing."""
+        run, _ = run
+        lines = [line.split(" ", 3) for line in (run.dir / "prog.log").read_text().splitlines()]
+        by_message = {parts[3]: parts[:3] for parts in lines}
+        (call,) = [r for r in _spans(run) if r["name"] == "call"]
+        assert by_message["calling"] == [tracecontext.trace_hex(int(call["flow_id"], 16)), call["span_id"], "call"]
+        assert by_message["outside"] == ["-", "-", "-"]
+        served = {r["attrs"].get("trace_id"): r for r in _spans(run) if r["name"] == "GET /users/{id}"}
+        flow = served["ab" * 16]
+        assert by_message["serving u-772"] == ["ab" * 16, flow["span_id"], "GET"]
