@@ -66,29 +66,34 @@ def append(log_dir, *records):
 
 
 class Served:
-    """``autoperf run`` of an idle program with ``export: prometheus:``; stops when ``stop`` appears."""
+    """``autoperf run`` of an idle program with ``export: prometheus:``; it ends when the file ``stop``
+    appears in its directory. ``wait``: until /metrics answers."""
 
-    def __init__(self, tmp_path, config_extra=""):
-        self.dir = tmp_path / "served"
+    def __init__(self, tmp_path, name="served", port=None, log_dir=None, program=SERVER, config_extra="",
+                 wait=True):
+        self.dir = tmp_path / name
         self.dir.mkdir()
-        self.log_dir = self.dir / "logs"
-        self.log_dir.mkdir()
-        self.port = promserver.free_port()
-        (self.dir / "prog.py").write_text(SERVER)
+        self.log_dir = log_dir or self.dir / "logs"
+        self.log_dir.mkdir(exist_ok=True)
+        self.port = port or promserver.free_port()
+        (self.dir / "prog.py").write_text(program)
         (self.dir / "autoperf.yaml").write_text(_config(self.port, config_extra))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "autoperf", "run", "--config", "autoperf.yaml", "--log-dir", str(self.log_dir),
-             "--no-console", "prog.py"], cwd=self.dir, env=clean_env(), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 30
+             "--no-console", "prog.py"], cwd=self.dir, env=clean_env(), stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "stderr", "wb"))   # a file: a forked child may keep it open
+        if wait:
+            self.wait_answering()
+
+    def wait_answering(self, timeout=30):
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                self.scrape()
-                return
+                return self.scrape()
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise AssertionError("the endpoint did not answer within 30 s")
+        raise AssertionError(f"the endpoint did not answer within {timeout} s")
 
     @property
     def target(self):
@@ -101,8 +106,7 @@ class Served:
 
     def stop(self):
         (self.dir / "stop").write_text("")
-        out, err = self.proc.communicate(timeout=30)
-        assert self.proc.returncode == 0, err
+        assert self.proc.wait(timeout=30) == 0, (self.dir / "stderr").read_text()
 
 
 def _samples(prom, expr, at):
@@ -186,11 +190,12 @@ def test_three_shards_scraped_counts_exact_and_p95_within_a_bucket(scraped):
     """Three shards' calls: increase/rate over the scraped window equal the calls made exactly; the p95 of
     histogram_quantile lies in the classic bucket holding the exact p95."""
     prom, t1, t2, durations = scraped
-    window = f"{round((t2 - t1) * 1000)}ms"
+    window_ms = round((t2 - t1) * 1000)
+    window = f"{window_ms}ms"
     increase = prom.scalar(f"sum(increase({FLOW}[{window}]))", at=t2)
     rate = prom.scalar(f"sum(rate({FLOW}[{window}]))", at=t2)
     assert increase == pytest.approx(3 * CALLS, abs=1e-6)
-    assert rate * (t2 - t1) == pytest.approx(3 * CALLS, abs=1e-6)
+    assert rate * window_ms / 1000 == pytest.approx(3 * CALLS, abs=1e-6)
     per_shard = prom.query(f"sum by (shard) (increase({FLOW}[{window}]))", at=t2)
     assert sorted(float(r["value"][1]) for r in per_shard) == pytest.approx([CALLS] * 3, abs=1e-6)
     # p95: Prometheus interpolates inside the bucket that holds the exact p95
@@ -237,3 +242,57 @@ def test_endpoint_speaks_text_and_openmetrics_and_counts_never_go_back(tmp_path)
         assert 'shard="0",status="success"} 3.0' in text and 'shard="1",status="success"} 1.0' in text
     finally:
         served.stop()
+
+
+def test_classic_buckets_agree_with_the_raw_values():
+    """Classic bucket counts from the exponential histogram equal the raw values' counts, but for values
+    within one exponential bucket (1.09 %) of a bound; count and sum are exact."""
+    from autoperf.export.prometheus.fold import Fold
+
+    rng = random.Random(3)
+    values = [round(rng.lognormvariate(3.0, 1.2), 3) for _ in range(5000)] + [10.0, 25.0, 0.0]
+    fold = Fold(buckets_ms=DEFAULT_BUCKETS_MS)
+    for chunk in range(0, len(values), 700):
+        part = values[chunk:chunk + 700]
+        fold.add(metrics_record("cmd", part, 0, 1))
+    (totals,) = fold.flows.values()
+    assert totals.count == len(values) and totals.sum_s == pytest.approx(sum(values) / 1000)
+    running = 0
+    for bound, n in zip(DEFAULT_BUCKETS_MS, totals.buckets):
+        running += n
+        exact = sum(v <= bound for v in values)
+        near = sum(abs(v - bound) <= bound * 0.011 for v in values)
+        assert abs(running - exact) <= near, (bound, running, exact, near)
+    assert running + totals.buckets[-1] == len(values)
+
+
+FORKS_A_CHILD = """
+import os, time
+pid = os.fork()
+if pid == 0:                       # a worker that outlives the serving process
+    while not os.path.exists("stop_child"):
+        time.sleep(0.05)
+    os._exit(0)
+while not os.path.exists("stop"):
+    time.sleep(0.05)
+"""
+
+
+def test_second_process_falls_back_then_takes_over(tmp_path):
+    """Two program processes on one port and log directory: the first serves, the second waits; when the
+    first ends (its forked child still running) the second takes over and serves the same directory."""
+    logs = tmp_path / "logs"
+    first = Served(tmp_path, "first", log_dir=logs, program=FORKS_A_CHILD)
+    second = Served(tmp_path, "second", port=first.port, log_dir=logs, wait=False)
+    try:
+        append(logs, metrics_record("cmd", [10.0], 0, 11))
+        assert 'shard="0",status="success"} 1.0' in first.scrape()[1]
+        first.stop()                                  # its forked child still runs, holding no socket
+        _, text = second.wait_answering(timeout=30)    # retry_s is 10 s by default
+        append(logs, metrics_record("cmd", [20.0, 30.0], 1, 12))
+        _, text = second.scrape()
+        # the new server's counters start at 0 (files read from their end): only what came after
+        assert 'shard="1",status="success"} 2.0' in text and 'shard="0"' not in text
+    finally:
+        (first.dir / "stop_child").write_text("")
+        second.stop()

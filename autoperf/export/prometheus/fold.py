@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import time
 
-from autoperf.metrics.exphist import lower_bound
+from autoperf.metrics.exphist import bucket_index, lower_bound
 
 DEFAULT_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
@@ -55,6 +55,7 @@ class Fold:
         self.flows: dict = {}
         self.spans: dict = {}
         self.resources: dict = {}       # (host, pid) -> (seen at, resource record)
+        self._cuts_by_scale: dict = {}
         self.records = 0
         self.unreadable = 0
         self.stale_s = stale_s
@@ -92,30 +93,43 @@ class Fold:
         for rule, n in (rec.get("retained_by") or {}).items():
             totals.retained[rule] = totals.retained.get(rule, 0) + int(n or 0)
 
+    def _cuts(self, scale):
+        """Per classic bound, the first exponential bucket index (at ``scale``) counted above it: the
+        bucket holding the bound goes below it when its harmonic mid-point does. Cached per scale."""
+        cuts = self._cuts_by_scale.get(scale)
+        if cuts is None:
+            cuts = []
+            for bound in self.bounds_s:
+                i = bucket_index(bound, scale)
+                a, b = lower_bound(i, scale), lower_bound(i + 1, scale)
+                cuts.append(i + 1 if 2.0 * a * b / (a + b) <= bound else i)
+            self._cuts_by_scale[scale] = cuts
+        return cuts
+
     def _add_buckets(self, buckets, rec, count):
         """The exponential histogram's buckets into the classic ones: each bucket's count goes where
-        its value estimate falls (the harmonic mid-point clamped to the record's exact min and max),
-        so a classic boundary is off by at most one exponential bucket (~1 % at scale 6)."""
+        its value estimate falls (the harmonic mid-point, kept within the classic buckets of the
+        record's exact min and max), so a classic boundary is off by at most one exponential bucket
+        (~1 % at scale 6)."""
         bounds = self.bounds_s
         hist = rec.get("hist") or {}
-        lo_s = float(rec.get("min_ms") or 0.0) / 1000.0
-        hi_s = float(rec.get("max_ms") or 0.0) / 1000.0
-        placed = 0
-        zero = int(hist.get("zero_count") or 0)
-        if zero:
-            buckets[bisect.bisect_left(bounds, max(lo_s, 0.0))] += zero
-            placed += zero
-        scale = int(hist.get("scale", 6))
-        offset = int(hist.get("offset") or 0)
-        for k, c in enumerate(hist.get("counts") or ()):
-            if not c:
-                continue
-            a, b = lower_bound(offset + k, scale), lower_bound(offset + k + 1, scale)
-            value = min(max(2.0 * a * b / (a + b), lo_s), hi_s) if hi_s else 2.0 * a * b / (a + b)
-            buckets[bisect.bisect_left(bounds, value)] += c
-            placed += c
+        low = bisect.bisect_left(bounds, float(rec.get("min_ms") or 0.0) / 1000.0)
+        high = bisect.bisect_left(bounds, float(rec.get("max_ms") or 0.0) / 1000.0)
+        placed = int(hist.get("zero_count") or 0)
+        if placed:
+            buckets[low] += placed
+        counts = hist.get("counts") or ()
+        if counts:
+            cuts = self._cuts(int(hist.get("scale", 6)))
+            offset = int(hist.get("offset") or 0)
+            where = bisect.bisect_right
+            for k, c in enumerate(counts):
+                if c:
+                    j = where(cuts, offset + k)
+                    buckets[low if j < low else high if j > high else j] += c
+                    placed += c
         if placed < count:          # a record without buckets: its max decides (exact count, coarse place)
-            buckets[bisect.bisect_left(bounds, hi_s)] += count - placed
+            buckets[high] += count - placed
 
     def live_resources(self) -> list:
         """The latest ``resource`` record of each process seen within ``stale_s``."""
