@@ -226,20 +226,52 @@ def test_every_dashboard_panel_returns_data(scraped):
     assert not empty, empty
 
 
+def _parsed(text, openmetrics):
+    """{(sample name, frozenset(labels)): value} as prometheus_client's own parser reads the body."""
+    if openmetrics:
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    else:
+        from prometheus_client.parser import text_string_to_metric_families
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def test_endpoint_speaks_text_and_openmetrics_and_counts_never_go_back(tmp_path):
-    """The text format by default, OpenMetrics when asked; a shard that exited keeps its share of the totals."""
+    """The text format by default, OpenMetrics when asked (both read back by prometheus_client's parsers,
+    with the same samples); a shard that exited keeps its share of the totals."""
     served = Served(tmp_path)
+    quoted = 'SELECT "a\\b" FROM t WHERE x = $1'
     try:
-        append(served.log_dir, metrics_record("cmd", [10.0, 20.0], 0, 11), metrics_record("cmd", [30.0], 1, 12))
+        append(served.log_dir, metrics_record("cmd", [10.0, 20.0], 0, 11, sla_ms=15.0),
+               metrics_record("cmd", [30.0], 1, 12, status="error"),
+               metrics_record("db.fetch", [1.0, 2.0], 1, 12, root=False, kind="db", flow_name="cmd", fingerprint=quoted))
+        with open(served.log_dir / "performance_2026-12-07.log", "ab") as fh:
+            fh.write(orjson.dumps({"type": "resource", "pid": 12, "shard_ids": [1], "rss_mb": 2.0,
+                                   "workers": [{"pid": 13, "rss_mb": 1.0}]}) + b"\n")
         ctype, text = served.scrape()
-        assert ctype.startswith("text/plain")
-        assert 'autoperf_flow_duration_seconds_count{flow="cmd",kind="flow",measure="duration",shard="0",status="success"} 2.0' in text
-        ctype, text = served.scrape("application/openmetrics-text; version=1.0.0")
-        assert ctype.startswith("application/openmetrics-text") and text.endswith("# EOF\n")
+        assert ctype.startswith("text/plain; version=0.0.4")
+        ctype, om = served.scrape("application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5")
+        assert ctype.startswith("application/openmetrics-text; version=1.0.0") and om.endswith("# EOF\n")
+        samples = _parsed(text, False)
+        assert samples == _parsed(om, True)
+        shard0 = frozenset({"flow": "cmd", "kind": "flow", "measure": "duration", "shard": "0", "status": "success"}.items())
+        assert samples[("autoperf_flow_duration_seconds_count", shard0)] == 2
+        assert samples[("autoperf_flow_duration_seconds_sum", shard0)] == pytest.approx(0.030)
+        assert samples[("autoperf_flow_duration_seconds_bucket", shard0 | {("le", "0.01")})] == 1
+        assert samples[("autoperf_flow_over_sla_total", frozenset(
+            {"flow": "cmd", "kind": "flow", "measure": "duration", "shard": "0"}.items()))] == 1
+        assert samples[("autoperf_flow_errors_total", frozenset(
+            {"flow": "cmd", "kind": "flow", "measure": "duration", "shard": "1", "status": "error"}.items()))] == 1
+        db = [labels for name, labels in samples if name == "autoperf_span_duration_seconds_count"]
+        assert [dict(labels)["fingerprint"] for labels in db] == [quoted]
+        assert samples[("autoperf_worker_rss_bytes", frozenset(
+            {"pid": "13", "parent_pid": "12", "pool_worker": "false", "shard": "1"}.items()))] == 1024 * 1024
         # shard 1 is gone (no more records); shard 0 goes on: both totals only grow
         append(served.log_dir, metrics_record("cmd", [40.0], 0, 11))
-        _, text = served.scrape()
-        assert 'shard="0",status="success"} 3.0' in text and 'shard="1",status="success"} 1.0' in text
+        samples = _parsed(served.scrape()[1], False)
+        assert samples[("autoperf_flow_duration_seconds_count", shard0)] == 3
+        assert samples[("autoperf_flow_errors_total", frozenset(
+            {"flow": "cmd", "kind": "flow", "measure": "duration", "shard": "1", "status": "error"}.items()))] == 1
     finally:
         served.stop()
 
@@ -266,6 +298,12 @@ def test_classic_buckets_agree_with_the_raw_values():
     assert running + totals.buckets[-1] == len(values)
 
 
+def _counts(text):
+    """{shard: count} of the flow `cmd` in a text-format body."""
+    return {dict(labels)["shard"]: value for (name, labels), value in _parsed(text, False).items()
+            if name == "autoperf_flow_duration_seconds_count" and dict(labels)["flow"] == "cmd"}
+
+
 FORKS_A_CHILD = """
 import os, time
 pid = os.fork()
@@ -286,13 +324,12 @@ def test_second_process_falls_back_then_takes_over(tmp_path):
     second = Served(tmp_path, "second", port=first.port, log_dir=logs, wait=False)
     try:
         append(logs, metrics_record("cmd", [10.0], 0, 11))
-        assert 'shard="0",status="success"} 1.0' in first.scrape()[1]
+        assert _counts(first.scrape()[1]) == {"0": 1}
         first.stop()                                  # its forked child still runs, holding no socket
-        _, text = second.wait_answering(timeout=30)    # retry_s is 10 s by default
+        second.wait_answering(timeout=30)             # retry_s is 10 s by default
         append(logs, metrics_record("cmd", [20.0, 30.0], 1, 12))
-        _, text = second.scrape()
         # the new server's counters start at 0 (files read from their end): only what came after
-        assert 'shard="1",status="success"} 2.0' in text and 'shard="0"' not in text
+        assert _counts(second.scrape()[1]) == {"1": 2}
     finally:
         (first.dir / "stop_child").write_text("")
         second.stop()

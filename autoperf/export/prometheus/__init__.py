@@ -35,13 +35,7 @@ def start(section: dict, data: dict, log_dir, child: bool = False):
     global _endpoint
     if child or not section:
         return None
-    try:
-        from .server import Endpoint
-    except ImportError as exc:
-        from autoperf import diagnostics
-        diagnostics.warn_once("prometheus_unavailable", "export: prometheus needs the prometheus-client package "
-                              f"(pip install 'autoperf[prometheus]'); no /metrics endpoint ({exc})")
-        return None
+    from .server import Endpoint
     with _lock:
         if _endpoint is not None:
             return _endpoint

@@ -19,7 +19,7 @@ class Totals:
     """The cumulative state of one key (labels): count, sum, buckets and the exact counters."""
 
     __slots__ = ("count", "sum_s", "buckets", "over_sla", "over_threshold", "deadline_missed", "sla_s",
-                 "threshold_s", "retained")
+                 "threshold_s", "retained", "labels")
 
     def __init__(self, n_buckets):
         self.count = 0
@@ -28,6 +28,7 @@ class Totals:
         self.over_sla = self.over_threshold = self.deadline_missed = 0
         self.sla_s = self.threshold_s = None
         self.retained = {}
+        self.labels = None          # the key's label text, made at the first scrape (render)
 
 
 def _shard_label(rec) -> str:
@@ -110,26 +111,33 @@ class Fold:
         """The exponential histogram's buckets into the classic ones: each bucket's count goes where
         its value estimate falls (the harmonic mid-point, kept within the classic buckets of the
         record's exact min and max), so a classic boundary is off by at most one exponential bucket
-        (~1 % at scale 6)."""
+        (~1 % at scale 6). One slice sum per classic bucket (the cuts in the record's index space)."""
         bounds = self.bounds_s
         hist = rec.get("hist") or {}
         low = bisect.bisect_left(bounds, float(rec.get("min_ms") or 0.0) / 1000.0)
         high = bisect.bisect_left(bounds, float(rec.get("max_ms") or 0.0) / 1000.0)
-        placed = int(hist.get("zero_count") or 0)
-        if placed:
-            buckets[low] += placed
+        zero = int(hist.get("zero_count") or 0)
+        placed = zero
+        spread = [0] * len(buckets)
+        spread[0] = zero
         counts = hist.get("counts") or ()
         if counts:
-            cuts = self._cuts(int(hist.get("scale", 6)))
             offset = int(hist.get("offset") or 0)
-            where = bisect.bisect_right
-            for k, c in enumerate(counts):
-                if c:
-                    j = where(cuts, offset + k)
-                    buckets[low if j < low else high if j > high else j] += c
-                    placed += c
+            start = 0
+            for j, cut in enumerate(self._cuts(int(hist.get("scale", 6)))):
+                stop = min(max(cut - offset, 0), len(counts))
+                if stop > start:
+                    spread[j] += sum(counts[start:stop])
+                    start = stop
+            spread[-1] += sum(counts[start:])
+            placed += sum(counts)
         if placed < count:          # a record without buckets: its max decides (exact count, coarse place)
-            buckets[high] += count - placed
+            spread[high] += count - placed
+        below, above = sum(spread[:low]), sum(spread[high + 1:])
+        for j in range(low, high + 1):
+            buckets[j] += spread[j]
+        buckets[low] += below
+        buckets[high] += above
 
     def live_resources(self) -> list:
         """The latest ``resource`` record of each process seen within ``stale_s``."""

@@ -8,39 +8,54 @@ start again at 0: a counter reset, which ``rate()`` and ``increase()`` handle). 
 """
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import threading
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from autoperf import threads
 
-from .collector import FoldCollector
+from . import render
 from .fold import Fold
 from .tail import LogTail
 
 
-class _Quiet(WSGIRequestHandler):
+class _Handler(BaseHTTPRequestHandler):
+    endpoint = None      # set on the subclass made per Endpoint
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        if self.path.split("?", 1)[0] not in ("/metrics", "/"):
+            self.send_error(404)
+            return
+        openmetrics = render.wants_openmetrics(self.headers.get("Accept"))
+        body = self.endpoint.body(openmetrics)
+        gzipped = "gzip" in (self.headers.get("Accept-Encoding") or "")
+        if gzipped:
+            body = gzip.compress(body, compresslevel=1)
+        self.send_response(200)
+        self.send_header("Content-Type", render.OPENMETRICS if openmetrics else render.TEXT)
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args):     # the program's stderr is not ours to write access logs to
         pass
 
 
-class _Server(WSGIServer):
-    daemon_threads = True
-
+class _Server(HTTPServer):
     def process_request(self, request, client_address):
-        # one thread per scrape (a slow scraper holds no other), our signal mask inherited
-        thread = threading.Thread(target=self._handle, args=(request, client_address), daemon=True,
-                                  name="autoperf-prometheus-request")
-        thread.start()
+        # one thread per scrape (a slow scraper holds no other); it inherits our signal mask
+        threading.Thread(target=self._handle, args=(request, client_address), daemon=True,
+                         name="autoperf-prometheus-request").start()
 
     def _handle(self, request, client_address):
         try:
             self.finish_request(request, client_address)
         except Exception:
-            self.handle_error(request, client_address)
+            pass
         finally:
             self.shutdown_request(request)
 
@@ -55,9 +70,7 @@ class Endpoint:
         self.tail = LogTail(directory, self.fold.add, self._bad_line)
         self.host, self.port, self.retry_s = host, int(port), float(retry_s)
         self._lock = threading.Lock()
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(FoldCollector(self.fold, self._refresh, self._lock))
-        self.app = make_wsgi_app(registry)
+        self._handler = type("Handler", (_Handler,), {"endpoint": self})
         self.httpd = None
         self._stop = threading.Event()
         self._retrier = None
@@ -65,8 +78,11 @@ class Endpoint:
     def _bad_line(self):
         self.fold.unreadable += 1
 
-    def _refresh(self):
-        self.tail.poll()
+    def body(self, openmetrics=False) -> bytes:
+        """Read what the log directory gained, then render (one scrape at a time)."""
+        with self._lock:
+            self.tail.poll()
+            return render.render(self.fold, openmetrics)
 
     @property
     def serving(self) -> bool:
@@ -75,8 +91,9 @@ class Endpoint:
     def try_serve(self) -> bool:
         """Bind and serve; False when the port is taken (another process serves)."""
         try:
-            _Server.address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            httpd = make_server(self.host, self.port, self.app, _Server, handler_class=_Quiet)
+            server_class = type("Server", (_Server,), {
+                "address_family": socket.AF_INET6 if ":" in self.host else socket.AF_INET})
+            httpd = server_class((self.host, self.port), self._handler)
         except OSError:
             return False
         with self._lock:
