@@ -36,7 +36,7 @@ def free_port() -> int:
 
 
 class PrometheusServer:
-    def __init__(self, directory, targets, scrape_interval="1s"):
+    def __init__(self, directory, targets, scrape_interval="1s", features=("exemplar-storage",)):
         self.binary, why = find()
         if self.binary is None:
             raise RuntimeError(why)
@@ -48,6 +48,7 @@ class PrometheusServer:
                  "scrape_configs:", "  - job_name: autoperf", "    static_configs:",
                  f"      - targets: {json.dumps(list(targets))}"]
         self.config.write_text("\n".join(lines) + "\n")
+        self.features = list(features)
         self.proc = None
 
     @property
@@ -58,7 +59,8 @@ class PrometheusServer:
         self.log = open(self.dir / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
             [self.binary, f"--config.file={self.config}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
+             *(f"--enable-feature={f}" for f in self.features)],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -95,6 +97,10 @@ class PrometheusServer:
         if at is not None:
             params["time"] = f"{at:.3f}"
         return self.api("query", **params)["result"]
+
+    def exemplars(self, expr, start, end) -> list:
+        """``[{"seriesLabels": {...}, "exemplars": [{"labels": {...}, "value": "v", "timestamp": t}]}]``."""
+        return self.api("query_exemplars", query=expr, start=f"{start:.3f}", end=f"{end:.3f}")
 
     def scalar(self, expr, at=None):
         """The single value of ``expr`` (None when it returned nothing)."""

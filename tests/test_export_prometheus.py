@@ -49,6 +49,9 @@ def metrics_record(name, values_ms, shard, pid, status="success", root=True, kin
            "name": name, "kind": kind, "status": status, "flow_name": flow_name, "root": root, "measure": measure,
            "count": len(values_ms), "sum_ms": sum(values_ms), "min_ms": min(values_ms), "max_ms": max(values_ms),
            "hist": hist.to_dict()}
+    slowest = max(values_ms)
+    rec["exemplars"] = [{"duration_ms": slowest, "flow_id": f"{pid:08x}{len(values_ms):08x}",
+                         "span_id": f"{pid:016x}", "timestamp": _now_iso()}]
     if fingerprint:
         rec["fingerprint"] = fingerprint
     if sla_ms is not None:
@@ -57,6 +60,11 @@ def metrics_record(name, values_ms, shard, pid, status="success", root=True, kin
     if deadline_missed is not None:
         rec["deadline_missed"] = deadline_missed
     return rec
+
+
+def _now_iso():
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
 def append(log_dir, *records):
@@ -226,6 +234,21 @@ def test_every_dashboard_panel_returns_data(scraped):
     assert not empty, empty
 
 
+@needs_prometheus
+def test_exemplars_link_buckets_to_flow_traces(scraped):
+    """Prometheus (exemplar storage on) keeps the buckets' exemplars: each names a trace id derived from
+    a flow id as OTLP export does, and a value inside its bucket."""
+    from autoperf.tracecontext import trace_hex
+    prom, t1, t2, _ = scraped
+    found = prom.exemplars('autoperf_flow_duration_seconds_bucket{flow="cmd"}', t1 - 60, t2 + 5)
+    pairs = [(float(series["seriesLabels"]["le"]), ex) for series in found for ex in series["exemplars"]]
+    assert pairs
+    for le, ex in pairs:
+        assert float(ex["value"]) <= le
+        flow_hex = ex["labels"]["trace_id"][16:]            # the last 16 hex digits are the flow id
+        assert ex["labels"]["trace_id"] == trace_hex(int(flow_hex, 16))
+
+
 def _parsed(text, openmetrics):
     """{(sample name, frozenset(labels)): value} as prometheus_client's own parser reads the body."""
     if openmetrics:
@@ -254,6 +277,13 @@ def test_endpoint_speaks_text_and_openmetrics_and_counts_never_go_back(tmp_path)
         assert ctype.startswith("application/openmetrics-text; version=1.0.0") and om.endswith("# EOF\n")
         samples = _parsed(text, False)
         assert samples == _parsed(om, True)
+        # OpenMetrics carries each bucket's latest exemplar: the slowest span, with its flow's trace id
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
+        from autoperf.tracecontext import trace_hex
+        exemplars = [(s.labels.get("shard"), s.labels["le"], s.exemplar) for f in text_string_to_metric_families(om)
+                     for s in f.samples if s.exemplar is not None and s.labels.get("flow") == "cmd"]
+        assert [(shard, le, ex.labels["trace_id"], ex.value) for shard, le, ex in exemplars
+                if ex.labels["span_id"] == f"{11:016x}"] == [("0", "0.025", trace_hex(int(f"{11:08x}{2:08x}", 16)), 0.02)]
         shard0 = frozenset({"flow": "cmd", "kind": "flow", "measure": "duration", "shard": "0", "status": "success"}.items())
         assert samples[("autoperf_flow_duration_seconds_count", shard0)] == 2
         assert samples[("autoperf_flow_duration_seconds_sum", shard0)] == pytest.approx(0.030)

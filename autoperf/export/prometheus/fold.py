@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import bisect
 import time
+from datetime import datetime
 
 from autoperf.metrics.exphist import bucket_index, lower_bound
+from autoperf.tracecontext import trace_hex
 
 DEFAULT_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
@@ -19,7 +21,7 @@ class Totals:
     """The cumulative state of one key (labels): count, sum, buckets and the exact counters."""
 
     __slots__ = ("count", "sum_s", "buckets", "over_sla", "over_threshold", "deadline_missed", "sla_s",
-                 "threshold_s", "retained", "labels")
+                 "threshold_s", "retained", "labels", "exemplars")
 
     def __init__(self, n_buckets):
         self.count = 0
@@ -29,6 +31,13 @@ class Totals:
         self.sla_s = self.threshold_s = None
         self.retained = {}
         self.labels = None          # the key's label text, made at the first scrape (render)
+        self.exemplars = None       # classic bucket -> (seconds, trace id hex, span id hex, epoch s): the latest
+
+
+def _epoch(iso) -> float | None:
+    if not iso:
+        return None
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _shard_label(rec) -> str:
@@ -93,6 +102,23 @@ class Fold:
             totals.threshold_s = float(rec["threshold_ms"]) / 1000.0
         for rule, n in (rec.get("retained_by") or {}).items():
             totals.retained[rule] = totals.retained.get(rule, 0) + int(n or 0)
+        if rec.get("exemplars"):
+            self._add_exemplars(totals, rec["exemplars"])
+
+    def _add_exemplars(self, totals, exemplars):
+        """The record's slowest spans, each kept as its classic bucket's exemplar (the trace id is the
+        flow's, as OTLP export derives it: a bucket links to the trace in Tempo or Jaeger)."""
+        kept = totals.exemplars
+        if kept is None:
+            kept = totals.exemplars = {}
+        for ex in exemplars:
+            try:
+                value = float(ex["duration_ms"]) / 1000.0
+                trace = trace_hex(int(ex["flow_id"], 16))
+                at = _epoch(ex.get("timestamp"))
+            except (KeyError, TypeError, ValueError):
+                continue
+            kept[bisect.bisect_left(self.bounds_s, value)] = (value, trace, ex.get("span_id") or "", at)
 
     def _cuts(self, scale):
         """Per classic bound, the first exponential bucket index (at ``scale``) counted above it: the

@@ -111,12 +111,21 @@ def _histograms(out, table, names, name, doc, les):
     out.family(name, "histogram", doc)
     lines = out.lines
     bucket, count, total = name + "_bucket{", name + "_count{", name + "_sum{"
+    exemplars = out.om          # OpenMetrics only: the text format has no exemplars
     for key, t in table.items():
         labels = _key_labels(t, names, key)
         running = 0
-        for le, n in zip(les, t.buckets):
+        kept = t.exemplars if exemplars else None
+        for j, (le, n) in enumerate(zip(les, t.buckets)):
             running += n
-            lines.append(f"{bucket}{labels},{le}}} {running}")
+            ex = kept.get(j) if kept else None
+            if ex is None:
+                lines.append(f"{bucket}{labels},{le}}} {running}")
+            else:
+                value, trace, span, at = ex
+                stamp = "" if at is None else f" {at:.3f}"
+                lines.append(f'{bucket}{labels},{le}}} {running} # {{trace_id="{trace}",span_id="{span}"}} '
+                             f"{_num(value)}{stamp}")
         lines.append(f"{count}{labels}}} {t.count}")
         lines.append(f"{total}{labels}}} {_num(t.sum_s)}")
 
