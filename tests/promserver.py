@@ -98,6 +98,10 @@ class PrometheusServer:
             params["time"] = f"{at:.3f}"
         return self.api("query", **params)["result"]
 
+    def query_range(self, expr, start, end, step=1.0) -> list:
+        """A range query's result list (``[{"metric": {...}, "values": [[ts, "v"], ...]}]``)."""
+        return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=str(step))["result"]
+
     def exemplars(self, expr, start, end) -> list:
         """``[{"seriesLabels": {...}, "exemplars": [{"labels": {...}, "value": "v", "timestamp": t}]}]``."""
         return self.api("query_exemplars", query=expr, start=f"{start:.3f}", end=f"{end:.3f}")

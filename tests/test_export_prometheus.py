@@ -1,7 +1,9 @@
 """``export: prometheus:`` — /metrics from the log directory, scraped by a real Prometheus server.
 
-One ``autoperf run`` program serves the endpoint; three "shard" processes write their aggregates
-to the same log directory; Prometheus (Debian's package, on a loopback port) scrapes every second.
+One ``autoperf run`` program serves the endpoint; three shard processes (``autoperf run``) and the
+example ladder bot (``--simulate``) write their records to the same log directory; Prometheus
+(Debian's package, on a loopback port) scrapes every second. Tests of the endpoint's own behaviour
+append ``metrics`` records as the metrics contract shapes them.
 """
 from __future__ import annotations
 
@@ -126,70 +128,125 @@ def _samples(prom, expr, at):
 
 
 FLOW = 'autoperf_flow_duration_seconds_count{flow="cmd",measure="duration",status="success"}'
-WARM, CALLS = 2, 120
-SQL = "SELECT * FROM players WHERE id = $1"
+WARM, CALLS = 2, 90
+
+#: A shard process: a `cmd` flow WARM times, then (on `go`) CALLS times with varied durations; exits on `stop`.
+SHARD = """
+import asyncio, os, random, sys
+from autoperf import identity
+
+identity.add_shard(int(sys.argv[1]))     # what the discord integration does at a gateway IDENTIFY
+
+async def cmd(ms):
+    await asyncio.sleep(ms / 1000)
+
+async def main():
+    rng = random.Random(int(sys.argv[1]))
+    for _ in range(%d):
+        await cmd(2)
+    while not os.path.exists("../go"):
+        await asyncio.sleep(0.02)
+    for _ in range(%d):
+        await cmd(rng.choice((3, 8, 15, 30, 60, 120)))
+    while not os.path.exists("../stop"):
+        await asyncio.sleep(0.02)
+
+asyncio.run(main())
+""" % (WARM, CALLS)
+SHARD_CONFIG = """
+metrics: {interval_s: 0.5}
+sampler: {interval_s: 1}
+targets:
+  - {target: "prog:cmd", kind: flow, name: cmd, sla_ms: 50}
+"""
 
 
-def _resource(pid, shard):
-    return {"timestamp": "2026-12-07T00:00:10.000Z", "level": "INFO", "type": "resource", "pid": pid,
-            "host": "test-host", "instance_id": f"{pid:032x}", "shard_ids": [shard], "rss_mb": 80.0 + shard,
-            "cpu_percent": 3.0, "active_flows": 1, "loop_lag_ms": {"avg": 0.4, "p50": 0.3, "p95": 1.5, "max": 4.0},
-            "db_pool": {"size": 10, "in_use": 3, "idle": 7, "waiters": 0, "utilisation_pct": 30.0},
-            "process_pool": {"pending": 0, "busy": 1, "workers": 2},
-            "workers": [{"pid": pid + 100, "rss_mb": 40.0, "pool_worker": True}]}
+def _ladder_config(path, log_dir):
+    """The repository's autoperf.yaml with short metrics and sampler intervals."""
+    import yaml
+    data = yaml.safe_load((ROOT / "autoperf.yaml").read_text())
+    data["metrics"] = {"interval_s": 0.5}
+    data["sampler"] = {"enabled": True, "interval_s": 1}
+    data["log"]["console"] = False
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
-def _phase2_records(rng, shard, durations):
-    pid = 1000 + shard
-    values = [round(rng.lognormvariate(3.0, 0.8), 3) for _ in range(CALLS // 4)]
-    durations.extend(values)
-    first = [round(v * 0.3, 3) for v in values]
-    return [metrics_record("cmd", values, shard, pid, sla_ms=50.0),
-            metrics_record("cmd", first, shard, pid, measure="first_response", deadline_missed=1),
-            metrics_record("cmd", [7.0], shard, pid, status="error"),
-            metrics_record("db.fetch", [1.5, 2.5, 3.5], shard, pid, root=False, kind="db", flow_name="cmd",
-                           fingerprint=SQL),
-            metrics_record("POST /x", [9.0], shard, pid, root=False, kind="http", flow_name="cmd", status="error")]
+def _start_shards(tmp_path, log_dir, port):
+    procs = []
+    for shard in range(3):
+        d = tmp_path / f"shard{shard}"
+        d.mkdir()
+        (d / "prog.py").write_text(SHARD)
+        (d / "autoperf.yaml").write_text(_config(port, SHARD_CONFIG))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "autoperf", "run", "--config", "autoperf.yaml", "--log-dir", str(log_dir),
+             "--no-console", "prog.py", str(shard)], cwd=d, env=clean_env(), stdout=subprocess.DEVNULL,
+            stderr=open(d / "stderr", "wb")))
+    return procs
+
+
+def _flow_durations(log_dir, name, after_iso):
+    out = []
+    for path in [*log_dir.glob("performance_*.log"), *log_dir.glob("flows_*.log")]:   # unretained flows: flows_
+        for line in path.read_bytes().splitlines():
+            rec = orjson.loads(line)
+            if rec.get("type") == "flow_complete" and rec["flow_name"] == name and rec["timestamp"] > after_iso:
+                out.append(rec["duration_ms"])
+    return out
 
 
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory):
-    """The endpoint, three shards' records in two phases, Prometheus scraping every second.
+    """Three real shard processes (``autoperf run``, one log directory), the example ladder bot under
+    ``--simulate`` beside them (Discord interactions, asyncpg, a process pool), one endpoint, and
+    Prometheus scraping every second.
 
-    Yields (prom, t1, t2, durations): t1 is the last scrape before phase 2 (every series at its
-    warm-up value), t2 the last scrape after it; ``durations`` are phase 2's flow durations (ms).
+    Yields (prom, t1, t2, durations): t1 is the last scrape before the shards' counted calls (every
+    series at its warm-up value), t2 the last scrape; ``durations`` those calls' flow durations (ms).
     """
     if BINARY is None:
         pytest.skip(WHY)
     tmp_path = tmp_path_factory.mktemp("prometheus")
     served = Served(tmp_path)
-    rng = random.Random(7)
-    durations = []
+    log_dir = served.log_dir
+    shards = []
+    ladder = None
     try:
         with promserver.PrometheusServer(tmp_path / "prom", [served.target]) as prom:
             prom.wait_for(prom.targets_up, what="target up")
+            env = clean_env(LADDER_MATCHMAKING_INTERVAL_S="0.5", AUTOPERF_CONSOLE="0")
+            ladder = subprocess.Popen(
+                [sys.executable, "-m", "autoperf", "run", "--config", str(_ladder_config(tmp_path / "ladder.yaml", log_dir)),
+                 "--log-dir", str(log_dir), "--simulate", "examples/ladder_bot/scenario_small.yaml",
+                 "examples/ladder_bot/bot.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                stderr=open(tmp_path / "ladder.stderr", "wb"))
+            shards = _start_shards(tmp_path, log_dir, served.port)
             # phase 1: each shard's series exists (a counter must be seen before it grows to be counted)
-            append(served.log_dir, *(metrics_record("cmd", [5.0] * WARM, shard, 1000 + shard) for shard in range(3)))
-            prom.wait_for(lambda: prom.scalar(f"count({FLOW})") == 3, what="three shards' series")
+            prom.wait_for(lambda: prom.scalar(f"count({FLOW})") == 3, timeout=60, what="three shards' series")
             time.sleep(2.5)
-            # phase 2: the calls counted, over several intervals per shard
-            for _ in range(4):
-                append(served.log_dir, *(r for shard in range(3) for r in _phase2_records(rng, shard, durations)))
-                with open(served.log_dir / "performance_2026-12-07.log", "ab") as fh:
-                    fh.write(b"".join(orjson.dumps(_resource(1000 + shard, shard)) + b"\n" for shard in range(3)))
-                time.sleep(1.2)
+            go_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z"
+            (tmp_path / "go").write_text("")
             total = 3 * (WARM + CALLS)
-            prom.wait_for(lambda: prom.scalar(f"sum({FLOW})") == total, what="all calls scraped")
+            prom.wait_for(lambda: prom.scalar(f"sum({FLOW})") == total, timeout=60, what="all calls scraped")
+            assert ladder.wait(timeout=120) == 0, (tmp_path / "ladder.stderr").read_text()[-3000:]
             time.sleep(2.5)
-            raw = _samples(prom, f"{FLOW}[2m]", time.time())
+            raw = _samples(prom, f"{FLOW}[3m]", time.time())
             assert len(raw) == 3 and {dict(k)["shard"] for k in raw} == {"0", "1", "2"}
             stamps = sorted({t for values in raw.values() for t, _ in values})
 
             def total_at(t):
                 return sum(v for values in raw.values() for ts, v in values if ts == t)
             t1 = max(t for t in stamps if total_at(t) == 3 * WARM)
+            durations = _flow_durations(log_dir, "cmd", go_iso)
+            assert len(durations) == 3 * CALLS
             yield prom, t1, stamps[-1], durations
     finally:
+        (tmp_path / "stop").write_text("")
+        for proc in shards:
+            proc.wait(timeout=30)
+        if ladder is not None and ladder.poll() is None:
+            ladder.kill()
         served.stop()
 
 
@@ -219,18 +276,18 @@ def test_three_shards_scraped_counts_exact_and_p95_within_a_bucket(scraped):
 
 @needs_prometheus
 def test_every_dashboard_panel_returns_data(scraped):
-    """Each PromQL of examples/grafana/autoperf.json returns at least one number from the scraped shards."""
+    """Each PromQL of examples/grafana/autoperf.json returns numbers over the run (as Grafana would draw
+    it: a range query, `$__rate_interval` 10 s, every shard)."""
     prom, t1, t2, _ = scraped
     dashboard = json.loads((ROOT / "examples" / "grafana" / "autoperf.json").read_text())
-    window = f"{round((t2 - t1) * 1000)}ms"
     exprs = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
     assert len(exprs) >= 8
     empty = []
     for title, expr in exprs:
-        result = prom.query(expr.replace("$__rate_interval", window).replace("$shard", ".*"), at=t2)
-        values = [float(r["value"][1]) for r in result]
+        result = prom.query_range(expr.replace("$__rate_interval", "10s").replace("$shard", ".*"), t1 - 60, t2)
+        values = [float(v) for series in result for _, v in series["values"]]
         if not any(math.isfinite(v) for v in values):
-            empty.append((title, expr, values))
+            empty.append((title, expr))
     assert not empty, empty
 
 
