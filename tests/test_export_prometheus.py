@@ -420,3 +420,20 @@ def test_second_process_falls_back_then_takes_over(tmp_path):
     finally:
         (first.dir / "stop_child").write_text("")
         second.stop()
+
+
+def test_keys_beyond_max_keys_are_counted_under_other():
+    """Distinct names without end (say, SQL that escapes normalisation) stop at max_keys series per table;
+    the rest are counted, exactly, under the name `_other`, and the overflow is itself counted."""
+    from autoperf.export.prometheus import render
+    from autoperf.export.prometheus.fold import Fold
+
+    fold = Fold(max_keys=10)
+    for i in range(15):
+        fold.add(metrics_record("db.fetch", [1.0, 2.0], 0, 1, root=False, kind="db", flow_name="cmd",
+                                fingerprint=f"SELECT {i}"))
+    assert len(fold.spans) == 11 and fold.overflowed == 5
+    other = fold.spans[("_other", "db", "success", "cmd", "", "0")]
+    assert other.count == 10 and sum(t.count for t in fold.spans.values()) == 30
+    samples = _parsed(render.render(fold).decode(), False)
+    assert samples[("autoperf_exporter_overflow_records_total", frozenset())] == 5

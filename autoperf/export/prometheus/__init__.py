@@ -23,6 +23,8 @@ CONFIG_SCHEMA = Obj({
                      doc="A process that found the port taken tries again this often (takes over when the serving one ended)."),
     "stale_s": Field(Float(min=1), default=60,
                      doc="A process's resource gauges are dropped when its last sample is older than this."),
+    "max_keys": Field(Int(min=10), default=5000,
+                      doc="Most flow keys and span keys (each) served; later ones are counted under the name `_other`."),
 }, doc="A /metrics endpoint for Prometheus, one per host (docs/prometheus.md).")
 
 _lock = threading.Lock()
@@ -41,7 +43,7 @@ def start(section: dict, data: dict, log_dir, child: bool = False):
             return _endpoint
         _endpoint = Endpoint(log_dir, host=section.get("host") or "127.0.0.1", port=section.get("port") or 9464,
                              buckets_ms=section.get("buckets_ms") or None, stale_s=section.get("stale_s") or 60,
-                             retry_s=section.get("retry_s") or 10)
+                             retry_s=section.get("retry_s") or 10, max_keys=section.get("max_keys") or 5000)
         _endpoint.serve_or_wait()
         return _endpoint
 

@@ -60,8 +60,10 @@ def span_key(rec):
 class Fold:
     """Everything the endpoint serves; ``add(rec)`` takes any record and keeps what it needs."""
 
-    def __init__(self, buckets_ms=DEFAULT_BUCKETS_MS, stale_s=60.0, clock=time.time):
+    def __init__(self, buckets_ms=DEFAULT_BUCKETS_MS, stale_s=60.0, clock=time.time, max_keys=5000):
         self.bounds_s = sorted(float(b) / 1000.0 for b in buckets_ms)
+        self.max_keys = max_keys        # per table; later keys are counted under name "_other"
+        self.overflowed = 0
         self.flows: dict = {}
         self.spans: dict = {}
         self.resources: dict = {}       # (host, pid) -> (seen at, resource record)
@@ -88,7 +90,13 @@ class Fold:
             table, key = self.spans, span_key(rec)
         totals = table.get(key)
         if totals is None:
-            totals = table[key] = Totals(len(self.bounds_s))
+            if len(table) >= self.max_keys:
+                # a bound on series (and memory): distinct SQL or names without end land in one key
+                self.overflowed += 1
+                key = ("_other", *key[1:-2], "", key[-1]) if table is self.spans else ("_other", *key[1:])
+                totals = table.get(key)
+            if totals is None:
+                totals = table[key] = Totals(len(self.bounds_s))
         count = int(rec.get("count") or 0)
         totals.count += count
         totals.sum_s += float(rec.get("sum_ms") or 0.0) / 1000.0

@@ -97,6 +97,9 @@ def render(fold, openmetrics=False) -> bytes:
     out.sample("autoperf_exporter_records_total", "", fold.records)
     out.family("autoperf_exporter_unreadable_lines", "counter", "Log lines that were not JSON.")
     out.sample("autoperf_exporter_unreadable_lines_total", "", fold.unreadable)
+    out.family("autoperf_exporter_overflow_records", "counter",
+               "metrics records counted under the name _other: their key came after max_keys.")
+    out.sample("autoperf_exporter_overflow_records_total", "", fold.overflowed)
     return out.body()
 
 

@@ -64,8 +64,11 @@ class _Server(HTTPServer):
 
 
 class Endpoint:
-    def __init__(self, directory, host="127.0.0.1", port=9464, buckets_ms=None, stale_s=60.0, retry_s=10.0):
-        kwargs = {"stale_s": stale_s} if buckets_ms is None else {"buckets_ms": buckets_ms, "stale_s": stale_s}
+    def __init__(self, directory, host="127.0.0.1", port=9464, buckets_ms=None, stale_s=60.0, retry_s=10.0,
+                 max_keys=5000):
+        kwargs = {"stale_s": stale_s, "max_keys": max_keys}
+        if buckets_ms is not None:
+            kwargs["buckets_ms"] = buckets_ms
         self.fold = Fold(**kwargs)
         self.tail = LogTail(directory, self.fold.add, self._bad_line)
         self.host, self.port, self.retry_s = host, int(port), float(retry_s)
