@@ -124,7 +124,7 @@ def test_error_output_is_bounded(tmp_path):
 
 def test_fuzzed_configs_never_trace_back_or_hang(tmp_path):
     """400 mutated and hostile configs: each is valid or exit 2 with formatted lines; no traceback,
-    no hang (5 s per file), error output bounded."""
+    no hang (5 s of CPU per file), error output bounded."""
     done = subprocess.run([sys.executable, "-m", "tests.fuzz_config", "--files", "400", "--seed", "19",
                            "--keep", str(tmp_path)], capture_output=True, text=True, timeout=300,
                           cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]), env=clean_env())
