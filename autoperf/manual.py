@@ -14,8 +14,8 @@ from autoperf.records import Site
 
 
 def _ensure_running():
-    from autoperf import bootstrap
-    bootstrap.ensure_pipeline()
+    from autoperf import lifecycle
+    lifecycle.ensure_pipeline()
 
 
 class measure_time:

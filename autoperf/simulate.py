@@ -53,8 +53,8 @@ def _register_discord_hook(hook) -> None:
     if "discord" in sys.modules:
         hook(sys.modules["discord"])
         return
-    from autoperf import bootstrap
-    bootstrap._hook("discord", hook)
+    from autoperf import lifecycle
+    lifecycle.hook("discord", hook)
 
 
 def _close_known_clients() -> int:

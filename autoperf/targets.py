@@ -18,6 +18,10 @@ _lock = threading.Lock()
 _patches: dict = {}
 #: object adapters for targets that are not plain functions (e.g. discord.py commands)
 _adapters: list = []
+#: The configured targets, module name -> specs (filled by bootstrap.install; read by adapters).
+configured: dict = {}
+#: Module names whose targets were applied to the program's ``__main__`` (``app:f`` for app.py).
+main_names: set = set()
 
 
 class Patch:
@@ -233,6 +237,22 @@ def _held_by(module, cls):
 def patched():
     with _lock:
         return list(_patches.values())
+
+
+def forget(patch):
+    """Undo one patch and forget it (an adapter that arrived later instruments it better)."""
+    patch.undo()
+    with _lock:
+        _patches.pop((id(patch.owner), patch.attr), None)
+
+
+def repatch_imported():
+    """Patch the configured targets of every imported module again (an adapter registered late)."""
+    import sys
+    for module_name, specs in list(configured.items()):
+        module = sys.modules.get(module_name)
+        if module is not None and module_name not in ("__main__", "__mp_main__"):
+            patch_module(module, specs)
 
 
 def unpatch_all():

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 
-from autoperf import bootstrap, pipeline, sinks
+from autoperf import lifecycle, pipeline, sinks
 
 
 @contextlib.contextmanager
 def capture_records(types=None):
     """Collect every record produced inside the block into a list (processed, in order)."""
-    bootstrap.ensure_pipeline()
+    lifecycle.ensure_pipeline()
     pipeline.flush()  # what happened before the block is not ours
     memory = sinks.Memory()
     pipeline.add_sink(memory)

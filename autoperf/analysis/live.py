@@ -193,26 +193,25 @@ class LiveStats:
 def configured_names() -> set:
     """The names records of the configured targets carry (``name``, else ``module.qualname``); for a
     wildcard target the pattern (``repo.*``, ``pkg.mod.Repo.fetch_*``)."""
-    try:
-        from autoperf import bootstrap
-        cfg = bootstrap.config()
-        specs = cfg.targets if cfg else ()
-    except Exception:
-        return set()
+    specs = _specs
     return {(f"{spec.name}.*" if spec.name and spec.is_wildcard else spec.name) or f"{spec.module}.{spec.qualname}"
             for spec in specs}
 
 
 STATS = LiveStats()
 _installed = False
+_specs: tuple = ()     # the configured targets (handed over by install)
 _install_lock = threading.Lock()
 
 
-def install(stats: LiveStats | None = None) -> LiveStats:
-    """Register the processor with the pipeline (idempotent). Returns the LiveStats in use."""
-    global _installed, STATS
+def install(stats: LiveStats | None = None, specs=None) -> LiveStats:
+    """Register the processor with the pipeline (idempotent). Returns the LiveStats in use.
+    ``specs``: the configured targets (their names are known even before they are recorded)."""
+    global _installed, STATS, _specs
     from autoperf import pipeline
     with _install_lock:
+        if specs is not None:
+            _specs = tuple(specs)
         if stats is not None and stats is not STATS:
             if _installed:
                 pipeline.remove_processor(STATS.process)

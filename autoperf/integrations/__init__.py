@@ -33,6 +33,7 @@ class Integration(NamedTuple):
     default: bool        # on unless the config says otherwise
     wraps: tuple         # Wrap rows; rows absent from a library version are skipped
     sources: tuple = ()  # (resource-record field, function name in the patch module)
+    sections: tuple = () # config sections handed to it with its options (``options["loop"]``)
 
 
 _I = "autoperf.integrations."
@@ -90,7 +91,7 @@ TABLE = (
         Wrap("asyncio.events", "_set_running_loop", "_set_running_loop_factory"),
         Wrap("asyncio", "_set_running_loop", "_set_running_loop_factory"),
         Wrap("asyncio.events", "Handle._run", "_handle_run_factory"),
-    ), (("loop_lag_ms", "lag_stats"),)),
+    ), (("loop_lag_ms", "lag_stats"),), ("loop",)),
     Integration("asyncpg", _I + "asyncpg", "asyncpg", "asyncpg", ">=0.27", True, _ASYNCPG,
                 (("db_pool", "pool_stats"), ("db_pool_waits", "wait_stats"))),
     Integration("process_pool", _I + "process_pool", _PP, None, "", True, (
@@ -109,7 +110,7 @@ TABLE = (
         Wrap("concurrent.futures.thread", "ThreadPoolExecutor.submit", "_submit_factory"),
     )),
     # "autoperf" is always imported: the sampler thread starts at install.
-    Integration("resources", _I + "resources", "autoperf", None, "", True, ()),
+    Integration("resources", _I + "resources", "autoperf", None, "", True, (), (), ("sampler",)),
     Integration("aiohttp", _I + "aiohttp", "aiohttp", "aiohttp", ">=3.8", True, (
         Wrap("aiohttp.client", "ClientSession._request", "_request_factory"),
     )),

@@ -394,14 +394,7 @@ def monitored_loops():
 
 # -- patch / unpatch ---------------------------------------------------------------------------
 def _configure(options):
-    loop_cfg = {}
-    try:
-        from autoperf import bootstrap
-        cfg = bootstrap.config()
-        if cfg is not None:
-            loop_cfg = cfg.data.get("loop") or {}
-    except Exception:
-        pass
+    loop_cfg = options.get("loop") or {}   # the `loop:` section (its table row's `sections`)
     interval = options.get("lag_interval_ms") or loop_cfg.get("lag_interval_ms") or DEFAULT_LAG_INTERVAL_MS
     threshold = (options.get("blocking_threshold_ms") or loop_cfg.get("blocking_threshold_ms")
                  or DEFAULT_BLOCKING_THRESHOLD_MS)

@@ -11,7 +11,7 @@ How a job travels:
 * In the parent, the job span starts (detached) at submit time, as a child of the current span.
   The function is replaced by ``_Job(fn, span.ref())`` — a picklable wrapper.
 * In the worker (fork, spawn or forkserver; with or without ``autoperf run``), unpickling ``_Job``
-  imports this module; the first job starts the worker's pipeline (``bootstrap.ensure_pipeline``,
+  imports this module; the first job starts the worker's pipeline (``lifecycle.ensure_pipeline``,
   log directory from ``AUTOPERF_LOG_DIR``). While ``fn`` runs, a stand-in span carrying the job
   span's id is current, so spans made in the worker hang directly under the job span (same
   ``flow_id``). ``_Job`` returns ``_Outcome(result, start, end, pid, attrs)``; on an exception it
@@ -41,7 +41,7 @@ import threading
 import weakref
 from time import perf_counter_ns
 
-from autoperf import diagnostics, pipeline, spans
+from autoperf import diagnostics, lifecycle, pipeline, spans
 from autoperf.config.schema import Obj
 from autoperf.integrations.thread_pool import job_name, trim_own_frame
 
@@ -103,8 +103,7 @@ def _init_worker():
     _worker_pid = os.getpid()
     _set_current(None)
     try:
-        from autoperf import bootstrap
-        bootstrap.ensure_pipeline(console=False)
+        lifecycle.ensure_pipeline(console=False)
     except Exception as exc:  # never fail the job for autoperf's sake
         diagnostics.internal_error("process_pool worker pipeline", exc)
 
@@ -117,8 +116,7 @@ def _flush_on_sigterm():
     try:
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return False        # the program's own handler, or ours already
-        from autoperf import bootstrap
-        signal.signal(signal.SIGTERM, bootstrap._on_sigterm)
+        signal.signal(signal.SIGTERM, lifecycle.on_sigterm)
         return True
     except (ValueError, OSError):
         return False

@@ -346,15 +346,7 @@ def running():
 
 
 def setup(module, options):
-    data = {}
-    try:
-        from autoperf import bootstrap
-        cfg = bootstrap.config()
-        if cfg is not None:
-            data = cfg.data
-    except Exception:
-        pass
-    start(data, options)
+    start({"sampler": options.pop("sampler", None) or {}}, options)   # `sampler:`: its row's `sections`
 
 
 def teardown(module):

@@ -11,7 +11,7 @@ import functools
 import inspect
 import sys
 
-from autoperf import diagnostics, wrappers
+from autoperf import diagnostics, targets, wrappers
 from autoperf.integrations import base
 
 from . import state
@@ -61,9 +61,8 @@ def _spec_for(site):
     """The target a site was made for: by its name, else by ``module.qualname`` (wildcards matched; the
     script's targets are named ``__main__.…`` also when written ``app:…``)."""
     try:
-        from autoperf import bootstrap
-        for module_name, specs in bootstrap._specs_by_module.items():
-            modules = {module_name, "__main__"} if module_name in bootstrap._main_names else {module_name}
+        for module_name, specs in targets.configured.items():
+            modules = {module_name, "__main__"} if module_name in targets.main_names else {module_name}
             for spec in specs:
                 if spec.name == site.name or any(fnmatch.fnmatchcase(site.name, f"{m}.{spec.qualname}")
                                                  for m in modules):
@@ -183,16 +182,10 @@ def retry_targets():
     it (``.start()`` is gone): undo that first. (DEV: disappears once integration hooks run before
     target hooks in bootstrap.install.)"""
     try:
-        from autoperf import bootstrap, targets
         for p in targets.patched():
             original = p.original
             if (type(original).__module__ or "").startswith("discord.") and p.replacement is not original:
-                p.undo()
-                with targets._lock:
-                    targets._patches.pop((id(p.owner), p.attr), None)
-        for module_name, specs in list(bootstrap._specs_by_module.items()):
-            module = sys.modules.get(module_name)
-            if module is not None and module_name not in ("__main__", "__mp_main__"):
-                targets.patch_module(module, specs)
+                targets.forget(p)
+        targets.repatch_imported()
     except Exception as exc:
         diagnostics.internal_error("discord: retrying targets", exc)
