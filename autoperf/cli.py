@@ -56,21 +56,21 @@ def _split_run_argv(argv):
     return argv, None, None, []
 
 
-_FEATURES = ("stats", "alerts", "store", "export")
 
 
 def _unknown_disable_names(names, cfg):
     """The error for ``--disable`` names that match nothing (a typo would silently measure with the
     component on), or None."""
-    from autoperf import integrations
-    known = set(integrations.BY_NAME) | set(_FEATURES)
+    from autoperf import bootstrap, integrations
+    features = [name for name, _ in bootstrap.FEATURES]
+    known = set(integrations.BY_NAME) | set(features)
     for spec in cfg.targets:
         known.update(n for n in (spec.name, spec.target) if n)
     bad = [n for n in names if n not in known]
     if not bad:
         return None
     return (f"autoperf: --disable {', '.join(bad)}: no integration, feature or target of that name "
-            f"(integrations: {', '.join(sorted(integrations.BY_NAME))}; features: {', '.join(_FEATURES)}; "
+            f"(integrations: {', '.join(sorted(integrations.BY_NAME))}; features: {', '.join(features)}; "
             f"targets: by name or target string, as in {cfg.path or 'the config'})")
 
 
@@ -180,13 +180,22 @@ def build_parser():
     tail.register(sub)
     schema = sub.add_parser("schema", help="print the JSON Schema of autoperf.yaml")
     schema.set_defaults(handler=cmd_schema)
-    for path in ("autoperf.analysis.cli", "autoperf.store.cli"):
+    for register in (_register_analysis, _register_store):   # each feature adds its own subcommands
         try:
-            module = __import__(path, fromlist=["register"])
+            register(sub)
         except ImportError:
             continue
-        module.register(sub)
     return parser
+
+
+def _register_analysis(sub):
+    from autoperf.analysis import cli
+    cli.register(sub)
+
+
+def _register_store(sub):
+    from autoperf.store import cli
+    cli.register(sub)
 
 
 def main(argv=None) -> int:

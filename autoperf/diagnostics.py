@@ -1,6 +1,7 @@
 """autoperf's own problems: counted always, reported once each as a ``warning`` record.
 
-Nothing here may raise: these functions are called from inside wrappers and hooks.
+Nothing here may raise: these functions are called from inside wrappers and hooks. The pipeline
+hands over its ``emit`` when it is imported (``attach``); a warning from before waits for it.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import threading
 
 _lock = threading.Lock()
 _counts: dict = {}
+_emit = None               # pipeline.emit, once the pipeline is imported (it imports us, not we it)
+_waiting: list = []        # warnings from before that (bounded)
 
 
 def _after_fork_in_child():
@@ -28,10 +31,13 @@ def warn_once(code: str, message: str, key=None, **fields) -> bool:
             _counts[ident] = seen + 1
         if seen:
             return False
-        from autoperf import pipeline
         rec = {"type": "warning", "level": "WARNING", "code": code, "message": message}
         rec.update(fields)
-        pipeline.emit(rec)
+        emit = _emit
+        if emit is not None:
+            emit(rec)
+        elif len(_waiting) < 1000:
+            _waiting.append(rec)
         return True
     except Exception:  # pragma: no cover - diagnostics must never be the thing that breaks
         return False
@@ -50,9 +56,12 @@ def counts() -> dict:
         return dict(_counts)
 
 
-def internal_error_count() -> int:
-    with _lock:
-        return sum(n for (code, _), n in _counts.items() if code == "internal_error")
+def attach(emit) -> None:
+    """Send warnings to ``emit`` from now on (the pipeline's, at its import), those waiting first."""
+    global _emit
+    while _waiting:
+        emit(_waiting.pop(0))
+    _emit = emit
 
 
 def reset() -> None:

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from autoperf import records, threads
+from autoperf import diagnostics, records, threads
 from autoperf.metrics.stage import Stage
 
 BUFFER: collections.deque = collections.deque()
@@ -346,7 +346,6 @@ def _call_quietly(obj, method):
 
 
 def _internal_error(where, exc):
-    from autoperf import diagnostics
     diagnostics.internal_error(where, exc)
 
 
@@ -421,3 +420,5 @@ def _after_fork_child():
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
                     after_in_child=_after_fork_child)
+
+diagnostics.attach(emit)   # autoperf's own warnings are records (diagnostics imports nothing of ours)

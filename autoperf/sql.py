@@ -126,14 +126,6 @@ def describe(sql: str, max_length: int | None = None, dialect: str | None = "pos
     return _result(entry[0], entry[1], entry[2], max_length)
 
 
-def describe_shared(sql: str) -> dict:
-    """Like ``describe`` at the default length, but the cached dict itself: read it, never change it."""
-    entry = _cache.get(sql)
-    if entry is None:
-        entry = _entry(sql)
-    return entry[3]
-
-
 def _entry(sql, dialect="postgresql", cache=_cache):
     if isinstance(sql, bytes):
         text = sql.decode("utf-8", "replace")
