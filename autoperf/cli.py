@@ -56,8 +56,6 @@ def _split_run_argv(argv):
     return argv, None, None, []
 
 
-
-
 def _unknown_disable_names(names, cfg):
     """The error for ``--disable`` names that match nothing (a typo would silently measure with the
     component on), or None."""
