@@ -19,6 +19,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import asyncio
+
 import pytest
 
 from autoperf import integrations
@@ -167,3 +169,46 @@ def run_script(tmp_path):
                 recs.extend(json.loads(line) for line in path.read_text().splitlines() if line)
         return proc, recs
     return run
+
+
+# -- asyncpg against a real PostgreSQL (tests/test_integration_asyncpg*.py) ------------------------
+@pytest.fixture(scope="module")
+def dsn():
+    """A fresh database with a ``players`` table of 20 rows (dropped after the module)."""
+    asyncpg = pytest.importorskip("asyncpg")
+    from tests.pgserver import create_fresh_db, pg_dsn
+
+    fresh, drop = create_fresh_db(pg_dsn())
+
+    async def setup():
+        conn = await asyncpg.connect(fresh)
+        try:
+            await conn.execute("CREATE TABLE players (id serial PRIMARY KEY, name text UNIQUE, mmr int)")
+            await conn.execute("INSERT INTO players (name, mmr) SELECT 'p' || g, g FROM generate_series(1, 20) g")
+        finally:
+            await conn.close()
+
+    asyncio.run(setup())
+    yield fresh
+    drop()
+
+
+@pytest.fixture
+def patch_pg():
+    """Patch asyncpg with the given options (default options when called without); unpatch after."""
+    asyncpg = pytest.importorskip("asyncpg")
+    from autoperf.integrations import asyncpg as apg
+
+    integrations.unpatch("asyncpg")
+
+    def do(**options):
+        integrations.unpatch("asyncpg")
+        assert integrations.patch("asyncpg", asyncpg, options)
+        apg.reset_explain_memory()
+
+    yield do
+    integrations.unpatch("asyncpg")
+
+
+def db_spans(records):
+    return [r for r in records if r.get("type") == "span" and r["kind"] == "db"]

@@ -12,46 +12,11 @@ asyncpg = pytest.importorskip("asyncpg")
 
 from autoperf import integrations, spans, testing  # noqa: E402
 from autoperf.integrations import asyncpg as apg  # noqa: E402
-from tests.pgserver import create_fresh_db, pg_dsn  # noqa: E402
+from conftest import db_spans  # noqa: E402,F401  (the fixtures dsn and patch_pg are in conftest)
 
 pytestmark = pytest.mark.usefixtures("autoperf_pipeline")
 
 SECRET = "s3cr3t-" + uuid.uuid4().hex[:12]
-
-
-@pytest.fixture(scope="module")
-def dsn():
-    fresh, drop = create_fresh_db(pg_dsn())
-
-    async def setup():
-        conn = await asyncpg.connect(fresh)
-        try:
-            await conn.execute("CREATE TABLE players (id serial PRIMARY KEY, name text UNIQUE, mmr int)")
-            await conn.execute("INSERT INTO players (name, mmr) SELECT 'p' || g, g FROM generate_series(1, 20) g")
-        finally:
-            await conn.close()
-
-    asyncio.run(setup())
-    yield fresh
-    drop()
-
-
-@pytest.fixture
-def patch_pg():
-    """Patch asyncpg with the given options (default options when called without); unpatch after."""
-    integrations.unpatch("asyncpg")
-
-    def do(**options):
-        integrations.unpatch("asyncpg")
-        assert integrations.patch("asyncpg", asyncpg, options)
-        apg.reset_explain_memory()
-
-    yield do
-    integrations.unpatch("asyncpg")
-
-
-def db_spans(records):
-    return [r for r in records if r.get("type") == "span" and r["kind"] == "db"]
 
 
 def assert_no_secret(records):

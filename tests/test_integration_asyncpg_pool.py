@@ -13,7 +13,7 @@ asyncpg = pytest.importorskip("asyncpg")
 
 from autoperf import spans, testing  # noqa: E402
 from autoperf.integrations import asyncpg as apg  # noqa: E402
-from tests.test_integration_asyncpg import db_spans, dsn, patch_pg  # noqa: E402,F401
+from conftest import db_spans  # noqa: E402  (the fixtures dsn and patch_pg are in conftest)
 
 pytestmark = pytest.mark.usefixtures("autoperf_pipeline")
 
