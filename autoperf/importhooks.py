@@ -1,16 +1,12 @@
 """Post-import hooks: run a function the moment a module finishes importing.
 
-The idea is wrapt's (``wrapt.importer``): a dict of module name -> hooks behind a lock, a
-meta-path finder that chains the real loader and notifies after ``exec_module``, and a hook for a
-module that is already imported fires at once. We carry our own ~80 lines because importing
-``wrapt`` also imports asyncio and importlib.metadata, which alone costs more than the whole
-start-up budget of ``autoperf run`` (≤ +50 ms over plain python).
-
-Hooks run outside the lock: a hook that imports another hooked module must not deadlock.
-A hook that raises never fails the program's import (the caller's hooks are guarded too).
-A hook registered with ``every_import=True`` also fires each time the module's code runs again:
-``importlib.reload`` and a fresh import after ``del sys.modules[name]`` (discord.py's
-``reload_extension``), so what it did to the old module's objects is done to the new ones.
+wrapt's design (``wrapt.importer``): hooks per module name behind a lock, a meta-path finder that
+chains the real loader and notifies after ``exec_module``, a hook for an imported module fires at
+once, hooks run outside the lock (a hook importing another hooked module must not deadlock). Beyond
+wrapt: a raising hook never fails the import, ``every_import=True`` hooks fire again on reload or a
+fresh import after ``del sys.modules[name]`` (discord.py's ``reload_extension``), and ``failed``
+names hooked modules whose import raised. (Importing wrapt here would also load importlib.metadata
+at start-up: docs/performance.md.)
 """
 from __future__ import annotations
 

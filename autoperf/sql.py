@@ -1,30 +1,11 @@
 """SQL normalisation and fingerprints: what a ``db`` span says about its statement.
 
-``describe(sql)`` returns ``{"statement", "fingerprint", "operation"}``:
-
-- ``statement``: the SQL with comments stripped, whitespace collapsed, every literal value
-  (``'text'``, ``E'te\\'xt'``, ``$$body$$``, ``$tag$body$tag$``, ``B'01'``, ``X'ff'``, numbers)
-  replaced by ``?``, placeholders kept (``$1``, ``%s``, ``:name``, ``?``), lists collapsed
-  (``IN (?, ?, ?)`` and ``IN ($1, $2)`` -> ``IN (?)``, ``ARRAY[?, ?]`` -> ``ARRAY[?]``,
-  ``VALUES (?, ?), (?, ?)`` -> ``VALUES (?, ?)``) and truncated to ``max_length`` characters
-  (``...`` marks a cut). It never contains a parameter or literal value.
-- ``fingerprint``: 16 hex digits, blake2b of the normalised text *before* truncation: the same
-  query shape always has the same fingerprint, whatever its values and formatting.
-- ``operation``: the statement's verb, upper case (``SELECT``, ``INSERT``, ``BEGIN``...); for
-  ``WITH ...`` the verb of the main statement after the CTEs (``WITH x AS (...) DELETE ...`` ->
-  ``DELETE``), ``WITH`` when none is found.
-
-Dialects (``dialect=``): ``postgresql`` (the default, asyncpg's): ``"x"`` is an identifier, a
-backslash ends nothing in a standard string, ``#`` is an operator. ``mysql``: ``"x"`` is a string,
-backslashes escape quotes, ``#`` starts a comment. ``sqlite``: ``"x"`` may be a string (SQLite
-falls back to one), ``#`` removed. ``None`` (unknown: a ``kind: db`` target of an adapter we cannot
-tell) removes whatever any of them could read as a literal: ``"x"`` and ``#…`` are dropped, and
-from a string holding a backslash (its end differs between dialects) the rest is one ``?``.
-A ``kind: db`` target uses its system's dialect (``capture_binding``: the target's ``system``, its
-driver module, or its connection's type).
-
-Results are cached by the raw text in a bounded dict (queries repeat), so a repeated call costs a
-dict lookup and a small copy. Identifier case is kept (``select`` and ``SELECT`` differ).
+``describe(sql, dialect=...)`` returns ``{"statement", "fingerprint", "operation"}``: the statement
+with comments, literals and value lists reduced to ``?`` (placeholders kept; never a parameter or
+literal value), truncated to ``max_length``; a 16-hex blake2b fingerprint of the full normalised
+text (the same query shape, the same fingerprint); the statement's verb (the main one after CTEs).
+Dialects (postgresql, mysql, sqlite, unknown) differ in what quotes, backslashes and ``#`` mean:
+docs/integrations_db_http.md. Results are cached by the raw text (bounded).
 """
 from __future__ import annotations
 

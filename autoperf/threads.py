@@ -1,21 +1,18 @@
 """autoperf's own threads start with the process's asynchronous signals blocked.
 
-The kernel delivers a signal sent to the process (SIGTERM from ``Pool.terminate()``, SIGINT from a
-terminal, SIGCHLD) to any thread that does not block it. Python runs signal handlers only in the main
-thread, and only once that thread runs bytecode again or a blocking call there fails with EINTR. When
-the kernel picked one of our threads, a main thread blocked in a C-level wait never wakes: a pool
-worker waiting in ``sem_wait`` for its next task, with autoperf's SIGTERM handler (which flushes, then
-dies as the default would) installed, ignored ``Pool.terminate()`` and the program hung in
-``pool.join()`` (about 1 run in 100 of tests/test_cli_run.py's fork test). With the signals blocked in
-our threads, delivery goes to the program's own threads, as it would without autoperf.
-
-A fork has the same problem in the child: CPython forgets the signals its C handler caught but the
-child's main thread has not yet handled (``_PySignal_AfterFork``). Without a Python handler a SIGTERM
-that arrives just after the fork kills the child; with autoperf's it was dropped — ``Pool.terminate()``
-right after a worker was forked hung. So :func:`guard_forks` blocks the signals across every fork and
-unblocks them once the child is set up: what came in between is delivered then, and handled.
+The kernel may deliver a process-directed signal (SIGTERM from ``Pool.terminate()``, SIGINT) to any
+thread that does not block it, but Python handles it only when the main thread runs bytecode again:
+one picked by our thread left a main thread blocked in ``sem_wait`` hung. With the signals blocked in
+our threads they reach the program's own threads, as without autoperf. :func:`guard_forks` blocks
+them across every fork, so one arriving just after it is delivered once the child is set up (CPython
+forgets pending signals at fork).
 """
 from __future__ import annotations
+
+# DEV: before the block, about 1 run in 100 of tests/test_cli_run.py's fork test hung in pool.join():
+# a worker waiting in sem_wait for its next task never ran autoperf's SIGTERM handler (flush, then
+# die as the default would). Before guard_forks, Pool.terminate() right after a worker was forked
+# hung too (the SIGTERM that arrived between fork and the child's set-up was dropped).
 
 import signal
 import threading

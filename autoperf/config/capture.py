@@ -6,15 +6,8 @@ Grammar::
     path    := root ( '.' ident | '[' int ']' | '[' quoted-string ']' )*
     root    := ident | 'return' | 'args' '[' int ']' | 'kwargs' '[' quoted-string ']'
 
-``ident`` is an argument name (``self`` included) at the root. Attribute names starting with
-``_`` are refused. ``type(x)`` gives the type's name.
-
-By default evaluating a path runs none of the program's code: an attribute is read from the
-instance ``__dict__``, a slot or a plain class attribute (never a property, another descriptor or
-``__getattr__``), an item only from a list, tuple, str, bytes or dict (``dict.get``: no
-``__missing__``), ``len``/``str`` only where the type's method is built in (a ``str`` of another
-object is ``<TypeName>``). ``evaluate(..., run_code=True)`` (``capture_runs_code: true`` on a
-target) uses plain ``getattr``, ``[]``, ``len`` and ``str`` instead.
+Names starting with ``_`` are refused. By default evaluating runs none of the program's code (no
+property, ``__getattr__``, ``__getitem__``, ``__len__``, ``__str__``): docs/config.md, "capture".
 """
 import re
 import types

@@ -11,29 +11,24 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-from typing import NamedTuple
+from collections import namedtuple
 
 from autoperf import diagnostics
 from autoperf.integrations import base
 
 
-class Wrap(NamedTuple):
-    module: str          # where the owner lives
-    qualname: str        # "Class.attr"; "A|B.attr": the first of A, B the module has
-    factory: str         # a name in the patch module ("rest.wrap_ack": through a submodule)
-    when: str = ""       # an option that must be true for this row (empty: always)
-
-
-class Integration(NamedTuple):
-    name: str
-    code: str            # the patch module, imported only when ``library`` is
-    library: str         # the import that triggers patching
-    dist: str | None     # the distribution whose version ``versions`` is checked against
-    versions: str        # a packaging specifier (">=0.27"); empty: any
-    default: bool        # on unless the config says otherwise
-    wraps: tuple         # Wrap rows; rows absent from a library version are skipped
-    sources: tuple = ()  # (resource-record field, function name in the patch module)
-    sections: tuple = () # config sections handed to it with its options (``options["loop"]``)
+# A row of what an integration wraps: ``module`` (where the owner lives), ``qualname`` ("Class.attr";
+# "A|B.attr": the first of A, B the module has), ``factory`` (a name in the patch module,
+# "rest.wrap_ack" through a submodule), ``when`` (an option that must be true; empty: always).
+Wrap = namedtuple("Wrap", "module qualname factory when", defaults=("",))
+# An integration: ``name``; ``code``, the patch module, imported only when ``library`` (the import
+# that triggers patching) is; ``dist`` and ``versions``, the distribution and a packaging specifier
+# (">=0.27"; empty: any); ``default``, on unless the config says otherwise; ``wraps``, Wrap rows
+# (rows absent from a library version are skipped); ``sources``, (resource-record field, function in
+# the patch module) pairs the sampler reads; ``sections``, config sections handed to it with its
+# options (``options["loop"]``).
+Integration = namedtuple("Integration", "name code library dist versions default wraps sources sections",
+                         defaults=((), ()))
 
 
 _I = "autoperf.integrations."

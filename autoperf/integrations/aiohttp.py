@@ -1,25 +1,12 @@
 """aiohttp client: one ``http`` span per request (``ClientSession._request``, behind get/post/...).
 
-Attributes: ``method``, ``host`` (``name`` or ``name:port`` when not the scheme's default),
-``path`` (no query string, no fragment; segments that look like ids or secrets, and the secret
-parts of known webhook and bot-token URLs, templated: ``/api/webhooks/{id}/{token}``; see
-``autoperf.redact``), ``status``, ``bytes`` (the response's Content-Length when given).
-Never headers, cookies, query strings, userinfo or bodies. Span name: ``"{METHOD} {path template}"``
-(``GET /orders/{id}``, as OpenTelemetry names client spans), so each endpoint is its own row.
-
-The span ends when ``_request`` returns: response status and headers received. Reading the body
-afterwards (``await resp.json()``) is the caller's own time. A 5xx response marks the span
-``status: error``; a raised exception (``ClientConnectorError``, ``TimeoutError``,
-``ClientResponseError`` with ``raise_for_status``) is its ``error``.
-
-Suppression: when the current span is already an ``http`` span — a more specific integration
-(discord.py's REST route span) is timing this request — no generic span is made; the request
-is part of that span. ``suppress()`` (a context manager) turns the generic spans off for a block.
-The same rule and helpers serve the httpx integration.
-
-Trace context: a request with an ``http`` span carries a W3C ``traceparent`` header naming that span
-(its flow's trace, ``autoperf.tracecontext``), unless the program set one itself, the option
-``traceparent: false`` is given, or the host is Discord's (``DISCORD_HOSTS``: its API gains nothing).
+Span name ``"{METHOD} {path template}"`` (``GET /orders/{id}``); attributes ``method``, ``host``,
+templated ``path`` (``autoperf.redact``), ``status``, ``bytes``; never headers, cookies, query
+strings, userinfo or bodies. The span ends when status and headers are in (reading the body is the
+caller's time). No generic span inside a more specific ``http`` span (discord's REST span) or under
+``suppress()``. A request carries a W3C ``traceparent`` naming its span unless the program set one,
+``traceparent: false`` or the host is Discord's. The same helpers serve the httpx integration;
+details: docs/integrations_db_http.md.
 """
 from __future__ import annotations
 

@@ -1,37 +1,12 @@
 """The event loop: lag monitor and blocking detection for every running asyncio loop.
 
-Where loops are found: ``asyncio.events._set_running_loop`` — every ``run_forever`` (so
-``asyncio.run``, ``run_until_complete`` on a loop from ``new_event_loop``, loops in other threads)
-calls it with the loop when it starts and with ``None`` when it stops. uvloop calls the copy it
-took of ``asyncio._set_running_loop`` when it was imported, so that one is wrapped too (uvloop
-imported after the patch — always the case under ``autoperf run`` — is covered; a loop already
-running when ``patch()`` is called in its own thread is picked up at once).
-
-Lag monitor: a timer callback every ``lag_interval_ms`` on each running loop measures how late it
-runs. ``lag_stats()`` (read by the resource sampler) returns avg/p50/p95/max since the last call.
-On a default loop the tick never wakes an idle loop: when it is the only timer the loop would
-sleep for, the selector sleeps on until I/O or the next other timer, and the ticks slept through
-count as lag 0 (a timer due then would have run at once).
-
-Blocking detection (default loops): the loop's selector marks the loop idle while it waits in
-``select()`` and busy from the moment it returns (an instance attribute on that loop's selector:
-one extra call per loop iteration, nothing for other loops). ``Handle._run`` — every callback and
-task step — is wrapped to note the running handle and, when it returns, read the clock once: the
-callback held the loop from the end of the previous step (or the selector's return) until now.
-Per callback that is one attribute lookup on the handle's loop, one clock read and three attribute
-stores; no lock, no dict. A watchdog thread polls the running loops; when one has been busy in
-the same step longer than ``blocking_threshold_ms`` it samples that thread's stack *while it is
-still blocked* (``sys._current_frames()``) and reads the current span from the handle's context
-(the blocked task's flow). When the callback returns, a ``loop_blocked`` record with the measured
-duration is emitted; a callback that never returns is reported by the watchdog (``ongoing: true``)
-after ``max(1 s, 5 x threshold)``. While a loop idles, the watchdog sleeps until its next timer
-(not the lag tick) + threshold, at most 1 s, and the selector rings it on I/O (``loop_watchdog.Watchdog``).
-
-uvloop runs its own Cython handles, so ``Handle._run`` is never called there: blocking is detected
-from the lag monitor's heartbeat instead (the watchdog sees the tick overdue and samples the stack
-during the block; the late tick emits the record, ``duration_ms`` = its lag, a lower bound;
-``detector: lag``). The blocked task's flow cannot be read from outside the loop under uvloop
-(``flow_id`` is null); location and stack are sampled the same way.
+Loops are found through ``_set_running_loop`` (every ``run_forever``; uvloop's copy too). A timer
+per loop measures lag (``lag_stats()``, read by the sampler) without waking an idle loop. On default
+loops ``Handle._run`` notes each callback and reads the clock once when it returns; a watchdog
+thread (``loop_watchdog``) samples the stack of a loop busy past ``blocking_threshold_ms`` while it
+is still blocked, and a ``loop_blocked`` record follows (``ongoing`` for one that never returns).
+Under uvloop blocking is seen from the late lag tick (``detector: lag``). Details and costs:
+docs/integrations_runtime.md, "The event loop".
 """
 from __future__ import annotations
 

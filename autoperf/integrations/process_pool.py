@@ -1,36 +1,11 @@
 """Process pools: one ``job`` span per call, linked to the flow that submitted it.
 
-Covers ``concurrent.futures.ProcessPoolExecutor`` (``submit``, ``map``, ``loop.run_in_executor``)
-and ``multiprocessing.Pool`` (``apply_async``/``apply``, ``map``/``map_async``/``starmap``,
-``imap``/``imap_unordered``). ``patch(module)`` looks at the module it is given: the registry
-entry ``process_pool`` hands it ``concurrent.futures.process``; a second entry for
-``multiprocessing.pool`` (see ``docs/integrations_runtime.md``) uses the same functions.
-
-How a job travels:
-
-* In the parent, the job span starts (detached) at submit time, as a child of the current span.
-  The function is replaced by ``_Job(fn, span.ref())`` — a picklable wrapper.
-* In the worker (fork, spawn or forkserver; with or without ``autoperf run``), unpickling ``_Job``
-  imports this module; the first job starts the worker's pipeline (``lifecycle.ensure_pipeline``,
-  log directory from ``AUTOPERF_LOG_DIR``). While ``fn`` runs, a stand-in span carrying the job
-  span's id is current, so spans made in the worker hang directly under the job span (same
-  ``flow_id``). ``_Job`` returns ``_Outcome(result, start, end, pid, attrs)``; on an exception it
-  attaches the same outcome to the exception (removed again in the parent) and re-raises it with
-  its own frame cut from the traceback.
-* Back in the parent the outcome is unwrapped *before* anyone can see the result: for
-  ``ProcessPoolExecutor`` the future (swapped to a ``Future`` subclass when its work item is made,
-  i.e. before the job is queued) unwraps in ``set_result``/``set_exception``; for
-  ``multiprocessing.Pool`` the result objects' ``_set`` unwrap. The user gets exactly the original
-  result or exception. The job span then gets ``queue_wait_ms`` (submit -> start in the worker),
-  ``run_ms``, ``transfer_ms`` (worker end -> result in the parent), ``worker_pid``; its duration is
-  the total. ``perf_counter_ns`` is CLOCK_MONOTONIC, one clock for all processes on Linux.
-* A broken executor (a worker killed) fails every pending future with ``BrokenProcessPool``
-  through ``set_exception``: each job span is recorded with that error, nothing waits on autoperf.
-* While a job runs, a worker whose SIGTERM has the default action gets autoperf's handler (flush,
-  then die by the signal): a SIGTERM to the whole process group no longer loses the spans the job
-  had recorded. Between jobs the default action is back (``Pool.terminate()`` counts on it while
-  the worker waits for its next task); the switch back blocks SIGTERM around it, so one that came
-  during the job is handled, never dropped. A job stuck in a long C call dies when it returns.
+Two rows of the integration table use this module: ``process_pool`` (ProcessPoolExecutor: submit,
+map, run_in_executor) and ``multiprocessing_pool`` (Pool: apply/map/imap and friends). The parent
+starts the span and sends ``_Job(fn, span.ref())``; the worker runs it under a stand-in span (its
+spans hang under the job) and returns an ``_Outcome`` that the parent unwraps before anyone sees
+the result, so the user gets exactly the original result or exception. While a job runs, a worker's
+default SIGTERM flushes first. How a job travels, step by step: docs/integrations_runtime.md.
 """
 from __future__ import annotations
 

@@ -1,16 +1,10 @@
 """Thread pools: one ``job`` span per call submitted to a ``ThreadPoolExecutor``.
 
-Every way into a thread pool ends in ``ThreadPoolExecutor.submit`` — ``loop.run_in_executor``
-(default executor or a given one), ``asyncio.to_thread`` (which calls ``run_in_executor``) and
-``executor.map`` — so that one method is wrapped and each call is counted exactly once.
-
-The submitter's current span becomes the parent of the job span, which is current in the worker
-thread while the function runs (spans made there hang under it). ``run_in_executor`` does not copy
-contextvars, ``to_thread`` does (it submits ``partial(context.run, func, ...)``): for the latter the
-job runs inside that copied context, so the caller's other context variables stay visible.
-
-The span starts at submit time: ``duration_ms`` is queue wait + run; ``attrs`` hold
-``executor: thread``, ``queue_wait_ms``, ``run_ms``.
+Every way into a thread pool (``run_in_executor``, ``asyncio.to_thread``, ``executor.map``) ends in
+``ThreadPoolExecutor.submit``, the one method wrapped: each call is counted exactly once. The
+submitter's span is the parent; the job span is current in the worker thread while the function
+runs, inside the copied context that ``to_thread`` passes. The span starts at submit: its duration
+is queue wait + run (``attrs``: ``executor: thread``, ``queue_wait_ms``, ``run_ms``).
 """
 from __future__ import annotations
 

@@ -1,26 +1,17 @@
 """Pools: the registry behind ``pool_stats()``, and the waits of ``Pool._acquire`` and
 ``Connection.reset`` (what ``Pool.release`` runs): a ``wait`` span when one took longer than
 ``pool_wait_span_ms``, always counted (``wait_stats()``: count, total and longest per sampler
-interval, in the resource record's ``db_pool``).
-
-Why not a span each: a pooled service makes one acquire and one reset per query batch, nearly all
-a few µs (a free connection) or one quick round-trip (the reset). As spans they were 27 % of the
-ladder bot's records and of the writer's CPU, and said nothing a counter does not; the ones that
-waited for a connection or a slow reset are still spans, under the caller's span.
-
-DEV: the two waits run once each per pooled query batch, so they take the lean path of ``queries._execute_factory``: no Span object, timed
-by hand, one tuple to ``spans.record_finished`` with the caller's span as parent.
-- ``Pool._acquire`` makes nothing current: what the pool runs inside it (connecting, the pool's
-  ``init``/``setup`` callbacks and their queries) hangs under the caller's span, not under the
-  acquire wait (which still times all of it), and a ``loop_blocked`` inside it names the caller's
-  span.
-- ``Connection.reset`` must keep the reset query it runs from being recorded: the one shared
-  ``_RESETTING`` marker (a ``_DbSpan``) is current while it runs, so the ``execute`` wrapper calls
-  straight through. A span started inside a reset (nothing in asyncpg does) would hang under that
-  marker, which is never recorded, and a ``loop_blocked`` inside it names ``db.pool.reset`` but
-  not the caller's flow (the reset runs in ``Pool.release``'s own shielded task: only asyncpg code).
+interval, in the resource record's ``db_pool``). Why not a span each, and the lean path they take:
+docs/integrations_db_http.md ("Pool waits", "Implementation notes").
 """
 from __future__ import annotations
+
+# DEV: the two waits run once each per pooled query batch, so they take the lean path of
+# ``queries._execute_factory``: no Span object, timed by hand, one tuple to ``spans.record_finished``
+# with the caller's span as parent. ``Pool._acquire`` makes nothing current (what the pool runs inside
+# it hangs under the caller's span). ``Connection.reset`` keeps its reset query from being recorded:
+# the shared ``_RESETTING`` marker (a ``_DbSpan``) is current while it runs, so the ``execute`` wrapper
+# calls straight through (the reset runs in ``Pool.release``'s own shielded task: only asyncpg code).
 
 import time
 import weakref

@@ -1,34 +1,17 @@
 """discord.py 2.0–2.7: a flow per interaction, prefix command, event and task-loop iteration.
 
-What is wrapped (its row of the integration table in ``autoperf/integrations/__init__.py``; the
-``discord.ext`` parts are patched when those modules are imported):
-
-- ``Interaction.__init__`` — stamps the local receive time (keyed by interaction id, bounded);
-- ``CommandTree._call`` — one flow per slash command / context menu / autocomplete (the tree
-  swallows command errors: status comes from ``interaction.command_failed`` and the exception given
-  to ``Command._invoke_error_handlers`` / raised by ``ContextMenu._invoke`` / passed to
-  ``commands.Command.dispatch_error``);
-- ``BaseView._scheduled_task`` (``View`` before 2.6) and ``Modal._scheduled_task`` — components and
-  modal submits (errors reach the view's own ``on_error``, which is wrapped on first use per class);
-  ``BaseView._start_listening_from_store`` — a view's timeout task does not inherit the flow (it
-  would keep the finished flow's span alive for the view's whole timeout);
-- ``Client._run_event`` — event handlers (``events`` / ``exclude_events`` options);
-- ``BotBase.invoke`` — prefix commands; ``tasks.Loop.__init__`` — one ``cycle`` per iteration;
-- ``HTTPClient.request`` and ``AsyncWebhookAdapter.request`` — one ``http`` span per REST call with
-  the route template; ``json_or_text`` (bound in ``discord.http`` and ``discord.webhook.async_``)
-  gives each attempt's status; ``Ratelimit.acquire`` / ``Ratelimit.__aexit__`` the bucket sleeps;
-- ``KeepAliveHandler.get_payload`` / ``ack`` — heartbeat send → ACK (``gateway_latency_ms``);
-  ``DiscordWebSocket.identify`` — the shard ids this process runs (``shard_ids`` on every record).
-
+What is wrapped is its row of the integration table (``autoperf/integrations/__init__.py``;
+``discord.ext`` rows when those modules are imported); docs/discord.md says what each covers.
 Modules: ``state`` (options, per-interaction state, a flow's start / end and response times),
-``handlers`` (the flow wrappers), ``rest`` (REST spans, interaction responses, heartbeat),
-``yaml_targets`` (YAML targets on commands, task loops and View buttons).
-
-DEV: every wrapper on the gateway parser path (``Interaction.__init__``) guards its own work: an
-exception escaping a parser ends ``bot.run()``. ``Interaction``, ``Ratelimit`` and
-``InteractionResponse`` use ``__slots__``, so per-interaction state lives in a bounded dict.
+``handlers`` (the flow wrappers), ``rest`` (REST spans, interaction responses, heartbeat, shard
+ids), ``yaml_targets`` (YAML targets on commands, task loops and View buttons). This module holds
+the options and ``setup`` / ``started`` / ``teardown``.
 """
 from __future__ import annotations
+
+# DEV: every wrapper on the gateway parser path (``Interaction.__init__``) guards its own work: an
+# exception escaping a parser ends ``bot.run()``. ``Interaction``, ``Ratelimit`` and
+# ``InteractionResponse`` use ``__slots__``, so per-interaction state lives in a bounded dict.
 
 import threading
 
