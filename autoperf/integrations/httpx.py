@@ -67,6 +67,7 @@ def _sync_factory(original):
     return send
 
 
+# The same steps as _sync_factory's: a coroutine function and a plain one cannot share a body.
 def _async_factory(original):
     async def send(self, request, **kwargs):
         if not should_record():

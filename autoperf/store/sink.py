@@ -19,7 +19,7 @@ import time
 from autoperf import threads
 from autoperf.store import db
 from autoperf.redact import url_dsn
-from autoperf.store.spill import Spilling
+from autoperf.store.spill import Spill
 
 def _is_transient(exc: BaseException, conn) -> bool:
     """True when ``exc`` means "the server is (temporarily) not there" rather than "this data is bad"."""
@@ -40,8 +40,9 @@ def _is_transient(exc: BaseException, conn) -> bool:
     return state[:2] in ("08", "40", "53", "57", "58") or state in ("42P01", "3F000", "55P03")
 
 
-class PostgresSink(Spilling):
-    """Pipeline sink writing records to PostgreSQL (see module docstring and docs/store.md)."""
+class PostgresSink:
+    """Pipeline sink writing records to PostgreSQL (see module docstring and docs/store.md); it holds a
+    :class:`~autoperf.store.spill.Spill` for the records the server cannot take now."""
 
     def __init__(self, dsn: str, log_dir="logs", *, batch_records: int = 10000, flush_interval_ms: float = 1000,
                  max_buffer_records: int = 200000, rollup: bool = True, connect_timeout_s: float = 5.0,
@@ -82,10 +83,7 @@ class PostgresSink(Spilling):
         self._next_connect = 0.0
         self._backoff = 0.25
         self._down_since = None
-        self._spill_path = None
-        self._spill_file = None
-        self._replay: list = []           # [path, offset] of the spill file being replayed
-        self._replay_pending = True       # look for spill files (ours or of dead processes)
+        self.spill = Spill(self.log_dir, self.max_spill_bytes, self.batch_records, self.counters, self._drop)
         self._last_batch = time.monotonic()
         self._rolled_day = None
         self._unreported = [0, None]      # records dropped and not yet reported, since when
@@ -128,8 +126,8 @@ class PostgresSink(Spilling):
         with self._cond:
             self._flush_req = True
             self._cond.notify_all()
-            while self._q or self._in_flight or (self._conn is not None and (self._replay or self._replay_pending
-                                                                                and self._spill_exists())):
+            while self._q or self._in_flight or (self._conn is not None and (self.spill.replaying or self.spill.pending
+                                                                                and self.spill.exists())):
                 left = deadline - time.monotonic()
                 if left <= 0 or not (self._thread and self._thread.is_alive()):
                     return False
@@ -151,7 +149,7 @@ class PostgresSink(Spilling):
                 if rest:
                     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
                     try:
-                        self._spill_to_new_file(os.path.join(self.log_dir, f"pg_spill_{os.getpid()}_{stamp}_close.log"), rest)
+                        self.spill.to_new_file(os.path.join(self.log_dir, f"pg_spill_{os.getpid()}_{stamp}_close.log"), rest)
                         self.counters["spilled"] += len(rest)
                     except Exception:  # noqa: BLE001
                         self._drop(len(rest))
@@ -259,7 +257,7 @@ class PostgresSink(Spilling):
             self.counters["batches"] += 1
         except Exception as exc:  # noqa: BLE001 - server went away: keep the batch on disk
             self._lost(exc)
-            self._spill(recs)
+            self.spill.append(recs)
         finally:
             self.counters.update(acc)
 
@@ -279,7 +277,7 @@ class PostgresSink(Spilling):
                 over = len(self._q) - self.max_buffer // 2
                 spill = [self._q.popleft() for _ in range(over)] if over > 0 else []
             if spill:
-                self._spill(spill)
+                self.spill.append(spill)
             if time.monotonic() > deadline:
                 fut.cancel()
                 self.counters["stalls"] += 1
@@ -289,7 +287,7 @@ class PostgresSink(Spilling):
 
     def _ready(self) -> bool:
         return bool(self._stop or self._flush_req or len(self._q) >= self.batch_records
-                    or (self._conn is not None and (self._replay or self._replay_pending)))
+                    or (self._conn is not None and (self.spill.replaying or self.spill.pending)))
 
     def _run_coro(self, coro):
         return self._wait(asyncio.run_coroutine_threadsafe(coro, self._loop))
@@ -330,7 +328,7 @@ class PostgresSink(Spilling):
                 break
         self._known_days = set()
         self._backoff = 0.25
-        self._replay_pending = True
+        self.spill.pending = True
         if self._down_since is not None:
             self.counters["reconnects"] += 1
             self._down_since = None
@@ -400,7 +398,7 @@ class PostgresSink(Spilling):
                     bad.append(rec)
             if bad:
                 self.counters["rejected"] += len(bad)
-                self._keep_rejected(bad, "PostgreSQL sink: a record it cannot store (e.g. an integer over 64 bits)")
+                self.spill.keep_rejected(bad, "PostgreSQL sink: a record it cannot store (e.g. an integer over 64 bits)")
         self._finish_pending()           # the previous batch ran while this one was converted
         if not rows:
             return
@@ -409,7 +407,7 @@ class PostgresSink(Spilling):
             fut = asyncio.run_coroutine_threadsafe(self._insert_parallel(rows, recs, acc), self._loop)
             self._pending = (fut, recs, acc)
             return
-        self._spill(recs)
+        self.spill.append(recs)
 
     async def _insert_parallel(self, rows, recs, acc):
         """Split a big batch by record id across the open connections and insert the parts concurrently.
@@ -445,23 +443,27 @@ class PostgresSink(Spilling):
                 raise
             if len(rows) == 1:
                 acc["rejected"] += 1
-                self._keep_rejected(recs, f"PostgreSQL refused a record ({type(exc).__name__})")
+                self.spill.keep_rejected(recs, f"PostgreSQL refused a record ({type(exc).__name__})")
                 return
             mid = len(rows) // 2
             await self._insert_bisect(rows[:mid], recs[:mid], acc, conn)
             await self._insert_bisect(rows[mid:], recs[mid:], acc, conn)
+
+    def _insert_replayed(self, rows, recs, acc):
+        """Spill replay's insert: on the primary connection, bisecting like any batch."""
+        self._run_coro(self._insert_bisect(rows, recs, acc, self._conn))
 
     # ------------------------------------------------------------ housekeeping
 
     def _housekeeping(self):
         self._report_losses()
         if self._conn is None:
-            if self._q or self._replay_pending:
+            if self._q or self.spill.pending:
                 self._connect()
             if self._conn is None:
                 return
-        if self._replay or self._replay_pending:
-            self._replay_step()
+        if self.spill.replaying or self.spill.pending:
+            self.spill.replay_step(self._insert_replayed, self._lost)
         if self.rollup_enabled and self._conn is not None:
             self._maybe_rollup()
 
@@ -502,9 +504,7 @@ class PostgresSink(Spilling):
         except Exception:  # noqa: BLE001
             pass
         try:
-            if self._spill_file is not None:
-                self._spill_file.close()
-                self._spill_file = None
+            self.spill.close()
         except Exception:  # noqa: BLE001
             pass
         for conn in [self._conn, *self._extra]:

@@ -1,15 +1,11 @@
 """The PostgreSQL sink's spill files: records kept on disk while the database is away, replayed after.
 
-While the server is unreachable each batch is appended to ``<log_dir>/pg_spill_<pid>_<time>.log``
-(bounded by ``max_spill_mb``: beyond it records are dropped and counted). Once it answers, spill files
-of this process and of processes that are gone are replayed a batch at a time — idempotently, through
-``INSERT … ON CONFLICT DO NOTHING`` (a record maps to the same primary key every time) — and deleted.
-Records the server will never take go to ``pg_rejected_<pid>.log``.
-
-A spill file is replayed only when it is ours: its first line carries an HMAC of its name under a
-random key kept in ``<log_dir>/.pg_spill_key`` (0600, made once). A file dropped into the log
-directory by anyone who cannot read that key (a forged ``pg_spill_<deadpid>_*.log``) is left alone
-and reported once (``store_spill_foreign``).
+While the server is unreachable each batch is appended to ``<log_dir>/pg_spill_<pid>_<time>.log`` (at
+most ``max_spill_mb``, then dropped and counted); once it answers, spill files of this process and of
+processes that are gone are replayed a batch at a time (idempotently, ``ON CONFLICT DO NOTHING``) and
+deleted; records the server will never take go to ``pg_rejected_<pid>.log``. Only files whose first
+line carries the HMAC of their name under the log directory's ``.pg_spill_key`` (0600) are replayed:
+a forged one is left alone and reported (``store_spill_foreign``).
 """
 from __future__ import annotations
 
@@ -25,7 +21,7 @@ import orjson
 from autoperf import pids
 from autoperf.store import db
 
-__all__ = ["Spilling"]
+__all__ = ["Spill"]
 
 _SPILL_OPTS = orjson.OPT_NON_STR_KEYS
 
@@ -63,22 +59,33 @@ def _header(key, path) -> bytes:
     return orjson.dumps({"autoperf_spill": 1, "mac": mac}) + b"\n"
 
 
-class Spilling:
-    """Spill and replay for :class:`~autoperf.store.sink.PostgresSink` (a mixin: it uses the sink's
-    ``log_dir``, ``counters``, ``batch_records``, ``max_spill_bytes``, connection and insert path)."""
+class Spill:
+    """The spill files of one :class:`~autoperf.store.sink.PostgresSink` (it holds one): append while
+    the server is away, replay a batch at a time through the sink's insert once it answers."""
+
+    def __init__(self, log_dir, max_bytes, batch_records, counters, drop):
+        self.log_dir = log_dir
+        self.max_bytes = max_bytes
+        self.batch_records = batch_records
+        self.counters = counters          # the sink's: spilled, replayed, spill_bad_lines
+        self._drop = drop                 # the sink's drop(n): count lost records and report them
+        self.path = None
+        self.file = None                  # the spill file being appended to
+        self.replaying: list = []         # [path, offset] of the spill file being replayed
+        self.pending = True               # look for spill files (ours or of dead processes)
 
     def _write_lines(self, path, recs):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "ab") as f:
             f.write(b"".join(_line(r) for r in recs))
 
-    def _spill_to_new_file(self, path, recs):
+    def to_new_file(self, path, recs):
         """A spill file of its own for ``recs`` (the sink thread is stuck; ``close`` keeps them)."""
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "xb") as f:
             f.write(_header(_spill_key(self.log_dir), path) + b"".join(_line(r) for r in recs))
 
-    def _keep_rejected(self, recs, why):
+    def keep_rejected(self, recs, why):
         """Keep records that will never be stored in pg_rejected_<pid>.log (never silently lost), and say so.
         The caller counts them."""
         try:
@@ -87,28 +94,33 @@ class Spilling:
             pass
         db.report_warning("store_rejected", f"{why}; kept in pg_rejected_*.log")
 
-    def _spill(self, recs):
+    def append(self, recs):
         try:
-            if self._spill_file is None:
+            if self.file is None:
                 os.makedirs(self.log_dir, exist_ok=True)
                 stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-                self._spill_path = os.path.join(self.log_dir, f"pg_spill_{os.getpid()}_{stamp}.log")
-                self._spill_file = open(self._spill_path, "ab")
-                self._spill_file.write(_header(_spill_key(self.log_dir), self._spill_path))
-            if self._spill_file.tell() > self.max_spill_bytes:
+                self.path = os.path.join(self.log_dir, f"pg_spill_{os.getpid()}_{stamp}.log")
+                self.file = open(self.path, "ab")
+                self.file.write(_header(_spill_key(self.log_dir), self.path))
+            if self.file.tell() > self.max_bytes:
                 self._drop(len(recs))
                 db.report_warning("store_spill_full", "PostgreSQL spill file reached max_spill_mb; records dropped")
                 return
-            self._spill_file.write(b"".join(orjson.dumps(r, option=_SPILL_OPTS, default=str) + b"\n" for r in recs))
-            self._spill_file.flush()
+            self.file.write(b"".join(orjson.dumps(r, option=_SPILL_OPTS, default=str) + b"\n" for r in recs))
+            self.file.flush()
             self.counters["spilled"] += len(recs)
-            self._replay_pending = True
+            self.pending = True
         except Exception as exc:  # noqa: BLE001 - disk trouble: the records are lost, say so
             self._drop(len(recs))
             db.report_warning("store_spill_failed", f"cannot write PostgreSQL spill file: {type(exc).__name__}")
 
-    def _spill_exists(self) -> bool:
-        return bool(self._spill_file is not None or self._claimable())
+    def exists(self) -> bool:
+        return bool(self.file is not None or self._claimable())
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
     def _claimable(self) -> list[str]:
         out = []
@@ -135,18 +147,17 @@ class Spilling:
                           f"(no valid header); it is not replayed", path=path)
         return False
 
-    def _replay_step(self):
-        """Replay at most one batch of spilled records; delete a spill file once fully replayed."""
-        if not self._replay:
-            if self._spill_file is not None:  # stop appending to the current spill file; replay it
-                self._spill_file.close()
-                self._spill_file = None
+    def replay_step(self, insert, lost):
+        """Replay at most one batch of spilled records through ``insert(rows, recs, acc)`` (``lost(exc)``
+        when the server is gone again); delete a spill file once fully replayed."""
+        if not self.replaying:
+            self.close()   # stop appending to the current spill file; replay it
             files = self._claimable()
             if not files:
-                self._replay_pending = False
+                self.pending = False
                 return
-            self._replay = [files[0], 0]
-        path, offset = self._replay
+            self.replaying = [files[0], 0]
+        path, offset = self.replaying
         recs, rows = [], []
         try:
             with open(path, "rb") as f:
@@ -166,24 +177,24 @@ class Spilling:
                     except Exception:  # noqa: BLE001
                         self.counters["spill_bad_lines"] += 1
         except FileNotFoundError:
-            self._replay = []
+            self.replaying = []
             return
         if rows:
             acc = collections.Counter()
             try:
                 # mostly records that never reached the server (only the batch in flight at the cut may be
                 # stored already): the fast path, falling back per batch like any other
-                self._run_coro(self._insert_bisect(rows, recs, acc, self._conn))
+                insert(rows, recs, acc)
             except Exception as exc:  # noqa: BLE001 - gone again; resume from the same offset later
-                self._lost(exc)
+                lost(exc)
                 return
             finally:
                 self.counters.update(acc)
             self.counters["replayed"] += len(rows)
-            self._replay[1] = offset
+            self.replaying[1] = offset
         else:
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-            self._replay = []
+            self.replaying = []

@@ -161,6 +161,7 @@ def _acquire_factory(original):
 def _reset_factory(original):
     # Pool.release resets the connection (unlock, close cursors, UNLISTEN, RESET ALL) on the
     # caller's time: one "db.pool.reset" wait span, not a query to tune, cache or count.
+    # (The timing steps repeat _acquire_factory's on purpose: inline, a wait costs no extra call.)
     async def reset(self, *args, **kwargs):
         parent = _get_current()
         token = _set_current(_RESETTING)
