@@ -155,13 +155,6 @@ def _hex16(value) -> str:
 COMPACT_SPAN = ("name", "kind", "attrs", "parent", "site", "span_id", "thread", "task", "start_ns",
                 "duration_ns", "status", "error", "extra")
 
-def span_record(span, settings: Settings) -> dict:
-    """The ``span`` record of one finished span (as ``to_records`` makes it)."""
-    out = []
-    _span_records((span,), settings, out.append)
-    return out[0]
-
-
 def _span_records(spans, settings: Settings, append, retained=None):
     """Append the ``span`` record of each finished span (and ``flow_complete`` after a root flow).
 

@@ -170,11 +170,6 @@ def _agg_kwargs(cfg, slo):
             "thresholds_ms": (float(slo["commands_p95_ms"]), float(slo["commands_p99_ms"]), float(slo["deadline_ms"]))}
 
 
-def _aggregator(cfg, slo):
-    from .aggregate import Aggregator
-    return Aggregator(**_agg_kwargs(cfg, slo))
-
-
 PROCESSES_FROM_BYTES = 256 << 20     # smaller inputs: starting workers and merging costs more than it saves
 
 

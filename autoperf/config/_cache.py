@@ -53,9 +53,10 @@ def _code_stamp():
 def key(text: bytes) -> str:
     digest = blake2b(digest_size=16)
     digest.update(text)
-    from autoperf.integrations import TABLE
+    from .spec import integration_table
 
-    digest.update(f"\0{_VERSION}\0{sys.version}\0{_code_stamp()}\0{TABLE}".encode())
+    table = sorted((integration_table() or {}).values())
+    digest.update(f"\0{_VERSION}\0{sys.version}\0{_code_stamp()}\0{table}".encode())
     return digest.hexdigest()
 
 

@@ -163,10 +163,10 @@ def _validate(path, text):
 
 def _complete(config):
     """Every integration's options in ``data`` (defaults too), so a cached config needs no imports."""
-    from autoperf.integrations import BY_NAME
+    from .spec import integration_table
 
     integrations = dict(config.data.get("integrations") or {})
-    for name in BY_NAME:
+    for name in integration_table() or ():
         if name not in integrations:
             integrations[name] = config.integration(name)
     config.data["integrations"] = integrations

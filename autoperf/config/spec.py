@@ -1,19 +1,17 @@
-"""The schema of autoperf.yaml, built with the DSL (section providers are imported lazily)."""
+"""The schema of autoperf.yaml, built with the DSL from what the features declare (``autoperf.features``;
+their modules are imported lazily)."""
 import importlib
 import re
-import sys
+
+from autoperf import features
 
 from .capture import CaptureError, compile_capture
 from .schema import Any, Bool, Enum, Field, Float, Int, List, Map, Obj, Str, join, mapping_items
 
 LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 KINDS = ("flow", "span", "db", "cycle")
-SECTION_PROVIDERS = {
-    "slo": ("autoperf.analysis.slo", "CONFIG_SCHEMA"),
-    "alerts": ("autoperf.alerts", "CONFIG_SCHEMA"),
-    "store": ("autoperf.store", "CONFIG_SCHEMA"),
-    "export": ("autoperf.export", "CONFIG_SCHEMA"),
-}
+#: section -> (module, attribute) of its schema, as the features declare them (autoperf/features.py)
+SECTION_PROVIDERS = {name: tuple(ref.split(":")) for name, ref in features.SECTIONS.items()}
 _WILD = re.compile(r"[\w*?\[\]!-]+")
 _MODULE_DOC = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 _PART_DOC = r"[A-Za-z0-9_*?\[\]!-]+"
@@ -115,9 +113,9 @@ def integration_options(name, module=None, default=None):
     ``enabled`` defaults to the integration table's ``default`` (True for a name not in it).
     """
     if module is None:
-        entry = getattr(sys.modules.get("autoperf.integrations"), "BY_NAME", {}).get(name)
+        entry = (integration_table() or {}).get(name)
         module, default = (entry.code, entry.default) if entry is not None else (None, default)
-    mod = _module(module or f"autoperf.integrations.{name}") if module or name.isidentifier() else None
+    mod = _module(module) if module else None
     options = getattr(mod, "OPTIONS", None)
     if default is None:
         default = True
@@ -140,8 +138,15 @@ class _Integrations(Map):
         return {k: integration_options(k).validate(v, join(path, k), errors) for k, _, v in mapping_items(node, path, errors)}
 
 
+def integration_table():
+    """The integration table (name -> row) the features declare, or None when it cannot be imported."""
+    module, attr = features.INTEGRATIONS.split(":")
+    table = getattr(_module(module), attr, None)
+    return table if isinstance(table, dict) else None
+
+
 def _integrations():
-    table = getattr(_module("autoperf.integrations"), "BY_NAME", None)
+    table = integration_table()
     doc = "Per-integration options, by integration name; each has `enabled` (default true)."
     if not isinstance(table, dict):
         return Field(_Integrations(), default={}, doc=doc)
