@@ -26,6 +26,10 @@ Under autoperf, ``records per step`` counts what the run wrote, by record type a
 ``stats``/``alerts``/``store``) and ``--no-targets`` runs autoperf.yaml without its targets: together
 they attribute the overhead to components.
 
+``--export prometheus`` compares autoperf with ``export: prometheus:`` on (its /metrics fetched every
+``--scrape-s`` by this process, as Prometheus would) against autoperf without it: the "plain" column
+is then autoperf without export.
+
 ``--inprocess`` measures the discord integration alone, without the noise of two processes: see
 bench_discord_inprocess.py. ``--minimal`` drives a bot with one slash command that answers at once
 instead of the ladder bot: the simulator's worst case relative to the bot it drives.
@@ -45,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import orjson
@@ -162,7 +167,9 @@ def _thread_cpu_s(native_id: int) -> float:
     return 0.0
 
 
-def run_once(mode: str, scenario: dict, launcher: str, work: str, extra=(), bot: str = BOT) -> dict:
+def run_once(mode: str, scenario: dict, launcher: str, work: str, extra=(), bot: str = BOT, scrape=None) -> dict:
+    """``scrape``: (seconds, {mode: port}) — /metrics of that mode's bot is fetched that often (as
+    Prometheus would), so the endpoint's work is in the bot's CPU."""
     ps = None
     end = {}
 
@@ -175,8 +182,13 @@ def run_once(mode: str, scenario: dict, launcher: str, work: str, extra=(), bot:
     gc_out = os.path.join(work, f"gc_{mode}_{scenario['seed']}.json")
     env = dict(os.environ, DISCORD_TOKEN="bench.token.value", AUTOPERF_CONSOLE="0", BENCH_GC_OUT=gc_out)
     cmd = [sys.executable, launcher, handle.base_url, bot]
-    if mode == "autoperf":
+    if isinstance(extra, dict):          # --export: both modes under autoperf, each with its own options
+        cmd = [sys.executable, "-m", "autoperf", "run", "--log-dir", log_dir, *extra[mode], *cmd[1:]]
+    elif mode == "autoperf":
         cmd = [sys.executable, "-m", "autoperf", "run", "--log-dir", log_dir, *extra, *cmd[1:]]
+    stop_scraping = threading.Event()
+    if scrape and mode in scrape[1]:
+        threading.Thread(target=_scraper, args=(scrape[0], scrape[1][mode], stop_scraping), daemon=True).start()
     # The bot's stderr goes to a file: a pipe nobody reads would block it once full.
     with open(os.path.join(work, f"stderr_{mode}.txt"), "w+") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -200,6 +212,7 @@ def run_once(mode: str, scenario: dict, launcher: str, work: str, extra=(), bot:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    stop_scraping.set()
     if report is None or report.error:
         raise RuntimeError(f"{mode}: {report and report.error}")
     results = [r for r in report.results if r.status != "skipped"]
@@ -224,6 +237,40 @@ def _thread_cpu(before: dict, after: dict, main_tid: int, names: dict) -> collec
         if tid != main_tid:
             out[re.sub(r"\d+", "N", names.get(str(tid), "?"))] += cpu - before.get(tid, 0.0)
     return out
+
+
+def _scraper(every_s, port, stop):
+    """What Prometheus does: GET /metrics in OpenMetrics, gzip, every ``every_s``."""
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={
+        "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        "Accept-Encoding": "gzip"})
+    while not stop.wait(every_s):
+        try:
+            urllib.request.urlopen(req, timeout=5).read()
+        except OSError:
+            pass
+
+
+def _export_configs(work: str, keys) -> dict:
+    """autoperf.yaml as it is ("plain" in the table: export off) and with ``export:`` keys on ("autoperf")."""
+    import socket
+    with open(CONFIG) as fh:
+        data = yaml.safe_load(fh)
+    off = os.path.join(work, "autoperf_export_off.yaml")
+    with open(off, "w") as fh:
+        yaml.safe_dump(data, fh)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    export = {}
+    if "prometheus" in keys:
+        export["prometheus"] = {"port": port}
+    data["export"] = export
+    on = os.path.join(work, "autoperf_export_on.yaml")
+    with open(on, "w") as fh:
+        yaml.safe_dump(data, fh)
+    return {"plain": ["--config", off], "autoperf": ["--config", on]}, port
 
 
 def _no_targets_config(work: str) -> str:
@@ -320,6 +367,9 @@ def main(argv=None) -> int:
     ap.add_argument("--inprocess", action="store_true", help="the discord integration alone, in-process")
     ap.add_argument("--options", default="{}", help="--inprocess: discord integration options as JSON")
     ap.add_argument("--minimal", action="store_true", help="a one-command bot that answers at once (not the ladder bot)")
+    ap.add_argument("--export", default="", help="compare autoperf with these export: keys on (comma list: prometheus) "
+                                                 "against autoperf without ('plain' column)")
+    ap.add_argument("--scrape-s", type=float, default=15.0, help="--export prometheus: seconds between scrapes")
     args = ap.parse_args(argv)
     with open(SCENARIO) as fh:
         base = yaml.safe_load(fh)
@@ -342,20 +392,27 @@ def main(argv=None) -> int:
     extra = [x for name in args.disable for x in ("--disable", name)]
     if args.no_targets:
         extra += ["--config", _no_targets_config(work)]
+    scrape = None
+    if args.export:
+        extra, port = _export_configs(work, {k for k in args.export.split(",") if k})
+        if "prometheus" in args.export:
+            scrape = (args.scrape_s, {"autoperf": port})
     results = {"plain": [], "autoperf": []}
     for i in range(args.repeat):
         for mode in (("plain", "autoperf") if i % 2 == 0 else ("autoperf", "plain")):
             scenario = copy.deepcopy(base)
             scenario["seed"] = 1000 + i      # same arrivals for both modes of a round
             gc.collect()
-            res = run_once(mode, scenario, launcher, work, extra, bot)
+            res = run_once(mode, scenario, launcher, work, extra, bot, scrape)
             results[mode].append(res)
             print(f"  round {i + 1} {mode:<8}: {res['steps']} steps, {res['bad']} timeouts/errors, "
                   f"p95 {percentile(res['first_ms'], 95):.1f} ms, CPU {sum(res['cpu'].values()):.2f} s, "
                   f"simulator {res['sim_cpu']:.2f} s, {res['interactions_per_s']:.0f} interactions/s",
                   file=sys.stderr)
     what = " ".join(["autoperf.yaml", *(f"--disable {d}" for d in args.disable)]
-                    + (["--no-targets"] if args.no_targets else []))
+                    + (["--no-targets"] if args.no_targets else [])
+                    + ([f"plain = export off, autoperf = export {args.export} on (scraped every {args.scrape_s:g} s)"]
+                       if args.export else []))
     print_table(f"{'minimal bot, /ping' if args.minimal else 'ladder bot, demo scenario'} at {args.rate:g} flows/s "
                 f"for {args.duration:g} s, "
                 f"{args.repeat} run(s) per mode ({what})", results)
