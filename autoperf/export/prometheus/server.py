@@ -23,6 +23,7 @@ from .tail import LogTail
 
 class _Handler(BaseHTTPRequestHandler):
     endpoint = None      # set on the subclass made per Endpoint
+    timeout = 10         # a client that connects and sends nothing does not keep its thread
 
     def do_GET(self):  # noqa: N802 - http.server's name
         if self.path.split("?", 1)[0] not in ("/metrics", "/"):
