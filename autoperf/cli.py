@@ -178,7 +178,7 @@ def build_parser():
     tail.register(sub)
     schema = sub.add_parser("schema", help="print the JSON Schema of autoperf.yaml")
     schema.set_defaults(handler=cmd_schema)
-    for register in (_register_analysis, _register_store):   # each feature adds its own subcommands
+    for register in (_register_analysis, _register_store, _register_metrics_endpoint):   # each feature adds its own subcommands
         try:
             register(sub)
         except ImportError:
@@ -193,6 +193,11 @@ def _register_analysis(sub):
 
 def _register_store(sub):
     from autoperf.store import cli
+    cli.register(sub)
+
+
+def _register_metrics_endpoint(sub):
+    from autoperf.export.prometheus import cli
     cli.register(sub)
 
 

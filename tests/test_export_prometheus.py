@@ -437,3 +437,33 @@ def test_keys_beyond_max_keys_are_counted_under_other():
     assert other.count == 10 and sum(t.count for t in fold.spans.values()) == 30
     samples = _parsed(render.render(fold).decode(), False)
     assert samples[("autoperf_exporter_overflow_records_total", frozenset())] == 5
+
+
+def test_serve_metrics_sidecar_serves_a_log_directory_until_sigterm(tmp_path):
+    """`autoperf serve-metrics` serves the directory's records from a process of its own and ends on SIGTERM."""
+    import signal
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    port = promserver.free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "autoperf", "serve-metrics", "--log-dir", str(logs), "--port",
+                             str(port)], cwd=tmp_path, env=clean_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
+                time.sleep(0.1)
+        append(logs, metrics_record("cmd", [10.0, 20.0, 30.0], 2, 21))
+        assert _counts(urllib.request.urlopen(url, timeout=5).read().decode()) == {"2": 3}
+        # a second one finds the port taken and says so
+        taken = subprocess.run([sys.executable, "-m", "autoperf", "serve-metrics", "--log-dir", str(logs), "--port",
+                                str(port)], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=30)
+        assert taken.returncode == 1 and "taken" in taken.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
