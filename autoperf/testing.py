@@ -11,21 +11,55 @@ import contextlib
 from autoperf import lifecycle, pipeline, sinks
 
 
+class Recorder:
+    """A live view of the records produced from now on; every read flushes the pipeline first.
+
+    ``all(type)``, ``spans(name)``, ``one_span(name)``, ``warnings(code)``, ``clear()``; ``close()``
+    detaches it (``capture_records`` does both for a block).
+    """
+
+    def __init__(self):
+        lifecycle.ensure_pipeline()
+        pipeline.flush()  # what happened before is not ours
+        self._memory = sinks.Memory()
+        pipeline.add_sink(self._memory)
+
+    def all(self, type=None):
+        pipeline.flush()
+        recs = list(self._memory.records)
+        return recs if type is None else [r for r in recs if r.get("type") == type]
+
+    def spans(self, name=None):
+        return [r for r in self.all("span") if name is None or r["name"] == name]
+
+    def one_span(self, name):
+        found = self.spans(name)
+        assert len(found) == 1, f"expected one span {name!r}, got {len(found)}: {found}"
+        return found[0]
+
+    def warnings(self, code=None):
+        return [r for r in self.all("warning") if code is None or r.get("code") == code]
+
+    def clear(self):
+        pipeline.flush()
+        self._memory.records.clear()
+
+    def close(self):
+        pipeline.flush()
+        pipeline.remove_sink(self._memory)
+
+
 @contextlib.contextmanager
 def capture_records(types=None):
     """Collect every record produced inside the block into a list (processed, in order)."""
-    lifecycle.ensure_pipeline()
-    pipeline.flush()  # what happened before the block is not ours
-    memory = sinks.Memory()
-    pipeline.add_sink(memory)
+    recorder = Recorder()
     records: list = []
     try:
         yield records
     finally:
-        pipeline.flush()
-        pipeline.remove_sink(memory)
+        recorder.close()
         wanted = set(types) if types else None
-        records.extend(r for r in memory.records if wanted is None or r.get("type") in wanted)
+        records.extend(r for r in recorder._memory.records if wanted is None or r.get("type") in wanted)
 
 
 def spans_by_name(records) -> dict:

@@ -46,50 +46,14 @@ def autoperf_pipeline(tmp_path_factory):
     return directory
 
 
-class Records:
-    """The records produced since the fixture started; every read flushes the pipeline first."""
-
-    def __init__(self):
-        from autoperf import bootstrap, pipeline, sinks
-
-        bootstrap.ensure_pipeline()
-        pipeline.flush()  # what earlier tests left in the buffer is not ours
-        self._pipeline = pipeline
-        self._memory = sinks.Memory()
-        pipeline.add_sink(self._memory)
-
-    def all(self, type=None):
-        self._pipeline.flush()
-        recs = list(self._memory.records)
-        return recs if type is None else [r for r in recs if r.get("type") == type]
-
-    def spans(self, name=None):
-        return [r for r in self.all("span") if name is None or r["name"] == name]
-
-    def one_span(self, name):
-        found = self.spans(name)
-        assert len(found) == 1, f"expected one span {name!r}, got {len(found)}: {found}"
-        return found[0]
-
-    def warnings(self, code=None):
-        return [r for r in self.all("warning") if code is None or r.get("code") == code]
-
-    def clear(self):
-        self._pipeline.flush()
-        self._memory.records.clear()
-
-    def close(self):
-        self._pipeline.flush()
-        self._pipeline.remove_sink(self._memory)
-
-
 @pytest.fixture
 def records(autoperf_pipeline):
     """Records produced during the test (``records.all()``, ``.spans(name)``, ``.warnings(code)``)."""
     from autoperf import diagnostics
+    from autoperf.testing import Recorder
 
     diagnostics.reset()  # "reported once" is per test
-    rec = Records()
+    rec = Recorder()
     try:
         yield rec
     finally:
