@@ -208,6 +208,28 @@ class TestDelivery:
             assert _received_ids(rx) == logged and first < logged
         assert not list(run.log_dir.glob("otlp_*.bin"))
 
+    @pytest.mark.slow
+    def test_a_receiver_that_stalls_at_exit_loses_nothing(self, tmp_path):
+        """A receiver that takes a request and never answers: at exit what is still queued goes to a spill file that the next run sends."""
+        port = free_port()
+        head = "log: {max_delay_ms: 50}\n" + TARGET      # records reach the exporter while it waits
+        run = Run(tmp_path, FLOWS, _config(f"http://127.0.0.1:{port}", "    timeout_s: 60\n", head))
+        with Receiver(port) as stalled:
+            stalled.stall_s = 60
+            started = time.monotonic()
+            run.start("1.0")
+            assert time.monotonic() - started < 30          # exit waited ~5 s for the exporter, not 60
+            first = {r["span_id"] for r in run.records("span")}
+            assert list(run.log_dir.glob("otlp_spill_*.bin"))
+            got_first = _received_ids(stalled)
+            stalled._server.socket.close()
+        with Receiver(free_port()) as rx:
+            run.config.write_text(_config(rx.endpoint))
+            run.start("0.2")
+            logged = {r["span_id"] for r in run.records("span")}
+            assert got_first | _received_ids(rx) == logged and first < logged
+        assert not list(run.log_dir.glob("otlp_*.bin"))
+
     def test_retry_after_is_honoured(self, tmp_path):
         """A 429 with Retry-After: 2 holds the next attempt back two seconds and loses nothing."""
         with Receiver() as rx:

@@ -141,6 +141,27 @@ class OtlpSink:
         thread = self._thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout)
+            if thread.is_alive():       # stuck on the receiver: keep what is still queued on disk
+                self._spill_rest()
+
+    def _spill_rest(self):
+        """From the closing thread, into a spill file of its own (the next start sends it)."""
+        from autoperf.export.otlp_spill import Spill
+
+        with self._cond:
+            rest = list(self._q)
+            self._q.clear()
+        if not rest:
+            return
+        spill = Spill(self.log_dir, self.settings["max_spill_bytes"])
+        try:
+            for signal, body, n_records in self._requests(rest):
+                if not spill.append(signal, body):
+                    self.counters["lost_records"] += n_records
+        except Exception as exc:  # noqa: BLE001 - at exit: say it, lose nothing else
+            diagnostics.internal_error("OTLP exporter at exit", exc)
+        finally:
+            spill.close()
 
     def register_mp_finalizer(self, mp_util):
         """multiprocessing children leave through os._exit() after their finalizers: the pipeline's
@@ -200,20 +221,24 @@ class OtlpSink:
         self._shutdown()
 
     def _export(self, batch):
+        for signal, body, n_records in self._requests(batch):
+            self._deliver(signal, body, n_records)
+
+    def _requests(self, batch):
+        """``(signal, encoded request, records in it)`` for a batch: traces, then metrics."""
         s = self.settings
         if s["traces_url"]:
             from autoperf.export import otlp_encode
             request = otlp_encode.traces_request(batch, s["resource"])
             if request is not None:
-                self._deliver(b"T", self._encode(request), sum(1 for r in batch if r.get("type") == "span"))
+                yield b"T", self._encode(request), sum(1 for r in batch if r.get("type") == "span")
         if s["metrics_url"]:
             if self._metrics is None:
                 from autoperf.export.otlp_metrics import MetricsEncoder
                 self._metrics = MetricsEncoder(s["temporality"], s["resource"])
             request = self._metrics.request(batch)
             if request is not None:
-                self._deliver(b"M", self._encode(request),
-                              sum(1 for r in batch if r.get("type") in ("metrics", "resource")))
+                yield b"M", self._encode(request), sum(1 for r in batch if r.get("type") in ("metrics", "resource"))
 
     def _encode(self, message) -> bytes:
         """Protobuf or OTLP/JSON bytes of a request (a message, or traces already as protobuf bytes)."""

@@ -61,6 +61,26 @@ def encode_metrics(keys, intervals=3):
         gzip.compress(enc.request(recs).SerializeToString(), compresslevel=5)
 
 
+def hot_path(what, n):
+    """What the program's own thread pays: a traceparent header value, a log record in and out of a flow."""
+    import logging
+
+    from autoperf import spans
+    from autoperf.integrations import log_context
+    from autoperf.integrations.aiohttp import traceparent_for
+    log_context.setup(None, {})
+    make = logging.getLogRecordFactory()
+    s = spans.start("f", "flow")
+    if what == "traceparent":
+        for _ in range(n):
+            traceparent_for(s, "api.example.org")
+        return
+    if what == "logrec_out":
+        s.finish()
+    for _ in range(n):
+        make("a", 20, "p", 1, "m", None, None)
+
+
 def timed(fn, *args):
     fn(*args[:1] and (min(args[0], 200),) + args[1:])     # warm caches and imports
     t0 = time.thread_time()
@@ -124,17 +144,30 @@ def main():
     parser.add_argument("--spans", type=int, default=20000)
     parser.add_argument("--keys", type=int, default=200)
     parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--hot-only", action="store_true", help="only the callgrind figures of the hot path")
     parser.add_argument("--_inner", nargs=2)
     args = parser.parse_args()
     if args._inner:
         what, size = args._inner[0], int(args._inner[1])
         import autoperf.export.otlp_encode, autoperf.export.otlp_metrics  # noqa: F401,E401 - imports cancel out
-        if what == "spans":
+        if what in ("traceparent", "logrec_in", "logrec_out", "logrec_plain"):
+            if what == "logrec_plain":
+                import logging
+                for _ in range(size):
+                    logging.LogRecord("a", 20, "p", 1, "m", None, None)
+            else:
+                hot_path(what, size)
+        elif what == "spans":
             make_records(10)
             encode_spans(size)
         else:
             _METRICS[size] = metrics_records(size)
             encode_metrics(size)
+        return
+    if args.hot_only:
+        for what in ("traceparent", "logrec_plain", "logrec_out", "logrec_in"):
+            per = (callgrind(what, 30000) - callgrind(what, 10000)) / 20000
+            print(f"| callgrind: instructions per call, {what} | {per:,.0f} |")
         return
     enc = timed(encode_spans, args.spans) / args.spans
     metrics_records(10)
@@ -152,6 +185,9 @@ def main():
         per_key = (callgrind("metrics", 300) - callgrind("metrics", 100)) / (200 * 3)
         print(f"| callgrind: instructions per exported span | {per_span:,.0f} |")
         print(f"| callgrind: instructions per metrics record | {per_key:,.0f} |")
+        for what in ("traceparent", "logrec_plain", "logrec_out", "logrec_in"):
+            per = (callgrind(what, 30000) - callgrind(what, 10000)) / 20000
+            print(f"| callgrind: instructions per call, {what} | {per:,.0f} |")
 
 
 if __name__ == "__main__":
