@@ -8,6 +8,7 @@ pytest.importorskip("httpx")
 
 from autoperf import tracecontext  # noqa: E402
 from autoperf.integrations.aiohttp import traceparent_for  # noqa: E402
+from tests.otlp_receiver import attributes  # noqa: E402
 from tests.runs import Run  # noqa: E402
 
 PROGRAM = """
@@ -155,6 +156,10 @@ class TestServerFlows:
         for s in own:
             caller = spans[s.parent_span_id.hex()]       # the client span, exported by the same process
             assert caller.kind == 3 and caller.trace_id == s.trace_id
+            a = attributes(caller)
+            assert a["server.address"] == "127.0.0.1" and isinstance(a["server.port"], int) and "host" not in a
+            assert a["http.request.method"] == "GET" and a["url.template"].startswith("/users/")
+            assert a["http.response.status_code"] == 200
 
 
 class TestLogCorrelation:
