@@ -21,10 +21,20 @@ import urllib.parse
 
 from autoperf import diagnostics, threads
 
-_TYPES = frozenset(("span", "flow_complete", "metrics", "resource"))
+_TYPES = frozenset(("span", "metrics", "resource"))
+
+
+def _wanted(rec) -> bool:
+    """Spans, metrics, resource samples, and the flow_complete of a written flow with manual
+    checkpoints (its span's events); an unretained flow's flow_complete costs one lookup here."""
+    kind = rec.get("type")
+    if kind in _TYPES:
+        return True
+    if kind != "flow_complete" or rec.get("retained", True) is None:
+        return False
+    return any(entry.get("kind") == "checkpoint" for entry in rec.get("checkpoints") or ())
 _RETRYABLE = frozenset((429, 502, 503, 504))
 _RETRY_AFTER_CAP_S = 300.0
-EXIT_WAIT_S = 3.0      # at exit, a receiver's pause up to this long is waited out
 _SIGNALS = {b"T": "traces", b"M": "metrics"}
 _CONTENT = {"protobuf": "application/x-protobuf", "json": "application/json"}
 
@@ -93,6 +103,7 @@ class OtlpSink:
         self._conns: dict = {}
         self._metrics = None
         self._lost = [0, None]           # records lost and not yet reported, since when
+        self._sending = None             # (signal, body, records) of the request in flight
         self._last_send = time.monotonic()
 
     # ------------------------------------------------------------ pipeline interface
@@ -105,7 +116,7 @@ class OtlpSink:
         """Queue the records OTLP carries; never blocks, never raises."""
         if os.getpid() != self._pid:
             self.after_fork()
-        keep = [r for r in records if r.get("type") in _TYPES]
+        keep = [r for r in records if _wanted(r)]
         if not keep:
             return
         with self._cond:
@@ -133,14 +144,14 @@ class OtlpSink:
                 self._cond.wait(min(left, 0.05))
         return True
 
-    def close(self, timeout: float = 5.0):
-        """Send (or spill) what is queued and stop the thread."""
+    def close(self, timeout: float | None = None):
+        """Send (or spill) what is queued and stop the thread (waiting at most ``exit_timeout_s``)."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
         thread = self._thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout)
+            thread.join(self.settings["exit_timeout_s"] if timeout is None else timeout)
             if thread.is_alive():       # stuck on the receiver: keep what is still queued on disk
                 self._spill_rest()
 
@@ -151,11 +162,13 @@ class OtlpSink:
         with self._cond:
             rest = list(self._q)
             self._q.clear()
-        if not rest:
+        sending, self._sending = self._sending, None
+        if not rest and sending is None:
             return
         spill = Spill(self.log_dir, self.settings["max_spill_bytes"])
         try:
-            for signal, body, n_records in self._requests(rest):
+            # the request in flight too: the receiver may never have it (or have it twice)
+            for signal, body, n_records in ([sending] if sending else []) + list(self._requests(rest)):
                 if not spill.append(signal, body):
                     self.counters["lost_records"] += n_records
         except Exception as exc:  # noqa: BLE001 - at exit: say it, lose nothing else
@@ -170,8 +183,8 @@ class OtlpSink:
         mp_util.register_after_fork(self, lambda sink: mp_util.Finalize(None, sink._at_exit, exitpriority=-101))
 
     def _at_exit(self):
-        if os.getpid() == self._pid:
-            self.sync(min(5.0, self.settings["timeout_s"]))
+        if os.getpid() == self._pid and not self.sync(self.settings["exit_timeout_s"]):
+            self._spill_rest()
 
     def after_fork(self):
         # A forked child exports its own records through its own thread and spill file.
@@ -252,7 +265,9 @@ class OtlpSink:
         if self._spill.pending() or self._down:
             self._keep(signal, body, n_records)
             return
+        self._sending = (signal, body, n_records)
         outcome = self._post(signal, body)
+        self._sending = None
         if outcome == "retry":
             self._keep(signal, body, n_records)
         elif outcome == "rejected":
@@ -272,7 +287,7 @@ class OtlpSink:
             # leaving while it is away: wait for a pause that ends soon (a Retry-After), else the
             # spill waits for the next start on this log directory
             pause = self._next_attempt - time.monotonic()
-            if pause > EXIT_WAIT_S:
+            if pause > self.settings["exit_timeout_s"] - 1.0:
                 return
             time.sleep(max(pause, 0.0))
         sent = 0
