@@ -124,9 +124,10 @@ class OtlpSink:
             if len(keep) > room:
                 self._count_lost(len(keep) - max(room, 0))
                 keep = keep[:max(room, 0)]
+            idle = not self._q
             self._q.extend(keep)
-            if len(self._q) >= self.settings["batch_records"]:
-                self._cond.notify_all()
+            if idle or len(self._q) >= self.settings["batch_records"]:
+                self._cond.notify_all()     # the first record starts the flush interval
 
     def flush(self):
         pass   # the thread sends every flush_interval_ms; sync() waits for it
@@ -206,9 +207,17 @@ class OtlpSink:
         while True:
             with self._cond:
                 while not (self._stop or self._flush_req or len(self._q) >= batch_n):
-                    wait = self._last_send + interval - time.monotonic()
-                    if self._spill.pending():
-                        wait = min(wait, max(self._next_attempt - time.monotonic(), 0.05))
+                    spill = self._spill.pending()
+                    if not self._q and not spill:
+                        self._cond.wait()      # idle: no wake-ups until a record comes (write rings)
+                        continue
+                    now = time.monotonic()
+                    retry = max(self._next_attempt - now, 0.05) if spill else None   # the next replay
+                    if self._q:
+                        wait = self._last_send + interval - now
+                        wait = wait if retry is None else min(wait, retry)
+                    else:
+                        wait = retry
                     if wait <= 0 or not self._cond.wait(wait):
                         break
                 batch = [self._q.popleft() for _ in range(min(len(self._q), batch_n))]
