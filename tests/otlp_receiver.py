@@ -32,6 +32,7 @@ class Receiver:
         self.requests = []          # (monotonic time, path, decoded message, headers)
         self.answers = []           # (status, headers) to give before answering 200
         self.refused = []           # (monotonic time, status) of the answers that were not 200
+        self.stall_s = 0.0          # keep each request this long before answering (after recording it)
         self.lock = threading.Lock()
         self._server = None
 
@@ -72,6 +73,8 @@ class Receiver:
                     msg.ParseFromString(body)
                 with receiver.lock:
                     receiver.requests.append((time.monotonic(), self.path, msg, dict(self.headers)))
+                if receiver.stall_s:
+                    time.sleep(receiver.stall_s)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")

@@ -8,6 +8,7 @@ pytest.importorskip("httpx")
 
 from autoperf import tracecontext  # noqa: E402
 from autoperf.integrations.aiohttp import traceparent_for  # noqa: E402
+from tests.otlp_receiver import attributes  # noqa: E402
 from tests.runs import Run  # noqa: E402
 
 PROGRAM = """
@@ -155,6 +156,10 @@ class TestServerFlows:
         for s in own:
             caller = spans[s.parent_span_id.hex()]       # the client span, exported by the same process
             assert caller.kind == 3 and caller.trace_id == s.trace_id
+            a = attributes(caller)
+            assert a["server.address"] == "127.0.0.1" and isinstance(a["server.port"], int) and "host" not in a
+            assert a["http.request.method"] == "GET" and a["url.template"].startswith("/users/")
+            assert a["http.response.status_code"] == 200
 
 
 class TestLogCorrelation:
@@ -169,3 +174,64 @@ class TestLogCorrelation:
         served = {r["attrs"].get("trace_id"): r for r in _spans(run) if r["name"] == "GET /users/{id}"}
         flow = served["ab" * 16]
         assert by_message["serving u-772"] == ["ab" * 16, flow["span_id"], "GET"]
+
+
+ASGI_PROGRAM = """
+    import asyncio
+    import httpx, uvicorn
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
+
+    async def user(request):
+        return JSONResponse({"id": request.path_params["user_id"]})
+
+    async def boom(request):
+        raise RuntimeError("handler failed")
+
+    async def missing(request):
+        raise HTTPException(status_code=404)
+
+    inner = Starlette(routes=[Route("/items/{user_id}", user)])
+    app = Starlette(routes=[Route("/users/{user_id}", user), Route("/boom", boom), Route("/gone", missing),
+                            Mount("/v2", app=inner)])
+
+    async def main():
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="off"))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(base + "/users/u-881", headers={"traceparent": "00-" + "ef" * 16 + "-" + "12" * 8 + "-01"})).status_code == 200
+            assert (await client.get(base + "/boom")).status_code == 500
+            assert (await client.get(base + "/gone")).status_code == 404
+            assert (await client.get(base + "/v2/items/u-882")).status_code == 200
+            assert (await client.get(base + "/nowhere")).status_code == 404
+        server.should_exit = True
+        await task
+
+    asyncio.run(main())
+"""
+
+
+class TestAsgi:
+    def test_starlette_requests_become_flows(self, tmp_path):
+        """Starlette (uvicorn) requests are flows named by route template with status, a mounted app's request is one flow, traceparent honoured."""
+        pytest.importorskip("starlette")
+        pytest.importorskip("uvicorn")
+        run = Run(tmp_path, ASGI_PROGRAM, "log: {console: false}\n")
+        run.start()
+        flows = [r for r in _spans(run) if r["kind"] == "flow" and r["attrs"].get("server") == "asgi"]
+        by_name = {r["name"]: r for r in flows}
+        assert sorted(by_name) == ["GET", "GET /boom", "GET /gone", "GET /items/{user_id}", "GET /users/{user_id}"]
+        assert len(flows) == 5          # the mounted app's request is not a second flow
+        user = by_name["GET /users/{user_id}"]
+        assert user["attrs"]["status"] == 200 and user["attrs"]["trace_id"] == "ef" * 16
+        assert user["attrs"]["parent_span_id"] == "12" * 8 and "u-881" not in str(user)
+        boom = by_name["GET /boom"]
+        assert boom["status"] == "error" and boom["error"] == "RuntimeError" and boom["attrs"]["status"] == 500
+        assert by_name["GET /gone"]["status"] == "success" and by_name["GET /gone"]["attrs"]["status"] == 404
+        assert by_name["GET"]["attrs"]["status"] == 404

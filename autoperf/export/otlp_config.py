@@ -39,6 +39,8 @@ CONFIG_SCHEMA = Obj({
                                doc="Records held in memory for the exporter; beyond that they are dropped and counted."),
     "retry_max_s": Field(Float(min=0.1, max=3600), default=30.0, doc="Longest pause between attempts while the "
                          "receiver is away (Retry-After of a 429/503 is honoured up to 300 s)."),
+    "exit_timeout_s": Field(Float(min=0, max=300), default=5.0, doc="Longest the program's exit (and a pool "
+                            "worker's) waits for the exporter to send what is queued; the rest is spilled."),
     "max_spill_mb": Field(Float(min=1), default=256, doc="Largest spill file (requests kept on disk while the "
                           "receiver is unreachable, sent in order once it answers)."),
 }, doc="OTLP/HTTP export of traces and metrics (docs/export.md).")
@@ -114,5 +116,6 @@ def resolve(section: dict | None, data: dict | None = None, environ=None) -> dic
         "flush_interval_s": float(s.get("flush_interval_ms") or 1000.0) / 1000.0,
         "max_queue_records": int(s.get("max_queue_records") or 50000),
         "retry_max_s": float(s.get("retry_max_s") or 30.0),
+        "exit_timeout_s": 5.0 if s.get("exit_timeout_s") is None else float(s["exit_timeout_s"]),
         "max_spill_bytes": int(float(s.get("max_spill_mb") or 256) * 1024 * 1024),
     }

@@ -20,6 +20,7 @@ _DB = {"system": "db.system.name", "statement": "db.query.text", "operation": "d
        "batch": "db.operation.batch.size", "fingerprint": "autoperf.db.fingerprint"}
 _HTTP = {"method": "http.request.method", "path": "url.template", "route": "url.template",
          "status": "http.response.status_code", "bytes": "http.response.body.size"}
+_CONSUMED = frozenset(("server", "trace_id", "parent_span_id"))   # said by the span's kind, ids and parent
 _SERVER = {"method": "http.request.method", "route": "http.route", "status": "http.response.status_code"}
 
 
@@ -82,7 +83,7 @@ def name_and_attributes(rec) -> tuple[str, dict]:
     else:
         table = {}
     for key, value in attrs.items():
-        if value is None or key in ("server", "trace_id", "parent_span_id"):
+        if value is None or key in _CONSUMED or (kind == "http" and key == "host"):
             continue
         out[table.get(key, key)] = value
     if kind == "http" and attrs.get("system") == "discord":

@@ -21,10 +21,20 @@ import urllib.parse
 
 from autoperf import diagnostics, threads
 
-_TYPES = frozenset(("span", "flow_complete", "metrics", "resource"))
+_TYPES = frozenset(("span", "metrics", "resource"))
+
+
+def _wanted(rec) -> bool:
+    """Spans, metrics, resource samples, and the flow_complete of a written flow with manual
+    checkpoints (its span's events); an unretained flow's flow_complete costs one lookup here."""
+    kind = rec.get("type")
+    if kind in _TYPES:
+        return True
+    if kind != "flow_complete" or rec.get("retained", True) is None:
+        return False
+    return any(entry.get("kind") == "checkpoint" for entry in rec.get("checkpoints") or ())
 _RETRYABLE = frozenset((429, 502, 503, 504))
 _RETRY_AFTER_CAP_S = 300.0
-EXIT_WAIT_S = 3.0      # at exit, a receiver's pause up to this long is waited out
 _SIGNALS = {b"T": "traces", b"M": "metrics"}
 _CONTENT = {"protobuf": "application/x-protobuf", "json": "application/json"}
 
@@ -93,6 +103,7 @@ class OtlpSink:
         self._conns: dict = {}
         self._metrics = None
         self._lost = [0, None]           # records lost and not yet reported, since when
+        self._sending = None             # (signal, body, records) of the request in flight
         self._last_send = time.monotonic()
 
     # ------------------------------------------------------------ pipeline interface
@@ -105,7 +116,7 @@ class OtlpSink:
         """Queue the records OTLP carries; never blocks, never raises."""
         if os.getpid() != self._pid:
             self.after_fork()
-        keep = [r for r in records if r.get("type") in _TYPES]
+        keep = [r for r in records if _wanted(r)]
         if not keep:
             return
         with self._cond:
@@ -113,9 +124,10 @@ class OtlpSink:
             if len(keep) > room:
                 self._count_lost(len(keep) - max(room, 0))
                 keep = keep[:max(room, 0)]
+            idle = not self._q
             self._q.extend(keep)
-            if len(self._q) >= self.settings["batch_records"]:
-                self._cond.notify_all()
+            if idle or len(self._q) >= self.settings["batch_records"]:
+                self._cond.notify_all()     # the first record starts the flush interval
 
     def flush(self):
         pass   # the thread sends every flush_interval_ms; sync() waits for it
@@ -133,14 +145,37 @@ class OtlpSink:
                 self._cond.wait(min(left, 0.05))
         return True
 
-    def close(self, timeout: float = 5.0):
-        """Send (or spill) what is queued and stop the thread."""
+    def close(self, timeout: float | None = None):
+        """Send (or spill) what is queued and stop the thread (waiting at most ``exit_timeout_s``)."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
         thread = self._thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout)
+            thread.join(self.settings["exit_timeout_s"] if timeout is None else timeout)
+            if thread.is_alive():       # stuck on the receiver: keep what is still queued on disk
+                self._spill_rest()
+
+    def _spill_rest(self):
+        """From the closing thread, into a spill file of its own (the next start sends it)."""
+        from autoperf.export.otlp_spill import Spill
+
+        with self._cond:
+            rest = list(self._q)
+            self._q.clear()
+        sending, self._sending = self._sending, None
+        if not rest and sending is None:
+            return
+        spill = Spill(self.log_dir, self.settings["max_spill_bytes"])
+        try:
+            # the request in flight too: the receiver may never have it (or have it twice)
+            for signal, body, n_records in ([sending] if sending else []) + list(self._requests(rest)):
+                if not spill.append(signal, body):
+                    self.counters["lost_records"] += n_records
+        except Exception as exc:  # noqa: BLE001 - at exit: say it, lose nothing else
+            diagnostics.internal_error("OTLP exporter at exit", exc)
+        finally:
+            spill.close()
 
     def register_mp_finalizer(self, mp_util):
         """multiprocessing children leave through os._exit() after their finalizers: the pipeline's
@@ -149,8 +184,8 @@ class OtlpSink:
         mp_util.register_after_fork(self, lambda sink: mp_util.Finalize(None, sink._at_exit, exitpriority=-101))
 
     def _at_exit(self):
-        if os.getpid() == self._pid:
-            self.sync(min(5.0, self.settings["timeout_s"]))
+        if os.getpid() == self._pid and not self.sync(self.settings["exit_timeout_s"]):
+            self._spill_rest()
 
     def after_fork(self):
         # A forked child exports its own records through its own thread and spill file.
@@ -172,9 +207,17 @@ class OtlpSink:
         while True:
             with self._cond:
                 while not (self._stop or self._flush_req or len(self._q) >= batch_n):
-                    wait = self._last_send + interval - time.monotonic()
-                    if self._spill.pending():
-                        wait = min(wait, max(self._next_attempt - time.monotonic(), 0.05))
+                    spill = self._spill.pending()
+                    if not self._q and not spill:
+                        self._cond.wait()      # idle: no wake-ups until a record comes (write rings)
+                        continue
+                    now = time.monotonic()
+                    retry = max(self._next_attempt - now, 0.05) if spill else None   # the next replay
+                    if self._q:
+                        wait = self._last_send + interval - now
+                        wait = wait if retry is None else min(wait, retry)
+                    else:
+                        wait = retry
                     if wait <= 0 or not self._cond.wait(wait):
                         break
                 batch = [self._q.popleft() for _ in range(min(len(self._q), batch_n))]
@@ -200,20 +243,24 @@ class OtlpSink:
         self._shutdown()
 
     def _export(self, batch):
+        for signal, body, n_records in self._requests(batch):
+            self._deliver(signal, body, n_records)
+
+    def _requests(self, batch):
+        """``(signal, encoded request, records in it)`` for a batch: traces, then metrics."""
         s = self.settings
         if s["traces_url"]:
             from autoperf.export import otlp_encode
             request = otlp_encode.traces_request(batch, s["resource"])
             if request is not None:
-                self._deliver(b"T", self._encode(request), sum(1 for r in batch if r.get("type") == "span"))
+                yield b"T", self._encode(request), sum(1 for r in batch if r.get("type") == "span")
         if s["metrics_url"]:
             if self._metrics is None:
                 from autoperf.export.otlp_metrics import MetricsEncoder
                 self._metrics = MetricsEncoder(s["temporality"], s["resource"])
             request = self._metrics.request(batch)
             if request is not None:
-                self._deliver(b"M", self._encode(request),
-                              sum(1 for r in batch if r.get("type") in ("metrics", "resource")))
+                yield b"M", self._encode(request), sum(1 for r in batch if r.get("type") in ("metrics", "resource"))
 
     def _encode(self, message) -> bytes:
         """Protobuf or OTLP/JSON bytes of a request (a message, or traces already as protobuf bytes)."""
@@ -227,7 +274,9 @@ class OtlpSink:
         if self._spill.pending() or self._down:
             self._keep(signal, body, n_records)
             return
+        self._sending = (signal, body, n_records)
         outcome = self._post(signal, body)
+        self._sending = None
         if outcome == "retry":
             self._keep(signal, body, n_records)
         elif outcome == "rejected":
@@ -247,7 +296,7 @@ class OtlpSink:
             # leaving while it is away: wait for a pause that ends soon (a Retry-After), else the
             # spill waits for the next start on this log directory
             pause = self._next_attempt - time.monotonic()
-            if pause > EXIT_WAIT_S:
+            if pause > self.settings["exit_timeout_s"] - 1.0:
                 return
             time.sleep(max(pause, 0.0))
         sent = 0

@@ -116,6 +116,9 @@ TABLE = (
     Integration("aiohttp_web", _I + "aiohttp_web", "aiohttp.web", "aiohttp", ">=3.8", True, (
         Wrap("aiohttp.web_app", "Application._handle", "_handle_factory"),
     )),
+    Integration("starlette", _I + "asgi", "starlette.applications", "starlette", ">=0.20", True, (
+        Wrap("starlette.applications", "Starlette.__call__", "_call_factory"),
+    )),
     # "logging" is imported by autoperf itself: the log-record factory is set at install (setup)
     Integration("logging", _I + "log_context", "logging", None, "", True, ()),
     Integration("discord", _I + "discord", "discord", "discord.py", ">=2.0", True, _DISCORD,

@@ -32,12 +32,23 @@ DISCORD_HOSTS = ("discord.com", "discordapp.com", "discord.gg", "discordapp.net"
 _options = {"traceparent": True}
 
 
+_to_discord: dict = {}   # host -> is it Discord's (hosts are few; bounded anyway)
+
+
+def _is_discord(host) -> bool:
+    hit = _to_discord.get(host)
+    if hit is None:
+        name = (host or "").lower().rstrip(".")
+        hit = any(name == d or name.endswith("." + d) for d in DISCORD_HOSTS)
+        if len(_to_discord) < 1024:
+            _to_discord[host] = hit
+    return hit
+
+
 def traceparent_for(s, host) -> str | None:
     """The ``traceparent`` value for a request to ``host`` timed by ``s``, or None (Discord)."""
-    host = (host or "").lower().rstrip(".")
-    for name in DISCORD_HOSTS:
-        if host == name or host.endswith("." + name):
-            return None
+    if _is_discord(host):
+        return None
     return tracecontext.traceparent_of(s)
 
 

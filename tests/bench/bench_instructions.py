@@ -10,7 +10,8 @@ the figure to decide on (issue 14). Variants: bare calls; ``wrapt.FunctionWrappe
 autoperf (``autoperf run``, the 4 functions as YAML targets, sampler off) unretained (default
 retention, sample rate 0; also with ``export: prometheus:`` serving /metrics) and retained
 (``retain: {all: true}``); OpenTelemetry SDK
-(BatchSpanProcessor, an exporter that discards); ddtrace (``ddtrace.tracer.trace``, writer off).
+(BatchSpanProcessor, an exporter that discards); ddtrace (``ddtrace.tracer.trace``, writer off);
+autoperf with OTLP export on (to a refusing port: requests encoded and spilled, not sent).
 A variant whose library is missing is skipped with a message.
 """
 from __future__ import annotations
@@ -59,6 +60,11 @@ flow = wrapt.FunctionWrapper(flow, _through)
                                        "retain: {all: false, sample_rate: 0}\nexport: {prometheus: {port: PORT}}\n"),
     "autoperf_default_retention": ("autoperf", FUNCS + LOOP, "retain: {all: false}\n"),
     "autoperf_retained": ("autoperf", FUNCS + LOOP, "retain: {all: true}\n"),
+    # OTLP export to a port that refuses (nothing else runs under valgrind): encoded requests are spilled
+    "autoperf_unretained_otlp": ("autoperf", FUNCS + LOOP, "retain: {all: false, sample_rate: 0}\n"
+                                 "export: {otlp: {endpoint: 'http://127.0.0.1:9', retry_max_s: 3600}}\n"),
+    "autoperf_retained_otlp": ("autoperf", FUNCS + LOOP, "retain: {all: true}\n"
+                               "export: {otlp: {endpoint: 'http://127.0.0.1:9', retry_max_s: 3600}}\n"),
     "opentelemetry": ("python", """
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider

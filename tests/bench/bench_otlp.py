@@ -41,12 +41,13 @@ def metrics_records(keys, start="2025-01-20T00:00:00.000Z", end="2025-01-20T00:0
     return out
 
 
-def encode_spans(n):
+def encode_spans(n, passes=1):
     from autoperf.export import otlp_encode
     recs = make_records(n)
-    for i in range(0, n, 2000):
-        body = otlp_encode.traces_request(recs[i:i + 2000], {})
-        gzip.compress(body, compresslevel=5)
+    for _ in range(passes):
+        for i in range(0, n, 2000):
+            body = otlp_encode.traces_request(recs[i:i + 2000], {})
+            gzip.compress(body, compresslevel=5)
 
 
 _METRICS = {}
@@ -59,6 +60,26 @@ def encode_metrics(keys, intervals=3):
     enc = MetricsEncoder()
     for _ in range(intervals):
         gzip.compress(enc.request(recs).SerializeToString(), compresslevel=5)
+
+
+def hot_path(what, n):
+    """What the program's own thread pays: a traceparent header value, a log record in and out of a flow."""
+    import logging
+
+    from autoperf import spans
+    from autoperf.integrations import log_context
+    from autoperf.integrations.aiohttp import traceparent_for
+    log_context.setup(None, {})
+    make = logging.getLogRecordFactory()
+    s = spans.start("f", "flow")
+    if what == "traceparent":
+        for _ in range(n):
+            traceparent_for(s, "api.example.org")
+        return
+    if what == "logrec_out":
+        s.finish()
+    for _ in range(n):
+        make("a", 20, "p", 1, "m", None, None)
 
 
 def timed(fn, *args):
@@ -108,11 +129,11 @@ def write_cost(n):
         return (time.thread_time() - t0) / (n // 512 * 512)
 
 
-def callgrind(what, size):
+def callgrind(what, size, passes=1):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-                        "--_inner", what, str(size)], check=True, capture_output=True)
+                        "--_inner", what, str(size), str(passes)], check=True, capture_output=True)
         for line in open(out):
             if line.startswith("summary:") or line.startswith("totals:"):
                 return int(line.split()[1])
@@ -124,17 +145,29 @@ def main():
     parser.add_argument("--spans", type=int, default=20000)
     parser.add_argument("--keys", type=int, default=200)
     parser.add_argument("--callgrind", action="store_true")
-    parser.add_argument("--_inner", nargs=2)
+    parser.add_argument("--hot-only", action="store_true", help="only the callgrind figures of the hot path")
+    parser.add_argument("--_inner", nargs=3)
     args = parser.parse_args()
     if args._inner:
-        what, size = args._inner[0], int(args._inner[1])
+        what, size, passes = args._inner[0], int(args._inner[1]), int(args._inner[2])
         import autoperf.export.otlp_encode, autoperf.export.otlp_metrics  # noqa: F401,E401 - imports cancel out
-        if what == "spans":
-            make_records(10)
-            encode_spans(size)
+        if what in ("traceparent", "logrec_in", "logrec_out", "logrec_plain"):
+            if what == "logrec_plain":
+                import logging
+                for _ in range(size):
+                    logging.LogRecord("a", 20, "p", 1, "m", None, None)
+            else:
+                hot_path(what, size)
+        elif what == "spans":
+            encode_spans(size, passes)
         else:
             _METRICS[size] = metrics_records(size)
-            encode_metrics(size)
+            encode_metrics(size, intervals=passes)
+        return
+    if args.hot_only:
+        for what in ("traceparent", "logrec_plain", "logrec_out", "logrec_in"):
+            per = (callgrind(what, 30000) - callgrind(what, 10000)) / 20000
+            print(f"| callgrind: instructions per call, {what} | {per:,.0f} |")
         return
     enc = timed(encode_spans, args.spans) / args.spans
     metrics_records(10)
@@ -147,11 +180,14 @@ def main():
     print(f"| whole exporter (write + encode + gzip + HTTP), per span, {sent} spans | {sink * 1e6:.1f} us CPU |")
     print(f"| write() in the writer thread, per record | {wr * 1e9:.0f} ns |")
     if args.callgrind:
-        small, big = 1000, 3000
-        per_span = (callgrind("spans", big) - callgrind("spans", small)) / (big - small)
-        per_key = (callgrind("metrics", 300) - callgrind("metrics", 100)) / (200 * 3)
+        # more passes over the same records: making them, start-up and imports cancel out
+        per_span = (callgrind("spans", 2000, 3) - callgrind("spans", 2000, 1)) / (2000 * 2)
+        per_key = (callgrind("metrics", 200, 5) - callgrind("metrics", 200, 2)) / (200 * 3)
         print(f"| callgrind: instructions per exported span | {per_span:,.0f} |")
         print(f"| callgrind: instructions per metrics record | {per_key:,.0f} |")
+        for what in ("traceparent", "logrec_plain", "logrec_out", "logrec_in"):
+            per = (callgrind(what, 30000) - callgrind(what, 10000)) / 20000
+            print(f"| callgrind: instructions per call, {what} | {per:,.0f} |")
 
 
 if __name__ == "__main__":
