@@ -117,8 +117,8 @@ def cmd_run(argv) -> int:
         code = simulate.run(opts.simulate, program)
     else:
         code = program()
-    from autoperf import pipeline
-    pipeline.flush()
+    # No flush here: the exit handlers' final flush writes everything up to the stop, once (a flush
+    # here too would drain a busy daemon thread's backlog twice before the process may exit).
     if opts.summary:
         from autoperf import summary
         summary.print_summary(bootstrap.log_path())

@@ -92,7 +92,7 @@ def _flush_before_os_exit():
 
     def _exit(status):
         try:
-            pipeline.flush()
+            pipeline.final_flush()
         except BaseException:
             pass
         original(status)
@@ -157,7 +157,7 @@ def stop():
             fn()
         except Exception as exc:
             diagnostics.internal_error("exit report", exc)
-    pipeline.flush()        # the alert rules see every record ...
+    pipeline.final_flush()  # the alert rules see every record up to the stop ...
     for fn in list(_after_flush):
         try:               # ... what is still grouped is delivered (and its baselines saved) ...
             fn()

@@ -45,6 +45,8 @@ _process_lock = threading.RLock()   # one drain at a time (writer thread, flush(
 _bell = threading.Lock()            # released to wake the writer; a timed acquire is its sleep
 _bell.acquire()
 _backing_off = [False]              # the writer waits longer than flush_interval: emit() rings it
+_waiting_flushes: list = []         # one entry per flush() waiting for the drain lock
+_stopping = [False]                 # final_flush() ran: spans finished from now on are not recorded
 IDLE_WAIT_S = 1.0
 TRICKLE_RECORDS = 128               # fewer per wake-up: wake less often (see module doc)
 _dropped = 0
@@ -62,7 +64,11 @@ _pid = os.getpid()
 
 # -- producers ------------------------------------------------------------------------------
 def overflow(item):
-    """Slow path of an append: above the high-water mark, wake the writer; above capacity, drop."""
+    """Slow path of an append: above the high-water mark, wake the writer; above capacity, drop.
+    Once the process is stopping (``final_flush``) every append comes here: spans are not recorded
+    any more, the records the stop path emits still are."""
+    if _stopping[0] and type(item) is not dict:
+        return
     if len(BUFFER) < _capacity:
         BUFFER.append(item)
         _ring()
@@ -280,6 +286,9 @@ def _run_writer():
         sleep(True, wait)
         _wakeups += 1
         n = 0
+        if _waiting_flushes:    # a stop is waiting for the lock: it drains (bounded) first
+            wait = _flush_interval
+            continue
         with _draining:
             try:
                 n = _process_once()
@@ -314,23 +323,48 @@ def ensure_started():
     _register_exit_flush()
 
 
+#: A flush drains what was buffered when it began, then once more what came during that drain (the
+#: records its processors emitted are among it), and stops there: a thread that keeps producing
+#: spans cannot hold a stop. Draining until the buffer is empty never ended at >= 33k spans/s from
+#: one thread. Bound: FLUSH_PASSES drains of at most the buffer's capacity (docs/performance.md).
+FLUSH_PASSES = 2
+
+
 def flush(end_interval=True):
-    """Process everything buffered so far and flush the sinks (any thread). ``end_interval``: also
-    write the aggregates of the interval so far (every stop path does; False: only when due)."""
-    with _draining:
-        while True:
+    """Process everything buffered up to this call and flush the sinks (any thread; bounded).
+    ``end_interval``: also write the aggregates of the interval so far (every stop path does; False:
+    only when due)."""
+    _waiting_flushes.append(None)   # the writer leaves the drain lock to a waiting flush
+    try:
+        _draining.__enter__()
+    finally:
+        _waiting_flushes.pop()
+    try:
+        for _ in range(FLUSH_PASSES):
             if not _process_once():
                 break
         if end_interval:
             _deliver(_stage.metrics(_settings))
         for sink in list(_sinks):
             _call_quietly(sink, "flush")
+    finally:
+        _draining.__exit__(None, None, None)
+
+
+def final_flush():
+    """Flush at a stop (exit, SIGTERM, a worker's exit): what was recorded up to this call is written,
+    in bounded time whatever other threads do, because spans finished from now on are not recorded
+    (a daemon thread that keeps producing cannot hold the exit). Records the stop path itself emits
+    (alerts, metrics) still are."""
+    _stopping[0] = True
+    high_water[0] = 0           # every append takes the slow path, which checks _stopping
+    flush()
 
 
 def shutdown():
     """Flush and close the sinks. Safe to call more than once (atexit, signals, runner)."""
     try:
-        flush()
+        final_flush()
     finally:
         with _draining:
             for sink in list(_sinks):
@@ -377,8 +411,8 @@ def register_mp_finalizer(mp_util):
     A child's bootstrap clears the finalizer registry and then runs the after-fork callbacks,
     so the finalizer is registered again from one of those.
     """
-    mp_util.Finalize(None, flush, exitpriority=-100)
-    mp_util.register_after_fork(_FORK_MARKER, lambda _m: mp_util.Finalize(None, flush, exitpriority=-100))
+    mp_util.Finalize(None, final_flush, exitpriority=-100)
+    mp_util.register_after_fork(_FORK_MARKER, lambda _m: mp_util.Finalize(None, final_flush, exitpriority=-100))
 
 
 # -- fork safety ----------------------------------------------------------------------------
@@ -398,6 +432,10 @@ def _after_fork_child():
     global _drain_owner
     _drain_owner = None
     _Draining._outer.clear()
+    del _waiting_flushes[:]
+    if _stopping[0]:            # forked during a stop: the child records as usual
+        _stopping[0] = False
+        high_water[0] = max(1, _capacity // 2)
     BUFFER.clear()
     _dropped, _dropped_since_ns = 0, None
     _pid = os.getpid()

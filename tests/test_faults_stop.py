@@ -87,3 +87,53 @@ def test_sigkill_loses_at_most_the_configured_delay(tmp_path, max_delay_ms, most
     logged = sum(1 for r in prog.records() if r.get("name") == "__main__.work")
     print(f"max_delay_ms {max_delay_ms}: 300 produced, {logged} logged")
     assert 300 - most_lost <= logged <= 300, logged
+
+
+BUSY_THREAD = """
+    import mmap, sys, threading, time
+    def work(i):
+        return i
+    with open(sys.argv[1], "r+b") as handle:
+        counts = mmap.mmap(handle.fileno(), 8)
+    def spin():
+        i = 0
+        while True:                       # never stops: a daemon thread producing spans
+            work(i)
+            i += 1
+            counts[0:8] = i.to_bytes(8, "little")
+    threading.Thread(target=spin, daemon=True).start()
+    time.sleep(1)
+    print("running", flush=True)
+    if sys.argv[2] == "exit":
+        print(int.from_bytes(counts[0:8], "little"), flush=True)
+    else:
+        time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "sigterm"])
+def test_a_thread_producing_spans_cannot_hold_the_stop(tmp_path, how):
+    """A daemon thread calling a target in a tight loop: the program's exit and SIGTERM finish (a
+    stop drains what was recorded up to it, then stops recording), and every span finished before
+    the stop is in the log or counted in a ``dropped`` record."""
+    counts = tmp_path / "counts"
+    counts.write_bytes(b"\0" * 8)
+    prog = Program(tmp_path, BUSY_THREAD, "targets:\n  - target: '__main__:work'\nsampler: {enabled: false}\n")
+    proc = subprocess.Popen(prog.autoperf_cmd(str(counts), how), cwd=tmp_path, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "running"
+    if how == "exit":
+        before_stop = int(proc.stdout.readline())
+    else:
+        before_stop = int.from_bytes(counts.read_bytes(), "little")
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=60)     # it never ended before: the log grew without end
+    finally:
+        proc.kill()
+    assert proc.returncode == (0 if how == "exit" else -signal.SIGTERM), proc.returncode
+    records = prog.records()
+    logged = sum(1 for r in records if r.get("name") == "__main__.work")
+    dropped = sum(r["count"] for r in records if r["type"] == "dropped")
+    assert before_stop > 10000
+    assert logged + dropped >= before_stop, (before_stop, logged, dropped)
