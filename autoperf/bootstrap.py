@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 
-from autoperf import diagnostics, importhooks, lifecycle, pipeline, targets
+from autoperf import current, diagnostics, importhooks, lifecycle, pipeline, targets
 from autoperf.lifecycle import ENV_CONSOLE, ENV_LOG_DIR, ensure_pipeline, log_path, stop  # noqa: F401  (the public names)
 from autoperf.lifecycle import on_sigterm as _on_sigterm  # noqa: F401  (tests compare the handler)
 
@@ -65,6 +65,14 @@ def main_specs(*module_names):
 # -- install / uninstall -------------------------------------------------------------------
 def install(cfg=None, *, log_dir=None, console=None, disable=(), child=False):
     """Instrument this process according to ``cfg`` (a loaded Config, a path, or None)."""
+    token = current.mute()          # what installing calls (targets are patched meanwhile) is no span
+    try:
+        return _install(cfg, log_dir, console, disable, child)
+    finally:
+        current.unmute(token)
+
+
+def _install(cfg, log_dir, console, disable, child):
     global _installed, _config, _child
     with _lock:
         if _installed:

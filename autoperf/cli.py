@@ -97,32 +97,37 @@ def cmd_run(argv) -> int:
         return 2
 
     atexit.register(_die_by_sigint_if_interrupted)   # first registered: runs after every other exit handler
-    log_dir = os.path.abspath(opts.log_dir or os.environ.get(bootstrap.ENV_LOG_DIR)
-                              or cfg.data.get("log", {}).get("dir") or "logs")
-    # install() decides about the console from this process's environment: export to the
-    # children (whose console stays off) only afterwards.
-    bootstrap.install(cfg, log_dir=log_dir, console=opts.console, disable=opts.disable)
-    _export_to_children(path, log_dir, opts.disable)
-    if opts.summary:
-        from autoperf import summary
-        summary.install()
+    from autoperf import current
+    token = current.mute()      # autoperf run's own work is no span: only the program (runner._execute) is
+    try:
+        log_dir = os.path.abspath(opts.log_dir or os.environ.get(bootstrap.ENV_LOG_DIR)
+                                  or cfg.data.get("log", {}).get("dir") or "logs")
+        # install() decides about the console from this process's environment: export to the
+        # children (whose console stays off) only afterwards.
+        bootstrap.install(cfg, log_dir=log_dir, console=opts.console, disable=opts.disable)
+        _export_to_children(path, log_dir, opts.disable)
+        if opts.summary:
+            from autoperf import summary
+            summary.install()
 
-    runner.wrapped_targets = any(spec.enabled for spec in cfg.targets)
-    if module is not None:
-        program = lambda: runner.run_module(module, args, lambda name: bootstrap.main_specs(name))
-    else:
-        program = lambda: runner.run_path(script, args, bootstrap.main_specs(runner.script_module_name(script)))
-    if opts.simulate:
-        from autoperf import simulate
-        code = simulate.run(opts.simulate, program)
-    else:
-        code = program()
-    # No flush here: the exit handlers' final flush writes everything up to the stop, once (a flush
-    # here too would drain a busy daemon thread's backlog twice before the process may exit).
-    if opts.summary:
-        from autoperf import summary
-        summary.print_summary(bootstrap.log_path())
-    return code
+        runner.wrapped_targets = any(spec.enabled for spec in cfg.targets)
+        if module is not None:
+            program = lambda: runner.run_module(module, args, lambda name: bootstrap.main_specs(name))
+        else:
+            program = lambda: runner.run_path(script, args, bootstrap.main_specs(runner.script_module_name(script)))
+        if opts.simulate:
+            from autoperf import simulate
+            code = simulate.run(opts.simulate, program)
+        else:
+            code = program()
+        # No flush here: the exit handlers' final flush writes everything up to the stop, once (a flush
+        # here too would drain a busy daemon thread's backlog twice before the process may exit).
+        if opts.summary:
+            from autoperf import summary
+            summary.print_summary(bootstrap.log_path())
+        return code
+    finally:
+        current.unmute(token)
 
 
 def _die_by_sigint_if_interrupted():

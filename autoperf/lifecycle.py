@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from autoperf import diagnostics, importhooks, pipeline, records, sinks, threads
+from autoperf import current, diagnostics, importhooks, pipeline, records, sinks, threads
 
 ENV_LOG_DIR = "AUTOPERF_LOG_DIR"
 ENV_CONSOLE = "AUTOPERF_CONSOLE"
@@ -128,10 +128,13 @@ def hook(module_name, fn, every_import=False):
     def hook(module):
         if generation != _generation:
             return
+        token = current.mute()      # patching is autoperf's work: what it calls is no span
         try:
             fn(module)
         except Exception as exc:
             diagnostics.internal_error(f"import hook for {module_name}", exc)
+        finally:
+            current.unmute(token)
 
     importhooks.register(module_name, hook, every_import)
 
@@ -151,7 +154,16 @@ def at_stop(fn, after_flush=False):
 
 
 def stop():
-    """Flush everything now (exit, signals, the runner). Idempotent."""
+    """The process is stopping (exit, signals): write everything recorded up to now; spans that finish
+    afterwards are not recorded (pipeline.final_flush). Muted: autoperf's own work. Idempotent."""
+    token = current.mute()
+    try:
+        _stop()
+    finally:
+        current.unmute(token)
+
+
+def _stop():
     for fn in list(_before_flush):
         try:
             fn()

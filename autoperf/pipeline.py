@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from autoperf import diagnostics, records, threads
+from autoperf import current, diagnostics, records, threads
 from autoperf.metrics.stage import Stage
 
 BUFFER: collections.deque = collections.deque()
@@ -63,26 +63,29 @@ _pid = os.getpid()
 
 
 # -- producers ------------------------------------------------------------------------------
+_len, _type, _time_ns = len, type, time.time_ns   # bound once: targets on them must not re-enter here
+
+
 def overflow(item):
     """Slow path of an append: above the high-water mark, wake the writer; above capacity, drop.
     Once the process is stopping (``final_flush``) every append comes here: spans are not recorded
     any more, the records the stop path emits still are."""
-    if _stopping[0] and type(item) is not dict:
+    if _stopping[0] and _type(item) is not dict:
         return
-    if len(BUFFER) < _capacity:
+    if _len(BUFFER) < _capacity:
         BUFFER.append(item)
         _ring()
         return
     global _dropped, _dropped_since_ns
     with _state_lock:
         if _dropped == 0:
-            _dropped_since_ns = time.time_ns()
+            _dropped_since_ns = _time_ns()
         _dropped += 1
 
 
 def emit(record: dict):
     """Queue a record dict from any thread. Never blocks, never raises."""
-    if len(BUFFER) < high_water[0]:
+    if _len(BUFFER) < high_water[0]:
         BUFFER.append(record)
         if _backing_off[0]:
             _ring()
@@ -339,6 +342,7 @@ def flush(end_interval=True):
         _draining.__enter__()
     finally:
         _waiting_flushes.pop()
+    token = current.mute()          # a drain on the program's thread is autoperf's work, not the program's
     try:
         for _ in range(FLUSH_PASSES):
             if not _process_once():
@@ -348,6 +352,7 @@ def flush(end_interval=True):
         for sink in list(_sinks):
             _call_quietly(sink, "flush")
     finally:
+        current.unmute(token)
         _draining.__exit__(None, None, None)
 
 

@@ -15,6 +15,8 @@ import sys
 import traceback
 import types
 
+from autoperf.current import CURRENT_SPAN, unmute
+
 _HOOK = "__autoperf_main_hook__"
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -131,6 +133,7 @@ def _execute(module, code, specs):
     extra = _frames_below() + (sys.getrecursionlimit() if wrapped_targets else 0)
     limit = sys.getrecursionlimit() + extra
     sys.setrecursionlimit(limit)
+    program_context = CURRENT_SPAN.set(None)   # autoperf run is muted around the program, not in it
     try:
         exec(code, module.__dict__)
         return 0
@@ -144,6 +147,7 @@ def _execute(module, code, specs):
         _print_exception()
         return 1
     finally:
+        unmute(program_context)
         module.__dict__.pop(_HOOK, None)
         if sys.getrecursionlimit() == limit:    # the program did not set its own
             sys.setrecursionlimit(limit - extra)

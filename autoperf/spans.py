@@ -14,11 +14,16 @@ from contextvars import ContextVar
 from threading import get_ident
 from time import perf_counter_ns
 
+from autoperf import current as _current_module
 from autoperf import pipeline
 
-__all__ = ["Span", "SpanRef", "CURRENT", "start", "start_detached", "span", "current", "record_finished"]
+__all__ = ["Span", "SpanRef", "CURRENT", "MUTED", "start", "start_detached", "span", "current", "record_finished"]
 
-_current: ContextVar = ContextVar("autoperf_current_span", default=None)
+_current: ContextVar = _current_module.CURRENT_SPAN
+#: Current while autoperf does its own work: no span starts under it (autoperf/current.py).
+MUTED = _MUTED = _current_module.MUTED
+# Bound once: a target on builtins:len must not make the hot path call its own wrapper.
+_len = len
 _get_current = _current.get
 _set_current = _current.set
 _reset_current = _current.reset
@@ -99,6 +104,7 @@ class SpanRef:
     __slots__ = ("span_id", "flow_id", "flow_name")
     is_remote = True
     children = None  # a remote parent collects no checkpoints here
+    duration_ns = None  # whether a remote flow has ended is not known here
 
     @property
     def root(self):
@@ -237,9 +243,9 @@ class Span:
                 _flow_finished()
         else:
             siblings = parent.children
-            if siblings is not None and len(siblings) < MAX_CHECKPOINT_SPANS:
+            if siblings is not None and _len(siblings) < MAX_CHECKPOINT_SPANS:
                 siblings.append(self)
-        if len(_buffer) < _high_water[0]:
+        if _len(_buffer) < _high_water[0]:
             _append(self)
         else:
             _overflow(self)
@@ -279,13 +285,15 @@ def record_finished(name, kind, attrs, parent, site, start_ns, duration_ns, stat
     task = None if loop is None else _current_tasks.get(loop)
     if task is not None:
         task = _task_name(task)
+    if parent is not None and parent.root is _MUTED:
+        return          # autoperf's own work (MUTED, or a span made under it)
     item = (name, kind, attrs, parent, site, _next_id(), _live_thread(ident) or ident, task, start_ns,
             duration_ns, status, error, extra)
     if parent is not None:
         siblings = parent.children
-        if siblings is not None and len(siblings) < MAX_CHECKPOINT_SPANS:
+        if siblings is not None and _len(siblings) < MAX_CHECKPOINT_SPANS:
             siblings.append(item)
-    if len(_buffer) < _high_water[0]:
+    if _len(_buffer) < _high_water[0]:
         _append(item)
     else:
         _overflow(item)
@@ -299,6 +307,8 @@ def start(name, kind="span", attrs=None, parent=CURRENT, site=None):
     """Start a span that becomes the current span of this context until ``finish()``."""
     if parent is CURRENT:
         parent = _get_current()
+    if parent is _MUTED:
+        return _MUTED   # autoperf's own work: nothing to record, MUTED stays current
     s = Span(name, kind, attrs, parent, site)
     s._token = _set_current(s)
     return s
@@ -308,6 +318,8 @@ def start_detached(name, kind="span", attrs=None, parent=CURRENT, site=None):
     """Start a span without making it current (its end may happen anywhere)."""
     if parent is CURRENT:
         parent = _get_current()
+    if parent is _MUTED:
+        return _MUTED
     return Span(name, kind, attrs, parent, site)
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import signal
 import threading
 
+from autoperf.current import mute
+
 __all__ = ["start", "block_async_signals", "restore_signals", "guard_forks"]
 
 # Synchronous signals (a fault in the thread itself) and the uncatchable ones stay unblocked.
@@ -52,7 +54,17 @@ def restore_signals(old) -> None:
 
 def start(thread: threading.Thread) -> None:
     """``thread.start()``, the new thread inheriting a mask that blocks the asynchronous signals
-    (set around the start in the calling thread, so there is no window before the thread masks itself)."""
+    (set around the start in the calling thread, so there is no window before the thread masks itself),
+    and running muted: nothing it does (or the tasks and callbacks it starts) is the program's work."""
+    # Muted from the thread's first bytecode: threading's own start-up (Event.set -> len) comes before run().
+    name = "_bootstrap_inner" if hasattr(thread, "_bootstrap_inner") else "run"
+    first = getattr(thread, name)
+
+    def muted():
+        mute()
+        first()
+
+    setattr(thread, name, muted)
     old = block_async_signals()
     try:
         thread.start()

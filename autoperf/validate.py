@@ -47,11 +47,45 @@ def cmd_validate(opts) -> int:
     search = [home] + [p for p in sys.path if p and os.path.abspath(p) != home]
     checker = Checker(cfg, search, opts.script, opts.import_modules)
     missing = 0
+    own = own_dependencies()
     for spec in cfg.targets:
         ok, lines = checker.check(spec)
         missing += ok is False
+        if spec.module.partition(".")[0] in own:
+            lines.append(f"  !  {spec.target}  autoperf itself calls into {spec.module.partition('.')[0]}: its own calls "
+                         f"go straight through (never recorded), every call from the program and the libraries it "
+                         f"uses is a span (on a hot function the overhead multiplies)")
         print("\n".join(lines))
     return 1 if missing else 0
+
+
+#: autoperf's modules that run while the program does: the hot path, the writer, sinks, stop paths.
+_RUNTIME = ("autoperf.spans", "autoperf.wrappers", "autoperf.current", "autoperf.pipeline", "autoperf.records",
+            "autoperf.sinks", "autoperf.threads", "autoperf.bootstrap", "autoperf.targets", "autoperf.diagnostics",
+            "autoperf.importhooks")
+
+
+def own_dependencies() -> frozenset:
+    """Top-level modules that autoperf's runtime calls into (read from those modules' globals:
+    modules and the functions and classes imported from them), builtins included."""
+    import importlib
+    import types
+
+    found = {"builtins"}
+    for name in _RUNTIME:
+        for value in vars(importlib.import_module(name)).values():
+            owner = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+            if not isinstance(owner, str):
+                continue
+            top = owner.partition(".")[0]
+            if top == "autoperf" or top.startswith("__"):      # ourselves, __future__
+                continue
+            found.add(top)
+            if top[1:] in sys.stdlib_module_names:
+                found.add(top[1:])           # _thread, _contextvars: what threading, contextvars re-export
+            if top == "posix":
+                found.add("os")
+    return frozenset(found)
 
 
 class Checker:

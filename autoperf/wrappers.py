@@ -22,6 +22,9 @@ _start_detached = spans.start_detached
 _activate = spans.activate
 _deactivate = spans.deactivate
 _CURRENT = spans.CURRENT
+_MUTED = spans.MUTED
+_mute = spans._current_module.mute
+_unmute = spans._current_module.unmute
 
 #: marks our wrappers: ``fn.__autoperf__`` is the Site.
 MARK = "__autoperf__"
@@ -39,21 +42,34 @@ class CallSite(Site):
         self.arg_hooks = ()      # callables (span, args, kwargs) -> None
         self.return_hooks = ()   # callables (span, result) -> None
 
+    # Captures are autoperf's own work: muted, so what they call is never a span of the program.
     def on_call(self, span, args, kwargs):
-        for hook in self.arg_hooks:
-            try:
-                hook(span, args, kwargs)
-            except Exception as exc:
-                diagnostics.warn_once("capture_failed", f"{self.name}: {type(exc).__name__}: {exc}",
-                                      key=(self.name, "args", type(exc).__name__), target=self.name)
+        if not self.arg_hooks:
+            return
+        token = _mute()
+        try:
+            for hook in self.arg_hooks:
+                try:
+                    hook(span, args, kwargs)
+                except Exception as exc:
+                    diagnostics.warn_once("capture_failed", f"{self.name}: {type(exc).__name__}: {exc}",
+                                          key=(self.name, "args", type(exc).__name__), target=self.name)
+        finally:
+            _unmute(token)
 
     def on_return(self, span, result):
-        for hook in self.return_hooks:
-            try:
-                hook(span, result)
-            except Exception as exc:
-                diagnostics.warn_once("capture_failed", f"{self.name}: {type(exc).__name__}: {exc}",
-                                      key=(self.name, "return", type(exc).__name__), target=self.name)
+        if not self.return_hooks:
+            return
+        token = _mute()
+        try:
+            for hook in self.return_hooks:
+                try:
+                    hook(span, result)
+                except Exception as exc:
+                    diagnostics.warn_once("capture_failed", f"{self.name}: {type(exc).__name__}: {exc}",
+                                          key=(self.name, "return", type(exc).__name__), target=self.name)
+        finally:
+            _unmute(token)
 
 
 def is_instrumented(obj) -> bool:
@@ -90,7 +106,10 @@ def _sync_wrapper(fn, site):
     name, kind = site.name, site.kind
     if site.arg_hooks or site.return_hooks:
         def wrapper(*args, **kwargs):
-            s = _Span(name, kind, None, _get_current(), site)
+            parent = _get_current()
+            if parent is _MUTED:        # autoperf's own call (or a re-entry): straight through
+                return fn(*args, **kwargs)
+            s = _Span(name, kind, None, parent, site)
             s._token = _set_current(s)
             site.on_call(s, args, kwargs)
             try:
@@ -104,7 +123,10 @@ def _sync_wrapper(fn, site):
             return result
     else:
         def wrapper(*args, **kwargs):
-            s = _Span(name, kind, None, _get_current(), site)
+            parent = _get_current()
+            if parent is _MUTED:        # autoperf's own call (or a re-entry): straight through
+                return fn(*args, **kwargs)
+            s = _Span(name, kind, None, parent, site)
             s._token = _set_current(s)
             try:
                 return fn(*args, **kwargs)
@@ -120,7 +142,10 @@ def _coroutine_wrapper(fn, site):
     name, kind = site.name, site.kind
     if site.arg_hooks or site.return_hooks:
         async def wrapper(*args, **kwargs):
-            s = _Span(name, kind, None, _get_current(), site)
+            parent = _get_current()
+            if parent is _MUTED:
+                return await fn(*args, **kwargs)
+            s = _Span(name, kind, None, parent, site)
             s._token = _set_current(s)
             site.on_call(s, args, kwargs)
             try:
@@ -134,7 +159,10 @@ def _coroutine_wrapper(fn, site):
             return result
     else:
         async def wrapper(*args, **kwargs):
-            s = _Span(name, kind, None, _get_current(), site)
+            parent = _get_current()
+            if parent is _MUTED:
+                return await fn(*args, **kwargs)
+            s = _Span(name, kind, None, parent, site)
             s._token = _set_current(s)
             try:
                 return await fn(*args, **kwargs)

@@ -19,6 +19,7 @@ from .explain import _maybe_explain
 _get_current = spans._get_current
 _set_current = spans._set_current
 _record_finished = spans.record_finished
+_MUTED = spans.MUTED
 _perf_counter_ns = time.perf_counter_ns
 
 
@@ -113,7 +114,7 @@ def _query_wrapper(original, query_of, params_of=None, batch_of=None):
     """
     async def wrapper(self, *args, **kwargs):
         parent = _get_current()
-        if type(parent) is _DbSpan:          # an outer wrapper is recording this query
+        if type(parent) is _DbSpan or parent is _MUTED:   # an outer wrapper records it / autoperf's own query
             return await original(self, *args, **kwargs)
         try:
             query = query_of(self, args, kwargs)
