@@ -150,10 +150,21 @@ class Span:
     def __init__(self, name, kind, attrs, parent, site=None):
         self.name = name
         self.kind = kind
-        self.attrs = attrs
         self.site = site
         self.span_id = _next_id()
+        if parent is not None:
+            root = parent.root
+            if root is None:
+                root = parent
+            if root.duration_ns is None and kind != "cycle" or root is _MUTED:
+                self.root = root
+            else:
+                # Its flow has ended (work a flow left running: create_task copies the context) or
+                # it is a cycle: a root of its own, linked to the flow it came from.
+                attrs = _linked(attrs, root)
+                parent = None
         self.parent = parent
+        self.attrs = attrs
         if parent is None:
             # None, not self: a root pointing at itself would be a reference cycle, and every
             # finished root span would wait for the cyclic GC instead of being freed at once.
@@ -165,8 +176,6 @@ class Span:
             else:
                 self.children = None
         else:
-            root = parent.root
-            self.root = parent if root is None else root
             self.children = None
         self.status = "success"
         self.error = None
@@ -243,7 +252,8 @@ class Span:
                 _flow_finished()
         else:
             siblings = parent.children
-            if siblings is not None and _len(siblings) < MAX_CHECKPOINT_SPANS:
+            # a flow's checkpoints are what ended within it (it may be written as soon as it ends)
+            if siblings is not None and parent.duration_ns is None and _len(siblings) < MAX_CHECKPOINT_SPANS:
                 siblings.append(self)
         if _len(_buffer) < _high_water[0]:
             _append(self)
@@ -280,23 +290,41 @@ def record_finished(name, kind, attrs, parent, site, start_ns, duration_ns, stat
     ``extra``, a dict or None, holds this call's own attributes and is merged over it when the
     record is made). The tuple's layout is ``records.COMPACT_SPAN``.
     """
+    siblings = None
+    if parent is not None:
+        root = parent.root or parent
+        if root is _MUTED:
+            return          # autoperf's own work (MUTED, or a span made under it)
+        end = root.duration_ns
+        if end is None:
+            siblings = parent.children
+        elif root.start_ns + end <= start_ns:
+            # started after its flow ended: a root of its own, linked to that flow (see Span)
+            extra = _linked(extra, root)
+            parent = None
     ident = get_ident()
     loop = _running_loop()
     task = None if loop is None else _current_tasks.get(loop)
     if task is not None:
         task = _task_name(task)
-    if parent is not None and parent.root is _MUTED:
-        return          # autoperf's own work (MUTED, or a span made under it)
     item = (name, kind, attrs, parent, site, _next_id(), _live_thread(ident) or ident, task, start_ns,
             duration_ns, status, error, extra)
-    if parent is not None:
-        siblings = parent.children
-        if siblings is not None and _len(siblings) < MAX_CHECKPOINT_SPANS:
-            siblings.append(item)
+    if siblings is not None and _len(siblings) < MAX_CHECKPOINT_SPANS:
+        siblings.append(item)
     if _len(_buffer) < _high_water[0]:
         _append(item)
     else:
         _overflow(item)
+
+
+def _linked(attrs, root):
+    """``attrs`` (never written to: it may be shared) plus ``link_flow_id``, the flow ``root`` belongs to."""
+    flow = root.flow_id if root.is_remote else root.span_id
+    try:
+        link = flow.to_bytes(8, "big").hex()
+    except (OverflowError, AttributeError):
+        link = f"{flow:016x}"
+    return {"link_flow_id": link} if not attrs else {**attrs, "link_flow_id": link}
 
 
 def _resolve_parent(parent):
