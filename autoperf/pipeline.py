@@ -347,6 +347,8 @@ def flush(end_interval=True):
         for _ in range(FLUSH_PASSES):
             if not _process_once():
                 break
+        if _stage.held:             # what an empty drain would settle: the passes may all have found some
+            _deliver(_stage.settle(_settings, final=True))
         if end_interval:
             _deliver(_stage.metrics(_settings))
         for sink in list(_sinks):

@@ -43,6 +43,7 @@ CONFIG = """
       - target: __main__:tick
         kind: cycle
     sampler: {enabled: false}
+    retain: {all: true}                         # every span record, to check each one
 """
 
 

@@ -118,7 +118,8 @@ def test_a_thread_producing_spans_cannot_hold_the_stop(tmp_path, how):
     the stop is in the log or counted in a ``dropped`` record."""
     counts = tmp_path / "counts"
     counts.write_bytes(b"\0" * 8)
-    prog = Program(tmp_path, BUSY_THREAD, "targets:\n  - target: '__main__:work'\nsampler: {enabled: false}\n")
+    prog = Program(tmp_path, BUSY_THREAD, "targets:\n  - target: '__main__:work'\nsampler: {enabled: false}\n"
+                                            "retain: {all: true}\n")
     proc = subprocess.Popen(prog.autoperf_cmd(str(counts), how), cwd=tmp_path, env=clean_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "running"

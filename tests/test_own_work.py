@@ -39,6 +39,7 @@ def _store_config(dsn):
     return f"""
         store: {{dsn: '{dsn}', flush_interval_ms: 100}}
         sampler: {{interval_s: 0.2}}
+        retain: {{all: true}}
     """
 
 
@@ -101,6 +102,7 @@ def test_targets_on_functions_autoperf_uses_neither_break_it_nor_feed_it(tmp_pat
           - target: os:getpid
           - target: time:time_ns
         sampler: {interval_s: 0.2}
+        retain: {all: true}
     """)
     proc = run.start(timeout=60)
     assert proc.stdout.split() == ["3", "done"]
