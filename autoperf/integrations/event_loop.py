@@ -18,6 +18,7 @@ from threading import get_ident
 from time import perf_counter_ns
 
 from autoperf import diagnostics, threads
+from autoperf.current import mute
 from autoperf.config.schema import Field, Float, Obj
 from autoperf.integrations import loop_blocked, loop_watchdog
 
@@ -68,6 +69,7 @@ class _LoopState:
         # The tick's own empty context: it never sees the program's spans. Only this loop's thread
         # enters it, one tick at a time (a loop runs in one thread at once).
         self.context = contextvars.Context()
+        self.context.run(mute)  # and it is autoperf's work: nothing it calls is a span
         self.interval_s = 0.1
         self.io = False         # the selector returned events since the watchdog last looked
         self.quiet = 0          # watchdog looks in a row that found the loop idle without I/O

@@ -15,6 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from autoperf import threads
+from autoperf.current import mute
 
 from . import render
 from .fold import Fold
@@ -53,6 +54,7 @@ class _Server(HTTPServer):
                          name="autoperf-prometheus-request").start()
 
     def _handle(self, request, client_address):
+        mute()                        # a scrape is autoperf's work, never a span of the program
         try:
             self.finish_request(request, client_address)
         except Exception:
