@@ -42,8 +42,9 @@ def instructions(root, calls, variant):
         script = os.path.join(tmp, "prog.py")
         with open(script, "w") as handle:
             handle.write(PROGRAM.format(root=root))
+        env = dict(os.environ, PYTHONHASHSEED="0")     # the same dict layouts in every run
         done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                               script, str(calls), variant], capture_output=True, text=True, cwd=tmp)
+                               script, str(calls), variant], capture_output=True, text=True, cwd=tmp, env=env)
         found = re.search(r"Collected : (\d+)", done.stderr)
         if found is None:
             raise SystemExit(done.stderr[-2000:])
