@@ -88,6 +88,7 @@ def _encode_one_by_one(records, errors):
 
 
 METRICS_PREFIX = "metrics_"
+FLOWS_PREFIX = "flows_"
 
 
 class JsonLinesFile:
@@ -119,7 +120,7 @@ class JsonLinesFile:
         self._lost_since = None
         self._failure = None        # text of the current failure (None: writing works)
         self.path = None
-        self._metrics = None        # the metrics_ file beside this one (opened on the first)
+        self._others = {}           # prefix -> the metrics_ / flows_ file beside this one
 
     def _day_now(self):
         return time.strftime("%Y-%m-%d", time.gmtime())
@@ -160,16 +161,32 @@ class JsonLinesFile:
         return os.path.join(self.directory, f"{self.prefix}{self._day_now()}.log")
 
     def write(self, records):
-        # ``metrics`` records go to metrics_YYYY-MM-DD.log beside this file (readers find them
-        # without scanning every span)
-        if self.prefix != METRICS_PREFIX:
-            metrics = [r for r in records if r.get("type") == "metrics"]
+        # Beside this file (same directory, same UTC day rule): ``metrics`` records in metrics_*.log
+        # (readers find the aggregates without scanning every span) and the flow_complete records of
+        # unretained flows in flows_*.log (counted in the metrics already: readers skip that file).
+        if self.prefix == "performance_":
+            main, metrics, flows = [], [], []
+            for rec in records:
+                kind = rec.get("type")
+                if kind == "metrics":
+                    metrics.append(rec)
+                elif kind == "flow_complete" and rec.get("retained", "") is None:
+                    flows.append(rec)
+                else:
+                    main.append(rec)
             if metrics:
-                if self._metrics is None:
-                    self._metrics = JsonLinesFile(self.directory, METRICS_PREFIX)
-                self._metrics.write(metrics)
-                records = [r for r in records if r.get("type") != "metrics"]
+                self._beside(METRICS_PREFIX).write(metrics)
+            if flows:
+                self._beside(FLOWS_PREFIX).write(flows)
+            records = main
         self._write(records)
+
+    def _beside(self, prefix):
+        sink = self._others.get(prefix)
+        if sink is None:
+            level = "TRACE" if prefix == METRICS_PREFIX else self.level_name   # aggregates always
+            sink = self._others[prefix] = JsonLinesFile(self.directory, prefix, level)
+        return sink
 
     def _write(self, records):
         min_level = self.min_level
@@ -261,15 +278,15 @@ class JsonLinesFile:
 
     def close(self):
         self._close_fd()
-        if self._metrics is not None:
-            self._metrics.close()
+        for other in self._others.values():
+            other.close()
 
     def after_fork(self):
         # Keep appending to the same file, through a descriptor of our own; the parent's losses
         # are the parent's to report.
         self._close_fd()
-        if self._metrics is not None:
-            self._metrics.after_fork()
+        for other in self._others.values():
+            other.after_fork()
         self.lost, self._lost_since, self._failure, self._torn = 0, None, None, False
 
 

@@ -48,8 +48,9 @@ class Run:
         return proc
 
     def records(self, type=None):
+        """The records of performance_*.log and flows_*.log (unretained flows' flow_complete)."""
         out = []
-        for path in sorted(self.log_dir.glob("performance_*.log")):
+        for path in sorted(self.log_dir.glob("performance_*.log")) + sorted(self.log_dir.glob("flows_*.log")):
             out.extend(orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip())
         return out if type is None else [r for r in out if r.get("type") == type]
 

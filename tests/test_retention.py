@@ -99,6 +99,10 @@ class TestRules:
                 by[rule] += n
         assert by == collections.Counter(EXPECTED.values())
         assert sum(m["count"] for m in metrics if m["name"] == "__main__.child") == 10
+        perf = [orjson.loads(line) for p in run.log_dir.glob("performance_*.log") for line in p.read_bytes().splitlines()]
+        unkept = [orjson.loads(line) for p in run.log_dir.glob("flows_*.log") for line in p.read_bytes().splitlines()]
+        assert {r["flow_name"] for r in perf if r["type"] == "flow_complete"} == set(EXPECTED)
+        assert len(unkept) == 4 and all(r["type"] == "flow_complete" and r["retained"] is None for r in unkept)
 
     def test_rules_can_be_turned_off(self, tmp_path):
         """With every rule off and no sample, only `retain: always` keeps a flow."""

@@ -43,6 +43,15 @@ class _Group:
 
 
 IDLE_WAKEUP_S = 30.0
+#: forks seen by this process: a record's fork check is a list read, not a getpid() system call
+_forks = [0]
+
+
+def _forked():
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 BASELINE_SAVE_S = 60.0      # how often changed baselines are written (and at close)
@@ -76,6 +85,7 @@ class AlertEngine:
         self._idle = threading.Condition()
         self._thread = None
         self._pid = os.getpid()
+        self._forks = _forks[0]
         for ch in self.channels:
             if ch.problem:
                 self._warn("alert_channel_disabled", f"alert channel {ch.name!r} ({ch.kind}) disabled: {ch.problem}",
@@ -90,8 +100,8 @@ class AlertEngine:
     def process(self, record: dict) -> dict:
         """Pipeline processor: evaluate the rules on ``record``, enqueue events, return the record unchanged."""
         try:
-            if self._pid != os.getpid():  # forked child: fresh locks, queue and delivery thread
-                self._after_fork()
+            if _forks[0] != self._forks and self._pid != os.getpid():  # forked child: fresh locks,
+                self._after_fork()                                       # queue and delivery thread
             rtype = record.get("type")
             rules = self._rules_for_type.get(rtype)
             if rules is None:
@@ -120,6 +130,7 @@ class AlertEngine:
     # ------------------------------------------------------------ lifecycle
 
     def _after_fork(self):
+        self._forks = _forks[0]
         # The parent's delivery thread may have held the queue's lock at fork time: never reuse it.
         self._pid = os.getpid()
         self.state_path = None      # the parent's baselines file is the parent's to write

@@ -109,11 +109,15 @@ class Rule:
         self.match = []
         #: The record types this rule can match (None: any); the engine checks only these rules.
         self.types = None
+        self._paths = []
         for path, want in (spec.get("match") or {}).items():
             allowed = tuple(want) if isinstance(want, (list, tuple)) else (want,)
             self.match.append((compile_path(path), allowed))
+            self._paths.append((path, allowed))
             if path == "type":
                 self.types = allowed
+        self._flat = tuple((path, allowed) for path, allowed in self._paths if "." not in path)
+        self._nested = tuple((compile_path(path), allowed) for path, allowed in self._paths if "." in path)
         self._get_value = compile_path(self.field)
         self._get_key = compile_path(self.key_path)
         self._hist: collections.OrderedDict = collections.OrderedDict()
@@ -121,10 +125,15 @@ class Rule:
             raise ValueError(f"alert rule {self.name!r} needs `above` or `baseline_factor`")
 
     def check(self, record: dict):
-        for get, allowed in self.match:
+        for key, allowed in self._flat:          # one-part paths (most): a dict read each
+            if record.get(key) not in allowed:
+                return None
+        for get, allowed in self._nested:
             if get(record) not in allowed:
                 return None
-        value = _number(self._get_value(record))
+        value = self._get_value(record)
+        if type(value) is not float or value != value:
+            value = _number(value)
         if value is None:
             return None
         key = self._get_key(record)

@@ -7,6 +7,7 @@ plain fields (no record dict is made for it); ``Interval.records`` turns the int
 """
 from __future__ import annotations
 
+import collections
 import heapq
 import math
 
@@ -18,19 +19,31 @@ _LN2 = math.log(2.0)
 _K6 = (1 << DEFAULT_SCALE) / _LN2
 
 
-class Agg:
-    """count / sum / min / max in ns, a histogram over seconds, exemplars, exact counters."""
+FOLD_AT = 4096        # durations buffered per key before they are folded into the histogram
+_HUGE = 1 << 63
+_OFFSET6 = math.log(1e9) * _K6      # ns -> seconds, in bucket units: log(d * 1e-9) = log(d) - log(1e9)
 
-    __slots__ = ("count", "sum_ns", "min_ns", "max_ns", "hist", "ex", "sla_ms", "threshold_ms",
+
+class Agg:
+    """count / sum / min / max in ns, a histogram over seconds, exemplars, exact counters.
+
+    The writer only appends each duration to ``durs`` (one list append per span); ``fold`` turns
+    them into count, sum, min, max (C-level ``sum``/``min``/``max``) and bucket counts (a list
+    comprehension and a C-level ``Counter``) every ``FOLD_AT`` values and at the interval's end.
+    """
+
+    __slots__ = ("count", "sum_ns", "min_ns", "max_ns", "hist", "durs", "ex", "ex_floor", "sla_ms", "threshold_ms",
                  "over_sla", "over_threshold", "deadline_missed", "interactions", "retained", "retained_by")
 
-    def __init__(self, site):
+    def __init__(self, site, exemplars=5):
         self.count = 0
         self.sum_ns = 0
-        self.min_ns = None
+        self.min_ns = _HUGE
         self.max_ns = 0
         self.hist = ExpHistogram()
+        self.durs = []
         self.ex = []                 # min-heap of (duration_ns, span_id, flow_id, start_ns)
+        self.ex_floor = -1 if exemplars > 0 else _HUGE   # a span must be slower to be an exemplar
         self.sla_ms = self.threshold_ms = None
         if site is not None:
             self.sla_ms, self.threshold_ms = site.sla_ms, site.threshold_ms
@@ -40,32 +53,58 @@ class Agg:
         self.retained = 0
         self.retained_by = None
 
+    def fold(self) -> None:
+        durs = self.durs
+        if not durs:
+            return
+        self.durs = []
+        self.count += len(durs)
+        self.sum_ns += sum(durs)
+        low, high = min(durs), max(durs)
+        if low < self.min_ns:
+            self.min_ns = low
+        if high > self.max_ns:
+            self.max_ns = high
+        hist = self.hist
+        if low <= 0:
+            positive = [d for d in durs if d > 0]
+            hist.zero_count += len(durs) - len(positive)
+            durs = positive
+        indices = collections.Counter([_ceil(_log(d) * _K6 - _OFFSET6) - 1 for d in durs])
+        shift = DEFAULT_SCALE - hist.scale          # > 0 only after a downscale (never for durations)
+        counts = hist.counts
+        for index, n in indices.items():
+            if shift:
+                index >>= shift
+            k = index - hist.offset
+            if 0 <= k < len(counts):
+                counts[k] += n
+            else:
+                hist._grow(index, n)                # noqa: SLF001 - widens (or downscales) itself
+                counts = hist.counts
+                shift = DEFAULT_SCALE - hist.scale
+
+
+def exemplar(agg: Agg, limit: int, dur, span_id, flow_id, start_ns) -> None:
+    """Keep the span among the ``limit`` slowest of the interval (called when ``dur > ex_floor``)."""
+    ex = agg.ex
+    if len(ex) < limit:
+        heapq.heappush(ex, (dur, span_id, flow_id, start_ns))
+        if len(ex) == limit:
+            agg.ex_floor = ex[0][0]
+    else:
+        heapq.heapreplace(ex, (dur, span_id, flow_id, start_ns))
+        agg.ex_floor = ex[0][0]
+
 
 def record_value(agg: Agg, dur: int, exemplars: int, span_id, flow_id, start_ns) -> None:
     """Count one observation of ``dur`` ns (the writer inlines the same steps for spans)."""
-    agg.count += 1
-    agg.sum_ns += dur
-    if agg.min_ns is None or dur < agg.min_ns:
-        agg.min_ns = dur
-    if dur > agg.max_ns:
-        agg.max_ns = dur
-    hist = agg.hist
-    if dur > 0:
-        index = _ceil(_log(dur * 1e-9) * _K6) - 1 if hist.scale == DEFAULT_SCALE else \
-            _ceil(_log(dur * 1e-9) * (1 << hist.scale) / _LN2) - 1
-        k = index - hist.offset
-        counts = hist.counts
-        if 0 <= k < len(counts):
-            counts[k] += 1
-        else:
-            hist._grow(index, 1)      # noqa: SLF001 - the histogram widens (or downscales) itself
-    else:
-        hist.zero_count += 1
-    ex = agg.ex
-    if len(ex) < exemplars:
-        heapq.heappush(ex, (dur, span_id, flow_id, start_ns))
-    elif exemplars and dur > ex[0][0]:
-        heapq.heapreplace(ex, (dur, span_id, flow_id, start_ns))
+    durs = agg.durs
+    durs.append(dur)
+    if len(durs) >= FOLD_AT:
+        agg.fold()
+    if dur > agg.ex_floor:
+        exemplar(agg, exemplars, dur, span_id, flow_id, start_ns)
 
 
 def _hex(value) -> str:
@@ -78,6 +117,7 @@ def _hex(value) -> str:
 def metrics_record(key, agg: Agg, start_iso: str, end_iso: str, interval_s: float, iso_of) -> dict:
     """The ``metrics`` record of one key over one interval (``iso_of``: perf ns -> ISO text)."""
     name, kind, status, flow_name, root, measure, fingerprint = key
+    agg.fold()
     hist = agg.hist
     rec = {
         "timestamp": end_iso, "level": "INFO", "type": "metrics",
@@ -85,7 +125,7 @@ def metrics_record(key, agg: Agg, start_iso: str, end_iso: str, interval_s: floa
         "name": name, "kind": kind, "status": status, "flow_name": flow_name, "root": root,
         "measure": measure,
         "count": agg.count, "sum_ms": agg.sum_ns / 1e6,
-        "min_ms": (agg.min_ns or 0) / 1e6, "max_ms": agg.max_ns / 1e6,
+        "min_ms": (agg.min_ns if agg.count else 0) / 1e6, "max_ms": agg.max_ns / 1e6,
         "hist": hist.to_dict(),
     }
     if fingerprint is not None:

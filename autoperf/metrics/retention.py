@@ -85,6 +85,7 @@ class Tail:
         self.settings = settings
         self.pending: dict = {}            # root (Span / SpanRef) -> Pending
         self.decided: dict = {}            # root span_id -> rule or None
+        self.older: dict = {}              # the previous generation of ``decided``
         self.blocks = collections.deque(maxlen=64)
         self.children_dropped = 0          # over max_pending (not yet reported)
         self.roots_evicted = 0             # never ended within pending_timeout_s (not yet reported)
@@ -126,8 +127,14 @@ class Tail:
     def remember(self, root_id, rule):
         decided = self.decided
         decided[root_id] = rule
-        if len(decided) > MAX_DECIDED:
-            del decided[next(iter(decided))]
+        if len(decided) > MAX_DECIDED:      # two generations: O(1), where deleting the oldest
+            self.older = decided            # key of a dict costs a scan over the deleted slots
+            self.decided = {}
+
+    def decision(self, root_id):
+        """The rule a root that has ended was decided by (None: not kept); False when unknown."""
+        rule = self.decided.get(root_id, False)
+        return self.older.get(root_id, False) if rule is False else rule
 
     def add_block(self, rec):
         interval = block_interval(rec)
@@ -163,5 +170,6 @@ class Tail:
     def clear(self):
         self.pending.clear()
         self.decided.clear()
+        self.older.clear()
         self.blocks.clear()
         self.children_dropped = self.roots_evicted = self.children_evicted = 0

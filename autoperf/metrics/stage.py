@@ -9,18 +9,13 @@ root ends. ``Stage.metrics()`` ends the interval: one ``metrics`` record per key
 """
 from __future__ import annotations
 
-import heapq
-import math
 import time
 
 from autoperf import records
-from autoperf.metrics.aggregates import _K6, Agg, metrics_record, record_value
-from autoperf.metrics.exphist import DEFAULT_SCALE
+from autoperf.metrics.aggregates import FOLD_AT, Agg, exemplar, metrics_record, record_value
 from autoperf.metrics.retention import Pending, RetainSettings, Tail
 
 _FLOW_KINDS = records.FLOW_KINDS
-_log = math.log
-_ceil = math.ceil
 
 
 class Stage:
@@ -83,33 +78,13 @@ class Stage:
             key = (name, kind, status, flow_name, root is None, "duration", fingerprint)
             agg = table.get(key)
             if agg is None:
-                agg = table[key] = Agg(site)
-            # record_value(agg, dur, ...), inlined: this runs for every span
-            agg.count += 1
-            agg.sum_ns += dur
-            if agg.min_ns is None or dur < agg.min_ns:
-                agg.min_ns = dur
-            if dur > agg.max_ns:
-                agg.max_ns = dur
-            hist = agg.hist
-            if dur > 0 and hist.scale == DEFAULT_SCALE:
-                index = _ceil(_log(dur * 1e-9) * _K6) - 1
-                k = index - hist.offset
-                counts = hist.counts
-                if 0 <= k < len(counts):
-                    counts[k] += 1
-                else:
-                    hist._grow(index, 1)         # noqa: SLF001
-            elif dur > 0:
-                index = _ceil(_log(dur * 1e-9) * (1 << hist.scale) / 0.6931471805599453) - 1
-                hist._grow(index, 1)             # noqa: SLF001 - rare: a downscaled histogram
-            else:
-                hist.zero_count += 1
-            ex = agg.ex
-            if len(ex) < ex_n:
-                heapq.heappush(ex, (dur, span_id, flow_id, start_ns))
-            elif ex_n and dur > ex[0][0]:
-                heapq.heapreplace(ex, (dur, span_id, flow_id, start_ns))
+                agg = table[key] = Agg(site, ex_n)
+            durs = agg.durs                      # record_value(agg, ...), inlined: every span
+            durs.append(dur)
+            if len(durs) >= FOLD_AT:
+                agg.fold()
+            if dur > agg.ex_floor:
+                exemplar(agg, ex_n, dur, span_id, flow_id, start_ns)
             if site is not None:
                 if site.sla_ms is not None and dur // 1000 / 1000 > site.sla_ms:
                     agg.over_sla += 1
@@ -126,9 +101,9 @@ class Stage:
             if parent is None:                  # a root: decide for it and its children
                 p = pending.pop(item, None) if type(item) is not tuple else None
                 rule = tail.rule(dur, status, site, attrs, start_ns + offset, flow_id, warning_ns, p)
-                if rule is None and hold:
-                    # the loop_blocked record of a block this root ended in comes after it (the
-                    # watchdog writes it once the loop step is over): decide after the next drain
+                if rule is None and hold and (item[7] if type(item) is tuple else item.task) is not None:
+                    # a root that ran in an asyncio task: the loop_blocked record of a block it ended
+                    # in comes after it (written once the loop step is over): decide after the next drain
                     held_now.append((item, p, agg, start_ns + offset, dur))
                     continue
                 self._decided(item, p, agg, rule, settings, append)
@@ -142,7 +117,7 @@ class Stage:
                 continue
             p = pending.get(root)
             if p is None:
-                rule = tail.decided.get(root.span_id, False)
+                rule = tail.decision(root.span_id)
                 if rule is not False:            # its root has ended already
                     if rule is not None:
                         records._span_records((item,), settings, append, rule)   # noqa: SLF001
@@ -216,7 +191,7 @@ class Stage:
             key = (name, kind, status, None, True, "first_response", None)
             fagg = self.table.get(key)
             if fagg is None:
-                fagg = self.table[key] = Agg(None)
+                fagg = self.table[key] = Agg(None, ex_n)
             fagg.interactions += 1
             if missed:
                 fagg.deadline_missed += 1
