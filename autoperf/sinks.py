@@ -88,6 +88,7 @@ def _encode_one_by_one(records, errors):
 
 
 METRICS_PREFIX = "metrics_"
+_SAID: set = set()      # (directory, failure) already said on stderr by one of its files
 FLOWS_PREFIX = "flows_"
 
 
@@ -174,11 +175,14 @@ class JsonLinesFile:
                     flows.append(rec)
                 else:
                     main.append(rec)
-            if metrics:
-                self._beside(METRICS_PREFIX).write(metrics)
-            if flows:
-                self._beside(FLOWS_PREFIX).write(flows)
-            records = main
+            try:
+                self._write(main)       # first: a failing directory is said by the main file
+            finally:
+                if metrics:
+                    self._beside(METRICS_PREFIX).write(metrics)
+                if flows:
+                    self._beside(FLOWS_PREFIX).write(flows)
+            return
         self._write(records)
 
     def _beside(self, prefix):
@@ -248,6 +252,9 @@ class JsonLinesFile:
         if self._failure is not None:
             return
         self._failure = f"{type(exc).__name__}: {exc.strerror or exc}"
+        if (self.directory, self._failure) in _SAID:
+            return      # the performance_ / metrics_ / flows_ files of a directory fail together: said once
+        _SAID.add((self.directory, self._failure))
         where = self.path or self.directory
         message = (f"cannot write the log file {where}: {self._failure}; records are counted "
                    f"and lost until it can be written again")
@@ -261,6 +268,7 @@ class JsonLinesFile:
 
     def _recovered(self):
         """Writing works again: end a torn fragment, then say what was lost."""
+        _SAID.discard((self.directory, self._failure))
         head = b"\n" if self._torn else b""
         if self.lost:
             from autoperf import records as model
