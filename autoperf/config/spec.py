@@ -200,7 +200,7 @@ def root_schema():
             "console": Field(Enum("auto", True, False), default="auto", doc="Console output: auto (when stderr is a terminal), true, false."),
             "console_level": Field(level, default="INFO", doc="Lowest level printed on the console."),
             "file_level": Field(level, default="TRACE", doc="Lowest level written to the log file."),
-            "buffer_records": Field(Int(min=100), default=100000, doc="Records buffered before new ones are dropped (and counted)."),
+            "buffer_records": Field(Int(min=100), default=100000, doc="Records buffered before new ones are dropped (and counted); also the most a stop writes."),
             "flush_interval_ms": Field(Float(min=0, max=250, min_exclusive=True), default=250, doc="How often the writer thread flushes while records come in numbers (a trickle or nothing: down to once a second)."),
             "max_delay_ms": Field(Float(min=10, max=1000), default=1000, doc="Longest a record waits in memory before it is written (the writer's back-off stops there): about what SIGKILL or an OOM kill can lose. Lower costs CPU: each idle wake-up ~0.1 ms."),
         }), doc="Where and how records are written."),
