@@ -15,6 +15,7 @@ import threading
 from autoperf import current, diagnostics, importhooks, pipeline, records, sinks, threads
 
 ENV_LOG_DIR = "AUTOPERF_LOG_DIR"
+ENV_RETAIN_ALL = "AUTOPERF_RETAIN_ALL"
 ENV_CONSOLE = "AUTOPERF_CONSOLE"
 
 _lock = threading.RLock()
@@ -65,7 +66,10 @@ def _apply_log_settings(data, log_dir, console):
                        min(flush_interval, max_delay) if flush_interval else None)
     pipeline.IDLE_WAIT_S = max_delay / 1000.0   # the writer's longest back-off
     from autoperf.metrics.retention import RetainSettings
-    pipeline.configure_metrics(RetainSettings.from_config(data))
+    retain = RetainSettings.from_config(data)
+    if os.environ.get(ENV_RETAIN_ALL, "").strip().lower() in ("1", "true", "yes"):
+        retain.all = True           # every span written, whatever retain.all says (debugging a run)
+    pipeline.configure_metrics(retain)
     directory = os.path.abspath(log_dir or os.environ.get(ENV_LOG_DIR) or log.get("dir") or "logs")
     file_level = log.get("file_level", "TRACE")
     if _file_sink is None or _file_sink.directory != directory or _file_sink.level_name != file_level:

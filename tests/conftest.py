@@ -25,6 +25,10 @@ import pytest
 
 from autoperf import integrations
 
+#: The tests are about records unless they say otherwise: every span is written (retention off),
+#: in this process and in every program a test runs. The retention tests run with tests.runs.RETENTION_ON.
+os.environ.setdefault("AUTOPERF_RETAIN_ALL", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 
 #: install(..., disable=NO_EXTRAS) keeps a test about targets free of integrations and extras.
@@ -37,12 +41,13 @@ def autoperf_pipeline(tmp_path_factory):
 
     Not autouse (other test files may want to start it their own way): the spine test modules
     request it with ``pytestmark = pytest.mark.usefixtures("autoperf_pipeline")``.
+    Every span's record is written (``retain: all``): these tests are about records, not retention.
     Returns the log directory.
     """
     from autoperf import bootstrap
 
     directory = tmp_path_factory.mktemp("autoperf-logs")
-    bootstrap.ensure_pipeline(log_dir=str(directory), console=False)
+    bootstrap.ensure_pipeline(log_dir=str(directory), console=False, data={"retain": {"all": True}})
     return directory
 
 

@@ -25,7 +25,7 @@ def read_records(log_dir: Path) -> list[dict]:
 
 
 def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPERF_")}
+    env = {k: v for k, v in os.environ.items() if (not k.startswith("AUTOPERF_") or k == "AUTOPERF_RETAIN_ALL")}
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env

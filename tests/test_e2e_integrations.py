@@ -105,7 +105,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     (tmp / "prog.py").write_text(textwrap.dedent(PROGRAM))
     (tmp / "autoperf.yaml").write_text(CONFIG)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPERF_")}
+    env = {k: v for k, v in os.environ.items() if (not k.startswith("AUTOPERF_") or k == "AUTOPERF_RETAIN_ALL")}
     env.update(PYTHONPATH=str(ROOT), E2E_DSN=dsn)
     proc = subprocess.run([sys.executable, "-m", "autoperf", "run", "--no-console", "--log-dir",
                            str(tmp / "logs"), "prog.py"], cwd=tmp, env=env, capture_output=True,

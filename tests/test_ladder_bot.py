@@ -27,9 +27,13 @@ COMMANDS = ("setup", "queue", "profile", "leaderboard", "activate", "setcountry"
 pytestmark = pytest.mark.timeout(150)
 
 
+_LOGS: dict = {}           # the run's log directory (TestRetention reports over it)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     logs = tmp_path_factory.mktemp("ladder_logs")
+    _LOGS["all"] = str(logs)
     scratch = tmp_path_factory.mktemp("ladder_tmp")
     env = dict(os.environ)
     env["TMPDIR"] = str(scratch)     # the bot's temporary files, to see that it removes them
@@ -236,3 +240,59 @@ class TestSimulate:
         assert "/ping" in proc.stderr
         flows = [json.loads(line) for path in glob.glob(str(tmp_path / "logs" / "*.log")) for line in open(path)]
         assert any(r["type"] == "flow_complete" and r["flow_name"] == "ping" for r in flows)
+
+
+class TestRetention:
+    """The same scenario under retention (`retain: {all: false}`, issue 14): the answers do not change."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def default_run(cls, tmp_path_factory):
+        logs = tmp_path_factory.mktemp("ladder_default_logs")
+        config = logs.parent / "autoperf_retention.yaml"        # the example's config, retention on
+        with open(os.path.join(ROOT, "autoperf.yaml"), encoding="utf-8") as f:
+            config.write_text(f.read() + "\nretain: {all: false}\n")
+        env = dict(os.environ, LADDER_MATCHMAKING_INTERVAL_S="0.5", AUTOPERF_CONSOLE="0", AUTOPERF_RETAIN_ALL="0")
+        env.pop("DISCORD_TOKEN", None)
+        proc = subprocess.run([sys.executable, "-m", "autoperf", "run", "--config", str(config), "--log-dir",
+                               str(logs), "--summary", "--simulate", SCENARIO, BOT], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=140)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc, str(logs)
+
+    @staticmethod
+    def _cli(*args):
+        p = subprocess.run([sys.executable, "-m", "autoperf", *args], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120, env=dict(os.environ, NO_COLOR="1"))
+        assert p.returncode in (0, 1), p.stderr
+        return p.returncode, p.stdout
+
+    def test_summary_report_and_check_answer_the_same(self, run, default_run, tmp_path):
+        """Per command count, errors and statuses are the same under retention as under retain all; the
+        check gives the same verdicts from the metrics as from every span of the same run (two runs' timings
+        differ on this machine, so verdicts near a limit are compared within one run); --summary agrees
+        with the report; the default wrote fewer flows whole and says so."""
+        import shutil
+
+        from autoperf.analysis.render import summary_lines
+        logs_all = _LOGS["all"]
+        proc_def, logs_def = default_run
+        spans_only = tmp_path / "spans_only"            # the same run as an old log: no metrics files
+        spans_only.mkdir()
+        for path in glob.glob(os.path.join(logs_all, "performance_*.log")):
+            shutil.copy(path, spans_only)
+        reports = {k: json.loads(self._cli("report", "--format", "json", d)[1]) for k, d in
+                   (("all", logs_all), ("default", logs_def), ("spans", str(spans_only)))}
+        rows = {k: {c["name"]: (c["count"], c["errors"], c["statuses"]) for c in r["commands"]} for k, r in reports.items()}
+        assert rows["all"] == rows["default"] == rows["spans"] and len(rows["all"]) >= len(COMMANDS)
+        assert reports["all"]["retention"]["from_metrics"] > 0 and reports["spans"]["retention"]["from_metrics"] == 0
+        checks = {k: json.loads(self._cli("check", "--json", d)[1]) for k, d in (("all", logs_all),
+                                                                                 ("spans", str(spans_only)))}
+        assert ({c["name"] + str(c["scope"]): c["ok"] for c in checks["all"]["checks"]}
+                == {c["name"] + str(c["scope"]): c["ok"] for c in checks["spans"]["checks"]})
+        rt = reports["default"]["retention"]
+        assert rt["flows"] == reports["all"]["retention"]["flows"] and 0 < rt["retained"] < rt["flows"]
+        summary = [" ".join(ln.split()) for ln in proc_def.stderr.splitlines() if ln.startswith(("Total flows", "Errors"))]
+        want = dict(summary_lines(reports["default"]))
+        assert summary == [" ".join(f"Total flows {want['Total flows']}".split()),
+                           " ".join(f"Errors {want['Errors']}".split())]

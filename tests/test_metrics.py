@@ -16,7 +16,7 @@ import pytest
 
 from autoperf.analysis.stats import percentile
 from autoperf.metrics.exphist import ExpHistogram
-from tests.runs import Run, clean_env
+from tests.runs import RETENTION_ON, Run, clean_env
 
 KNOWN = """
     import time
@@ -80,7 +80,7 @@ class TestGroundTruth:
         assert sum(r["retained"] for r in recs if r["root"] and r["name"] == "__main__.handle") == 600
 
         default = Run(tmp_path / "default", KNOWN, KNOWN_CONFIG % "false")
-        default.start()
+        default.start(env=RETENTION_ON)
         recs2 = metrics_records(default)
         assert merged(recs2, name="__main__.step").count == 1800
         assert merged(recs2, name="__main__.handle").count == 600

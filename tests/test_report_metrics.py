@@ -189,3 +189,16 @@ class TestStore:
         r = _report(str(tmp_path / "x"), "--dsn", pg_db)
         assert sum(c["count"] for c in r["commands"]) == 2000 and r["totals"]["errors"] == 4
         assert r["retention"]["from_metrics"] == 2000 and r["retention"]["from_records"] == 0
+
+
+def test_count_above_from_a_record_equals_the_histograms():
+    """Counts over a limit read from a record's histogram dict equal ExpHistogram.count_above."""
+    from autoperf.analysis.metricsfold import count_above
+    from autoperf.metrics.exphist import ExpHistogram
+    rng = random.Random(2)
+    h = ExpHistogram()
+    for _ in range(5000):
+        h.record(rng.lognormvariate(-3, 1.2))
+    d = h.to_dict()
+    for limit_ms in (0.0, 0.5, 10.0, 49.99, 50.0, 100.0, 500.0, 1e6):
+        assert count_above(d, h.count, h.max * 1000, limit_ms) == h.count_above(limit_ms / 1000), limit_ms

@@ -39,10 +39,11 @@ async def settings_read(pool, i):            # the same read in every flow: a ca
 
 
 async def volatile_reads(pool, i):           # repeated, but each answer is new: never a cache
-    for _ in range(2):
-        await pool.fetchval("SELECT now()")
-        await pool.fetchval("SELECT random()")
-        await pool.fetchval("SELECT pg_sleep(0)")
+    async with pool.acquire() as conn, conn.transaction():   # one transaction: no gather advice, however slow
+        for _ in range(2):
+            await conn.fetchval("SELECT now()")
+            await conn.fetchval("SELECT random()")
+            await conn.fetchval("SELECT pg_sleep(0)")
 
 
 async def n_plus_one(pool, i):               # 6 lookups per flow: N+1 (and only N+1, not also a cache)

@@ -20,8 +20,15 @@ __all__ = ["HistSum", "Dist", "as_dist", "merge_res"]
 _W = 64                     # bits per bucket in the packed sum
 
 
+_last = [None, 0]           # the last list packed and its value: one record feeds several sums
+
+
 def _pack(counts) -> int:
-    return int.from_bytes(array("Q", counts).tobytes(), "little")
+    if _last[0] is counts:
+        return _last[1]
+    value = int.from_bytes(array("Q", counts).tobytes(), "little")
+    _last[0], _last[1] = counts, value
+    return value
 
 
 def _unpack(value: int, n: int) -> list:

@@ -13,7 +13,7 @@ import itertools
 import re
 from collections import Counter
 
-from autoperf.metrics.exphist import ExpHistogram
+from autoperf.metrics.exphist import bucket_index, lower_bound
 
 from .dist import Dist, as_dist
 from .state import DEADLINE_MS, LEVELS, DbState, FlowState, OpState
@@ -209,8 +209,7 @@ def _root_flow(agg, rec, ts, name, status, err, cnt, args):
     if measure == "first_response":
         late = rec.get("deadline_missed")       # answered, but after the deadline
         if late.__class__ is not int:
-            h = ExpHistogram.from_dict(hist, count=cnt, min=_s(args[3]), max=_s(args[4]))
-            late = h.count_above(DEADLINE_MS / 1000.0)
+            late = count_above(hist, cnt, args[4], DEADLINE_MS)
         f.fr_n += cnt - late            # the late ones are in deadline_missed (the duration record)
         f.fr_ok += cnt - late
         if f.fr_res is None:
@@ -224,25 +223,21 @@ def _root_flow(agg, rec, ts, name, status, err, cnt, args):
     f.statuses[status] = f.statuses.get(status, 0) + cnt
     if err:
         f.errors += cnt
-    h = None
     sla = rec.get("sla_ms")
     over = rec.get("over_sla")
     if sla.__class__ not in (int, float):
         sla, over = agg.sla.get(name), None
     if sla is not None:
         if over.__class__ is not int:
-            h = ExpHistogram.from_dict(hist, count=cnt, min=_s(args[3]), max=_s(args[4]))
-            over = h.count_above(sla / 1000.0)
+            over = count_above(hist, cnt, args[4], sla)
         f.sla_ms = sla
         f.sla_known += cnt
         f.sla_missed += over
     mx = args[4]
     if mx is not None and mx > agg._th_min:
-        if h is None:
-            h = ExpHistogram.from_dict(hist, count=cnt, min=_s(args[3]), max=_s(mx))
         th = agg.thresholds
         for i in range(len(th)):
-            n = h.count_above(th[i] / 1000.0)
+            n = count_above(hist, cnt, mx, th[i])
             f.over[i] += n
             agg.all_over[i] += n
     dm = rec.get("deadline_missed")
@@ -265,5 +260,19 @@ def _root_flow(agg, rec, ts, name, status, err, cnt, args):
     _by(agg, agg.shards, shard_label(rec), cnt, cnt if err else 0, hist=hist, rec=rec)
 
 
-def _s(ms):
-    return ms / 1000.0 if ms.__class__ in (int, float) else None
+def count_above(hist: dict, cnt: int, max_ms, limit_ms: float) -> int:
+    """Observations of a record's histogram above ``limit_ms`` (a bucket that straddles it counts as
+    above: ExpHistogram.count_above, read from the record's dict without building the histogram)."""
+    if max_ms is not None and max_ms <= limit_ms:
+        return 0
+    if limit_ms < 0:
+        return cnt
+    counts = hist.get("counts") or ()
+    if limit_ms == 0:
+        return sum(counts)
+    scale, offset = hist.get("scale", 6), hist.get("offset") or 0
+    t = limit_ms / 1000.0
+    index = bucket_index(t, scale)
+    if t >= lower_bound(index + 1, scale):
+        index += 1
+    return sum(counts[max(index - offset, 0):])

@@ -48,6 +48,8 @@ RES = ('{"timestamp":"%s","level":"INFO","type":"resource","pid":4242,"rss_mb":1
 
 
 def _ts(sec: int, ms: int) -> str:
+    if sec >= 86400:        # the last interval ends at the next midnight
+        return "2026-12-01T00:00:00.000Z"
     h, rem = divmod(sec, 3600)
     m, s = divmod(rem, 60)
     return f"{DAY}T{h:02d}:{m:02d}:{s:02d}.{ms:03d}Z"
