@@ -17,16 +17,19 @@ from time import perf_counter_ns
 from autoperf import current as _current_module
 from autoperf import pipeline
 
-__all__ = ["Span", "SpanRef", "CURRENT", "MUTED", "start", "start_detached", "span", "current", "record_finished"]
+__all__ = ["Span", "SpanRef", "CURRENT", "MUTED", "start", "start_detached", "span", "current", "record_finished",
+           "get_current", "set_current", "reset_current"]
 
 _current: ContextVar = _current_module.CURRENT_SPAN
 #: Current while autoperf does its own work: no span starts under it (autoperf/current.py).
 MUTED = _MUTED = _current_module.MUTED
 # Bound once: a target on builtins:len must not make the hot path call its own wrapper.
 _len = len
-_get_current = _current.get
-_set_current = _current.set
-_reset_current = _current.reset
+#: The current-span primitives, public for integrations (bind them once at import: the hot path
+#: then calls the ContextVar's own methods). ``set_current`` returns the token ``reset_current`` takes.
+get_current = _get_current = _current.get
+set_current = _set_current = _current.set
+reset_current = _reset_current = _current.reset
 
 #: ``parent=CURRENT`` (the default) means "whatever span is current in this context".
 CURRENT = object()

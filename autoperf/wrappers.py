@@ -16,8 +16,8 @@ from autoperf import diagnostics, spans
 from autoperf.records import Site
 
 _Span = spans.Span
-_get_current = spans._get_current
-_set_current = spans._set_current
+_get_current = spans.get_current
+_set_current = spans.set_current
 _start_detached = spans.start_detached
 _activate = spans.activate
 _deactivate = spans.deactivate

@@ -21,8 +21,8 @@ TRACEPARENT = Field(Bool(), default=True, doc="Send a W3C `traceparent` header n
                     "(never to Discord's API, never over one the program set).")
 OPTIONS = Obj({"traceparent": TRACEPARENT}, doc="aiohttp client requests (http spans).")
 
-_get_current = spans._get_current
-_set_current = spans._set_current
+_get_current = spans.get_current
+_set_current = spans.set_current
 
 _suppressed: ContextVar = ContextVar("autoperf_http_suppressed", default=False)
 

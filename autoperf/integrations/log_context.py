@@ -15,7 +15,7 @@ from autoperf.config.schema import Obj
 
 OPTIONS = Obj({}, doc="Log correlation: trace_id / span_id / flow_name on the program's log records.")
 
-_get_current = spans._get_current
+_get_current = spans.get_current
 _installed = []   # [our factory, the one it replaced]
 
 

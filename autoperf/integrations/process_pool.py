@@ -31,9 +31,9 @@ _executors: "weakref.WeakSet" = weakref.WeakSet()
 _pools: "weakref.WeakSet" = weakref.WeakSet()
 
 _Span = spans.Span
-_get_current = spans._get_current
-_set_current = spans._set_current
-_reset_current = spans._reset_current
+_get_current = spans.get_current
+_set_current = spans.set_current
+_reset_current = spans.reset_current
 _OUTCOME_ATTR = "_autoperf_outcome"
 _BUFFER = pipeline.BUFFER
 

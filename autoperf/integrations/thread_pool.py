@@ -19,9 +19,9 @@ from autoperf.config.schema import Obj
 OPTIONS = Obj({}, doc="Thread-pool jobs (run_in_executor, to_thread, submit) as job spans.")
 
 _Span = spans.Span
-_get_current = spans._get_current
-_set_current = spans._set_current
-_reset_current = spans._reset_current
+_get_current = spans.get_current
+_set_current = spans.set_current
+_reset_current = spans.reset_current
 _MUTED = spans.MUTED
 _Context = contextvars.Context
 _partial = functools.partial

@@ -20,9 +20,9 @@ from autoperf import diagnostics, spans
 
 from .common import _DbSpan
 
-_get_current = spans._get_current
-_set_current = spans._set_current
-_reset_current = spans._reset_current
+_get_current = spans.get_current
+_set_current = spans.set_current
+_reset_current = spans.reset_current
 _record_finished = spans.record_finished
 _failure = spans.failure
 _perf_counter_ns = time.perf_counter_ns

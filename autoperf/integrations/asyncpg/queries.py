@@ -16,8 +16,8 @@ from autoperf.records import Site
 from .common import _CACHE_SIZE, _DbSpan, _Settings
 from .explain import _maybe_explain
 
-_get_current = spans._get_current
-_set_current = spans._set_current
+_get_current = spans.get_current
+_set_current = spans.set_current
 _record_finished = spans.record_finished
 _MUTED = spans.MUTED
 _perf_counter_ns = time.perf_counter_ns
