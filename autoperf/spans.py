@@ -15,7 +15,7 @@ from threading import get_ident
 from time import perf_counter_ns
 
 from autoperf import current as _current_module
-from autoperf import pipeline
+from autoperf import pipeline, records
 
 __all__ = ["Span", "SpanRef", "CURRENT", "MUTED", "start", "start_detached", "span", "current", "record_finished",
            "get_current", "set_current", "reset_current"]
@@ -35,7 +35,7 @@ reset_current = _reset_current = _current.reset
 CURRENT = object()
 
 #: Kinds whose root span is a "flow" in reports (gets a ``flow_complete`` record).
-FLOW_KINDS = frozenset(("flow", "cycle"))
+FLOW_KINDS = records.FLOW_KINDS    # defined once, with the record model
 #: A flow lists at most this many direct child spans in its ``flow_complete`` record (each one
 #: still gets its own ``span`` record); a long-lived flow must not grow without bound.
 MAX_CHECKPOINT_SPANS = 256
@@ -328,10 +328,6 @@ def _linked(attrs, root):
     except (OverflowError, AttributeError):
         link = f"{flow:016x}"
     return {"link_flow_id": link} if not attrs else {**attrs, "link_flow_id": link}
-
-
-def _resolve_parent(parent):
-    return _get_current() if parent is CURRENT else parent
 
 
 def start(name, kind="span", attrs=None, parent=CURRENT, site=None):
