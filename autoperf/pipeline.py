@@ -1,25 +1,13 @@
 """The record pipeline: a bounded in-memory buffer and one writer thread.
 
-Producers (finished spans — ``Span`` objects or the compact tuples of ``spans.record_finished`` —
-and ``emit()`` from samplers and integrations) only append to ``BUFFER``. The writer thread wakes
-every ``flush_interval_ms`` (≤ 250 ms) while records come, or when the buffer is half full, and
-drains it a chunk at a time: every span feeds the interval's aggregates and only retained ones
-become record dicts (``metrics.stage``), the processors (levels, alerts, live stats) run, the chunk
-goes to every sink; each ``metrics.interval_s`` and every flush also write the aggregates. (Waking it more rarely does not lower the event loop's CPU:
-measured, the loop thread costs the same with no writer thread at all. A wake-up's own CPU is mostly
-cold caches after the sleep: the same 5-record drain took ~30 us in a hot loop and ~280 us after
-250 ms asleep on the 2-core VM, so only fewer wake-ups would lower it.)
-A writer that found nothing to write backs off (doubling its wait up to ``IDLE_WAIT_S``): an empty
-wake-up costs ~0.1 ms of CPU on a VM, 4 per second in every idle process (pool workers sit idle
-most of the time). ``emit()`` rings it out of a back-off at once; a span finishing in a process
-that was idle is written within ``IDLE_WAIT_S``. A writer that found only a trickle (fewer than
-``TRICKLE_RECORDS``) also doubles its wait, up to ``IDLE_WAIT_S``, without being rung: each
-wake-up skipped saves ~250 us of CPU (measured, 6 spans every 50 ms: 47 -> 13 wake-ups in 12 s,
-writer 2.9-3.0 -> 1.9-2.5 ms of CPU per second) — about 0.6 % of the ladder bot's CPU at 20
-interactions a second and, by the same arithmetic, ~10 % at one a second. Records then reach the
-sinks within ~1 s. From ``TRICKLE_RECORDS`` per wake-up on, it wakes every ``flush_interval_ms``
-again. Flush and exit paths drain everything regardless.
-When the buffer is full, new items are dropped and counted; a ``dropped`` record says so.
+Producers (finished spans: ``Span`` objects or ``spans.record_finished`` tuples, and ``emit()``) only
+append to ``BUFFER``. The writer wakes every ``flush_interval_ms`` while records come (or when the
+buffer is half full) and drains it a chunk at a time: every span feeds the interval's aggregates,
+retained ones become records (``metrics.stage``), processors run, the chunk goes to every sink. An
+idle writer, or one finding only a trickle (< ``TRICKLE_RECORDS``), doubles its wait up to
+``IDLE_WAIT_S``; ``emit()`` rings it out of an idle back-off. Flush and exit paths drain everything.
+A full buffer drops new items and counts them (a ``dropped`` record). Why these wake-up rules, with
+the measurements: docs/performance.md, "The writer's wake-ups".
 """
 from __future__ import annotations
 
