@@ -247,7 +247,7 @@ def _send_daily(args):
 
     from .reader import parse_time
     from .regress import compare_aggregators
-    from .render import render_html
+    from .render import render, render_html
     from .slo import evaluate
     if args.since or args.until or args.week:
         raise UsageError("--send sends one UTC day: give --day (default: yesterday)")
