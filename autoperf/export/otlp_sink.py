@@ -202,6 +202,10 @@ class OtlpSink:
 
     # ------------------------------------------------------------ the exporter thread
     def _run(self):
+        try:    # the encoders (and protobuf) load here, at start, in this thread: not on a first export
+            from autoperf.export import otlp_encode, otlp_metrics  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - each export reports its own failure
+            diagnostics.internal_error("OTLP exporter start", exc)
         interval = self.settings["flush_interval_s"]
         batch_n = self.settings["batch_records"]
         while True:
