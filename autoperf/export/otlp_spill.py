@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import glob
-import hashlib
 import hmac
 import os
 import struct
 import time
 
-from autoperf import pids
+from autoperf import pids, spillkey
 
 _KEY_FILE = ".otlp_spill_key"
 _FRAME = struct.Struct(">cI")
@@ -24,23 +23,11 @@ OTHERS_CHECK_S = 60.0
 
 
 def _key(log_dir) -> bytes:
-    path = os.path.join(log_dir, _KEY_FILE)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        with open(path, "rb") as handle:
-            key = handle.read()
-        if len(key) != 32:
-            raise ValueError(f"{path} is not a spill key") from None
-        return key
-    with os.fdopen(fd, "wb") as handle:
-        key = os.urandom(32)
-        handle.write(key)
-    return key
+    return spillkey.directory_key(log_dir, _KEY_FILE)
 
 
 def _header(key, name) -> bytes:
-    return b"autoperf-otlp-spill " + hmac.new(key, name.encode(), hashlib.sha256).hexdigest().encode() + b"\n"
+    return b"autoperf-otlp-spill " + spillkey.mac(key, name).encode() + b"\n"
 
 
 def _original_name(path) -> str:

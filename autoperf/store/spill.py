@@ -12,13 +12,12 @@ from __future__ import annotations
 import collections
 import datetime as _dt
 import glob
-import hashlib
 import hmac
 import os
 
 import orjson
 
-from autoperf import pids
+from autoperf import pids, spillkey
 from autoperf.store import db
 
 __all__ = ["Spill"]
@@ -39,24 +38,11 @@ _KEY_FILE = ".pg_spill_key"
 
 def _spill_key(log_dir) -> bytes:
     """The log directory's spill key (32 random bytes, created 0600 on first use)."""
-    path = os.path.join(log_dir, _KEY_FILE)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        with open(path, "rb") as handle:
-            key = handle.read()
-        if len(key) == 32:
-            return key
-        raise ValueError(f"{path} is not a spill key") from None
-    with os.fdopen(fd, "wb") as handle:
-        key = os.urandom(32)
-        handle.write(key)
-    return key
+    return spillkey.directory_key(log_dir, _KEY_FILE)
 
 
 def _header(key, path) -> bytes:
-    mac = hmac.new(key, os.path.basename(path).encode(), hashlib.sha256).hexdigest()
-    return orjson.dumps({"autoperf_spill": 1, "mac": mac}) + b"\n"
+    return orjson.dumps({"autoperf_spill": 1, "mac": spillkey.mac(key, os.path.basename(path))}) + b"\n"
 
 
 class Spill:
