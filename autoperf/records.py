@@ -278,32 +278,22 @@ def _span_records(spans, settings: Settings, append, retained=None):
 
 def checkpoint_entries(span) -> list:
     """The flow's checkpoints: manual ones (time since the previous) and its direct child spans."""
-    start = span.start_ns
-    entries = []
+    children = _child_entries(span)
     marks = span.checkpoints
-    if marks:
-        prev = start
-        for name, at_ns, metadata in marks:
-            entry = {"name": name, "kind": "checkpoint", "duration_ms": round((at_ns - prev) / 1e6, 3),
-                     "offset_ms": round((at_ns - start) / 1e6, 3)}
-            if metadata:
-                entry["metadata"] = metadata
-            entries.append((at_ns, entry))
-            prev = at_ns
-    for child in span.children or ():
-        if type(child) is tuple:          # COMPACT_SPAN
-            name, kind, child_start, dur, status = child[0], child[1], child[8], child[9], child[10]
-        else:
-            name, kind, child_start = child.name, child.kind, child.start_ns
-            dur, status = child.duration_ns, child.status
-        entries.append((child_start, {
-            "name": name, "kind": kind,
-            "duration_ms": dur // 1000 / 1000,
-            "offset_ms": round((child_start - start) / 1e6, 3),
-            "status": status,
-        }))
-    entries.sort(key=lambda pair: pair[0])
-    return [entry for _, entry in entries]
+    if not marks:
+        return children
+    start = prev = span.start_ns
+    entries = []
+    for name, at_ns, metadata in marks:
+        entry = {"name": name, "kind": "checkpoint", "duration_ms": round((at_ns - prev) / 1e6, 3),
+                 "offset_ms": round((at_ns - start) / 1e6, 3)}
+        if metadata:
+            entry["metadata"] = metadata
+        entries.append(entry)
+        prev = at_ns
+    entries += children
+    entries.sort(key=_offset_of)          # stable: a checkpoint stays before a child of the same µs
+    return entries
 
 
 def flow_complete_record(span, settings: Settings, span_rec: dict, retained=None) -> dict:
@@ -336,9 +326,9 @@ def flow_complete_record(span, settings: Settings, span_rec: dict, retained=None
 
 
 def _child_entries(span) -> list:
-    """``checkpoint_entries`` of a flow without manual checkpoints, for every flow (unretained ones
-    too): offsets rounded to the µs by integer arithmetic (float ``round`` goes through a decimal
-    conversion), sorted only when the children did not end in the order they started."""
+    """A flow's direct child spans as checkpoint entries (every flow, unretained ones too): offsets
+    rounded to the µs by integer arithmetic (float ``round`` goes through a decimal conversion),
+    sorted only when the children did not end in the order they started."""
     start = span.start_ns
     entries = []
     last = -1
@@ -389,7 +379,7 @@ def flow_complete_only(span, settings: Settings) -> dict:
         "flow_id": _hex16(span.span_id),        # not cached: a root id never comes back
         "user_id": attrs.get("user_id") if attrs else None,
         "duration_ms": duration_ms,
-        "checkpoints": checkpoint_entries(span) if span.checkpoints else _child_entries(span),
+        "checkpoints": checkpoint_entries(span),
         "status": status,
         "error": error_name(span.error),
         "metadata": attrs if attrs is not None else {},
