@@ -280,6 +280,15 @@ class Aggregator:
             note_flow(self, float(d), name, fid, ts, rule if rule.__class__ is str else "all")
         self._end_flow(fid, name)
 
+    def _explained(self, db, attrs):
+        """A captured plan's sequential scans (index advice) onto the statement's state."""
+        ex = attrs.get("explain")
+        if ex is not None:
+            scans = seq_scans_from_explain(ex, self.index_min_rows)
+            if scans is not None:
+                db.seq_scans = scans
+                db.explained += 1
+
     def _retained_span(self, rec, ts):
         """A span of a process with metrics: no count; statements, plans, job and cycle details and the
         per-flow bookkeeping of the suggestions."""
@@ -296,12 +305,7 @@ class Aggregator:
         if kind == "db" or kind == "http":
             fp = None
             if kind == "db":
-                attrs = rec.get("attrs")
-                if attrs.__class__ is not dict:
-                    attrs = {}
-                fp = attrs.get("fingerprint") or attrs.get("statement") or name
-                if fp.__class__ is not str:
-                    fp = str(fp)
+                attrs, fp = _db_key(rec, name)
                 db = self.db.get(fp)
                 if db is None:
                     st = attrs.get("statement")
@@ -313,12 +317,7 @@ class Aggregator:
                         db.statement = attrs.get("statement")
                     db.operation = attrs.get("operation") or db.operation
                     db.system = attrs.get("system") or db.system
-                    ex = attrs.get("explain")
-                    if ex is not None:
-                        scans = seq_scans_from_explain(ex, self.index_min_rows)
-                        if scans is not None:
-                            db.seq_scans = scans
-                            db.explained += 1
+                    self._explained(db, attrs)
             if self.track_flows and fid is not None and rec.get("span_id") != fid:
                 of = self.open.get(fid)
                 if of is None:
@@ -384,14 +383,9 @@ class Aggregator:
         if th is not None and (th.__class__ is float or th.__class__ is int):
             op.count(th, d)
         if kind == "db" or kind == "http":
-            attrs = rec.get("attrs")
             fp = None
             if kind == "db":
-                if attrs.__class__ is not dict:
-                    attrs = {}
-                fp = attrs.get("fingerprint") or attrs.get("statement") or name
-                if fp.__class__ is not str:
-                    fp = str(fp)
+                attrs, fp = _db_key(rec, name)
                 db = self.db.get(fp)
                 if db is None:
                     db = self.db[fp] = DbState(self.op_cap)
@@ -414,12 +408,7 @@ class Aggregator:
                 rows = attrs.get("rows")
                 if rows.__class__ is int:
                     db.rows += rows
-                ex = attrs.get("explain")
-                if ex is not None:
-                    scans = seq_scans_from_explain(ex, self.index_min_rows)
-                    if scans is not None:
-                        db.seq_scans = scans
-                        db.explained += 1
+                self._explained(db, attrs)
             fid = rec.get("flow_id") if self.track_flows else None
             if fid is not None and rec.get("span_id") != fid:
                 of = self.open.get(fid)
@@ -548,3 +537,13 @@ def suggest(records: Iterable[dict], **options) -> list[dict]:
     agg.add_all(records)
     agg.flush_open()
     return suggestions_from(agg, **options)
+
+
+def _db_key(rec: dict, name: str):
+    """A db span's attrs (a dict) and the key its statement is aggregated under: the fingerprint, else
+    the statement, else the span's name."""
+    attrs = rec.get("attrs")
+    if attrs.__class__ is not dict:
+        attrs = {}
+    fp = attrs.get("fingerprint") or attrs.get("statement") or name
+    return attrs, fp if fp.__class__ is str else str(fp)
