@@ -35,12 +35,7 @@ def finish_flow(agg, fid, name):
     if len(items) == 1:                           # common and cheap: nothing to pair up
         fp = items[0][5]
         if fp is not None:
-            db = dbs.get(fp)
-            if db is not None:
-                db.flows += 1
-                fn = db.flow_names
-                if fname in fn or len(fn) < 50:
-                    fn[fname] += 1
+            _seen_in_flow(dbs.get(fp), fname)
         return
     # per fingerprint in this flow: distinct flows (cache advice) and repeats (N+1)
     fps: dict = {}
@@ -59,12 +54,7 @@ def finish_flow(agg, fid, name):
             one_parent = False
     n1 = agg.n_plus_one_min
     for fp, (n, ms) in fps.items():
-        db = dbs.get(fp)
-        if db is not None:
-            db.flows += 1
-            fn = db.flow_names
-            if fname in fn or len(fn) < 50:
-                fn[fname] += 1
+        _seen_in_flow(dbs.get(fp), fname)
         if n >= n1:
             k = (fname, fp)
             s = agg.n_plus_one.get(k)
@@ -181,3 +171,11 @@ def flush_open(agg) -> None:
     for fid in list(agg.open):
         finish_flow(agg, fid, None)
 
+
+def _seen_in_flow(db, fname):
+    """One more flow ran the statement (cache advice); its flow names, at most 50 kept."""
+    if db is not None:
+        db.flows += 1
+        fn = db.flow_names
+        if fname in fn or len(fn) < 50:
+            fn[fname] += 1
