@@ -228,3 +228,12 @@ class TestThresholds:
         assert [(a["metric"], a["level"]) for a in alerts] == [
             ("db_pool.utilisation_pct", "WARNING"), ("process_pool.pending", "CRITICAL"),
             ("worker.7.rss_mb", "WARNING")]
+
+
+def test_a_run_shorter_than_the_interval_ends_with_one_sample(tmp_path):
+    """The stop writes a last `resource` record (after the sampler's 1-s warm-up), so a short run has one."""
+    from tests.runs import Run
+    run = Run(tmp_path, "import time\ntime.sleep(1.6)\n", "sampler: {interval_s: 30}\n")
+    run.start()
+    samples = run.records("resource")
+    assert len(samples) == 1 and samples[0]["rss_mb"] > 0 and samples[0]["pid"] == run.records()[0]["pid"]

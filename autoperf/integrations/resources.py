@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from autoperf import diagnostics, pipeline, threads
+from autoperf import diagnostics, lifecycle, pipeline, threads
 from autoperf.config.schema import Field, Float, Obj
 
 NAME = "resources"
@@ -113,6 +113,7 @@ class Sampler(threading.Thread):
         self.psutil = None  # imported in the sampler's own thread: not on the program's start-up
         self.process = None
         self.interval_s = float(interval_s)
+        self.pid = os.getpid()
         self.uss_interval_s = float(uss_interval_s)
         self._uss_at = None     # monotonic time of the last USS reading
         self.thresholds = dict(thresholds or {})
@@ -172,6 +173,13 @@ class Sampler(threading.Thread):
         self.stop_event.set()
         if self is not threading.current_thread():
             self.join(timeout)
+
+    def final_sample(self):
+        """At the process's stop: one last ``resource`` record, so a run shorter than the interval still
+        says what it used (``check``'s memory budget). Only once psutil is up (the run lasted its warm-up)."""
+        self.stop()
+        if self.psutil is not None:
+            pipeline.emit(self.sample())
 
     def sample(self) -> dict:
         """Read everything once and return the ``resource`` record (also usable directly)."""
@@ -330,6 +338,7 @@ def start(config_data=None, options=None):
             return None
         threads.start(sampler)
         _sampler = sampler
+        lifecycle.at_stop(_final_sample)
         return sampler
 
 
@@ -339,6 +348,13 @@ def stop():
         sampler, _sampler = _sampler, None
     if sampler is not None:
         sampler.stop()
+
+
+def _final_sample():
+    with _lock:
+        sampler = _sampler
+    if sampler is not None and sampler.pid == os.getpid():    # not in a forked child of the sampled process
+        sampler.final_sample()
 
 
 def running():
