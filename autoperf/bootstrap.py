@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 
-from autoperf import current, diagnostics, importhooks, lifecycle, pipeline, targets
+from autoperf import current, diagnostics, lifecycle, pipeline, posthooks, targets
 from autoperf.lifecycle import ENV_CONSOLE, ENV_LOG_DIR, ensure_pipeline, log_path, stop  # noqa: F401  (the public names)
 from autoperf.lifecycle import on_sigterm as _on_sigterm  # noqa: F401  (tests compare the handler)
 
@@ -192,7 +192,7 @@ def _exit_report():
         if (module_name in ("__main__", "__mp_main__") or module_name in sys.modules
                 or module_name in _imported or module_name in _main_names):
             continue
-        raised = importhooks.failed.get(module_name)
+        raised = posthooks.failed.get(module_name)
         for spec in specs:
             if raised:
                 diagnostics.warn_once("target_module_import_failed",
@@ -218,7 +218,7 @@ def uninstall():
         except KeyError:
             pass
         for module_name in _specs_by_module:
-            importhooks.forget(module_name)
+            posthooks.forget(module_name)
         _specs_by_module.clear()
         lifecycle.restore_default_sigterm()
         try:

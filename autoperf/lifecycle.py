@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from autoperf import current, diagnostics, importhooks, pipeline, records, sinks, threads
+from autoperf import current, diagnostics, pipeline, posthooks, records, sinks, threads
 
 ENV_LOG_DIR = "AUTOPERF_LOG_DIR"
 ENV_RETAIN_ALL = "AUTOPERF_RETAIN_ALL"
@@ -140,7 +140,7 @@ def hook(module_name, fn, every_import=False):
         finally:
             current.unmute(token)
 
-    importhooks.register(module_name, hook, every_import)
+    posthooks.register(module_name, hook, every_import)
 
 
 def new_generation():

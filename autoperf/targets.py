@@ -1,7 +1,9 @@
 """Resolve ``module:qualname`` targets in a module and patch them, keeping every original.
 
-Resolution walks ``vars()`` (never ``getattr``) so nothing is bound or triggered by accident;
-each patch remembers the exact object it replaced so ``unpatch_all()`` restores it.
+Resolution walks ``vars()`` (never ``getattr``; wildcards match names there) so nothing is bound or
+triggered by accident; the wrapper is autoperf's own (``wrappers.instrument``: a function of the
+same kind, pickled by reference), set with ``wrapt.apply_patch``; each patch remembers the exact
+object it replaced so ``unpatch_all()`` restores it.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import fnmatch
 import threading
 
 from autoperf import diagnostics, wrappers
+from autoperf._wrapt import wrapt
 from autoperf.capture_binding import build_hooks
 
 _WILDCARD = set("*?[")
@@ -34,7 +37,7 @@ class Patch:
     def undo(self):
         current = vars(self.owner).get(self.attr)
         if current is self.replacement:
-            setattr(self.owner, self.attr, self.original)
+            wrapt.apply_patch(self.owner, self.attr, self.original)
 
 
 def register_adapter(adapter):
@@ -199,7 +202,7 @@ def _patch_one(module, spec):
                 # object, a bound method): the function wrapper must not bind either.
                 replacement = staticmethod(replacement)
             if replacement is not value:
-                setattr(owner, attr, replacement)
+                wrapt.apply_patch(owner, attr, replacement)
             _patches[key] = Patch(owner, attr, value, replacement, spec.target)
             count += 1
     return count

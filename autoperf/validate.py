@@ -62,7 +62,7 @@ def cmd_validate(opts) -> int:
 #: autoperf's modules that run while the program does: the hot path, the writer, sinks, stop paths.
 _RUNTIME = ("autoperf.spans", "autoperf.wrappers", "autoperf.current", "autoperf.pipeline", "autoperf.records",
             "autoperf.sinks", "autoperf.threads", "autoperf.bootstrap", "autoperf.lifecycle", "autoperf.targets",
-            "autoperf.diagnostics", "autoperf.importhooks")
+            "autoperf.diagnostics", "autoperf.posthooks")
 
 
 def own_dependencies() -> frozenset:

@@ -22,7 +22,7 @@ ROWS = [entry.name for entry in integrations.TABLE]
 # Runs in a fresh interpreter: argv = integration name, order. Prints one JSON line of findings.
 CHILD = textwrap.dedent('''
     import importlib, json, sys
-    from autoperf import importhooks, integrations
+    from autoperf import integrations, posthooks
     from autoperf.config import load_config
     from autoperf.integrations import base
 
@@ -45,7 +45,7 @@ CHILD = textwrap.dedent('''
 
     report = {}
     if order == "hook_first":       # the library is imported after the hook is registered
-        importhooks.register(entry.library, lambda m: report.setdefault("patched", integrations.patch(name, m, options)))
+        posthooks.register(entry.library, lambda m: report.setdefault("patched", integrations.patch(name, m, options)))
         library = importlib.import_module(entry.library)
         found = rows()
         originals = [base.original(owner, attr) for _, owner, attr in found]

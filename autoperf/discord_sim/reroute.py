@@ -16,7 +16,7 @@ import weakref
 from contextvars import ContextVar
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import wrapt
+from autoperf._wrapt import wrapt
 
 from .wire import CAUSE_HEADER, REROUTED_HEADER, internal_error
 

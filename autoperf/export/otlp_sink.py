@@ -54,9 +54,9 @@ def start(section: dict, data: dict, log_dir, child: bool = False):
                               "(pip install 'autoperf[otlp]'); nothing is exported")
         return None
     sink = OtlpSink(settings, log_dir)
-    from autoperf import importhooks, pipeline
+    from autoperf import pipeline, posthooks
     pipeline.add_sink(sink)
-    importhooks.register("multiprocessing.util", sink.register_mp_finalizer)
+    posthooks.register("multiprocessing.util", sink.register_mp_finalizer)
     return sink
 
 

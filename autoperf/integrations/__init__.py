@@ -14,6 +14,7 @@ import threading
 from collections import namedtuple
 
 from autoperf import diagnostics
+from autoperf._wrapt import wrapt
 from autoperf.integrations import base
 
 
@@ -159,21 +160,29 @@ def _version_ok(entry, module):
 
 
 def _owner(module_name, qualname):
-    """``(owner, attr)`` found through ``vars()`` (nothing bound by accident), or None when this
-    version of the library lacks it."""
-    owner = sys.modules.get(module_name)
-    if owner is None:
+    """``(owner, attr)`` found through ``wrapt.resolve_path`` (classes walked through ``vars()``:
+    nothing bound by accident), or None when this version of the library lacks it: the attribute
+    must be the owner's own (an inherited one is wrapped where it is defined, by its own row)."""
+    module = sys.modules.get(module_name)
+    if module is None:
         return None
     *path, attr = qualname.split(".")
+    for owner_path in _alternatives(path):
+        try:
+            owner, attr, _ = wrapt.resolve_path(module, ".".join(owner_path + [attr]))
+        except (wrapt.PathResolutionError, AttributeError):
+            continue
+        if attr in getattr(owner, "__dict__", ()):
+            return owner, attr
+    return None
+
+
+def _alternatives(path):
+    """``["BaseView|View"]`` -> ``[["BaseView"], ["View"]]``: each owner a row may name, in order."""
+    out = [[]]
     for part in path:
-        for alternative in part.split("|"):
-            found = vars(owner).get(alternative) if hasattr(owner, "__dict__") else None
-            if found is not None:
-                break
-        if found is None:
-            return None
-        owner = found
-    return (owner, attr) if attr in vars(owner) else None
+        out = [prefix + [choice] for prefix in out for choice in part.split("|")]
+    return out
 
 
 def _factory(code, dotted):
@@ -235,9 +244,9 @@ def patch(name, module, options=None):
             diagnostics.internal_error(f"integration {name}.patch", exc)
             return False
     if waiting:
-        from autoperf import importhooks
+        from autoperf import lifecycle
         for module_name in sorted(waiting):   # outside the lock: a hook may fire at once
-            importhooks.register(module_name, _on_import(name))
+            lifecycle.hook(module_name, _on_import(name))
     started = getattr(code, "started", None)
     if started is not None:
         try:

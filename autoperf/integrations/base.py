@@ -1,14 +1,18 @@
-"""Wrap and unwrap library attributes exactly, for integrations.
+"""Wrap and unwrap library attributes exactly, for integrations, on wrapt's patching layer.
 
-``wrap(owner, "method", factory)`` replaces ``owner.method`` by ``factory(original)`` and keeps
-the original as found in ``vars(owner)`` so ``unwrap`` restores the very same object (a
-staticmethod stays a staticmethod; an inherited attribute is removed again rather than copied).
-``replace`` does the same for a plain value. Changes made ``by=`` an integration are undone
-together, newest first, by ``restore(by)``: its one uninstall loop.
+``wrap(owner, "method", factory)`` replaces ``owner.method`` through ``wrapt.wrap_object`` (which
+resolves it with ``resolve_path``: a class's ``vars()`` along its MRO, nothing bound) by
+``factory(original)``, autoperf's own wrapper; wrapt keeps no record and has no unregister, so the
+original as found in ``vars(owner)`` is kept here and ``unwrap`` restores the very same object (a
+staticmethod stays one; an inherited attribute is removed again rather than copied). ``replace``
+does the same for a plain value. Changes made ``by=`` an integration are undone together, newest
+first, by ``restore(by)``: its one uninstall loop.
 """
 from __future__ import annotations
 
 import functools
+
+from autoperf._wrapt import wrapt
 
 _ORIGINALS: dict = {}   # (id(owner), attr) -> (owner, attr, original-or-_ABSENT, replacement, by)
 _ABSENT = object()
@@ -21,18 +25,22 @@ def wrap(owner, attr, factory, *, keep_metadata=True, by=None):
     if key in _ORIGINALS:
         return _ORIGINALS[key][3]
     raw = vars(owner).get(attr, _ABSENT) if hasattr(owner, "__dict__") else _ABSENT
-    if isinstance(raw, (staticmethod, classmethod)):
-        inner = factory(raw.__func__)
-        if keep_metadata:
-            _copy_metadata(inner, raw.__func__)
-        replacement = type(raw)(inner)
-    else:
-        original = getattr(owner, attr)
-        replacement = factory(original)
-        if keep_metadata and not isinstance(original, type):
-            _copy_metadata(replacement, original)
-    setattr(owner, attr, replacement)
+    replacement = wrapt.wrap_object(owner, attr, _wrapped, (factory, keep_metadata))
     _ORIGINALS[key] = (owner, attr, raw, replacement, by)
+    return replacement
+
+
+def _wrapped(original, factory, keep_metadata):
+    """``wrap_object``'s factory: ``factory``'s wrapper of the original (of the function inside a
+    staticmethod or classmethod, re-wrapped in its kind)."""
+    if isinstance(original, (staticmethod, classmethod)):
+        inner = factory(original.__func__)
+        if keep_metadata:
+            _copy_metadata(inner, original.__func__)
+        return type(original)(inner)
+    replacement = factory(original)
+    if keep_metadata and not isinstance(original, type):
+        _copy_metadata(replacement, original)
     return replacement
 
 
@@ -43,7 +51,7 @@ def replace(obj, attr, value, *, by=None):
     if entry is None:
         raw = vars(obj).get(attr, _ABSENT) if hasattr(obj, "__dict__") else getattr(obj, attr, _ABSENT)
         entry = (obj, attr, raw, value, by)
-    setattr(obj, attr, value)
+    wrapt.apply_patch(obj, attr, value)
     _ORIGINALS[key] = entry[:3] + (value, entry[4])
 
 
@@ -71,7 +79,7 @@ def _put_back(entry):
         except AttributeError:
             pass
     else:
-        setattr(owner, attr, raw)
+        wrapt.apply_patch(owner, attr, raw)
 
 
 def restore(by, keep=()):
