@@ -235,3 +235,77 @@ class TestAsgi:
         assert boom["status"] == "error" and boom["error"] == "RuntimeError" and boom["attrs"]["status"] == 500
         assert by_name["GET /gone"]["status"] == "success" and by_name["GET /gone"]["attrs"]["status"] == 404
         assert by_name["GET"]["attrs"]["status"] == 404
+
+
+class TestLogCorrelationInProcess:
+    @pytest.fixture
+    def installed(self):
+        import logging
+
+        from autoperf.integrations import log_context
+        log_context.setup(None, {})
+        yield logging.getLogger("tests.log_context")
+        log_context.teardown(None)
+
+    def test_extra_keys_win_and_never_raise(self, installed):
+        """A call's own extra= trace_id inside a flow is kept and does not raise (a record factory made it a KeyError)."""
+        from autoperf import spans
+        s = spans.start("f", "flow")
+        try:
+            rec = installed.makeRecord("x", 20, "p", 1, "m", None, None, extra={"trace_id": "mine"})
+            plain = installed.makeRecord("x", 20, "p", 1, "m", None, None)
+        finally:
+            s.finish()
+        assert rec.trace_id == "mine" and rec.span_id == f"{s.span_id:016x}" and rec.flow_name == "f"
+        assert plain.trace_id == tracecontext.trace_hex(s.flow_id)
+        with pytest.raises(KeyError):     # the stdlib's own rule stays
+            installed.makeRecord("x", 20, "p", 1, "m", None, None, extra={"message": "x"})
+        assert not hasattr(installed.makeRecord("x", 20, "p", 1, "m", None, None), "trace_id")
+
+    def test_autoperfs_own_work_is_not_correlated(self, installed):
+        """A record made while MUTED (autoperf's own work) gets no ids."""
+        from autoperf import current
+        token = current.mute()
+        try:
+            rec = installed.makeRecord("x", 20, "p", 1, "m", None, None)
+        finally:
+            current.unmute(token)
+        assert not hasattr(rec, "trace_id")
+
+    def test_copy_matches_the_stdlib_make_record(self):
+        """Our copy of Logger.makeRecord has the stdlib's body line for line (a Python that changes it fails here)."""
+        import inspect
+
+        from autoperf.integrations import log_context
+
+        def body(fn):       # the code from "rv = " to "return rv", whitespace left out
+            text = "".join(inspect.getsource(fn).split())
+            return text[text.index("rv="):text.index("returnrv")]
+        ours = body(log_context._stdlib_make_record).replace("_logging._logRecordFactory", "_logRecordFactory")
+        correlation = "s=_get_current()ifsisnotNone:_correlate(rv.__dict__,s)"
+        assert correlation in ours
+        assert ours.replace(correlation, "") == body(log_context.STDLIB_MAKE_RECORD)
+
+    def test_over_someone_elses_make_record_and_back(self):
+        """Over a makeRecord another tool set, ours wraps it; teardown puts theirs back; over ours, theirs stays."""
+        import logging
+
+        from autoperf import spans
+        from autoperf.integrations import log_context
+        original = logging.Logger.makeRecord
+
+        def theirs(self, *args, **kwargs):
+            rec = original(self, *args, **kwargs)
+            rec.theirs = True
+            return rec
+        logging.Logger.makeRecord = theirs
+        try:
+            log_context.setup(None, {})
+            s = spans.start("f", "flow")
+            rec = logging.getLogger("x").makeRecord("x", 20, "p", 1, "m", None, None)
+            s.finish()
+            assert rec.theirs and rec.flow_name == "f"
+            log_context.teardown(None)
+            assert logging.Logger.makeRecord is theirs
+        finally:
+            logging.Logger.makeRecord = original

@@ -62,24 +62,54 @@ def encode_metrics(keys, intervals=3):
         gzip.compress(enc.request(recs).SerializeToString(), compresslevel=5)
 
 
+def _record_factory_design():
+    """The earlier design, for comparison: a record factory over the current one (one more call per record)."""
+    import logging
+    from autoperf import spans, tracecontext
+    previous = logging.getLogRecordFactory()
+
+    def record_factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        s = spans.get_current()
+        if s is not None:
+            record.trace_id = tracecontext.trace_hex(s.flow_id)
+            record.span_id = f"{s.span_id:016x}"
+            record.flow_name = s.flow_name
+        return record
+    logging.setLogRecordFactory(record_factory)
+
+
 def hot_path(what, n):
-    """What the program's own thread pays: a traceparent header value, a log record in and out of a flow."""
+    """What the program's own thread pays: a traceparent header value; a logging call (a handler writing
+    a formatted line to /dev/null) plain, with the correlation out of and in a flow."""
     import logging
 
     from autoperf import spans
     from autoperf.integrations import log_context
     from autoperf.integrations.aiohttp import traceparent_for
-    log_context.setup(None, {})
-    make = logging.getLogRecordFactory()
-    s = spans.start("f", "flow")
     if what == "traceparent":
+        s = spans.start("f", "flow")
         for _ in range(n):
             traceparent_for(s, "api.example.org")
         return
-    if what == "logrec_out":
-        s.finish()
-    for _ in range(n):
-        make("a", 20, "p", 1, "m", None, None)
+    if what == "log_factory_out":
+        _record_factory_design()
+    elif what != "log_plain":
+        log_context.setup(None, {})
+    log = logging.getLogger("bench")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    handler = logging.StreamHandler(open(os.devnull, "w"))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))   # no clock: deterministic
+    log.addHandler(handler)
+    s = spans.start("f", "flow") if what == "log_in" else None
+    for i in range(n):
+        log.info("interaction %s", i)
+    if s is not None:
+        assert log.makeRecord("bench", 20, "p", 1, "m", None, None).flow_name == "f"
+
+
+HOT = ("traceparent", "log_plain", "log_factory_out", "log_out", "log_in")
 
 
 def timed(fn, *args):
@@ -132,8 +162,10 @@ def write_cost(n):
 def callgrind(what, size, passes=1):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
+        # a fixed hash seed: dict layouts (and so instruction counts) the same in both runs
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-                        "--_inner", what, str(size), str(passes)], check=True, capture_output=True)
+                        "--_inner", what, str(size), str(passes)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONHASHSEED": "0"})
         for line in open(out):
             if line.startswith("summary:") or line.startswith("totals:"):
                 return int(line.split()[1])
@@ -151,13 +183,8 @@ def main():
     if args._inner:
         what, size, passes = args._inner[0], int(args._inner[1]), int(args._inner[2])
         import autoperf.export.otlp_encode, autoperf.export.otlp_metrics  # noqa: F401,E401 - imports cancel out
-        if what in ("traceparent", "logrec_in", "logrec_out", "logrec_plain"):
-            if what == "logrec_plain":
-                import logging
-                for _ in range(size):
-                    logging.LogRecord("a", 20, "p", 1, "m", None, None)
-            else:
-                hot_path(what, size)
+        if what in HOT:
+            hot_path(what, size)
         elif what == "spans":
             encode_spans(size, passes)
         else:
@@ -165,8 +192,8 @@ def main():
             encode_metrics(size, intervals=passes)
         return
     if args.hot_only:
-        for what in ("traceparent", "logrec_plain", "logrec_out", "logrec_in"):
-            per = (callgrind(what, 30000) - callgrind(what, 10000)) / 20000
+        for what in HOT:
+            per = (callgrind(what, 6000) - callgrind(what, 2000)) / 4000
             print(f"| callgrind: instructions per call, {what} | {per:,.0f} |")
         return
     enc = timed(encode_spans, args.spans) / args.spans
@@ -185,8 +212,8 @@ def main():
         per_key = (callgrind("metrics", 200, 5) - callgrind("metrics", 200, 2)) / (200 * 3)
         print(f"| callgrind: instructions per exported span | {per_span:,.0f} |")
         print(f"| callgrind: instructions per metrics record | {per_key:,.0f} |")
-        for what in ("traceparent", "logrec_plain", "logrec_out", "logrec_in"):
-            per = (callgrind(what, 30000) - callgrind(what, 10000)) / 20000
+        for what in HOT:
+            per = (callgrind(what, 6000) - callgrind(what, 2000)) / 4000
             print(f"| callgrind: instructions per call, {what} | {per:,.0f} |")
 
 
