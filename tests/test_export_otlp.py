@@ -1,7 +1,10 @@
 """OTLP export: real `autoperf run` programs send to a receiver on 127.0.0.1 that decodes with opentelemetry-proto."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -10,33 +13,61 @@ pytest.importorskip("opentelemetry.proto")
 from autoperf import tracecontext  # noqa: E402
 from tests.otlp_receiver import Receiver, attributes, free_port  # noqa: E402
 from tests.pgserver import pg_dsn  # noqa: E402
-from tests.runs import Run  # noqa: E402
+from tests.runs import Run, clean_env  # noqa: E402
 
-SECRET_NUMBER = 987654321
-SECRET_TEXT = "literal-secret-9f2c"
-
-POOL_PROGRAM = f"""
-    import asyncio, concurrent.futures, os, sys, time
-    import asyncpg
-
-    def job(x):
-        time.sleep(0.005)
-        return x * 2
-
-    async def handle(i, pool, conn):
-        await conn.fetchval("SELECT $1::bigint + relpages FROM pg_class WHERE relname = 'pg_class'", {SECRET_NUMBER} + i)
-        await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname = '{SECRET_TEXT}'")
-        await asyncio.get_running_loop().run_in_executor(pool, job, i)
-
-    async def main():
-        conn = await asyncpg.connect(os.environ["DSN"])
-        with concurrent.futures.ProcessPoolExecutor(2) as pool:
-            for i in range(int(sys.argv[1])):
-                await handle(i, pool, conn)
-        await conn.close()
-
-    asyncio.run(main())
+ROOT = Path(__file__).resolve().parent.parent
+ACTIVATION_CODE = "EVO-BETA-2026"
+# A short scenario: a replay upload (a process-pool job), the activation modal (its code a SQL
+# parameter), the queue button and /profile, round-robin for two seconds.
+LADDER_SCENARIO = f"""
+seed: 7
+duration_s: 2
+rate: 4
+users: 6
+warmup_s: 0.3
+grace_s: 4
+step_timeout_s: 3
+mix_order: round_robin
+step_gap_s: 0.1
+guilds:
+  - name: EvoLadder
+    channels: [ladder-general]
+mix:
+  - name: replay upload
+    steps:
+      - message: "!report"
+        attachments:
+          - {{filename: ranked_goldenaura.ladrep, path: {ROOT}/examples/ladder_bot/replays/ranked_goldenaura.ladrep}}
+  - name: activate
+    steps:
+      - command: activate
+      - modal: {{Activation code: {ACTIVATION_CODE}}}
+  - name: queue and join
+    steps:
+      - command: queue
+      - button: Join queue
+  - command: profile
 """
+
+
+def _ladder_run(tmp_path, endpoint):
+    """The example ladder bot under ``autoperf run --simulate`` with the repository's autoperf.yaml, every
+    flow retained and OTLP export to ``endpoint``."""
+    import yaml
+    data = yaml.safe_load((ROOT / "autoperf.yaml").read_text())
+    data["log"]["console"] = False
+    data["retain"] = {"all": True}
+    data["export"] = {"otlp": {"endpoint": endpoint, "flush_interval_ms": 100, "exit_timeout_s": 30}}
+    run = Run(tmp_path, (ROOT / "examples/ladder_bot/bot.py").read_text(), yaml.safe_dump(data))
+    (tmp_path / "scenario.yaml").write_text(LADDER_SCENARIO)
+    proc = subprocess.run([sys.executable, "-m", "autoperf", "run", "--config", str(run.config), "--log-dir",
+                           str(run.log_dir), "--simulate", str(tmp_path / "scenario.yaml"),
+                           str(ROOT / "examples/ladder_bot/bot.py")],
+                          cwd=ROOT, env=clean_env(LADDER_MATCHMAKING_INTERVAL_S="0.5", AUTOPERF_CONSOLE="0"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
 
 FLOWS = """
     import asyncio, sys, time
@@ -76,47 +107,74 @@ def _received_ids(rx):
 
 
 class TestTraces:
-    def test_pool_program_trace_tree(self, tmp_path):
-        """Every span of a program with db calls and process-pool jobs arrives as one trace per flow, parents across processes, semconv names, no SQL parameter."""
-        dsn = pg_dsn()
-        if dsn is None:
-            pytest.skip("no PostgreSQL server")
+    def test_ladder_bot_trace_tree(self, tmp_path):
+        """The example ladder bot's flows (--simulate): every span arrives once, one trace per flow, the replay
+        parser's spans in pool workers under their job in the bot's process, semconv names, no SQL parameter."""
+        pg_dsn()                                    # the bot needs PostgreSQL: skip with the reason when there is none
         with Receiver() as rx:
-            config = "service: poolbot\n" + TARGET + '  - {target: "__main__:job", kind: span, name: job_body}\n'
-            # a loaded machine can take seconds per local request: the workers' exit may wait 30 s
-            extra = "    resource: {service.version: '1.2.3'}\n    exit_timeout_s: 30\n"
-            run = Run(tmp_path, POOL_PROGRAM, _config(rx.endpoint, extra, config))
-            run.start("4", env={"DSN": dsn})
+            run = _ladder_run(tmp_path, rx.endpoint)
             logged = run.records("span")
-            assert len(logged) >= 4 * 4
-            received = {span.span_id.hex(): (span, res) for span, res in rx.spans()}
-            missing = [(r["name"], r["pid"]) for r in logged if r["span_id"] not in received]
-            assert set(received) == {r["span_id"] for r in logged}, (missing, run.records("warning"))
-            pids = set()
+            received = {}
+            for span, res in rx.spans():
+                assert span.span_id.hex() not in received      # none twice
+                received[span.span_id.hex()] = (span, res)
+            assert set(received) == {r["span_id"] for r in logged}, run.records("warning")
+            main_pid = next(r["pid"] for r in logged if r["name"] == "report")
+            traces = {}
+            adopted = []        # the bot's storage server (aiohttp.web) serving the bot's own upload
             for rec in logged:
                 span, res = received[rec["span_id"]]
-                pids.add(res["process.pid"])
-                assert span.trace_id == tracecontext.trace_id_of(int(rec["flow_id"], 16))
-                assert span.trace_id[8:].hex() == rec["flow_id"]
-                assert span.parent_span_id.hex() == (rec["parent_id"] or "")
-                assert res["service.name"] == "poolbot" and res["service.version"] == "1.2.3"
-                assert res["host.name"] and res["service.instance.id"] and res["process.pid"] == rec["pid"]
+                remote = rec["attrs"].get("trace_id")
+                if remote is None:
+                    assert span.trace_id == tracecontext.trace_id_of(int(rec["flow_id"], 16))
+                    assert span.parent_span_id.hex() == (rec["parent_id"] or "")
+                    traces.setdefault(span.trace_id, set()).add(rec["flow_id"])
+                else:
+                    assert span.trace_id.hex() == remote and span.parent_span_id.hex() == rec["attrs"]["parent_span_id"]
+                    adopted.append(span)
                 assert span.end_time_unix_nano - span.start_time_unix_nano == round(rec["duration_ms"] * 1e6)
-            assert len(pids) >= 2      # the pool workers export their job spans themselves
-            bodies = [r for r in logged if r["name"] == "job_body"]
-            assert len(bodies) == 4 and all(received[r["parent_id"]][1]["process.pid"] != r["pid"] for r in bodies)
-            flows = [received[r["span_id"]][0] for r in logged if r["kind"] == "flow"]
-            assert len(flows) == 4 and all(f.kind == 2 and f.name == "handle" for f in flows)
-            db = [received[r["span_id"]][0] for r in logged if r["kind"] == "db" and r["parent_id"]]
-            assert db and all(s.kind == 3 for s in db)
-            attrs = [attributes(s) for s in db]
-            assert all(a["db.system.name"] == "postgresql" and a["db.operation.name"] == "SELECT" for a in attrs)
-            assert {s.name for s in db} == {"SELECT pg_class"}
-            assert all("db.query.text" in a and "statement" not in a for a in attrs)
-            assert all(a["db.collection.name"] == "pg_class" for a in attrs)
+                assert res["service.name"] == "evoladder-bot" and res["process.pid"] == rec["pid"]
+                assert res["host.name"] and res["service.instance.id"]
+                assert span.name == rec["name"] or rec["kind"] == "db"
+            assert all(len(flows) == 1 for flows in traces.values())          # one trace per flow
+            assert len(adopted) >= 3
+            for span in adopted:        # in the report flow's trace, under the client span that sent the PUT
+                caller = received[span.parent_span_id.hex()][0]
+                assert caller.kind == 3 and caller.trace_id == span.trace_id and span.kind == 2
+                assert attributes(caller)["url.template"].startswith("/storage/v1/object/replays/")
+            commands = {r["flow_id"] for r in logged if r["kind"] == "flow" and r["name"] in ("report", "activate", "queue", "profile")}
+            assert len(commands) >= 12
+            # parents across processes: the parser runs in a pool worker, under the job span of the bot's process
+            parsed = [received[r["span_id"]] for r in logged if r["name"] == "replay.parse"]
+            assert len(parsed) >= 3
+            for span, res in parsed:
+                job, job_res = received[span.parent_span_id.hex()]
+                while job_res["process.pid"] != main_pid:
+                    job, job_res = received[job.parent_span_id.hex()]
+                assert res["process.pid"] != main_pid and job.trace_id == span.trace_id
+                assert attributes(job)["autoperf.kind"] == "job"
+                roots = [s for s, _ in received.values() if s.trace_id == span.trace_id and not s.parent_span_id]
+                assert [s.name for s in roots] == ["report"] and roots[0].kind == 2
+            # semantic conventions: db and Discord REST spans are CLIENT spans under the current names
+            db = [received[r["span_id"]][0] for r in logged if r["kind"] == "db"]
+            assert {"SELECT players", "UPDATE activation_codes", "INSERT replays"} <= {s.name for s in db}
+            for s in db:
+                a = attributes(s)
+                assert s.kind == 3 and a["db.system.name"] == "postgresql" and a["db.query.text"]
+                assert not {"statement", "system", "operation", "rows"} & set(a)
+                if s.name.startswith(("SELECT ", "UPDATE ", "INSERT ")):
+                    assert a["db.operation.name"] == s.name.split()[0] and a["db.collection.name"] == s.name.split()[1]
+            rest = [received[r["span_id"]][0] for r in logged if r["kind"] == "http" and r["attrs"].get("system") == "discord"]
+            assert any(s.name == "POST /interactions/{webhook_id}/{webhook_token}/callback" for s in rest)
+            for s in rest:
+                a = attributes(s)
+                assert s.kind == 3 and s.name == f"{a['http.request.method']} {a['url.template']}"
+                assert a["server.address"] == "127.0.0.1" and a["http.response.status_code"] in (200, 204)
+                assert not {"method", "path", "status", "host"} & set(a)
+            # the activation code the users typed is a query parameter ($1): nowhere in what was sent
             with rx.lock:
                 raw = b"".join(msg.SerializeToString() for _, _, msg, _ in rx.requests)
-            assert str(SECRET_NUMBER).encode() not in raw and SECRET_TEXT.encode() not in raw
+            assert ACTIVATION_CODE.encode() not in raw and b"activation_codes" in raw
 
     def test_environment_configures_export_when_the_file_is_silent(self, tmp_path):
         """OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES work without an export section; JSON encoding too."""
@@ -178,9 +236,6 @@ class TestDelivery:
         """A receiver that is down for the first seconds of a run gets every span afterwards, the spilled ones first."""
         port = free_port()
         run = Run(tmp_path, FLOWS, _config(f"http://127.0.0.1:{port}"))
-        import subprocess
-        import sys
-        from tests.runs import clean_env
         proc = subprocess.Popen([sys.executable, "-m", "autoperf", "run", "--config", str(run.config), "--log-dir",
                                  str(run.log_dir), "--no-console", str(run.script), "6"], cwd=run.dir, env=clean_env())
         deadline = time.monotonic() + 30
