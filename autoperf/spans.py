@@ -15,7 +15,7 @@ from threading import get_ident
 from time import perf_counter_ns
 
 from autoperf import current as _current_module
-from autoperf import pipeline, records
+from autoperf import pipeline, records, tracecontext
 
 __all__ = ["Span", "SpanRef", "CURRENT", "MUTED", "start", "start_detached", "span", "current", "record_finished",
            "get_current", "set_current", "reset_current"]
@@ -119,7 +119,11 @@ class SpanRef:
         self.flow_name = flow_name
 
     def __reduce__(self):
-        return SpanRef, (self.span_id, self.flow_id, self.flow_name)
+        # a flow that joined a remote trace (an incoming traceparent) takes it to the other process
+        remote = tracecontext.adopted(self.flow_id)
+        if remote is None:
+            return SpanRef, (self.span_id, self.flow_id, self.flow_name)
+        return _joined_ref, (self.span_id, self.flow_id, self.flow_name, *remote)
 
     def __repr__(self):
         return f"SpanRef({self.span_id:016x}, flow={self.flow_id:016x}, {self.flow_name!r})"
@@ -134,6 +138,12 @@ def _task_name(task):
         return task.get_name()
     except Exception:   # a task factory's object without get_name(): no task name, never an error
         return None
+
+
+def _joined_ref(span_id, flow_id, flow_name, trace_id, parent_id):
+    """Unpickling a SpanRef of a flow that adopted a remote trace: this process adopts it too."""
+    tracecontext.adopt(flow_id, trace_id, parent_id)
+    return SpanRef(span_id, flow_id, flow_name)
 
 
 class Span:

@@ -3,7 +3,8 @@
 A flow's trace id is derived from its 64-bit flow id alone (a hash of it, then the id itself), so
 every process computes the same one with no coordination: a pool job's spans, a log line and an
 OTLP span agree. A flow started by a request that carried ``traceparent`` joins that trace
-instead: ``adopt`` remembers (bounded) the remote trace id and parent for the flow, in this process.
+instead: ``adopt`` remembers (bounded) the remote trace id and parent for the flow, in this process;
+a ``SpanRef`` of the flow pickled for another process (a pool job) carries it there (``adopted``).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import collections
 import re
 from hashlib import blake2b
 
-__all__ = ["trace_id_of", "trace_hex", "parse_traceparent", "traceparent_of", "adopt", "remote_parent"]
+__all__ = ["trace_id_of", "trace_hex", "parse_traceparent", "traceparent_of", "adopt", "adopted", "remote_parent"]
 
 _MAX_REMOTE = 10_000
 _MAX_DERIVED = 4096
@@ -40,6 +41,11 @@ def trace_id_of(flow_id: int) -> bytes:
 
 def trace_hex(flow_id: int) -> str:
     return trace_id_of(flow_id).hex()
+
+
+def adopted(flow_id: int):
+    """``(trace id bytes, remote parent span id)`` the flow adopted in this process, or None."""
+    return _remote.get(flow_id)
 
 
 def remote_parent(flow_id: int):

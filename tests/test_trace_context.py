@@ -309,3 +309,76 @@ class TestLogCorrelationInProcess:
             assert logging.Logger.makeRecord is theirs
         finally:
             logging.Logger.makeRecord = original
+
+
+POOL_SERVER = """
+    import asyncio, concurrent.futures, multiprocessing
+    import aiohttp
+    from aiohttp import web
+    import jobs
+
+    async def work(request):
+        pool = request.app["pool"]
+        return web.json_response(await asyncio.get_running_loop().run_in_executor(pool, jobs.crunch, 3))
+
+    async def main():
+        pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        pool.submit(jobs.crunch, 0).result()      # the worker exists before any request adopts a trace
+        app = web.Application()
+        app["pool"] = pool
+        app.router.add_get("/work", work)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base + "/work", headers={"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"}) as resp:
+                assert resp.status == 200
+        await runner.cleanup()
+        pool.shutdown()
+
+    if __name__ == "__main__":
+        asyncio.run(main())
+"""
+
+POOL_JOBS = """
+import logging
+
+log = logging.getLogger("jobs")
+handler = logging.FileHandler("worker.log")
+handler.setFormatter(logging.Formatter("%(trace_id)s %(message)s", defaults={"trace_id": "-"}))
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+
+
+def crunch(x):
+    log.info("crunch %s", x)
+    return x * 2
+"""
+
+
+class TestAdoptedTraceInPoolJobs:
+    def test_a_pool_job_of_an_adopted_flow_stays_in_the_remote_trace(self, tmp_path, receiver):
+        """A request's traceparent reaches its process-pool job: the worker's spans and log lines carry that trace."""
+        config = f"""
+            targets:
+              - {{target: "jobs:crunch", kind: span, name: crunch}}
+            export:
+              otlp: {{endpoint: '{receiver.endpoint}', flush_interval_ms: 100, exit_timeout_s: 30}}
+        """
+        run = Run(tmp_path, POOL_SERVER, config)
+        (run.dir / "jobs.py").write_text(POOL_JOBS)
+        run.start()
+        records = _spans(run)
+        (flow,) = [r for r in records if r["name"] == "GET /work" and r["kind"] == "flow"]
+        (served,) = [r for r in records if r["name"] == "crunch" and r["flow_id"] == flow["flow_id"]]
+        assert served["pid"] != flow["pid"]                          # ran in the pool's worker
+        exported = {s.span_id.hex(): s for s, _ in receiver.spans()}
+        worker_span = exported[served["span_id"]]
+        assert worker_span.trace_id.hex() == "ab" * 16
+        job = exported[worker_span.parent_span_id.hex()]             # the job span, in the server's process
+        assert job.trace_id.hex() == "ab" * 16 and job.parent_span_id.hex() == flow["span_id"]
+        lines = (run.dir / "worker.log").read_text().splitlines()
+        assert lines[1] == f"{'ab' * 16} crunch 3"
+        assert lines[0].endswith(" crunch 0") and not lines[0].startswith("abab")   # the warm-up job's own trace
