@@ -41,6 +41,7 @@ _dropped = 0
 _dropped_since_ns = None
 
 _processors: list = []
+_flow_observers: dict = {}          # processor -> what it calls instead for unretained flow_completes
 _sinks: list = []
 _settings = records.Settings()
 #: Aggregates every finished span and decides which become records (metrics/stage.py).
@@ -117,16 +118,22 @@ def stage() -> Stage:
     return _stage
 
 
-def add_processor(fn):
+def add_processor(fn, flows=None):
+    """Run ``fn(record) -> record or None`` over every record before the sinks. ``flows``: a callable
+    that observes a drain's unretained ``flow_complete`` records as one list instead (they cannot be
+    changed or dropped; one call per drain, where ``fn`` would be called once per flow)."""
     with _process_lock:
         if fn not in _processors:
             _processors.append(fn)
+        if flows is not None:
+            _flow_observers[fn] = flows
 
 
 def remove_processor(fn):
     with _process_lock:
         if fn in _processors:
             _processors.remove(fn)
+        _flow_observers.pop(fn, None)
 
 
 def add_sink(sink):
@@ -188,8 +195,9 @@ def _process_once():
             break
         remaining -= len(items)
         taken += len(items)
-        _deliver(_stage.convert(items, _settings))
-        del items
+        flows = []
+        _deliver(_stage.convert(items, _settings, flows), flows)
+        del items, flows
     dropped = _drop_record()
     if dropped is not None:
         _deliver([dropped])
@@ -200,25 +208,48 @@ def _process_once():
     return taken
 
 
-def _deliver(batch):
-    """Run the processors over ``batch`` and hand the result to every sink."""
+def _deliver(batch, flows=()):
+    """Run the processors over ``batch`` and hand the result to every sink. ``flows``: unretained
+    ``flow_complete`` records (``Stage.convert``), shown to a processor's ``flows`` observer as one
+    list, and written by a sink's ``write_flows`` (else after ``batch``)."""
     for proc in list(_processors):
-        out = []
-        for rec in batch:
-            try:
-                rec = proc(rec)
-            except Exception as exc:  # a broken processor loses nothing
-                _internal_error(f"processor {getattr(proc, '__qualname__', proc)!r}", exc)
-            if rec is not None:
-                out.append(rec)
-        batch = out
-    if not batch:
+        if flows:
+            observe = _flow_observers.get(proc)
+            if observe is not None:
+                try:
+                    observe(flows)
+                except Exception as exc:
+                    _internal_error(f"flow observer {getattr(observe, '__qualname__', observe)!r}", exc)
+            else:
+                flows = _run(proc, flows)
+        if batch:
+            batch = _run(proc, batch)
+    if not batch and not flows:
         return
     for sink in list(_sinks):
         try:
-            sink.write(batch)
+            if batch:
+                sink.write(batch)
+            if flows:
+                write_flows = getattr(sink, "write_flows", None)
+                if write_flows is not None:
+                    write_flows(flows)
+                else:
+                    sink.write(flows)
         except Exception as exc:
             _internal_error(f"sink {type(sink).__name__}", exc)
+
+
+def _run(proc, batch):
+    out = []
+    for rec in batch:
+        try:
+            rec = proc(rec)
+        except Exception as exc:  # a broken processor loses nothing
+            _internal_error(f"processor {getattr(proc, '__qualname__', proc)!r}", exc)
+        if rec is not None:
+            out.append(rec)
+    return out
 
 
 _drain_owner = None   # ident of the thread inside a drain, if any

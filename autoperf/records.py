@@ -357,8 +357,11 @@ def _offset_of(entry):
 
 def flow_complete_only(span, settings: Settings) -> dict:
     """The ``flow_complete`` record of a root flow that was not retained (``"retained": null``),
-    made without its ``span`` record."""
-    dur, site, status = span.duration_ns, span.site, span.status
+    made without its ``span`` record: the writer's per-flow cost when nothing else is written, so
+    the checkpoints, the id's hex and the timestamp are made inline here (same fields and values
+    as ``flow_complete_record``)."""
+    global _ts_cache_sec, _ts_cache_prefix
+    dur, site, status, start = span.duration_ns, span.site, span.status, span.start_ns
     threshold = settings.warning_ns
     if site is not None and site.threshold_ms is not None:
         threshold = math.floor(site.threshold_ms * 1e6)
@@ -368,20 +371,52 @@ def flow_complete_only(span, settings: Settings) -> dict:
         level = "WARNING"
     else:
         level = "INFO"
+    if span.checkpoints:
+        checkpoints = checkpoint_entries(span)
+    else:                                   # _child_entries, inline (most flows)
+        checkpoints = []
+        last = -1
+        ordered = True
+        for child in span.children or ():
+            if type(child) is tuple:        # COMPACT_SPAN
+                name, kind, child_start, cdur, cstatus = child[0], child[1], child[8], child[9], child[10]
+            else:
+                name, kind, child_start = child.name, child.kind, child.start_ns
+                cdur, cstatus = child.duration_ns, child.status
+            if child_start < last:
+                ordered = False
+            last = child_start
+            offset = child_start - start
+            checkpoints.append({"name": name, "kind": kind, "duration_ms": cdur // 1000 / 1000,
+                                "offset_ms": (offset + 500) // 1000 / 1000 if offset >= 0 else round(offset / 1e6, 3),
+                                "status": cstatus})
+        if not ordered:
+            checkpoints.sort(key=_offset_of)
+    span.children = None      # see _span_records: the spans are freed by reference counting
+    wall = start + _wall_offset_ns
+    sec = wall // 1_000_000_000
+    if sec != _ts_cache_sec:                # iso_from_wall_ns, inline
+        _ts_cache_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _ts_cache_sec = sec
+    try:
+        flow_id = span.span_id.to_bytes(8, "big").hex()   # not cached: a root id never comes back
+    except OverflowError:
+        flow_id = f"{span.span_id:016x}"
     attrs = span.attrs
+    error = span.error
     duration_ms = dur // 1000 / 1000
     rec = {
-        "timestamp": iso_from_wall_ns(span.start_ns + _wall_offset_ns),
+        "timestamp": _ts_cache_prefix + _MS_SUFFIX[wall % 1_000_000_000 // 1_000_000],
         "level": level,
         "type": "flow_complete",
         "flow_name": span.name,
         "flow_kind": span.kind,
-        "flow_id": _hex16(span.span_id),        # not cached: a root id never comes back
+        "flow_id": flow_id,
         "user_id": attrs.get("user_id") if attrs else None,
         "duration_ms": duration_ms,
-        "checkpoints": checkpoint_entries(span),
+        "checkpoints": checkpoints,
         "status": status,
-        "error": error_name(span.error),
+        "error": None if error is None else error_name(error),
         "metadata": attrs if attrs is not None else {},
         "pid": _pid,
         **identity.FIELDS,
@@ -392,7 +427,6 @@ def flow_complete_only(span, settings: Settings) -> dict:
         rec["sla_met"] = duration_ms <= site.sla_ms
     if settings.extra:
         rec.update(settings.extra)
-    span.children = None      # see _span_records: the spans are freed by reference counting
     return rec
 
 

@@ -87,6 +87,7 @@ def _encode_one_by_one(records, errors):
     return b"".join(parts)
 
 
+_LOWEST = min(LEVELS.values())
 METRICS_PREFIX = "metrics_"
 _SAID: set = set()      # (directory, failure) already said on stderr by one of its files
 FLOWS_PREFIX = "flows_"
@@ -185,6 +186,13 @@ class JsonLinesFile:
             return
         self._write(records)
 
+    def write_flows(self, records):
+        """Unretained flows' ``flow_complete`` records (the pipeline keeps them apart): flows_*.log."""
+        if self.prefix == "performance_":
+            self._beside(FLOWS_PREFIX).write(records)
+        else:
+            self._write(records)
+
     def _beside(self, prefix):
         sink = self._others.get(prefix)
         if sink is None:
@@ -194,7 +202,7 @@ class JsonLinesFile:
 
     def _write(self, records):
         min_level = self.min_level
-        if min_level:
+        if min_level > _LOWEST:     # TRACE keeps every record: no pass over them
             records = [r for r in records if LEVELS.get(r.get("level"), 20) >= min_level]
         if not records:
             return

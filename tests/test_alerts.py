@@ -170,6 +170,61 @@ def test_rule_overrides_and_disable():
     assert fired(rules, {"type": "span", "name": "cache.del", "duration_ms": 51}) == []
 
 
+def test_check_many_gives_the_events_and_baselines_of_check_on_each_record():
+    """A drain's unretained flows checked at once (check_many) fire the same events and leave the same
+    baselines as one check per record in turn, odd values included."""
+    import random
+    rng = random.Random(14)
+    cfg = settings({"rules": [{"name": "command_baseline", "baseline_min_samples": 5, "baseline_samples": 16},
+                              {"name": "status_slow", "match": {"type": "flow_complete", "status": "error"},
+                               "above": 50, "key": "flow_name"}]})
+    one, many = build_rules(cfg), build_rules(cfg)
+    for batch_no in range(60):
+        batch = []
+        for _ in range(rng.choice((1, 3, 40, 200))):
+            ms = rng.choice((20.0, 60.0, 99.9, 100.0, 150.0, 400.0, 3500.0)) + rng.random()
+            batch.append(flow(ms, name=rng.choice(("a", "b", "c")), status=rng.choice(("success", "error")),
+                              flow_kind=rng.choice(("flow", "flow", "cycle"))))
+        if batch_no % 7 == 3:
+            batch.append(flow(None))
+            batch.append(flow(float("nan")))
+        expected = [(r.name, ev) for r in one for rec in batch if (ev := r.check(rec))]
+        got = []
+        for r in many:
+            events = []
+            r.check_many(batch, events)
+            got += [(r.name, ev) for ev in events]
+        key = lambda item: (item[0], item[1]["key"], item[1]["value"], item[1]["threshold"])   # noqa: E731
+        assert sorted(got, key=key) == sorted(expected, key=key)
+    assert [r.baselines() for r in many] == [r.baselines() for r in one]
+    assert any(r.baselines() for r in many)
+
+
+def test_an_unretained_flow_alerts_through_the_flow_observer(monkeypatch):
+    """A flow the retention rules do not keep (sla rule off, no sample) is not handed to the rule processor
+    record by record, yet its 5-s duration fires command_slow: the engine sees the drain's flows at once."""
+    from autoperf import alerts, pipeline, spans
+    from autoperf.metrics.retention import RetainSettings
+
+    before = pipeline.stage().settings
+    pipeline.configure_metrics(RetainSettings(all=False, sample_rate=0, rules={"sla": False}))
+    records, seen = [], []
+    original = AlertEngine.process
+    monkeypatch.setattr(AlertEngine, "process", lambda self, rec: seen.append(rec.get("type")) or original(self, rec))
+    alerts.install({"alerts": {"group_wait_s": 0.0}}, emit=records.append)
+    try:
+        s = spans.start("unkept_command", kind="flow")
+        s.finish(duration_ns=5_000_000_000)
+        pipeline.flush()
+        assert wait_for(lambda: [r for r in records if r["type"] == "alert"])
+    finally:
+        alerts.uninstall()
+        pipeline.configure_metrics(before)
+    alert = [r for r in records if r["type"] == "alert"][0]
+    assert (alert["rule"], alert["key"], alert["value"]) == ("command_slow", "unkept_command", 5000.0)
+    assert "metrics" in seen and "flow_complete" not in seen
+
+
 # ---------------------------------------------------------------- delivery
 
 def test_dedupe_ten_violations_one_message_with_count(hooks, monkeypatch):

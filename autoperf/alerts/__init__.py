@@ -139,7 +139,7 @@ def install(config_data: dict, emit=None, log_dir=None, config_path=None):
         from autoperf.alerts.engine import AlertEngine
 
         engine = AlertEngine(cfg, emit=emit, state_path=os.path.join(log_dir, BASELINES_FILE) if log_dir else None)
-        pipeline.add_processor(engine.process)
+        pipeline.add_processor(engine.process, flows=engine.process_flows)
         _installed.append(engine)
         if log_dir and cfg.get("channels"):
             from autoperf.alerts import schedule

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import collections
 from bisect import bisect_left, insort
+from itertools import repeat
 
 SEVERITIES = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+_FLOAT = {float}
 MAX_KEYS = 10000          # baselines kept per rule (oldest key evicted beyond that)
 
 # Seed plan table 10.1
@@ -81,6 +83,25 @@ class _Window:
         order.append(value)
         insort(self.ordered, value)
 
+    def extend(self, values):
+        """``append`` each value, in order (the same window): many at once are sorted once."""
+        if len(values) * 8 < self.order.maxlen:
+            for value in values:
+                self.append(value)
+            return
+        self.order.extend(values)
+        self.ordered = sorted(self.order)
+
+
+def _column(columns, rows, records, name):
+    """``[r.get(name) for r in rows]`` (C-level), kept in ``columns`` while ``rows`` is all of ``records``."""
+    if rows is not records:
+        return list(map(dict.get, rows, repeat(name)))
+    col = columns.get(name)
+    if col is None:
+        col = columns[name] = list(map(dict.get, rows, repeat(name)))
+    return col
+
 
 def _number(v):
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -120,6 +141,11 @@ class Rule:
         self._nested = tuple((compile_path(path), allowed) for path, allowed in self._paths if "." in path)
         self._get_value = compile_path(self.field)
         self._get_key = compile_path(self.key_path)
+        # check_many's fast form: one-part paths only (the default rules): filters other than the
+        # record type, the value's and the key's field names
+        self._plain = None
+        if not self._nested and "." not in self.field and "." not in self.key_path and self.key_path:
+            self._plain = (tuple((k, a) for k, a in self._flat if k != "type"), self.field, self.key_path)
         self._hist: collections.OrderedDict = collections.OrderedDict()
         if self.above is None and self.factor is None:
             raise ValueError(f"alert rule {self.name!r} needs `above` or `baseline_factor`")
@@ -140,6 +166,80 @@ class Rule:
         if key is None and self.key_path == "attrs.fingerprint":
             key = record.get("name")
         key = "" if key is None else str(key)
+        return self._judge(record, key, value)
+
+    def check_many(self, records, out: list, columns: dict | None = None) -> None:
+        """``check`` over ``records`` (all of one type the rule matches), events appended to ``out``:
+        the same events and baselines as one ``check`` per record in turn. The fields are read a
+        column at a time (``columns``: shared by the rules of one drain); a key's run of values below
+        ``min_value`` (only remembered by a baseline) goes into its window at once."""
+        plain = self._plain
+        if plain is None:
+            return self._check_each(records, out)
+        filters, field, key_path = plain
+        if columns is None:
+            columns = {}
+        try:
+            rows = records
+            for name, allowed in filters:
+                col = _column(columns, rows, records, name)
+                if not set(col) <= set(allowed):
+                    rows = [r for r, v in zip(rows, col) if v in allowed]
+            if not rows:
+                return None
+            values = _column(columns, rows, records, field)
+            total = sum(values) if set(map(type, values)) == _FLOAT else None
+        except TypeError:           # a record that is no dict, an unhashable value
+            total = None
+        if total is None or total != total:     # not all floats, or a NaN: record by record
+            return self._check_each(rows, out)
+        if self.factor is None:             # no state: only the values over the threshold matter
+            if self.above is not None and max(values) > self.above:
+                self._check_each([r for r, v in zip(rows, values) if v > self.above], out)
+            return None
+        keys = _column(columns, rows, records, key_path)
+        if len(set(keys)) == 1:
+            groups = {keys[0]: (values, rows)}
+        else:
+            groups = {}
+            for key, value, record in zip(keys, values, rows):
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = ([], [])
+                group[0].append(value)
+                group[1].append(record)
+        low = self.min_value
+        for key, (vals, recs) in groups.items():
+            key = "" if key is None else str(key)
+            if low is not None and max(vals) < low:
+                self._window(key).extend(vals)
+                self.updates += len(vals)
+                continue
+            run = []                        # values only remembered, waiting to go in at once
+            for value, record in zip(vals, recs):
+                if low is not None and value < low:
+                    run.append(value)
+                    continue
+                if run:
+                    self._window(key).extend(run)
+                    self.updates += len(run)
+                    run = []
+                event = self._judge(record, key, value)
+                if event is not None:
+                    out.append(event)
+            if run:
+                self._window(key).extend(run)
+                self.updates += len(run)
+        return None
+
+    def _check_each(self, records, out):
+        for record in records:
+            event = self.check(record)
+            if event is not None:
+                out.append(event)
+
+    def _judge(self, record, key, value):
+        """The event (or None) for ``value`` of ``record`` under ``key``; the baseline learns it."""
         event = None
         if self.min_value is not None and value < self.min_value:
             if self.factor is not None:

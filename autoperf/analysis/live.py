@@ -82,6 +82,15 @@ class LiveStats:
 
     __call__ = process
 
+    def process_flows(self, records):
+        """Pipeline flow observer (unretained flows, one list a drain): only the ``metadata.command``
+        aliases; the counts come from the ``metrics`` records."""
+        try:
+            for rec in [r for r in records if "command" in r["metadata"]]:
+                self.process(rec)
+        except Exception:      # never break the pipeline
+            pass
+
     def _add(self, table, name, entry):
         now = self.clock()
         with self._lock:
@@ -206,7 +215,7 @@ def install(stats: LiveStats | None = None, specs=None) -> LiveStats:
                 _installed = False
             STATS = stats
         if not _installed:
-            pipeline.add_processor(STATS.process)
+            pipeline.add_processor(STATS.process, flows=STATS.process_flows)
             _installed = True
     return STATS
 

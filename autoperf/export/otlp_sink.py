@@ -112,6 +112,9 @@ class OtlpSink:
             self._thread = threading.Thread(target=self._run, name="autoperf-otlp", daemon=True)
             threads.start(self._thread)
 
+    def write_flows(self, records):
+        """Unretained flows' flow_complete records: never exported (see ``_wanted``)."""
+
     def write(self, records):
         """Queue the records OTLP carries; never blocks, never raises."""
         if os.getpid() != self._pid:

@@ -33,7 +33,7 @@ class Agg:
     """
 
     __slots__ = ("count", "sum_ns", "min_ns", "max_ns", "hist", "durs", "ex", "ex_floor", "sla_ms", "threshold_ms",
-                 "over_sla", "over_threshold", "deadline_missed", "interactions", "retained", "retained_by")
+                 "over_sla", "over_threshold", "deadline_missed", "interactions", "retained", "retained_by", "kind")
 
     def __init__(self, site, exemplars=5):
         self.count = 0
@@ -52,6 +52,7 @@ class Agg:
         self.interactions = 0        # flows answering an interaction (deadline_missed is known)
         self.retained = 0
         self.retained_by = None
+        self.kind = None             # the key's kind (the writer's cache checks it)
 
     def fold(self) -> None:
         durs = self.durs

@@ -16,6 +16,7 @@ from autoperf.metrics.aggregates import FOLD_AT, Agg, exemplar, metrics_record, 
 from autoperf.metrics.retention import Pending, RetainSettings, Tail
 
 _FLOW_KINDS = records.FLOW_KINDS
+_ROOT = object()        # the flow-name slot of a root span's aggregate in Stage.fast
 
 
 class Stage:
@@ -23,6 +24,7 @@ class Stage:
         self.settings = settings or RetainSettings()
         self.tail = Tail(self.settings)
         self.table: dict = {}
+        self.fast: dict = {}        # a cache over ``table`` (see convert)
         self.held: list = []        # unkept roots waiting one drain for a late loop_blocked
         self._start_wall = time.time_ns()
         self._next = time.monotonic() + self.settings.interval_s
@@ -32,12 +34,15 @@ class Stage:
         self._next = min(self._next, time.monotonic() + settings.interval_s)
 
     # -- every buffered item ------------------------------------------------------------------
-    def convert(self, items, settings: records.Settings) -> list:
-        """Record dicts for a batch of buffered items, in order, retained spans only."""
+    def convert(self, items, settings: records.Settings, flows=None) -> list:
+        """Record dicts for a batch of buffered items, in order, retained spans only. ``flows``: a
+        list that gets the unretained flows' ``flow_complete`` records instead (the pipeline shows
+        them to processors and sinks as one list)."""
         records._refresh_wall_offset()          # noqa: SLF001 - the batch's wall clock
         offset = records._wall_offset_ns        # noqa: SLF001
         out = []
         append = out.append
+        append_flow = append if flows is None else flows.append
         keep_all = self.settings.all
         written = []                            # spans to convert (in order) under retain: all
         table = self.table
@@ -49,8 +54,15 @@ class Stage:
         now = time.monotonic()
         hold = "loop_blocked" in self.settings.rules
         held_now = []
+        fast = self.fast                        # name -> {flow name (_ROOT for roots) -> Agg}: success spans
+        last_root = last_p = None               # the flow of the previous item (children come in runs)
+        last_flow_name = last_flow_id = None
         for item in items:
-            if type(item) is dict:
+            if type(item) is tuple:              # COMPACT_SPAN
+                (name, kind, attrs, parent, site, span_id, _thread, _task, start_ns, dur, status, _error,
+                 more) = item
+                root = None if parent is None else (parent.root or parent)
+            elif type(item) is dict:
                 if written:
                     records._span_records(written, settings, append, "all")   # noqa: SLF001
                     written = []
@@ -58,27 +70,55 @@ class Stage:
                     tail.add_block(item)
                 append(records.fill_record(item, settings))
                 continue
-            if type(item) is tuple:              # COMPACT_SPAN
-                (name, kind, attrs, parent, site, span_id, _thread, _task, start_ns, dur, status, _error,
-                 more) = item
-                root = None if parent is None else (parent.root or parent)
             else:
-                name, kind, attrs, parent, site = item.name, item.kind, item.attrs, item.parent, item.site
-                span_id, start_ns, dur, status = item.span_id, item.start_ns, item.duration_ns, item.status
-                root, more = item.root, None
+                name = item.name
+                kind = item.kind
+                attrs = item.attrs
+                parent = item.parent
+                site = item.site
+                span_id = item.span_id
+                start_ns = item.start_ns
+                dur = item.duration_ns
+                status = item.status
+                root = item.root
+                more = None
             if root is None:
-                flow_name, flow_id = None, span_id
-            elif root.is_remote:
-                flow_name, flow_id = root.flow_name, root.flow_id
+                flow_name = None
+                flow_id = span_id
+                fkey = _ROOT
+            elif root is last_root:
+                flow_name = fkey = last_flow_name
+                flow_id = last_flow_id
             else:
-                flow_name, flow_id = (root.name if root.kind in _FLOW_KINDS else None), root.span_id
-            fingerprint = None
-            if kind == "db":
-                fingerprint = (more and more.get("fingerprint")) or (attrs and attrs.get("fingerprint")) or None
-            key = (name, kind, status, flow_name, root is None, "duration", fingerprint)
-            agg = table.get(key)
+                if root.is_remote:
+                    flow_name, flow_id = root.flow_name, root.flow_id
+                else:
+                    flow_name, flow_id = (root.name if root.kind in _FLOW_KINDS else None), root.span_id
+                fkey = last_flow_name = flow_name
+                last_flow_id = flow_id
+                last_root = root
+                last_p = None
+            # the interval's aggregate: a per-name cache for success spans (no 7-tuple key to build
+            # and hash), the table itself for the rest (db spans: keyed by fingerprint too)
+            agg = None
+            if status == "success" and kind != "db":
+                by_flow = fast.get(name)
+                if by_flow is None:
+                    by_flow = fast[name] = {}
+                agg = by_flow.get(fkey)
+                if agg is not None and agg.kind is not kind:
+                    agg = None
             if agg is None:
-                agg = table[key] = Agg(site, ex_n)
+                fingerprint = None
+                if kind == "db":
+                    fingerprint = (more and more.get("fingerprint")) or (attrs and attrs.get("fingerprint")) or None
+                key = (name, kind, status, flow_name, root is None, "duration", fingerprint)
+                agg = table.get(key)
+                if agg is None:
+                    agg = table[key] = Agg(site, ex_n)
+                    agg.kind = kind
+                if status == "success" and kind != "db" and agg.kind is kind:
+                    by_flow[fkey] = agg
             durs = agg.durs                      # record_value(agg, ...), inlined: every span
             durs.append(dur)
             if len(durs) >= FOLD_AT:
@@ -90,15 +130,17 @@ class Stage:
                     agg.over_sla += 1
                 if site.threshold_ms is not None and dur // 1000 / 1000 > site.threshold_ms:
                     agg.over_threshold += 1
-            if root is None and attrs and ("answered" in attrs or "deadline_missed" in attrs):
-                self._interaction(name, kind, status, agg, attrs, ex_n, span_id, start_ns)
             # -- retention -------------------------------------------------------------------
-            if keep_all:
-                written.append(item)
-                if root is None:
+            if root is None:
+                if attrs and ("answered" in attrs or "deadline_missed" in attrs):
+                    self._interaction(name, kind, status, agg, attrs, ex_n, span_id, start_ns)
+                if keep_all:
+                    written.append(item)
                     _count_retained(agg, "all")
-                continue
-            if parent is None:                  # a root: decide for it and its children
+                    continue
+                # a root: decide for it and its children
+                if item is last_root:
+                    last_root = last_p = None
                 p = pending.pop(item, None) if type(item) is not tuple else None
                 rule = tail.rule(dur, status, site, attrs, start_ns + offset, flow_id, warning_ns, p)
                 if rule is None and hold and (item[7] if type(item) is tuple else item.task) is not None:
@@ -106,7 +148,10 @@ class Stage:
                     # in comes after it (written once the loop step is over): decide after the next drain
                     held_now.append((item, p, agg, start_ns + offset, dur))
                     continue
-                self._decided(item, p, agg, rule, settings, append)
+                self._decided(item, p, agg, rule, settings, append, append_flow)
+                continue
+            if keep_all:
+                written.append(item)
                 continue
             if root.is_remote:
                 # its flow lives in another process (a pool job): the flow's sample (the same
@@ -115,14 +160,17 @@ class Stage:
                 if rule is not None:
                     records._span_records((item,), settings, append, rule)   # noqa: SLF001
                 continue
-            p = pending.get(root)
+            p = last_p
             if p is None:
-                rule = tail.decision(root.span_id)
-                if rule is not False:            # its root has ended already
-                    if rule is not None:
-                        records._span_records((item,), settings, append, rule)   # noqa: SLF001
-                    continue
-                p = pending[root] = Pending(now)
+                p = pending.get(root)
+                if p is None:
+                    rule = tail.decision(root.span_id)
+                    if rule is not False:            # its root has ended already
+                        if rule is not None:
+                            records._span_records((item,), settings, append, rule)   # noqa: SLF001
+                        continue
+                    p = pending[root] = Pending(now)
+                last_p = p
             if len(p.items) < max_pending:
                 p.items.append(item)
             else:
@@ -136,9 +184,9 @@ class Stage:
         if written:
             records._span_records(written, settings, append, "all")   # noqa: SLF001
         if self.held:
-            self.held = self._settle(self.held, settings, append, final=True)
+            self.held = self._settle(self.held, settings, append, final=True, append_flow=append_flow)
         if held_now:
-            self.held = self._settle(held_now, settings, append, final=False)
+            self.held = self._settle(held_now, settings, append, final=False, append_flow=append_flow)
         return out
 
     def settle(self, settings: records.Settings, final=False) -> list:
@@ -148,7 +196,7 @@ class Stage:
             self.held = self._settle(self.held, settings, out.append, final)
         return out
 
-    def _settle(self, held, settings, append, final):
+    def _settle(self, held, settings, append, final, append_flow=None):
         """Keep held roots that overlapped a block now known; the others wait once more, or (final) go."""
         blocks = self.tail.blocks
         left = []
@@ -166,10 +214,10 @@ class Stage:
                 p = late if p is None else p
                 if late is not p:
                     p.items.extend(late.items)
-            self._decided(item, p, agg, rule, settings, append)
+            self._decided(item, p, agg, rule, settings, append, append_flow or append)
         return left
 
-    def _decided(self, item, p, agg, rule, settings, append):
+    def _decided(self, item, p, agg, rule, settings, append, append_flow):
         """Write what ``rule`` keeps of a root and its pending children (the flow_complete always)."""
         _count_retained(agg, rule)
         if rule is not None:
@@ -177,7 +225,7 @@ class Stage:
             group.append(item)
             records._span_records(group, settings, append, rule)   # noqa: SLF001
         elif type(item) is not tuple and item.children is not None:
-            append(records.flow_complete_only(item, settings))
+            append_flow(records.flow_complete_only(item, settings))
         self.tail.remember(item[5] if type(item) is tuple else item.span_id, rule)
 
     def _interaction(self, name, kind, status, agg, attrs, ex_n, span_id, start_ns):
@@ -210,6 +258,7 @@ class Stage:
             self.tail.evict(now)
         end_wall = time.time_ns()
         table, self.table = self.table, {}
+        self.fast = {}
         start_wall, self._start_wall = self._start_wall, end_wall
         if table:
             start_iso, end_iso = records.iso_from_wall_ns(start_wall), records.iso_from_wall_ns(end_wall)
@@ -234,6 +283,7 @@ class Stage:
     def after_fork(self):
         """A forked child starts empty: what the parent aggregated and holds is the parent's to write."""
         self.table = {}
+        self.fast = {}
         self.held = []
         self.tail.clear()
         self._start_wall = time.time_ns()
