@@ -86,6 +86,22 @@ FLOWS = """
     asyncio.run(main())
 """
 
+UNTIL_STOPPED = """
+    import asyncio, os
+
+    async def handle(i):
+        await asyncio.sleep(0.002)
+
+    async def main():
+        i = 0
+        while not os.path.exists("stop"):
+            await handle(i)
+            i += 1
+            await asyncio.sleep(0.02)
+
+    asyncio.run(main())
+"""
+
 TARGET = """
 targets:
   - {target: "__main__:handle", kind: flow, name: handle}
@@ -100,6 +116,12 @@ export:
     flush_interval_ms: 100
     retry_max_s: 0.5
 {extra}"""
+
+
+def _epoch(iso) -> float:
+    """A record's ``timestamp`` (``2025-01-20T15:30:45.123Z``) as Unix seconds."""
+    import calendar
+    return calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S")) + float("0." + iso[20:-1])
 
 
 def _received_ids(rx):
@@ -232,23 +254,45 @@ class TestTraces:
 
 class TestDelivery:
     @pytest.mark.slow
-    def test_outage_loses_nothing(self, tmp_path):
-        """A receiver that is down for the first seconds of a run gets every span afterwards, the spilled ones first."""
+    def test_a_60_s_outage_loses_nothing(self, tmp_path):
+        """The receiver is away for 60 s while the program keeps making flows; once it is back every span and
+        every metrics interval arrives, in the order written, none twice. (About 70 s of wall time.)"""
+        import orjson
         port = free_port()
-        run = Run(tmp_path, FLOWS, _config(f"http://127.0.0.1:{port}"))
+        head = TARGET + "metrics: {interval_s: 1}\nsampler: {enabled: true, interval_s: 1}\n"
+        run = Run(tmp_path, UNTIL_STOPPED, _config(f"http://127.0.0.1:{port}", "    exit_timeout_s: 30\n", head))
         proc = subprocess.Popen([sys.executable, "-m", "autoperf", "run", "--config", str(run.config), "--log-dir",
-                                 str(run.log_dir), "--no-console", str(run.script), "6"], cwd=run.dir, env=clean_env())
-        deadline = time.monotonic() + 30
-        while not list(run.log_dir.glob("otlp_spill_*.bin")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert list(run.log_dir.glob("otlp_spill_*.bin"))      # kept on disk meanwhile
-        time.sleep(1.0)                                          # a longer outage: more spilled
-        with Receiver(port) as rx:
-            assert proc.wait(60) == 0
-            logged = run.records("span")
-            assert _received_ids(rx) == {r["span_id"] for r in logged}
-            starts = [s.start_time_unix_nano for s, _ in rx.spans()]
-            assert starts == sorted(starts)        # replayed in order, then the newer ones
+                                 str(run.log_dir), "--no-console", str(run.script)], cwd=run.dir, env=clean_env())
+        try:
+            deadline = time.monotonic() + 60
+            while not list(run.log_dir.glob("otlp_spill_*.bin")) and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert list(run.log_dir.glob("otlp_spill_*.bin")), "the exporter never found the receiver away"
+            away_since = time.time()
+            time.sleep(60.0)
+            with Receiver(port) as rx:
+                back_at = time.time()
+                time.sleep(3.0)                       # flows made after it is back, too
+                (run.dir / "stop").write_text("")
+                assert proc.wait(90) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        logged = run.records("span")
+        during = [r for r in logged if away_since + 1 < _epoch(r["timestamp"]) < back_at - 1]
+        assert len(during) > 1000 and any(_epoch(r["timestamp"]) > back_at for r in logged)
+        received = [span.span_id.hex() for span, _ in rx.spans()]
+        assert received == [r["span_id"] for r in logged]        # all, in the order written, none twice
+        metrics = [orjson.loads(line) for path in sorted(run.log_dir.glob("metrics_*.log"))
+                   for line in path.read_bytes().splitlines() if line.strip()]
+        mine = [r for r in metrics if r["name"] == "handle" and r.get("measure", "duration") == "duration"]
+        assert len(mine) >= 60
+        points = [p for m, _ in rx.metrics() if m.name == "autoperf.flow.duration"
+                  for p in m.exponential_histogram.data_points]
+        assert [p.count for p in points] == [sum(r["count"] for r in mine[:k + 1]) for k in range(len(mine))]
+        samples = run.records("resource")
+        rss = [p.time_unix_nano for m, _ in rx.metrics() if m.name == "process.memory.usage" for p in m.gauge.data_points]
+        assert len(samples) >= 60 and len(rss) == len(samples) and rss == sorted(set(rss))
         assert not list(run.log_dir.glob("otlp_spill_*.bin"))
         warnings = [r for r in run.records("warning") if r.get("code", "").startswith("otlp")]
         assert [w["code"] for w in warnings] == ["otlp_unavailable"]
