@@ -150,7 +150,8 @@ class Span:
     """One timed operation. Fields are read by the writer thread once the span has finished.
 
     ``root`` is the root of the tree (a Span, or a SpanRef for a flow in another process), None
-    when this span is the root itself.
+    when this span is the root itself. ``enter=True`` makes it the current span of this context
+    until ``finish()`` restores the one before (what ``start`` does; wrappers pass it positionally).
     """
 
     __slots__ = (
@@ -160,7 +161,7 @@ class Span:
     )
     is_remote = False
 
-    def __init__(self, name, kind, attrs, parent, site=None):
+    def __init__(self, name, kind, attrs, parent, site=None, enter=False):
         self.name = name
         self.kind = kind
         self.site = site
@@ -202,7 +203,8 @@ class Span:
         if task is not None:
             task = _task_name(task)
         self.task = task
-        self._token = None
+        # enter: current in this context until finish() restores the span before
+        self._token = _set_current(self) if enter else None
         self.duration_ns = None
         self.start_ns = perf_counter_ns()
 
@@ -346,9 +348,7 @@ def start(name, kind="span", attrs=None, parent=CURRENT, site=None):
         parent = _get_current()
     if parent is _MUTED:
         return _MUTED   # autoperf's own work: nothing to record, MUTED stays current
-    s = Span(name, kind, attrs, parent, site)
-    s._token = _set_current(s)
-    return s
+    return Span(name, kind, attrs, parent, site, True)
 
 
 def start_detached(name, kind="span", attrs=None, parent=CURRENT, site=None):

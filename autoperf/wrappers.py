@@ -12,19 +12,11 @@ from __future__ import annotations
 import functools
 import types
 
-from autoperf import diagnostics, spans
+from autoperf import diagnostics
+from autoperf.current import mute as _mute, unmute as _unmute
 from autoperf.records import Site
+from autoperf.spans import CURRENT, MUTED, Span, activate, deactivate, get_current, start_detached
 
-_Span = spans.Span
-_get_current = spans.get_current
-_set_current = spans.set_current
-_start_detached = spans.start_detached
-_activate = spans.activate
-_deactivate = spans.deactivate
-_CURRENT = spans.CURRENT
-_MUTED = spans.MUTED
-_mute = spans._current_module.mute
-_unmute = spans._current_module.unmute
 
 #: marks our wrappers: ``fn.__autoperf__`` is the Site.
 MARK = "__autoperf__"
@@ -102,15 +94,17 @@ def instrument(fn, site: CallSite):
     return _finish(fn, _sync_wrapper(fn, site), site)
 
 
+# The call wrappers come in twins written out in full, on purpose (``duplicates`` lists them): a
+# plain and an ``async def`` body cannot share code, and a shared helper for the with/without
+# captures variants would cost one more call per span on the hot path.
 def _sync_wrapper(fn, site):
     name, kind = site.name, site.kind
     if site.arg_hooks or site.return_hooks:
         def wrapper(*args, **kwargs):
-            parent = _get_current()
-            if parent is _MUTED:        # autoperf's own call (or a re-entry): straight through
+            parent = get_current()
+            if parent is MUTED:        # autoperf's own call (or a re-entry): straight through
                 return fn(*args, **kwargs)
-            s = _Span(name, kind, None, parent, site)
-            s._token = _set_current(s)
+            s = Span(name, kind, None, parent, site, True)   # entered: current until finish()
             site.on_call(s, args, kwargs)
             try:
                 result = fn(*args, **kwargs)
@@ -123,11 +117,10 @@ def _sync_wrapper(fn, site):
             return result
     else:
         def wrapper(*args, **kwargs):
-            parent = _get_current()
-            if parent is _MUTED:        # autoperf's own call (or a re-entry): straight through
+            parent = get_current()
+            if parent is MUTED:        # autoperf's own call (or a re-entry): straight through
                 return fn(*args, **kwargs)
-            s = _Span(name, kind, None, parent, site)
-            s._token = _set_current(s)
+            s = Span(name, kind, None, parent, site, True)   # entered: current until finish()
             try:
                 return fn(*args, **kwargs)
             except BaseException as exc:
@@ -142,11 +135,10 @@ def _coroutine_wrapper(fn, site):
     name, kind = site.name, site.kind
     if site.arg_hooks or site.return_hooks:
         async def wrapper(*args, **kwargs):
-            parent = _get_current()
-            if parent is _MUTED:
+            parent = get_current()
+            if parent is MUTED:
                 return await fn(*args, **kwargs)
-            s = _Span(name, kind, None, parent, site)
-            s._token = _set_current(s)
+            s = Span(name, kind, None, parent, site, True)   # entered: current until finish()
             site.on_call(s, args, kwargs)
             try:
                 result = await fn(*args, **kwargs)
@@ -159,11 +151,10 @@ def _coroutine_wrapper(fn, site):
             return result
     else:
         async def wrapper(*args, **kwargs):
-            parent = _get_current()
-            if parent is _MUTED:
+            parent = get_current()
+            if parent is MUTED:
                 return await fn(*args, **kwargs)
-            s = _Span(name, kind, None, parent, site)
-            s._token = _set_current(s)
+            s = Span(name, kind, None, parent, site, True)   # entered: current until finish()
             try:
                 return await fn(*args, **kwargs)
             except BaseException as exc:
@@ -175,7 +166,7 @@ def _coroutine_wrapper(fn, site):
 
 
 async def _await_in_span(awaitable, s, site):
-    token = _activate(s)
+    token = activate(s)
     try:
         result = await awaitable
     except BaseException as exc:
@@ -185,7 +176,7 @@ async def _await_in_span(awaitable, s, site):
         site.on_return(s, result)
         return result
     finally:
-        _deactivate(token)
+        deactivate(token)
         s.finish()
 
 
@@ -194,9 +185,9 @@ def _returns_awaitable_wrapper(fn, site):
     name, kind = site.name, site.kind
 
     def wrapper(*args, **kwargs):
-        s = _start_detached(name, kind, None, _CURRENT, site)
+        s = start_detached(name, kind, None, CURRENT, site)
         site.on_call(s, args, kwargs)
-        token = _activate(s)
+        token = activate(s)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -204,109 +195,58 @@ def _returns_awaitable_wrapper(fn, site):
             s.finish()
             raise
         finally:
-            _deactivate(token)
+            deactivate(token)
         if isinstance(result, types.CoroutineType) or isawaitable(result):
             return _await_in_span(result, s, site)
         if isinstance(result, types.GeneratorType):
-            return _generator_in_span(result, s, site)
+            return _generator_driver(lambda args, kwargs: (result, s), site)()
         if isinstance(result, types.AsyncGeneratorType):
-            return _async_generator_in_span(result, s, site)
+            return _async_generator_driver(lambda args, kwargs: (result, s), site)()
         site.on_return(s, result)
         s.finish()
         return result
     return wrapper
 
 
-def _generator_in_span(inner, s, site):
-    """Drive the generator ``inner`` for the consumer; span ``s`` ends when it is exhausted or closed."""
-    try:
-        token = _activate(s)
-        try:
-            item = next(inner)
-        finally:
-            _deactivate(token)
-        while True:
-            try:
-                sent = yield item
-            except GeneratorExit:
-                inner.close()
-                raise
-            except BaseException as exc:
-                token = _activate(s)
-                try:
-                    item = inner.throw(exc)
-                finally:
-                    _deactivate(token)
-            else:
-                token = _activate(s)
-                try:
-                    item = inner.send(sent)
-                finally:
-                    _deactivate(token)
-    except StopIteration as stop:
-        site.on_return(s, stop.value)
-        return stop.value
-    except GeneratorExit:
-        raise
-    except BaseException as exc:
-        s.fail(exc)
-        raise
-    finally:
-        s.finish()
-
-
-async def _async_generator_in_span(inner, s, site):
-    """Async twin of ``_generator_in_span``."""
-    try:
-        token = _activate(s)
-        try:
-            item = await inner.__anext__()
-        finally:
-            _deactivate(token)
-        while True:
-            try:
-                sent = yield item
-            except GeneratorExit:
-                await inner.aclose()
-                raise
-            except BaseException as exc:
-                token = _activate(s)
-                try:
-                    item = await inner.athrow(exc)
-                finally:
-                    _deactivate(token)
-            else:
-                token = _activate(s)
-                try:
-                    item = await inner.asend(sent)
-                finally:
-                    _deactivate(token)
-    except StopAsyncIteration:
-        return
-    except GeneratorExit:
-        raise
-    except BaseException as exc:
-        s.fail(exc)
-        raise
-    finally:
-        s.finish()
-
-
 def _generator_wrapper(fn, site):
+    return _generator_driver(_generator_start(fn, site), site)
+
+
+def _async_gen_wrapper(fn, site):
+    return _async_generator_driver(_generator_start(fn, site), site)
+
+
+def _generator_start(fn, site):
+    """``start(args, kwargs) -> (inner generator, span)`` for a generator function's wrapper: its
+    span starts at the first ``next()``, when the wrapper's own body first runs."""
     name, kind = site.name, site.kind
 
-    # The span lives from the first next() until the generator is exhausted or closed; it is
-    # current only while the generator's own code runs, never in the consumer between items.
-    def wrapper(*args, **kwargs):
-        s = _start_detached(name, kind, None, _CURRENT, site)
+    def start(args, kwargs):
+        s = start_detached(name, kind, None, CURRENT, site)
         site.on_call(s, args, kwargs)
         try:
-            inner = fn(*args, **kwargs)
-            token = _activate(s)
+            return fn(*args, **kwargs), s
+        except BaseException as exc:
+            s.fail(exc)
+            s.finish()
+            raise
+    return start
+
+
+# The one driver of each generator kind (the async one repeats the sync one's steps: an async
+# generator cannot delegate with ``yield from``). The span lives until the inner generator is
+# exhausted or closed; it is current only while the generator's own code runs, never in the
+# consumer between items.
+def _generator_driver(start, site):
+    """A generator function that drives the generator ``start(args, kwargs)`` returns, in its span."""
+    def wrapper(*args, **kwargs):
+        inner, s = start(args, kwargs)
+        try:
+            token = activate(s)
             try:
                 item = next(inner)
             finally:
-                _deactivate(token)
+                deactivate(token)
             while True:
                 try:
                     sent = yield item
@@ -314,17 +254,17 @@ def _generator_wrapper(fn, site):
                     inner.close()
                     raise
                 except BaseException as exc:
-                    token = _activate(s)
+                    token = activate(s)
                     try:
                         item = inner.throw(exc)
                     finally:
-                        _deactivate(token)
+                        deactivate(token)
                 else:
-                    token = _activate(s)
+                    token = activate(s)
                     try:
                         item = inner.send(sent)
                     finally:
-                        _deactivate(token)
+                        deactivate(token)
         except StopIteration as stop:
             site.on_return(s, stop.value)
             return stop.value
@@ -338,19 +278,16 @@ def _generator_wrapper(fn, site):
     return wrapper
 
 
-def _async_gen_wrapper(fn, site):
-    name, kind = site.name, site.kind
-
+def _async_generator_driver(start, site):
+    """Async twin of ``_generator_driver``."""
     async def wrapper(*args, **kwargs):
-        s = _start_detached(name, kind, None, _CURRENT, site)
-        site.on_call(s, args, kwargs)
+        inner, s = start(args, kwargs)
         try:
-            inner = fn(*args, **kwargs)
-            token = _activate(s)
+            token = activate(s)
             try:
                 item = await inner.__anext__()
             finally:
-                _deactivate(token)
+                deactivate(token)
             while True:
                 try:
                     sent = yield item
@@ -358,17 +295,17 @@ def _async_gen_wrapper(fn, site):
                     await inner.aclose()
                     raise
                 except BaseException as exc:
-                    token = _activate(s)
+                    token = activate(s)
                     try:
                         item = await inner.athrow(exc)
                     finally:
-                        _deactivate(token)
+                        deactivate(token)
                 else:
-                    token = _activate(s)
+                    token = activate(s)
                     try:
                         item = await inner.asend(sent)
                     finally:
-                        _deactivate(token)
+                        deactivate(token)
         except StopAsyncIteration:
             return
         except GeneratorExit:

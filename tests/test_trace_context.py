@@ -282,7 +282,7 @@ class TestLogCorrelationInProcess:
             text = "".join(inspect.getsource(fn).split())
             return text[text.index("rv="):text.index("returnrv")]
         ours = body(log_context._stdlib_make_record).replace("_logging._logRecordFactory", "_logRecordFactory")
-        correlation = "s=_get_current()ifsisnotNone:_correlate(rv.__dict__,s)"
+        correlation = "s=get_current()ifsisnotNone:_correlate(rv.__dict__,s)"
         assert correlation in ours
         assert ours.replace(correlation, "") == body(log_context.STDLIB_MAKE_RECORD)
 

@@ -16,13 +16,12 @@ from contextvars import ContextVar
 from autoperf import diagnostics, spans, tracecontext
 from autoperf.config.schema import Bool, Field, Obj
 from autoperf.redact import http_path as template_path
+from autoperf.spans import get_current, set_current
 
 TRACEPARENT = Field(Bool(), default=True, doc="Send a W3C `traceparent` header naming the request's span "
                     "(never to Discord's API, never over one the program set).")
 OPTIONS = Obj({"traceparent": TRACEPARENT}, doc="aiohttp client requests (http spans).")
 
-_get_current = spans.get_current
-_set_current = spans.set_current
 
 _suppressed: ContextVar = ContextVar("autoperf_http_suppressed", default=False)
 
@@ -61,7 +60,7 @@ def host_of(host, port, scheme) -> str:
 
 def should_record() -> bool:
     """False when a more specific ``http`` span is current or ``suppress()`` is active."""
-    cur = _get_current()
+    cur = get_current()
     if cur is not None and getattr(cur, "kind", None) == "http":
         return False
     return not _suppressed.get()

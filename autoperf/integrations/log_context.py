@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import logging as _logging
 
-from autoperf import spans, tracecontext
+from autoperf import tracecontext
 from autoperf.config.schema import Obj
+from autoperf.spans import MUTED, get_current
 
 OPTIONS = Obj({}, doc="Log correlation: trace_id / span_id / flow_name on the program's log records.")
 
-_get_current = spans.get_current
-_MUTED = spans.MUTED
 _installed = []   # [our makeRecord, the one it replaced]
 _ids: dict = {}   # span id -> (trace_id, span_id) as hex: a span's log lines share them
 _MAX_IDS = 1024
 
 
 def _correlate(record_dict, s):
-    if s is _MUTED:         # autoperf's own work: no flow of the program's
+    if s is MUTED:         # autoperf's own work: no flow of the program's
         return
     try:
         ids = _ids.get(s.span_id)
@@ -46,7 +45,7 @@ def _make_record_over(previous):
     """``previous`` (Logger.makeRecord) followed by the correlation: one more Python call per record."""
     def makeRecord(self, name, level, fn, lno, msg, args, exc_info, func=None, extra=None, sinfo=None):
         record = previous(self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo)
-        s = _get_current()
+        s = get_current()
         if s is not None:
             _correlate(record.__dict__, s)
         return record
@@ -62,7 +61,7 @@ def _stdlib_make_record(self, name, level, fn, lno, msg, args, exc_info, func=No
             if (key in ["message", "asctime"]) or (key in rv.__dict__):
                 raise KeyError("Attempt to overwrite %r in LogRecord" % key)
             rv.__dict__[key] = extra[key]
-    s = _get_current()
+    s = get_current()
     if s is not None:
         _correlate(rv.__dict__, s)
     return rv

@@ -12,9 +12,9 @@ import threading
 import time
 
 from autoperf import pipeline, spans
+from autoperf.current import CURRENT_SPAN
 
 MAX_STACK = 40          # frames kept in a loop_blocked record (innermost ones)
-_current_var = spans._current
 
 
 def _iso_ago(duration_ms):
@@ -74,7 +74,7 @@ def handle_sample(handle):
     """After the fact (the watchdog missed it): the flow from the context, the callback's place."""
     out = {"sampled": False}
     try:
-        out.update(_span_facts(handle._context.get(_current_var)))
+        out.update(_span_facts(handle._context.get(CURRENT_SPAN)))
     except Exception:
         pass
     task = _task_of(handle)
@@ -169,7 +169,7 @@ def stack_sample(tid, handle):
            "flows_started": spans.flows_started()}
     if handle is not None:
         try:
-            out.update(_span_facts(handle._context.get(_current_var)))
+            out.update(_span_facts(handle._context.get(CURRENT_SPAN)))
         except Exception:
             pass
         task = _task_of(handle)

@@ -19,6 +19,7 @@ from time import perf_counter_ns
 from autoperf import diagnostics, lifecycle, pipeline, spans
 from autoperf.config.schema import Obj
 from autoperf.integrations.thread_pool import job_name, trim_own_frame
+from autoperf.spans import Span, get_current, reset_current, set_current
 
 POOL_MODULE = "multiprocessing.pool"
 OPTIONS = Obj({}, doc="Process-pool jobs (ProcessPoolExecutor, multiprocessing.Pool) as job spans.")
@@ -30,10 +31,6 @@ _inflight: dict = {}
 _executors: "weakref.WeakSet" = weakref.WeakSet()
 _pools: "weakref.WeakSet" = weakref.WeakSet()
 
-_Span = spans.Span
-_get_current = spans.get_current
-_set_current = spans.set_current
-_reset_current = spans.reset_current
 _OUTCOME_ATTR = "_autoperf_outcome"
 _BUFFER = pipeline.BUFFER
 
@@ -76,7 +73,7 @@ def _init_worker():
     """First job in this process: start the pipeline; forget a span inherited through fork."""
     global _worker_pid
     _worker_pid = os.getpid()
-    _set_current(None)
+    set_current(None)
     try:
         lifecycle.ensure_pipeline(console=False)
     except Exception as exc:  # never fail the job for autoperf's sake
@@ -132,14 +129,14 @@ class _Job:
             _init_worker()
         guarded = remote and _flush_on_sigterm()
         ref = self.ref
-        stand_in = _Span("job", "job", None, ref)
+        stand_in = Span("job", "job", None, ref)
         stand_in.span_id = ref.span_id  # children get parent_id = the job span, flow_id = its flow
-        token = _set_current(stand_in)
+        token = set_current(stand_in)
         try:
             result = self.fn(*args, **kwargs)
         except BaseException as exc:
             end = perf_counter_ns()
-            _reset_current(token)
+            reset_current(token)
             try:
                 setattr(exc, _OUTCOME_ATTR, _Outcome(None, ref.span_id, start, end, os.getpid(),
                                                      stand_in.attrs))
@@ -152,7 +149,7 @@ class _Job:
             trim_own_frame(exc, sys._getframe())
             raise
         end = perf_counter_ns()
-        _reset_current(token)
+        reset_current(token)
         if remote and _BUFFER:
             _flush()  # spans made in the worker reach the file even if the worker is killed next
         if guarded:
@@ -306,7 +303,7 @@ def _task_generation_factory(original):
                 continue
             if name is None:
                 name = job_name(args[0][0] if func in star else func)
-            span = _Span(name, "job", {"executor": executor}, parent)
+            span = Span(name, "job", {"executor": executor}, parent)
             span.start_ns = submit_ns
             _track(span, pool)
             yield result_job, i, _Job(func, span.ref()), args, kwds
@@ -315,7 +312,7 @@ def _task_generation_factory(original):
         # Called by map/imap in the caller's thread; the tasks are made later in Pool's task thread.
         if self not in _pools:
             _pools.add(self)
-        return _jobs(self, original(self, result_job, func, iterable), _get_current(), perf_counter_ns())
+        return _jobs(self, original(self, result_job, func, iterable), get_current(), perf_counter_ns())
     return _guarded_task_generation
 
 

@@ -13,16 +13,11 @@ import functools
 import sys
 from time import perf_counter_ns
 
-from autoperf import spans
 from autoperf.config.schema import Obj
+from autoperf.spans import MUTED, Span, get_current, reset_current, set_current
 
 OPTIONS = Obj({}, doc="Thread-pool jobs (run_in_executor, to_thread, submit) as job spans.")
 
-_Span = spans.Span
-_get_current = spans.get_current
-_set_current = spans.set_current
-_reset_current = spans.reset_current
-_MUTED = spans.MUTED
 _Context = contextvars.Context
 _partial = functools.partial
 
@@ -92,18 +87,18 @@ class _ThreadJob:
             raise
 
     def _run(self, fn, args, kwargs):
-        if self.parent is _MUTED:       # submitted by autoperf's own work: the job is too
-            token = _set_current(_MUTED)
+        if self.parent is MUTED:       # submitted by autoperf's own work: the job is too
+            token = set_current(MUTED)
             try:
                 return fn(*args, **kwargs)
             finally:
-                _reset_current(token)
+                reset_current(token)
         start = perf_counter_ns()
-        s = _Span(self.name, "job", {"executor": "thread",
-                                     "queue_wait_ms": round((start - self.submit_ns) / 1e6, 3)},
-                  self.parent)
+        s = Span(self.name, "job", {"executor": "thread",
+                                    "queue_wait_ms": round((start - self.submit_ns) / 1e6, 3)},
+                 self.parent)
         s.start_ns = self.submit_ns
-        token = _set_current(s)
+        token = set_current(s)
         try:
             return fn(*args, **kwargs)
         except BaseException as exc:
@@ -112,7 +107,7 @@ class _ThreadJob:
             raise
         finally:
             end = perf_counter_ns()
-            _reset_current(token)
+            reset_current(token)
             s.set("run_ms", round((end - start) / 1e6, 3))
             s.finish(end - self.submit_ns)
 
@@ -122,5 +117,5 @@ class _ThreadJob:
 
 def _submit_factory(original):
     def submit(self, fn, /, *args, **kwargs):
-        return original(self, _ThreadJob(fn, _get_current(), perf_counter_ns()), *args, **kwargs)
+        return original(self, _ThreadJob(fn, get_current(), perf_counter_ns()), *args, **kwargs)
     return submit

@@ -16,15 +16,11 @@ from __future__ import annotations
 import time
 import weakref
 
-from autoperf import diagnostics, spans
+from autoperf import diagnostics
+from autoperf.spans import failure, get_current, record_finished, reset_current, set_current
 
 from .common import _DbSpan
 
-_get_current = spans.get_current
-_set_current = spans.set_current
-_reset_current = spans.reset_current
-_record_finished = spans.record_finished
-_failure = spans.failure
 _perf_counter_ns = time.perf_counter_ns
 
 #: Waits up to this long are only counted (``configure``: the ``pool_wait_span_ms`` option).
@@ -140,20 +136,20 @@ def _count(counts, dur) -> bool:
 def _acquire_factory(original):
     async def _acquire(self, timeout):
         _register_pool(self)
-        parent = _get_current()
+        parent = get_current()
         start = _perf_counter_ns()
         try:
             result = await original(self, timeout)
         except BaseException as exc:     # a failed wait is always a span
-            status, etype = _failure(exc)
+            status, etype = failure(exc)
             dur = _perf_counter_ns() - start
             if not _count(_acquires, dur):
                 _acquires[2] += 1
-            _record_finished("db.pool.acquire", "wait", _WAIT_ATTRS, parent, None, start, dur, status, etype)
+            record_finished("db.pool.acquire", "wait", _WAIT_ATTRS, parent, None, start, dur, status, etype)
             raise
         dur = _perf_counter_ns() - start
         if _count(_acquires, dur):
-            _record_finished("db.pool.acquire", "wait", _WAIT_ATTRS, parent, None, start, dur)
+            record_finished("db.pool.acquire", "wait", _WAIT_ATTRS, parent, None, start, dur)
         return result
     return _acquire
 
@@ -163,28 +159,28 @@ def _reset_factory(original):
     # caller's time: one "db.pool.reset" wait span, not a query to tune, cache or count.
     # (The timing steps repeat _acquire_factory's on purpose: inline, a wait costs no extra call.)
     async def reset(self, *args, **kwargs):
-        parent = _get_current()
-        token = _set_current(_RESETTING)
+        parent = get_current()
+        token = set_current(_RESETTING)
         start = _perf_counter_ns()
         try:
             result = await original(self, *args, **kwargs)
         except BaseException as exc:     # a failed wait is always a span
-            status, etype = _failure(exc)
+            status, etype = failure(exc)
             dur = _perf_counter_ns() - start
             if not _count(_resets, dur):
                 _resets[2] += 1
-            _record_finished("db.pool.reset", "wait", _WAIT_ATTRS, parent, None, start, dur, status, etype)
+            record_finished("db.pool.reset", "wait", _WAIT_ATTRS, parent, None, start, dur, status, etype)
             raise
         finally:
             try:
-                _reset_current(token)
+                reset_current(token)
             except ValueError:
                 # Ended in another context than it started in (a coroutine driven by hand): that
                 # context keeps its own value, nothing to restore here (as in ``Span.finish``).
                 pass
         dur = _perf_counter_ns() - start
         if _count(_resets, dur):
-            _record_finished("db.pool.reset", "wait", _WAIT_ATTRS, parent, None, start, dur)
+            record_finished("db.pool.reset", "wait", _WAIT_ATTRS, parent, None, start, dur)
         return result
     return reset
 

@@ -12,14 +12,11 @@ import time
 
 from autoperf import diagnostics, spans, sql
 from autoperf.records import Site
+from autoperf.spans import MUTED, get_current, record_finished, set_current
 
 from .common import _CACHE_SIZE, _DbSpan, _Settings
 from .explain import _maybe_explain
 
-_get_current = spans.get_current
-_set_current = spans.set_current
-_record_finished = spans.record_finished
-_MUTED = spans.MUTED
 _perf_counter_ns = time.perf_counter_ns
 
 
@@ -113,23 +110,21 @@ def _query_wrapper(original, query_of, params_of=None, batch_of=None):
     possible EXPLAIN (never recorded); ``batch_of`` -> number of parameter sets (executemany).
     """
     async def wrapper(self, *args, **kwargs):
-        parent = _get_current()
-        if type(parent) is _DbSpan or parent is _MUTED:   # an outer wrapper records it / autoperf's own query
+        parent = get_current()
+        if type(parent) is _DbSpan or parent is MUTED:   # an outer wrapper records it / autoperf's own query
             return await original(self, *args, **kwargs)
         try:
             query = query_of(self, args, kwargs)
             info = _infos.get(query)
             if info is None:
                 info = _info(query)
-            s = _DbSpan(info.name, "db", info.attrs.copy(), parent, info.site)
-            if batch_of is not None:
-                n = batch_of(args, kwargs)
-                if n is not None:
-                    s.attrs["batch"] = n
+            batch = None if batch_of is None else batch_of(args, kwargs)
         except Exception as exc:
             diagnostics.internal_error("asyncpg span start", exc)
             return await original(self, *args, **kwargs)
-        s._token = _set_current(s)
+        s = _DbSpan(info.name, "db", info.attrs.copy(), parent, info.site, True)   # entered: current until finish()
+        if batch is not None:
+            s.attrs["batch"] = batch
         try:
             result = await original(self, *args, **kwargs)
         except BaseException as exc:
@@ -171,7 +166,7 @@ def _execute_factory(original):
 
     async def _execute(self, query, args, limit, timeout, *, return_status=False,
                        ignore_custom_codec=False, record_class=None):
-        parent = _get_current()
+        parent = get_current()
         if type(parent) is _DbSpan:
             return await original(self, query, args, limit, timeout, return_status=return_status,
                                   ignore_custom_codec=ignore_custom_codec, record_class=record_class)
@@ -192,8 +187,8 @@ def _execute_factory(original):
             duration = _perf_counter_ns() - start
             status, etype = spans.failure(exc)
             code = getattr(exc, "sqlstate", None)
-            _record_finished(info.name, "db", info.attrs, parent, info.site, start, duration, status,
-                             etype, None if code is None else {"sqlstate": code})
+            record_finished(info.name, "db", info.attrs, parent, info.site, start, duration, status,
+                            etype, None if code is None else {"sqlstate": code})
             raise
         duration = _perf_counter_ns() - start
         rows = len(result) if type(result) is list else _rows(result)
@@ -203,8 +198,8 @@ def _execute_factory(original):
             more = _ROWS[rows]          # shared, never written to: no allocation per query
         else:
             more = {"rows": rows}
-        _record_finished(info.name, "db", info.attrs, parent, info.site, start, duration, "success",
-                         None, more)
+        record_finished(info.name, "db", info.attrs, parent, info.site, start, duration, "success",
+                        None, more)
         if info.explain_ns is not None and duration >= info.explain_ns:
             _maybe_explain(self, query, info, _explain_params, args, None, duration)
         return result

@@ -363,6 +363,8 @@ def wrap_run_event(original):
 
 # -- tasks.loop --------------------------------------------------------------------------------
 def cycle_wrapper(coro, site):
+    # wrappers._coroutine_wrapper's steps, but the span is always a root ``cycle`` (parent=None: a
+    # loop's iteration never belongs to the flow that started the loop, nor links to it).
     name = site.name
 
     async def cycle(*args, **kwargs):
