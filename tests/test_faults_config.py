@@ -56,7 +56,8 @@ def nested(path, value):
 
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_a_huge_number_in_any_number_field_is_a_formatted_error(tmp_path, command):
-    """A 400-digit number (and 1e400, .inf) in every number field: exit 2, never an OverflowError."""
+    """A 400-digit number, 1e400, .inf and -.inf in every number field of ``log``: exit 2 with one formatted
+    line per field, never an OverflowError (every other field: the next test)."""
     fields = list(number_fields())
     assert len(fields) > 20 and "log.buffer_records" in fields
     log = [f.split(".")[1] for f in fields if f.count(".") == 1 and f.startswith("log.")]
@@ -65,8 +66,42 @@ def test_a_huge_number_in_any_number_field_is_a_formatted_error(tmp_path, comman
                                command=command)
         assert_formatted(code, lines)
         assert len(lines) - (command == "run") == len(log), lines   # one per field, nothing else
-    for field in fields:
-        code, lines = validate(tmp_path, nested(field, "1" + "0" * 400).encode())
+
+
+# ``autoperf validate``'s main() once per file, all in one interpreter (a file each: nothing cached).
+VALIDATE_EACH = """
+import contextlib, io, json, sys
+from autoperf import cli
+out = {}
+for path in sys.argv[1:]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(["validate", "--config", path])
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException as exc:   # a traceback: the test fails naming it
+            code = repr(exc)
+    out[path] = [code, err.getvalue().splitlines()]
+print(json.dumps(out))
+"""
+
+
+def test_a_huge_number_in_each_number_field_alone_is_a_formatted_error_naming_it(tmp_path):
+    """A 400-digit number in each number field on its own: ``autoperf validate`` exits 2 with a formatted
+    line naming that field (one interpreter validates the file of each field)."""
+    fields = list(number_fields())
+    paths = []
+    for i, field in enumerate(fields):
+        path = tmp_path / f"autoperf-{i}.yaml"
+        path.write_text(nested(field, "1" + "0" * 400))
+        paths.append(str(path))
+    done = subprocess.run([sys.executable, "-c", VALIDATE_EACH, *paths], env=clean_env(), capture_output=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    results = json.loads(done.stdout)
+    for field, path in zip(fields, paths):
+        code, lines = results[path]
         assert_formatted(code, lines, contains=field)
 
 

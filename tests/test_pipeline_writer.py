@@ -12,83 +12,117 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SCRIPT = r"""
+# The writer's sleep is a timed acquire of ``pipeline._bell``; this stand-in is its clock: each sleep
+# records how long the writer asked for and lasts until the test ends it (``tick``), and a ring
+# (``emit`` releasing the bell) is recorded. No time passes: the back-off is exact and instant.
+FAKE_CLOCK = r"""
+import json, threading
+from autoperf import pipeline, spans
+
+class Bell:
+    def __init__(self):
+        self.waits, self.rings = [], 0
+        self.asked, self.go = threading.Semaphore(0), threading.Semaphore(0)
+    def acquire(self, blocking=True, timeout=-1):     # the writer's sleep
+        self.waits.append(timeout)
+        self.asked.release()
+        self.go.acquire()
+        return False
+    def release(self):                                # emit() rings
+        self.rings += 1
+
+class Sink:
+    def write(self, records): pass
+    def flush(self): pass
+    def close(self): pass
+
+bell = pipeline._bell = Bell()
+pipeline.add_sink(Sink())
+pipeline.ensure_started()
+bell.asked.acquire()                     # asleep for the first time
+
+def tick(records=0, spans_=0):
+    # records (emit) and spans (the hot path) into the buffer, end the writer's sleep: its next sleep, rung?
+    rings = bell.rings
+    for i in range(records):
+        pipeline.emit({"type": "probe", "level": "INFO", "n": i})
+    for _ in range(spans_):
+        with spans.span("s", "span"):
+            pass
+    rung = bell.rings > rings
+    bell.go.release()
+    bell.asked.acquire()
+    return bell.waits[-1], rung
+
+out = {"first": bell.waits[0], "flush_interval": pipeline._flush_interval, "idle_max": pipeline.IDLE_WAIT_S,
+       "trickle": pipeline.TRICKLE_RECORDS}
+out["idle"] = [tick() for _ in range(5)]                  # nothing comes
+out["span_after_idle"] = tick(spans_=1)                   # a span does not ring (hot path)
+out["idle_again"] = [tick() for _ in range(3)]
+out["emit_after_idle"] = tick(records=1)                  # emit rings a backing-off writer
+out["emit_not_idle"] = tick(records=1)                    # ... and not one that is not
+out["busy"] = [tick(spans_=pipeline.TRICKLE_RECORDS) for _ in range(2)]   # records in numbers
+out["trickle"] = [tick(spans_=3) for _ in range(4)]       # then a trickle: fewer than TRICKLE_RECORDS a wake
+print(json.dumps(out))
+"""
+
+
+def test_writer_backs_off_when_idle_or_trickling_and_wakes_for_emit_and_for_numbers():
+    """Idle, the writer's sleep doubles from the flush interval up to IDLE_WAIT_S (a span made then waits at
+    most that long: it does not ring); emit() rings it only while it backs off; fewer than TRICKLE_RECORDS a
+    wake-up doubles the sleep too; records in numbers bring it back to the flush interval (fake clock)."""
+    p = subprocess.run([sys.executable, "-c", FAKE_CLOCK], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    f, top = r["flush_interval"], r["idle_max"]
+    assert (f, top) == (0.25, 1.0) and r["first"] == f, r
+    assert r["idle"] == [[2 * f, False], [4 * f, False], [top, False], [top, False], [top, False]], r
+    assert r["span_after_idle"] == [top, False], r        # written within IDLE_WAIT_S, not rung
+    assert r["idle_again"] == [[top, False]] * 3, r
+    assert r["emit_after_idle"][1] is True, r              # rung: written at once
+    assert r["emit_not_idle"] == [top, False], r           # a trickle's writer is not rung
+    assert [w for w, _ in r["busy"]] == [f, f], r
+    assert [w for w, _ in r["trickle"]] == [2 * f, 4 * f, top, top], r
+
+
+REAL = r"""
 import json, time
 from autoperf import pipeline, spans
 
+got = []
 class Sink:
-    def __init__(self):
-        self.got = []                    # (monotonic time written, record)
     def write(self, records):
         now = time.monotonic()
-        self.got += [(now, r) for r in records]
-    def flush(self):
-        pass
-    def close(self):
-        pass
+        got.extend((now, r) for r in records)
+    def flush(self): pass
+    def close(self): pass
 
 def written(pred, timeout=3.0):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        for t, r in sink.got:
+        for t, r in list(got):
             if pred(r):
                 return t
         time.sleep(0.005)
     return None
 
-sink = Sink()
-pipeline.add_sink(sink)
+pipeline.add_sink(Sink())
 pipeline.ensure_started()
-time.sleep(2.5)                          # nothing to write: 0.25, 0.5, 1 s ... waits
-w0 = pipeline.writer_wakeups()
-time.sleep(3.0)
-idle_wakes = pipeline.writer_wakeups() - w0
-
-t = time.monotonic()                     # emit() rings a backing-off writer
+time.sleep(2.0)                          # nothing to write: 0.25, 0.5, then 1 s waits
+t = time.monotonic()
 pipeline.emit({"type": "probe", "level": "INFO", "n": 1})
 emit_delay = written(lambda r: r.get("n") == 1) - t
-
-time.sleep(2.5)                          # idle again; a span is not rung for (hot path)
-t = time.monotonic()
-with spans.span("after_idle", "span"):
-    pass
-span_delay = written(lambda r: r.get("name") == "after_idle") - t
-
-w0 = pipeline.writer_wakeups()           # a trickle (50 spans/s): about one wake-up a second
-t = time.monotonic()
-ended = []
-while time.monotonic() - t < 3.0:
-    with spans.span("trickle", "span") as s:
-        s.set("i", len(ended))
-    ended.append(time.monotonic())
-    time.sleep(0.02)
-trickle_wakes = pipeline.writer_wakeups() - w0
-time.sleep(1.2)
-at = {r["attrs"]["i"]: wt for wt, r in sink.got if r.get("name") == "trickle" and r["type"] == "span"}
-trickle_delay = max(at[i] - e for i, e in enumerate(ended))
-
-w0 = pipeline.writer_wakeups()           # records in numbers (~1,000/s): back to the flush interval
-t = time.monotonic()                     # (after the trickle's wait of up to 1 s)
-while time.monotonic() - t < 3.0:
-    for _ in range(10):
-        with spans.span("busy", "span"):
-            pass
-    time.sleep(0.01)
-busy_wakes = pipeline.writer_wakeups() - w0
-print(json.dumps({"idle_wakes": idle_wakes, "emit_delay": emit_delay, "span_delay": span_delay,
-                  "trickle_wakes": trickle_wakes, "trickle_delay": trickle_delay, "trickle_n": len(at),
-                  "busy_wakes": busy_wakes}))
+print(json.dumps({"emit_delay": emit_delay, "idle_wakes": pipeline.writer_wakeups()}))
 """
 
 
-def test_idle_writer_backs_off_and_wakes_for_emit_and_for_records():
-    p = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=ROOT, timeout=60,
+def test_emit_rings_the_real_writer_out_of_its_back_off():
+    """With the real clock and thread: after 2 s idle (3 wake-ups, not 8 at the flush interval) an emitted
+    record is written at once, not after the back-off."""
+    p = subprocess.run([sys.executable, "-c", REAL], capture_output=True, text=True, cwd=ROOT, timeout=60,
                        env=dict(os.environ, PYTHONPATH=ROOT))
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout.strip().splitlines()[-1])
-    assert r["idle_wakes"] <= 5, r            # ~3 at 1 s; 12 at the 250 ms flush interval
-    assert r["emit_delay"] < 0.2, r           # rung: written at once, not after the back-off
-    assert r["span_delay"] < 1.5, r           # within IDLE_WAIT_S (1 s)
-    assert r["trickle_wakes"] <= 6, r         # ~4 in 3 s (0.5 s, then 1 s); 12 at the 250 ms flush interval
-    assert r["trickle_n"] >= 100 and r["trickle_delay"] < 1.5, r   # every span written, within ~1 s
-    assert r["busy_wakes"] >= 7, r            # <= 1 s, then ~8 in 2 s at 250 ms; ~3 if it stayed at 1 s
+    assert r["idle_wakes"] <= 5, r
+    assert r["emit_delay"] < 0.2, r
