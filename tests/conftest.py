@@ -11,11 +11,14 @@
 """
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -28,6 +31,11 @@ from autoperf import integrations
 #: The tests are about records unless they say otherwise: every span is written (retention off),
 #: in this process and in every program a test runs. The retention tests run with tests.runs.RETENTION_ON.
 os.environ.setdefault("AUTOPERF_RETAIN_ALL", "1")
+#: Programs the tests run keep their config cache in a directory of this session, not the user's
+#: ~/.cache (state no test made): XDG_CACHE_HOME, which clean_env passes on (it drops AUTOPERF_*).
+_CACHE_HOME = tempfile.mkdtemp(prefix="autoperf-tests-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
+atexit.register(shutil.rmtree, _CACHE_HOME, True)
 
 REPO = Path(__file__).resolve().parent.parent
 
