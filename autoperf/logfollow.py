@@ -4,7 +4,7 @@ Several processes append to one file (``O_APPEND``, whole lines per write); a re
 a write half done, so an incomplete last line waits for its newline. A followed file that is
 truncated is read again from its start; one renamed away (rotated) is read to its end while the
 new file at the same path is read from its start; in a directory, a newer ``performance_*.log``
-(the next UTC day) takes over, and the previous file keeps being read until it has been quiet for
+(or ``flows_*.log``: one follower per family) of the next UTC day takes over, and the previous file keeps being read until it has been quiet for
 ``grace_s`` (processes switch at their next write after midnight).
 """
 from __future__ import annotations
@@ -14,11 +14,14 @@ import os
 import time
 
 PATTERN = "performance_*.log"
+#: the daily files of records a reader shows: performance_ (retained flows and everything else) and
+#: flows_ (the flow_complete of flows that were not retained)
+RECORD_PATTERNS = (PATTERN, "flows_*.log")
 
 
-def log_files(directory):
-    """The directory's daily logs, oldest first (their names carry the date)."""
-    return sorted(glob.glob(os.path.join(directory, PATTERN)))
+def log_files(directory, pattern=PATTERN):
+    """The directory's daily logs of one family, oldest first (their names carry the date)."""
+    return sorted(glob.glob(os.path.join(directory, pattern)))
 
 
 def _line_start(fd, size, block=1 << 16):
@@ -76,12 +79,13 @@ class TrackedFile:
 
 
 class Follower:
-    """Follows one file, or the newest daily log of a directory (``poll()`` -> new complete lines)."""
+    """Follows one file, or the newest daily log of one family in a directory (``poll()`` -> new complete lines)."""
 
-    def __init__(self, path, at_end=True, grace_s=5.0):
+    def __init__(self, path, at_end=True, grace_s=5.0, pattern=PATTERN):
         """``at_end``: start after what the file holds now (``current.pos``: where a backlog ends)."""
         self.directory = path if os.path.isdir(path) else None
         self.path = path
+        self.pattern = pattern
         self.grace_s = grace_s
         self.current = None
         self.draining: list[TrackedFile] = []
@@ -90,7 +94,7 @@ class Follower:
             self.current = TrackedFile(target, at_end=at_end)
 
     def _newest(self):
-        files = log_files(self.directory)
+        files = log_files(self.directory, self.pattern)
         return files[-1] if files else None
 
     def poll(self) -> list[bytes]:

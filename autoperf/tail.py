@@ -1,8 +1,8 @@
 """``autoperf tail [-f] [LOG|DIR]``: the log as the console view shows it, filtered, optionally followed.
 
 Records are rendered by the console sink's own formatter (``sinks.Console.format``): a flow is one
-line with its checkpoints (from its ``flow_complete`` record), spans show when the log has them,
-levels are coloured on a terminal. Lines of several processes in one file are read whole and, once a
+line with its checkpoints (from its ``flow_complete`` record, in ``flows_*.log`` for a flow that was
+not retained), spans show when the log has them (retained flows), levels are coloured on a terminal. Lines of several processes in one file are read whole and, once a
 second process shows up, prefixed with their pid. Record types the view does not know (newer
 writers' types) and lines that are not JSON are skipped.
 """
@@ -28,7 +28,7 @@ def register(sub):
         description="Show the last records of a log as autoperf's console view renders them; -f keeps "
                     "following it (the next UTC day's file in a directory, rotated or truncated files).")
     parser.add_argument("source", nargs="?", metavar="LOG|DIR",
-                        help="a log file or a directory of performance_*.log (default: log.dir of "
+                        help="a log file or a directory of performance_*.log and flows_*.log (default: log.dir of "
                              "./autoperf.yaml, else logs)")
     parser.add_argument("-f", "--follow", action="store_true", help="keep printing records as they are written")
     parser.add_argument("-n", "--lines", type=int, default=10, metavar="N",
@@ -143,34 +143,47 @@ def cmd_tail(opts) -> int:
         text = printer.render(rec) if rec is not None else None
         return (rec, text) if text else None
 
-    follower = logfollow.Follower(source) if opts.follow else None
+    patterns = logfollow.RECORD_PATTERNS if os.path.isdir(source) else (logfollow.PATTERN,)
+    followers = [logfollow.Follower(source, pattern=p) for p in patterns] if opts.follow else []
     try:
-        earlier = backlog(source, opts.lines, shown, follower)
+        earlier = backlog(source, opts.lines, shown, followers)
         printer.pids.update(rec.get("pid") for rec, _ in earlier)
         for rec, text in earlier:
             printer.show(rec, text)
         sys.stdout.flush()
-        while follower is not None:
+        while followers:
             time.sleep(POLL_S)
-            for line in follower.poll():
-                item = shown(line)
-                if item is not None:
-                    printer.show(*item)
+            for follower in followers:
+                for line in follower.poll():
+                    item = shown(line)
+                    if item is not None:
+                        printer.show(*item)
             sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
     finally:
-        if follower is not None:
+        for follower in followers:
             follower.close()
     return 0
 
 
-def backlog(source, n, convert, follower=None):
-    """The last ``n`` lines ``convert`` makes something of (not None), converted: from the file, or the
-    directory's newest logs (older days when the newest has fewer), up to where the follower starts."""
+def backlog(source, n, convert, followers=()):
+    """The last ``n`` lines ``convert`` makes a ``(record, text)`` of (not None): from the file, or the
+    newest logs of each family of the directory (older days when the newest has fewer) merged by
+    timestamp, up to where each family's follower starts."""
     if n <= 0 or not os.path.exists(source):
         return []
-    files = logfollow.log_files(source) if os.path.isdir(source) else [source]
+    if not os.path.isdir(source):
+        return _last_of([source], n, convert, followers[0] if followers else None)
+    found = []
+    for i, pattern in enumerate(logfollow.RECORD_PATTERNS):
+        follower = followers[i] if i < len(followers) else None
+        found += _last_of(logfollow.log_files(source, pattern), n, convert, follower)
+    found.sort(key=lambda item: item[0].get("timestamp") or "")      # stable: a file's order within a ms
+    return found[-n:]
+
+
+def _last_of(files, n, convert, follower):
     current = follower.current if follower is not None else None
     found = []
     for path in reversed(files):

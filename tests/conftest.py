@@ -28,9 +28,10 @@ import pytest
 
 from autoperf import integrations
 
-#: The tests are about records unless they say otherwise: every span is written (retention off),
-#: in this process and in every program a test runs. The retention tests run with tests.runs.RETENTION_ON.
-os.environ.setdefault("AUTOPERF_RETAIN_ALL", "1")
+#: The programs the tests run keep the real default (tail-based retention); a test that reads every
+#: child span says so in its config (``retain: {all: true}``). A developer's AUTOPERF_RETAIN_ALL
+#: would turn retention off under the tests of it.
+os.environ.pop("AUTOPERF_RETAIN_ALL", None)
 #: Programs the tests run keep their config cache in a directory of this session, not the user's
 #: ~/.cache (state no test made): XDG_CACHE_HOME, which clean_env passes on (it drops AUTOPERF_*).
 _CACHE_HOME = tempfile.mkdtemp(prefix="autoperf-tests-cache-")
@@ -62,10 +63,12 @@ def autoperf_pipeline(tmp_path_factory):
 @pytest.fixture
 def records(autoperf_pipeline):
     """Records produced during the test (``records.all()``, ``.spans(name)``, ``.warnings(code)``)."""
-    from autoperf import diagnostics
+    from autoperf import diagnostics, pipeline
+    from autoperf.metrics.retention import RetainSettings
     from autoperf.testing import Recorder
 
     diagnostics.reset()  # "reported once" is per test
+    pipeline.configure_metrics(RetainSettings(all=True))   # as the session's: an install() may have changed it
     rec = Recorder()
     try:
         yield rec
@@ -127,7 +130,8 @@ def patch(make_specs):
 def run_script(tmp_path):
     """Run ``source`` in a fresh interpreter (cwd ``tmp_path``); returns (CompletedProcess, records).
 
-    ``records`` are the JSON lines the script's pipeline wrote into ``tmp_path/logs``.
+    ``records`` are the JSON lines the script's pipeline wrote into ``tmp_path/logs`` (performance_*.log,
+    then flows_*.log: the flow_complete of flows that were not retained).
     """
     def run(source, *, timeout=60, check=True, env=None):
         script = tmp_path / "script_main.py"
@@ -142,7 +146,7 @@ def run_script(tmp_path):
             assert proc.returncode == 0, f"script failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         recs = []
         if logs.is_dir():
-            for path in sorted(logs.glob("performance_*.log")):
+            for path in sorted(logs.glob("performance_*.log")) + sorted(logs.glob("flows_*.log")):
                 recs.extend(json.loads(line) for line in path.read_text().splitlines() if line)
         return proc, recs
     return run

@@ -19,13 +19,9 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 
 
-#: the env of a test about retention: the config's retain: decides (conftest turns it off for the others)
-RETENTION_ON = {"AUTOPERF_RETAIN_ALL": "0"}
-
-
 def clean_env(**extra):
-    """The test's environment without AUTOPERF_* variables (but AUTOPERF_RETAIN_ALL, conftest), autoperf importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPERF_") or k == "AUTOPERF_RETAIN_ALL"}
+    """The test's environment without AUTOPERF_* variables, autoperf importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPERF_")}
     env["PYTHONPATH"] = str(ROOT)
     env["NO_COLOR"] = "1"
     env.update(extra)

@@ -17,15 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_records(log_dir: Path) -> list[dict]:
+    """Every record line of the run: performance_*.log, then flows_*.log (unretained flows' flow_complete)."""
     out = []
-    for path in sorted(Path(log_dir).glob("performance_*.log")):
+    log_dir = Path(log_dir)
+    for path in sorted(log_dir.glob("performance_*.log")) + sorted(log_dir.glob("flows_*.log")):
         for line in path.read_bytes().splitlines():
             out.append(orjson.loads(line))
     return out
 
 
 def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if (not k.startswith("AUTOPERF_") or k == "AUTOPERF_RETAIN_ALL")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPERF_")}
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env
@@ -190,6 +192,7 @@ FLUSH_PROGRAM = """
         main(sys.argv[1])
 """
 FLUSH_CONFIG = """
+retain: {all: true}     # every span written: the test counts them
 targets:
   - target: "__main__:command"
     kind: flow
@@ -320,6 +323,7 @@ CHILDREN_PROGRAM = """
             os._exit(0)
         os.waitpid(pid, 0)
 """
+ALL_SPANS = "retain: {all: true}\n"     # the tests of children count every span they record
 WORKER_MODULE = """
 def square(x):
     return x * x
@@ -331,7 +335,7 @@ class TestChildren:
     def test_child_processes_are_instrumented_once(self, tmp_path, method):
         """multiprocessing children, a ``python -c`` subprocess and an os.fork child record their spans once each."""
         (tmp_path / "worker_mod.py").write_text(WORKER_MODULE)
-        prog = Program(tmp_path, CHILDREN_PROGRAM, "targets:\n  - target: 'worker_mod:square'\n")
+        prog = Program(tmp_path, CHILDREN_PROGRAM, ALL_SPANS + "targets:\n  - target: 'worker_mod:square'\n")
         proc = prog.run(method)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.splitlines()[0] == "[0, 1, 4, 9, 16, 25]"
@@ -362,7 +366,7 @@ class TestChildren:
                 with mp.get_context(sys.argv[1]).Pool(1) as pool:
                     print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, pool.apply(worker_mod.handler, (0,)),
                           pool.apply(worker_mod.square, (3,)))
-        """, "targets:\n  - target: 'worker_mod:square'\n")
+        """, ALL_SPANS + "targets:\n  - target: 'worker_mod:square'\n")
         proc = prog.run(method)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.split() == ["False", "True", "9"]
@@ -381,7 +385,7 @@ class TestChildren:
             import subprocess, sys
             code = "import os, worker_mod, autoperf.bootstrap as b; worker_mod.square(3); print(os.environ.get('CHAINED_SITE'), b.installed())"
             print(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip())
-        """, "targets:\n  - target: 'worker_mod:square'\n")
+        """, ALL_SPANS + "targets:\n  - target: 'worker_mod:square'\n")
         env = clean_env(PYTHONPATH=f"{site}{os.pathsep}{ROOT}")
         proc = subprocess.run(prog.autoperf_cmd(), cwd=tmp_path, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
@@ -397,6 +401,7 @@ class TestTargetsAtRunTime:
             import helpers
             print(helpers.compute() + 1)
         """, """
+            retain: {all: true}
             targets:
               - target: "helpers:compute"
               - target: "helpers:compute_all"

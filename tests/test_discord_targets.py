@@ -121,6 +121,7 @@ EXT_GONE = """
         pass
 """
 CONFIG = """
+    retain: {all: true}     # the tests read the steps inside the commands' flows
     log: {console: false}
     sampler: {enabled: false}
     targets:
@@ -170,7 +171,7 @@ def run(tmp_path_factory):
     for name, text in (("bot.py", BOT), ("ext_stats.py", EXT_STATS), ("ext_gone.py", EXT_GONE),
                        ("autoperf.yaml", CONFIG), ("scenario.yaml", SCENARIO)):
         (tmp / name).write_text(textwrap.dedent(text))
-    env = {k: v for k, v in os.environ.items() if (not k.startswith("AUTOPERF_") or k == "AUTOPERF_RETAIN_ALL") and k != "DISCORD_TOKEN"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPERF_") and k != "DISCORD_TOKEN"}
     proc = subprocess.run([sys.executable, "-m", "autoperf", "run", "--log-dir", str(tmp / "logs"),
                            "--simulate", "scenario.yaml", "bot.py"],
                           cwd=tmp, env=env, capture_output=True, text=True, timeout=140)

@@ -82,6 +82,7 @@ asyncio.run(main())
 '''
 
 CONFIG = '''
+retain: {all: true}     # every span of the tree, the pool worker's too (a worker cannot know its flow's rule)
 loop: {blocking_threshold_ms: 100}
 integrations:
   asyncpg: {pool_wait_span_ms: 0}   # every pool wait a span (the default records those over 1 ms)
@@ -105,14 +106,14 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     (tmp / "prog.py").write_text(textwrap.dedent(PROGRAM))
     (tmp / "autoperf.yaml").write_text(CONFIG)
-    env = {k: v for k, v in os.environ.items() if (not k.startswith("AUTOPERF_") or k == "AUTOPERF_RETAIN_ALL")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPERF_")}
     env.update(PYTHONPATH=str(ROOT), E2E_DSN=dsn)
     proc = subprocess.run([sys.executable, "-m", "autoperf", "run", "--no-console", "--log-dir",
                            str(tmp / "logs"), "prog.py"], cwd=tmp, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    records = [orjson.loads(line) for path in (tmp / "logs").glob("performance_*.log")
-               for line in path.read_bytes().splitlines()]
+    records = [orjson.loads(line) for pattern in ("performance_*.log", "flows_*.log")
+               for path in (tmp / "logs").glob(pattern) for line in path.read_bytes().splitlines()]
     line = next(i for i, text in enumerate(PROGRAM.splitlines(), start=1) if "BLOCKING-LINE" in text)
     return records, proc, line, dsn
 

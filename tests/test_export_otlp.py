@@ -103,6 +103,7 @@ UNTIL_STOPPED = """
 """
 
 TARGET = """
+retain: {all: true}     # the tests count every flow's exported spans (under the default: the retained ones)
 targets:
   - {target: "__main__:handle", kind: flow, name: handle}
 """

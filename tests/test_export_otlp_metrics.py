@@ -150,7 +150,7 @@ class TestRealRun:
         """Under autoperf run (metrics every 0.3 s, retention on) the last cumulative point of each key counts every record's calls, and its p95 is the flows' exact p95 within 1 %."""
         import orjson
 
-        from tests.runs import RETENTION_ON, Run
+        from tests.runs import Run
         program = """
             import asyncio, random
 
@@ -173,7 +173,7 @@ export:
   otlp: {{endpoint: "{rx.endpoint}", flush_interval_ms: 100}}
 """
             run = Run(tmp_path, program, config)
-            run.start(env=RETENTION_ON)          # the suite forces retain all (conftest); this test keeps 10 %
+            run.start()
             records = [orjson.loads(line) for path in sorted(run.log_dir.glob("metrics_*.log"))
                        for line in path.read_bytes().splitlines() if line.strip()]
             mine = [r for r in records if r["name"] == "handle" and r.get("measure", "duration") == "duration"]

@@ -57,7 +57,7 @@ CAPTURES = """
 def run(tmp_path, allow):
     prog = Program(tmp_path, PROGRAM, "targets:\n  - target: '__main__:handle'\n"
                                       f"    capture_runs_code: {str(allow).lower()}\n{CAPTURES}"
-                                      "sampler: {enabled: false}\n")
+                                      "sampler: {enabled: false}\nretain: {all: true}\n")   # reads each span
     done = prog.run()
     assert done.returncode == 0, done.stderr
     (span,) = [r for r in prog.records() if r.get("name") == "__main__.handle"]

@@ -8,6 +8,7 @@ import orjson
 from tests.faults import Program, fill, run_live, small_fs, step
 
 CONFIG = """
+retain: {all: true}     # the tests count every span written and lost
 targets:
   - target: '__main__:work'
 sampler: {enabled: false}

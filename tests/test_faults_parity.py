@@ -71,7 +71,7 @@ def test_sigint_kills_by_the_signal_after_flushing(tmp_path):
         os.kill(os.getpid(), signal.SIGINT)
         import time
         time.sleep(5)
-    """, "targets:\n  - target: '__main__:work'\nsampler: {enabled: false}\n")
+    """, "targets:\n  - target: '__main__:work'\nsampler: {enabled: false}\nretain: {all: true}\n")   # counts spans
     python = prog.run(plain=True)
     ours = prog.run()
     assert python.returncode == ours.returncode == -signal.SIGINT

@@ -132,7 +132,7 @@ USER_TEMPLATE = """
 def test_user_path_templates_redact_segments_in_http_spans(tmp_path):
     """``redact.http_paths`` in autoperf.yaml replaces the named segments of matching requests."""
     prog = Program(tmp_path, USER_TEMPLATE, "redact: {http_paths: ['/v1/keys/{key}']}\n"
-                                            "sampler: {enabled: false}\n")
+                                            "sampler: {enabled: false}\nretain: {all: true}\n")   # reads each span
     done = prog.run()
     assert done.returncode == 0, done.stderr
     paths = [r["attrs"]["path"] for r in prog.records() if r.get("kind") == "http"]

@@ -39,7 +39,8 @@ def test_sigterm_to_the_process_group_keeps_the_workers_spans(tmp_path, method):
     counts = tmp_path / "counts"
     counts.write_bytes(b"\0" * 16)
     (tmp_path / "poolwork.py").write_text("def work(i):\n    return i\n")
-    prog = Program(tmp_path, POOL, "targets:\n  - target: 'poolwork:work'\nsampler: {enabled: false}\n")
+    prog = Program(tmp_path, POOL, "targets:\n  - target: 'poolwork:work'\nsampler: {enabled: false}\n"
+                                   "retain: {all: true}\n")     # counts every span
     proc = subprocess.Popen(prog.autoperf_cmd(str(counts), method), cwd=tmp_path, env=clean_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stdout.readline().strip() == "running"
@@ -78,7 +79,7 @@ def test_sigkill_loses_at_most_the_configured_delay(tmp_path, max_delay_ms, most
     """SIGKILL (as an OOM kill) loses only what waited in memory: with ``log.max_delay_ms: 50`` a
     trickle of 100 spans/s loses a few, not the second's worth the default back-off may hold."""
     prog = Program(tmp_path, TRICKLE, "targets:\n  - target: '__main__:work'\nsampler: {enabled: false}\n"
-                                      f"log: {{max_delay_ms: {max_delay_ms}}}\n")
+                                      f"log: {{max_delay_ms: {max_delay_ms}}}\nretain: {{all: true}}\n")
     proc = subprocess.Popen(prog.autoperf_cmd(), cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "produced"

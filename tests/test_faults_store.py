@@ -60,7 +60,7 @@ def test_outage_loses_and_duplicates_nothing(tmp_path, pg_db, fault):
     timeouts = ("command_timeout_s: 2, connect_timeout_s: 1, retry_max_s: 1, keepalive_s: 2, "
                 "max_buffer_records: 20000, " if SHORT else "")
     prog = Program(tmp_path, PRODUCER, "targets:\n  - target: '__main__:work'\nsampler: {enabled: false}\n"
-                                       f"store: {{{timeouts}dsn: '{proxy.dsn()}'}}\n")
+                                       f"store: {{{timeouts}dsn: '{proxy.dsn()}'}}\nretain: {{all: true}}\n")
     before, after = 2.0, 6.0
     try:
         proc = subprocess.Popen(prog.autoperf_cmd(str(before + OUTAGE_S + after)), cwd=tmp_path, env=clean_env(),

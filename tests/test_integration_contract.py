@@ -72,7 +72,7 @@ CHILD = textwrap.dedent('''
 
 
 def _env():
-    env = {k: v for k, v in os.environ.items() if (not k.startswith("AUTOPERF_") or k == "AUTOPERF_RETAIN_ALL")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPERF_")}
     env["AUTOPERF_CONFIG_CACHE"] = "0"
     return env
 

@@ -186,6 +186,7 @@ SCENARIO = {
 
 CONFIG = textwrap.dedent(f"""
     version: 1
+    retain: {{all: true}}     # the tests read every span of the run
     log: {{console: false}}
     sampler: {{enabled: false}}
     targets:

@@ -64,15 +64,18 @@ def make_point(x):
 # -- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def log_dir(tmp_path_factory):
-    """Spawned/forkserver workers write their records here (AUTOPERF_LOG_DIR)."""
+    """Spawned/forkserver workers write their records here (AUTOPERF_LOG_DIR), every span of them
+    (AUTOPERF_RETAIN_ALL, as this process's pipeline: the tests read the workers' spans)."""
     path = tmp_path_factory.mktemp("worker-logs")
-    old = os.environ.get("AUTOPERF_LOG_DIR")
-    os.environ["AUTOPERF_LOG_DIR"] = str(path)
+    env = {"AUTOPERF_LOG_DIR": str(path), "AUTOPERF_RETAIN_ALL": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     yield path
-    if old is None:
-        os.environ.pop("AUTOPERF_LOG_DIR", None)
-    else:
-        os.environ["AUTOPERF_LOG_DIR"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture

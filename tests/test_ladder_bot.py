@@ -1,8 +1,9 @@
 """The example ladder bot under ``python -m autoperf run --simulate``: the records a user gets for free.
 
 One subprocess run of ``examples/ladder_bot/bot.py`` (unmodified, no autoperf import) against the
-loopback Discord playing ``scenario_small.yaml`` with the top-level ``autoperf.yaml``; real asyncpg /
-PostgreSQL, a real spawn ProcessPoolExecutor, a real aiohttp storage server.
+loopback Discord playing ``scenario_small.yaml`` with the top-level ``autoperf.yaml`` and every span
+written (``AUTOPERF_RETAIN_ALL``); real asyncpg / PostgreSQL, a real spawn ProcessPoolExecutor, a real
+aiohttp storage server. ``TestRetention`` runs it again under the config's default retention.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sys
 
 import pytest
 
+from autoperf.analysis.stats import percentile as exact_percentile
 from autoperf.discord_sim.report import percentile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,6 +42,7 @@ def run(tmp_path_factory):
     env.pop("DISCORD_TOKEN", None)
     env["LADDER_MATCHMAKING_INTERVAL_S"] = "0.5"
     env["AUTOPERF_CONSOLE"] = "0"
+    env["AUTOPERF_RETAIN_ALL"] = "1"      # every span: these tests read the steps, jobs and REST calls of each flow
     proc = subprocess.run([sys.executable, "-m", "autoperf", "run", "--log-dir", str(logs), "--simulate", SCENARIO, BOT],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=140)
     records = []
@@ -243,20 +246,18 @@ class TestSimulate:
 
 
 class TestRetention:
-    """The same scenario under retention (`retain: {all: false}`, issue 14): the answers do not change."""
+    """The same scenario under the config's default (tail-based retention, issue 14) and under retain all (the
+    run above): the summary, the report and the check give the same answers."""
 
     @pytest.fixture(scope="class")
     @classmethod
     def default_run(cls, tmp_path_factory):
         logs = tmp_path_factory.mktemp("ladder_default_logs")
-        config = logs.parent / "autoperf_retention.yaml"        # the example's config, retention on
-        with open(os.path.join(ROOT, "autoperf.yaml"), encoding="utf-8") as f:
-            config.write_text(f.read() + "\nretain: {all: false}\n")
-        env = dict(os.environ, LADDER_MATCHMAKING_INTERVAL_S="0.5", AUTOPERF_CONSOLE="0", AUTOPERF_RETAIN_ALL="0")
+        env = dict(os.environ, LADDER_MATCHMAKING_INTERVAL_S="0.5", AUTOPERF_CONSOLE="0")
         env.pop("DISCORD_TOKEN", None)
-        proc = subprocess.run([sys.executable, "-m", "autoperf", "run", "--config", str(config), "--log-dir",
-                               str(logs), "--summary", "--simulate", SCENARIO, BOT], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=140)
+        proc = subprocess.run([sys.executable, "-m", "autoperf", "run", "--log-dir", str(logs), "--summary",
+                               "--simulate", SCENARIO, BOT], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=140)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc, str(logs)
 
@@ -267,32 +268,98 @@ class TestRetention:
         assert p.returncode in (0, 1), p.stderr
         return p.returncode, p.stdout
 
-    def test_summary_report_and_check_answer_the_same(self, run, default_run, tmp_path):
-        """Per command count, errors and statuses are the same under retention as under retain all; the
-        check gives the same verdicts from the metrics as from every span of the same run (two runs' timings
-        differ on this machine, so verdicts near a limit are compared within one run); --summary agrees
-        with the report; the default wrote fewer flows whole and says so."""
-        import shutil
+    def _report(self, logs):
+        return json.loads(self._cli("report", "--format", "json", logs)[1])
 
-        from autoperf.analysis.render import summary_lines
-        logs_all = _LOGS["all"]
-        proc_def, logs_def = default_run
-        spans_only = tmp_path / "spans_only"            # the same run as an old log: no metrics files
-        spans_only.mkdir()
-        for path in glob.glob(os.path.join(logs_all, "performance_*.log")):
-            shutil.copy(path, spans_only)
-        reports = {k: json.loads(self._cli("report", "--format", "json", d)[1]) for k, d in
-                   (("all", logs_all), ("default", logs_def), ("spans", str(spans_only)))}
-        rows = {k: {c["name"]: (c["count"], c["errors"], c["statuses"]) for c in r["commands"]} for k, r in reports.items()}
+    def _check(self, logs):
+        res = json.loads(self._cli("check", "--json", logs)[1])
+        return {c["name"] + (f" [{c['scope']}]" if c["scope"] else ""): c for c in res["checks"]}
+
+    @staticmethod
+    def _old_log(logs, dest):
+        """A run's record lines as an old log (no metrics): every flow_complete and every span it wrote, in
+        performance_ files; a report counts from those records, exactly."""
+        dest.mkdir()
+        for path in glob.glob(os.path.join(logs, "performance_*.log")):
+            name = os.path.basename(path)
+            flows = os.path.join(logs, "flows_" + name[len("performance_"):])
+            with open(dest / name, "wb") as out:
+                for src in (path, flows):
+                    if os.path.exists(src):
+                        with open(src, "rb") as f:
+                            out.write(f.read())
+        return str(dest)
+
+    @staticmethod
+    def _flow_durations(logs):
+        """Per flow name, the exact durations of the run's flows (every flow has its flow_complete)."""
+        out = collections.defaultdict(list)
+        for path in glob.glob(os.path.join(logs, "performance_*.log")) + glob.glob(os.path.join(logs, "flows_*.log")):
+            with open(path) as fh:
+                for line in fh:
+                    rec = json.loads(line)
+                    if rec["type"] == "flow_complete" and rec.get("flow_kind", "flow") == "flow":
+                        out[rec["flow_name"]].append(rec["duration_ms"])
+        return out
+
+    def test_the_default_writes_fewer_flows_whole_and_says_so(self, run, default_run):
+        """Under the default, the flows kept whole are fewer than all, by rules the report names; the failed
+        and the late flows (the two planted problems) are among them."""
+        logs = default_run[1]
+        rt = self._report(logs)["retention"]
+        assert rt["flows"] == self._report(_LOGS["all"])["retention"]["flows"] and 0 < rt["retained"] < rt["flows"]
+        assert rt["by_rule"].get("error", 0) >= 1
+        fcs = [json.loads(line) for path in glob.glob(os.path.join(logs, "*.log")) if "metrics_" not in path
+               for line in open(path)]
+        fcs = [r for r in fcs if r["type"] == "flow_complete"]
+        late = [r for r in fcs if r["status"] != "success" or r["metadata"].get("deadline_missed")]
+        assert late and all(r["retained"] for r in late)
+        assert sum(1 for r in fcs if r["retained"]) == rt["retained"]
+
+    def test_report_answers_the_same_under_both(self, run, default_run, tmp_path):
+        """Per command: count, errors, statuses and its kind (slash command, component, modal, event …) are the
+        same under both runs and in the every-span run read as an old log; every query is named by its
+        statement and every pool job by its executor under both; p50/p95/p99 are within 1 % of the exact
+        values of each run's own flows."""
+        logs = {"all": _LOGS["all"], "default": default_run[1]}
+        reports = {k: self._report(d) for k, d in logs.items()}
+        reports["spans"] = self._report(self._old_log(_LOGS["all"], tmp_path / "spans_only"))
+        assert reports["spans"]["retention"]["from_metrics"] == 0 and reports["all"]["retention"]["from_metrics"] > 0
+        rows = {k: {c["name"]: (c["count"], c["errors"], c["statuses"], c["type"]) for c in r["commands"]}
+                for k, r in reports.items()}
         assert rows["all"] == rows["default"] == rows["spans"] and len(rows["all"]) >= len(COMMANDS)
-        assert reports["all"]["retention"]["from_metrics"] > 0 and reports["spans"]["retention"]["from_metrics"] == 0
-        checks = {k: json.loads(self._cli("check", "--json", d)[1]) for k, d in (("all", logs_all),
-                                                                                 ("spans", str(spans_only)))}
-        assert ({c["name"] + str(c["scope"]): c["ok"] for c in checks["all"]["checks"]}
-                == {c["name"] + str(c["scope"]): c["ok"] for c in checks["spans"]["checks"]})
-        rt = reports["default"]["retention"]
-        assert rt["flows"] == reports["all"]["retention"]["flows"] and 0 < rt["retained"] < rt["flows"]
+        for k in ("all", "default"):
+            queries = reports[k]["slow_queries"]
+            assert queries and all(q["statement"] for q in queries), [q for q in queries if not q["statement"]]
+        executors = {k: {j["name"]: set(j["executors"]) for j in reports[k]["jobs"]} for k in ("all", "default", "spans")}
+        assert executors["all"] == executors["default"] == executors["spans"] and executors["all"]
+        compared = 0
+        for k, d in logs.items():
+            exact = self._flow_durations(d)
+            for c in reports[k]["commands"]:
+                values = sorted(exact[c["name"]])
+                assert len(values) == c["count"], (k, c["name"])
+                for q in (50, 95, 99):
+                    want = exact_percentile(values, q)      # records hold whole µs: + 1 µs
+                    assert abs(c[f"p{q}_ms"] - want) < 0.01 * want + 0.001, (k, c["name"], q, c[f"p{q}_ms"], want)
+                compared += 1
+        assert compared >= 2 * len(COMMANDS)
+
+    def test_check_and_summary_answer_the_same_under_both(self, run, default_run, tmp_path):
+        """`autoperf check` gives the same verdicts from the metrics as from every record of the same run, under
+        the default and under retain all (two runs' timings differ on this machine: verdicts near a limit are
+        compared within one run); `--summary` under the default says the totals of retain all."""
+        from autoperf.analysis.render import summary_lines
+        flow_level = ("commands_p95", "commands_p99", "interaction_deadline", "error_rate", "first_response_p95")
+        for logs, name in ((_LOGS["all"], "all"), (default_run[1], "default")):
+            metrics, records = self._check(logs), self._check(self._old_log(logs, tmp_path / f"old_{name}"))
+            if name == "default":        # its old log has the retained flows' spans only: flows' objectives
+                metrics = {k: c for k, c in metrics.items() if c["name"] in flow_level}
+                records = {k: c for k, c in records.items() if c["name"] in flow_level}
+            assert len(metrics) >= 3 and {k: c["ok"] for k, c in metrics.items()} == {k: c["ok"] for k, c in records.items()}, name
+        proc_def, logs_def = default_run
         summary = [" ".join(ln.split()) for ln in proc_def.stderr.splitlines() if ln.startswith(("Total flows", "Errors"))]
-        want = dict(summary_lines(reports["default"]))
-        assert summary == [" ".join(f"Total flows {want['Total flows']}".split()),
-                           " ".join(f"Errors {want['Errors']}".split())]
+        for logs in (logs_def, _LOGS["all"]):
+            want = dict(summary_lines(self._report(logs)))
+            assert summary == [" ".join(f"Total flows {want['Total flows']}".split()),
+                               " ".join(f"Errors {want['Errors']}".split())], logs

@@ -16,7 +16,7 @@ import pytest
 
 from autoperf.analysis.stats import percentile
 from autoperf.metrics.exphist import ExpHistogram
-from tests.runs import RETENTION_ON, Run, clean_env
+from tests.runs import Run, clean_env
 
 KNOWN = """
     import time
@@ -80,7 +80,7 @@ class TestGroundTruth:
         assert sum(r["retained"] for r in recs if r["root"] and r["name"] == "__main__.handle") == 600
 
         default = Run(tmp_path / "default", KNOWN, KNOWN_CONFIG % "false")
-        default.start(env=RETENTION_ON)
+        default.start()
         recs2 = metrics_records(default)
         assert merged(recs2, name="__main__.step").count == 1800
         assert merged(recs2, name="__main__.handle").count == 600
@@ -136,7 +136,7 @@ class TestRecordFormat:
         ok, failed = by["__main__.handle", "success", None, True], by["__main__.handle", "error", None, True]
         assert (ok["count"], failed["count"]) == (16, 4)
         assert ok["over_sla"] + failed["over_sla"] == 5 and ok["sla_ms"] == 40
-        assert failed["retained_by"] == {"all": 4}
+        assert failed["retained_by"] == {"error": 4} and ok["retained_by"]["sla"] == 4    # the default's rules
         steps = by["__main__.step", "success", "__main__.handle", False]
         assert steps["count"] == 20 and steps["over_threshold"] == 5 and steps["threshold_ms"] == 40
         assert "retained" not in steps

@@ -87,6 +87,7 @@ STORE = """
             return "p1"
 """
 DB_CONFIG = """
+retain: {all: true}     # the test reads each db span's attrs
 targets:
   - target: 'store:fetch_all'
     kind: db

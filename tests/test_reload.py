@@ -17,6 +17,7 @@ WORKER = """
             return VERSION
 """
 CONFIG = """
+retain: {all: true}     # counts the spans before and after the reload
 targets:
   - target: 'worker:handle'
     kind: flow

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from autoperf.metrics.retention import sampled
-from tests.runs import RETENTION_ON, Run, clean_env
+from tests.runs import Run, clean_env
 
 RULES = """
     import asyncio, time
@@ -75,7 +75,7 @@ class TestRules:
         """Every flow has its flow_complete; only the flows a rule names have span records (theirs and
         their children's), each saying the rule; the metrics count them per rule."""
         run = Run(tmp_path, RULES, RULES_CONFIG)
-        run.start(env=RETENTION_ON)
+        run.start()
         flows = run.records("flow_complete")
         assert collections.Counter(f["flow_name"] for f in flows)["__main__.plain"] == 3
         assert len(flows) == 10
@@ -109,7 +109,7 @@ class TestRules:
         run = Run(tmp_path, RULES, RULES_CONFIG.replace(
             "sample_rate: 0}", "sample_rate: 0, rules: {error: false, sla: false, deadline: false, "
                                "loop_blocked: false, slow_child: false}}"))
-        run.start(env=RETENTION_ON)
+        run.start()
         assert {f["flow_name"] for f in run.records("flow_complete") if f["retained"]} == {"__main__.always"}
         assert {s["name"] for s in run.records("span")} == {"__main__.always", "__main__.child"}
 
@@ -140,7 +140,7 @@ class TestSample:
               - {target: "work:inner"}
             retain: {all: false, sample_rate: 0.5}
         """)
-        run.start(method, env={**RETENTION_ON, "PYTHONPATH": f"{tmp_path}{os.pathsep}{clean_env()['PYTHONPATH']}"})
+        run.start(method, env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{clean_env()['PYTHONPATH']}"})
         flows = run.records("flow_complete")
         assert len(flows) == 60
         kept = {f["flow_id"] for f in flows if sampled(f["flow_id"], 0.5)}
@@ -196,7 +196,7 @@ class TestBounded:
             retain: {all: false, sample_rate: 0, max_pending: 5, pending_timeout_s: 1}
             metrics: {interval_s: 0.5}
         """)
-        proc = run.start(timeout=300, env=RETENTION_ON)
+        proc = run.start(timeout=300)
         rss = orjson.loads(proc.stdout.strip().splitlines()[-1])
         assert rss[-1] - rss[0] < 8_000, rss            # kB
         assert len(run.records("flow_complete")) == 60_000

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from autoperf.analysis.stats import percentile
-from tests.runs import RETENTION_ON, Run
+from tests.runs import Run
 
 N = 5_000
 ERRORS = N // 500
@@ -48,7 +48,7 @@ def runs(tmp_path_factory):
     out = {}
     for mode, extra in (("all", "    retain: {all: true}\n"), ("default", "    retain: {all: false}\n")):
         run = Run(tmp_path_factory.mktemp(mode), PROGRAM, CONFIG + extra)
-        proc = run.start(options=("--summary",), timeout=300, env=RETENTION_ON)
+        proc = run.start(options=("--summary",), timeout=300)
         run.summary = proc.stderr
         code, text = run.cli("report", "--format", "json", engine=None)
         out[mode] = (run, json.loads(text))

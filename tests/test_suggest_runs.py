@@ -102,6 +102,7 @@ integrations:
     explain_threshold_ms: 2
 sampler: {enabled: false}
 slo: {slow_query_ms: 5}
+retain: {all: true}     # N+1, cache and gather advice read whole flows: the 1 % sample keeps none of 12
 """
 
 

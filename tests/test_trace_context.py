@@ -64,6 +64,7 @@ PROGRAM = """
 """
 
 CONFIG = """
+retain: {all: true}     # the tests read each span's trace ids
 targets:
   - {target: "__main__:call", kind: flow, name: call}
 """
@@ -222,7 +223,7 @@ class TestAsgi:
         """Starlette (uvicorn) requests are flows named by route template with status, a mounted app's request is one flow, traceparent honoured."""
         pytest.importorskip("starlette")
         pytest.importorskip("uvicorn")
-        run = Run(tmp_path, ASGI_PROGRAM, "log: {console: false}\n")
+        run = Run(tmp_path, ASGI_PROGRAM, "log: {console: false}\nretain: {all: true}\n")   # every request's span
         run.start()
         flows = [r for r in _spans(run) if r["kind"] == "flow" and r["attrs"].get("server") == "asgi"]
         by_name = {r["name"]: r for r in flows}
@@ -362,6 +363,7 @@ class TestAdoptedTraceInPoolJobs:
     def test_a_pool_job_of_an_adopted_flow_stays_in_the_remote_trace(self, tmp_path, receiver):
         """A request's traceparent reaches its process-pool job: the worker's spans and log lines carry that trace."""
         config = f"""
+            retain: {{all: true}}     # reads the worker's spans (a worker cannot know its flow's rule)
             targets:
               - {{target: "jobs:crunch", kind: span, name: crunch}}
             export:

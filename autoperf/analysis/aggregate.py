@@ -459,7 +459,7 @@ class Aggregator:
             if v is not None and (v.__class__ is float or v.__class__ is int):
                 j[i].add(v)
         ex = attrs.get("executor")
-        if ex is not None:
+        if ex is not None and not detail_only:      # a covered process: its metrics counted every job's
             j[4][str(ex)] += 1
 
     def _cycle(self, rec, name, d, err):

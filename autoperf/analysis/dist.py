@@ -228,8 +228,8 @@ class Dist:
             return self.max
         if q <= 0:
             return self.min
-        v = self._hist().percentile(q)
-        return None if v is None else v * 1000.0
+        v = self._hist().percentile(q)        # within the exact min and max (one run: its value)
+        return None if v is None else min(max(v * 1000.0, self.min), self.max)
 
     def fraction_above(self, limit_ms: float) -> float:
         h = self._hist()

@@ -35,7 +35,7 @@ def finish_flow(agg, fid, name):
     if len(items) == 1:                           # common and cheap: nothing to pair up
         fp = items[0][5]
         if fp is not None:
-            _seen_in_flow(dbs.get(fp), fname)
+            _seen_in_flow(dbs.get(fp), fname, items[0][2])
         return
     # per fingerprint in this flow: distinct flows (cache advice) and repeats (N+1)
     fps: dict = {}
@@ -54,7 +54,7 @@ def finish_flow(agg, fid, name):
             one_parent = False
     n1 = agg.n_plus_one_min
     for fp, (n, ms) in fps.items():
-        _seen_in_flow(dbs.get(fp), fname)
+        _seen_in_flow(dbs.get(fp), fname, ms)
         if n >= n1:
             k = (fname, fp)
             s = agg.n_plus_one.get(k)
@@ -172,10 +172,11 @@ def flush_open(agg) -> None:
         finish_flow(agg, fid, None)
 
 
-def _seen_in_flow(db, fname):
-    """One more flow ran the statement (cache advice); its flow names, at most 50 kept."""
+def _seen_in_flow(db, fname, ms):
+    """One more flow ran the statement for ``ms`` in all (cache advice); its flow names, at most 50 kept."""
     if db is not None:
         db.flows += 1
+        db.flow_ms += ms
         fn = db.flow_names
         if fname in fn or len(fn) < 50:
             fn[fname] += 1

@@ -53,7 +53,11 @@ def merge(agg, other):
         mine.errors += db.errors
         mine.merge_budget(db)
         mine.flows += db.flows
+        mine.flow_ms += db.flow_ms
         mine.flow_names.update(db.flow_names)
+        mine.calls_by_flow.update(db.calls_by_flow)
+        mine.statement = mine.statement or db.statement
+        mine.operation = mine.operation or db.operation
         mine.rows += db.rows
         mine.seq_scans = db.seq_scans if db.seq_scans is not None else mine.seq_scans
         mine.explained += db.explained

@@ -143,11 +143,17 @@ def fold_metrics(agg, rec, ts) -> None:
         db = agg.db.get(fp)
         if db is None:
             db = agg.db[fp] = DbState(agg.op_cap)
-            if not _HEX16.match(fp):    # normalised SQL as the key (else a retained span names the statement)
-                db.statement = fp
-                word = fp.split(None, 1)
-                db.operation = word[0].upper() if word else None
+        if db.statement is None:        # the record's statement label, else normalised SQL as the key
+            st = rec.get("statement")
+            st = st if st.__class__ is str else None if _HEX16.match(fp) else fp
+            if st:
+                db.statement = st
+                word = st.split(None, 1)
+                db.operation = db.operation or (word[0].upper() if word else None)
         as_dist(db).add_metrics(*args)
+        fn = rec.get("flow_name")
+        if fn.__class__ is str and (fn in db.calls_by_flow or len(db.calls_by_flow) < 50):
+            db.calls_by_flow[fn] += cnt
         agg.db_count += cnt
         agg.db_total += sum_ms
         if err:
@@ -160,6 +166,9 @@ def fold_metrics(agg, rec, ts) -> None:
             j = agg.new_job(name)
         j[0] = as_dist_item(j, 0)
         j[0].add_metrics(*args)
+        ex = rec.get("executor")
+        if ex.__class__ is str:
+            j[4][ex] += cnt
     elif kind == "cycle":
         c = agg.cycles.get(name)
         if c is None:
@@ -204,6 +213,12 @@ def _root_flow(agg, rec, ts, name, status, err, cnt, args):
     f = agg.flows.get(name)
     if f is None:
         f = agg.flows[name] = FlowState(agg.cap, len(agg.thresholds))
+    if f.itype is None:             # labels: what kind of command (when none of its flows was retained)
+        v = rec.get("interaction_type")
+        f.itype = v if v.__class__ is str else None
+    if f.command is None:
+        v = rec.get("command")
+        f.command = v if v.__class__ is str else None
     hist = args[0]
     measure = rec.get("measure") or "duration"
     if measure == "first_response":

@@ -162,13 +162,17 @@ def _jobs_table(jobs, executor) -> dict:
     """Process-pool jobs (or thread-pool jobs: run_in_executor, to_thread) with their queue wait."""
     mine = [j for j in jobs if (("thread" if set(j["executors"]) == {"thread"} else "process") == executor)]
     title = "Process-pool jobs" if executor == "process" else "Thread-pool jobs"
+    note = None if mine else f"No {title.lower()}."
+    if any(j["queue_wait"]["count"] < j["count"] for j in mine):      # the split is in the job's record
+        note = ("Queue wait, run and transfer are from the jobs of the flows kept whole (retention); "
+                "count and total are every job's.")
     return {"id": f"jobs-{executor}", "title": f"{title}: queue wait vs run time", "flags": None,
             "headers": ["job", "count", "queue wait p50", "queue wait p95", "run p50", "run p95", "transfer p95",
                         "total p95"],
             "rows": [[j["name"], _num(j["count"]), _ms(j["queue_wait"]["p50_ms"]), _ms(j["queue_wait"]["p95_ms"]),
                       _ms(j["run"]["p50_ms"]), _ms(j["run"]["p95_ms"]), _ms(j["transfer"]["p95_ms"]),
                       _ms(j["total"]["p95_ms"])] for j in mine],
-            "note": None if mine else f"No {title.lower()}."}
+            "note": note}
 
 
 def sections(r: dict) -> list[dict]:

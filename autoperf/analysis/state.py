@@ -103,8 +103,8 @@ class OpState(Budget):
 
 
 class DbState(Budget):
-    __slots__ = ("res", "errors", "statement", "operation", "system", "flows", "flow_names", "rows",
-                 "seq_scans", "explained")
+    __slots__ = ("res", "errors", "statement", "operation", "system", "flows", "flow_ms", "flow_names",
+                 "calls_by_flow", "rows", "seq_scans", "explained")
 
     def __init__(self, cap):
         super().__init__()
@@ -114,7 +114,9 @@ class DbState(Budget):
         self.operation = None
         self.system = None
         self.flows = 0              # distinct flows the fingerprint ran in (counted at flow end)
+        self.flow_ms = 0.0          # its time inside those flows (under retention: the flows read whole)
         self.flow_names = Counter()
+        self.calls_by_flow = Counter()  # from metrics: every call, by the name of the flow it ran in
         self.rows = 0
         self.seq_scans = None       # [(relation, rows_read, rows_returned, filter)] from the most recent EXPLAIN
         self.explained = 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from .dist import Dist
+
 __all__ = ["suggestions_from", "RULES", "DEFAULTS", "cacheable"]
 
 DEFAULTS = {
@@ -61,7 +63,9 @@ def _short(stmt, n=90):
 
 
 def _top_flow(db):
-    return db.flow_names.most_common(1)[0][0] if db.flow_names else None
+    """The flow that runs the statement most: by every call (metrics), else by the flows read whole."""
+    top = (db.calls_by_flow or db.flow_names).most_common(1)
+    return top[0][0] if top else None
 
 
 def _ranked(items, limit):
@@ -131,10 +135,12 @@ def cache_candidates(agg, o) -> list[dict]:
             continue
         avg = db.res.total / db.res.count
         top_flows = ", ".join(f"{n} ({c})" for n, c in db.flow_names.most_common(3))
-        per_flow = db.res.total / db.flows
+        per_flow = db.flow_ms / db.flows        # over the flows seen whole (all of them under retain: all)
+        # counts from metrics are every call's; the flows are those retained (a sample of them)
+        across = f"across {db.flows} flows" if db.res.__class__ is not Dist else f"(seen in {db.flows} flows read whole)"
         items.append({
             "kind": "cache", "severity": "medium" if db.res.total >= 1000 else "low", "flow": _top_flow(db),
-            "title": f"Cache candidate: read query run {db.res.count}× across {db.flows} flows",
+            "title": f"Cache candidate: read query run {db.res.count}× {across}",
             "evidence": f"{_short(db.statement)} — avg {_fmt(avg)}, {_total(db.res.total)} total; flows: {top_flows}",
             "saving_ms": per_flow,
             "saving": (f"up to {_fmt(per_flow)} per flow and {_total(db.res.total)} in total with a cache "

@@ -228,7 +228,7 @@ def root_schema():
             "exemplars": Field(Int(min=0, max=100), default=5, doc="Slowest spans named per aggregate and interval."),
         }), doc="In-process aggregates of every finished span, written to `metrics_{YYYY-MM-DD}.log`."),
         "retain": Field(Obj({
-            "all": Field(Bool(), default=True, doc="Write every span's record (true), or only those of retained roots."),
+            "all": Field(Bool(), default=False, doc="Write every span's record (true: debugging, tests), or only those of retained roots (the default)."),
             "sample_rate": Field(Float(min=0, max=1), default=0.01,
                                  doc="Share of roots kept at random (by flow id: the same in every process)."),
             "rules": Field(Obj({rule: Field(Bool(), default=True, doc=doc) for rule, doc in (

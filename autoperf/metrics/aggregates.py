@@ -3,7 +3,9 @@
 The key is (name, kind, status, flow_name, root, measure, fingerprint), as the ``metrics`` record
 names it (docs/records.md). ``Interval.add`` is called by the writer for every finished span with
 plain fields (no record dict is made for it); ``Interval.records`` turns the interval into one
-``metrics`` record per key and starts the next one empty.
+``metrics`` record per key and starts the next one empty. A key's ``labels`` (``key_labels``: a
+statement's text, a job's executor, a command's interaction type) are read once, when the key first
+appears in an interval: readers need them for keys none of whose spans was retained.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ class Agg:
     """
 
     __slots__ = ("count", "sum_ns", "min_ns", "max_ns", "hist", "durs", "ex", "ex_floor", "sla_ms", "threshold_ms",
-                 "over_sla", "over_threshold", "deadline_missed", "interactions", "retained", "retained_by", "kind")
+                 "over_sla", "over_threshold", "deadline_missed", "interactions", "retained", "retained_by", "kind",
+                 "labels")
 
     def __init__(self, site, exemplars=5):
         self.count = 0
@@ -53,6 +56,7 @@ class Agg:
         self.retained = 0
         self.retained_by = None
         self.kind = None             # the key's kind (the writer's cache checks it)
+        self.labels = None           # key_labels of the key's first span (a dict), or None
 
     def fold(self) -> None:
         durs = self.durs
@@ -84,6 +88,26 @@ class Agg:
                 hist._grow(index, n)                # noqa: SLF001 - widens (or downscales) itself
                 counts = hist.counts
                 shift = DEFAULT_SCALE - hist.scale
+
+
+#: the span attributes a ``metrics`` record repeats, by kind of key: what names or classifies the key
+#: for a reader (the statement of a fingerprint, a pool job's executor, a command's interaction type)
+_DB_LABELS, _JOB_LABELS, _ROOT_LABELS = ("statement",), ("executor",), ("interaction_type", "command")
+
+
+def key_labels(kind, root: bool, attrs, more):
+    """The labels of a new key, from its first span's attributes (``more``: a compact span's extra attrs)."""
+    names = _DB_LABELS if kind == "db" else _JOB_LABELS if kind == "job" else _ROOT_LABELS if root else None
+    if names is None:
+        return None
+    out = None
+    for name in names:
+        value = (more and more.get(name)) or (attrs and attrs.get(name))
+        if type(value) is str:
+            if out is None:
+                out = {}
+            out[name] = value
+    return out
 
 
 def exemplar(agg: Agg, limit: int, dur, span_id, flow_id, start_ns) -> None:
@@ -131,6 +155,8 @@ def metrics_record(key, agg: Agg, start_iso: str, end_iso: str, interval_s: floa
     }
     if fingerprint is not None:
         rec["fingerprint"] = fingerprint
+    if agg.labels:
+        rec.update(agg.labels)
     if agg.sla_ms is not None:
         rec["sla_ms"] = agg.sla_ms
         rec["over_sla"] = agg.over_sla

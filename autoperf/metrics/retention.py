@@ -35,7 +35,7 @@ class RetainSettings:
     __slots__ = ("all", "sample_rate", "sample_below", "rules", "max_pending", "pending_timeout_s",
                  "interval_s", "exemplars")
 
-    def __init__(self, all=True, sample_rate=0.01, rules=None, max_pending=1000, pending_timeout_s=300.0,
+    def __init__(self, all=False, sample_rate=0.01, rules=None, max_pending=1000, pending_timeout_s=300.0,
                  interval_s=10.0, exemplars=5):
         self.all = bool(all)
         self.sample_rate = float(sample_rate)
@@ -51,7 +51,7 @@ class RetainSettings:
     def from_config(cls, data: dict) -> "RetainSettings":
         metrics = data.get("metrics") or {}
         retain = data.get("retain") or {}
-        return cls(retain.get("all", True), retain.get("sample_rate", 0.01), retain.get("rules"),
+        return cls(retain.get("all", False), retain.get("sample_rate", 0.01), retain.get("rules"),
                    retain.get("max_pending", 1000), retain.get("pending_timeout_s", 300.0),
                    metrics.get("interval_s", 10.0), metrics.get("exemplars", 5))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from autoperf import records
-from autoperf.metrics.aggregates import FOLD_AT, Agg, exemplar, metrics_record, record_value
+from autoperf.metrics.aggregates import FOLD_AT, Agg, exemplar, key_labels, metrics_record, record_value
 from autoperf.metrics.retention import Pending, RetainSettings, Tail
 
 _FLOW_KINDS = records.FLOW_KINDS
@@ -117,6 +117,7 @@ class Stage:
                 if agg is None:
                     agg = table[key] = Agg(site, ex_n)
                     agg.kind = kind
+                    agg.labels = key_labels(kind, root is None, attrs, more)
                 if status == "success" and kind != "db" and agg.kind is kind:
                     by_flow[fkey] = agg
             durs = agg.durs                      # record_value(agg, ...), inlined: every span
