@@ -210,7 +210,7 @@ def test_follow_lines_of_several_processes_in_one_file(tmp_path):
             work(300)
             for w in workers:
                 w.join()
-    """, "targets:\n  - target: '__main__:command'\n    kind: flow\n")
+    """, "targets:\n  - target: '__main__:command'\n    kind: flow\nsampler: {enabled: false}\n")   # flows only
     prog.log_dir.mkdir()
     follow = Follow(prog.log_dir, "-n", "0")
     try:
