@@ -1,19 +1,10 @@
-"""Run-time statistics a program can ask for (seed plan 14: user-facing performance metrics).
+"""Run-time statistics a program can ask for (``autoperf.stats``): per command, flow and operation.
 
-``install()`` registers a pipeline processor that reads the ``metrics`` records (the aggregates of
-every finished span, one per key and interval: ``metrics.stage``) and keeps, per flow name and per
-operation name, the newest ``maxlen`` intervals (count, errors, sum, max, histogram). No per-span
-record is needed: retained or not, every span counts. Reads merge the intervals of the window and
-are thread-safe, without I/O::
-
-    from autoperf.analysis import live            # exposed as autoperf.stats by the lead
-    live.install()
-    live.command("queue", minutes=10)   # {"count", "avg_ms", "p50_ms", "p95_ms", "max_ms", "error_rate_pct"}
-
-Counts, averages, maxima and error rates are exact; percentiles within 0.55 % (the histogram). The
-numbers are as of the last interval's end (``metrics.interval_s``, default 10 s; every flush ends
-one). ``flow_complete`` records only teach the ``metadata.command`` aliases. Memory: at most
-``max_names`` names × ``maxlen`` intervals (defaults 500 × 360: an hour at 10 s).
+``install()`` registers a pipeline processor that reads the ``metrics`` records (every finished span,
+retained or not) and keeps, per name, the newest intervals (count, errors, sum, max, histogram);
+``command(name, minutes)``, ``flow``, ``operation`` and ``commands`` merge the window's intervals under
+a lock, without I/O: exact counts, averages, maxima and error rates, percentiles within 0.55 %.
+Limits, aliases and unknown names: docs/analysis.md, "Live statistics".
 """
 from __future__ import annotations
 

@@ -1,19 +1,10 @@
-"""Regression detection and A/B comparison (seed plan 7.3, 14).
+"""Regression detection and A/B comparison: ``regress`` (a window against a baseline) and ``compare``.
 
-A metric (p50 or p95 of a flow or an operation) is flagged as a regression only when it is both
-*large* and *credible*:
-
-* large: ``current / baseline - 1 > threshold`` (default 20 %);
-* enough data: at least ``min_samples`` (default 30) on each side;
-* credible:
-  - p50: a one-sided Mann–Whitney U test (normal approximation, tie-corrected, written out in
-    :mod:`autoperf.analysis.stats`) that current durations are stochastically larger, p < ``alpha``;
-  - p95: a one-sided binomial test that more than 5 % of the current samples exceed the baseline
-    p95 (if nothing changed, ~5 % would), p < ``alpha``. This catches tail-only regressions that
-    a rank test over the whole distribution would miss.
-
-Both tests run on the aggregators' reservoirs (exact up to the cap, uniform samples beyond);
-each side is subsampled to at most ``max_test_samples`` values to keep the test fast.
+A p50 or p95 of a flow, an operation or a query fingerprint is flagged only when it is both large
+(``current / baseline - 1 > threshold``, 20 %) and credible (``min_samples`` on each side; p50: a
+one-sided Mann–Whitney U test, p95: a one-sided binomial exceedance test, both in
+:mod:`autoperf.analysis.stats`, on the reservoirs subsampled to ``max_test_samples``). The method and
+its defaults: docs/analysis.md, "Regressions and comparisons".
 """
 from __future__ import annotations
 

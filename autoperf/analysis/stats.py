@@ -1,15 +1,10 @@
-"""Small, dependency-free statistics used by the analysis package.
+"""Small, dependency-free statistics for the analysis package.
 
-* ``percentile`` — exact percentile with linear interpolation between closest ranks
-  (the same definition as ``numpy.percentile(..., method="linear")``).
-* ``Reservoir`` — bounded sample of a stream: *exact* (keeps every value) while the stream
-  has at most ``cap`` values, then a uniform random sample of ``cap`` values (Vitter's
-  Algorithm L, so the per-value cost after the cap is one integer compare).  ``count``,
-  ``total``, ``min`` and ``max`` are always exact.
-* ``mann_whitney_u`` — two-sample Mann–Whitney U test, normal approximation with tie
-  correction and continuity correction (no scipy).
-* ``exceedance_test`` — one-sided binomial (normal approximation) test that more than
-  ``q`` of a sample lies above a reference quantile (used to make p95 regressions credible).
+``percentile`` (exact, linear interpolation: ``numpy.percentile(..., method="linear")``);
+``Reservoir`` (every value up to ``cap``, then a uniform sample by Vitter's Algorithm L; count, total,
+min and max always exact); ``mann_whitney_u`` (normal approximation with tie and continuity
+correction) and ``exceedance_test`` (one-sided binomial: more than ``q`` of a sample above a reference
+quantile), the two tests ``regress`` uses.
 """
 from __future__ import annotations
 
