@@ -65,7 +65,7 @@ CHILD = textwrap.dedent('''
     integrations.unpatch(name)
     report["restored_again"] = all(now is was for now, was in zip(state(found), originals))
     if name == "resources":
-        from autoperf.integrations import resources
+        from autoperf import sampler as resources
         report["sampler_stopped"] = not resources.running()
     print(json.dumps(report))
 ''')

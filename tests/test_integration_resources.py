@@ -12,7 +12,8 @@ import pytest
 
 import autoperf
 from autoperf import bootstrap, integrations, spans
-from autoperf.integrations import event_loop, resources
+from autoperf import sampler as resources
+from autoperf.integrations import event_loop
 from autoperf.testing import capture_records
 
 # the session's pipeline writes into a temporary directory (tests/conftest.py), never ./logs

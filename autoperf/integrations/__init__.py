@@ -13,7 +13,7 @@ import sys
 import threading
 from collections import namedtuple
 
-from autoperf import diagnostics
+from autoperf import diagnostics, sampler
 from autoperf._wrapt import wrapt
 from autoperf.integrations import base
 
@@ -106,7 +106,7 @@ TABLE = (
         Wrap("concurrent.futures.thread", "ThreadPoolExecutor.submit", "_submit_factory"),
     )),
     # "autoperf" is always imported: the sampler thread starts at install.
-    Integration("resources", _I + "resources", "autoperf", None, "", True, (), (), ("sampler",)),
+    Integration("resources", "autoperf.sampler", "autoperf", None, "", True, (), (), ("sampler",)),
     Integration("aiohttp", _I + "aiohttp", "aiohttp", "aiohttp", ">=3.8", True, (
         Wrap("aiohttp.client", "ClientSession._request", "_request_factory"),
     )),
@@ -238,6 +238,8 @@ def patch(name, module, options=None):
                 setup(module, options)
             _patched[name] = (entry, code, options, module)
             waiting = _apply(name)
+            for field, fn in entry.sources:     # what the resource sampler reads from it
+                sampler.add_source(field, getattr(code, fn))
         except Exception as exc:
             _patched.pop(name, None)
             base.restore(name)
@@ -271,6 +273,10 @@ def unpatch(name):
         except Exception as exc:
             diagnostics.internal_error(f"integration {name}.unpatch", exc)
         base.restore(name, keep=keep)
+        still = {field for other, *_ in _patched.values() for field, _ in other.sources}
+        for field, _ in entry[0].sources:
+            if field not in still:
+                sampler.remove_source(field)
     return True
 
 
@@ -281,16 +287,6 @@ def unpatch_all():
 
 def patched_names():
     return list(_patched)
-
-
-def source(field):
-    """The function a patched integration declares for resource-record ``field`` (the sampler
-    reads it), or None when no such integration is patched."""
-    for entry, code, _, _ in list(_patched.values()):
-        for name, fn in entry.sources:
-            if name == field:
-                return getattr(code, fn, None)
-    return None
 
 
 def target_module(name):

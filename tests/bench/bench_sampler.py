@@ -128,7 +128,7 @@ print(json.dumps(best))
 SAMPLE = r"""
 import json, sys, time, concurrent.futures
 sys.path.insert(0, {root!r})
-from autoperf.integrations import resources
+from autoperf import sampler as resources
 sampler = resources.Sampler(interval_s=60)
 def cost():
     best = float("inf")

@@ -269,7 +269,7 @@ def wrap_get_payload(original):
 
 
 def _sampler_running():
-    sampler = getattr(sys.modules.get("autoperf.integrations.resources"), "_sampler", None)
+    sampler = getattr(sys.modules.get("autoperf.sampler"), "_sampler", None)
     try:
         return sampler is not None and sampler.is_alive()
     except Exception:

@@ -1,11 +1,11 @@
-"""Resource sampler: a ``resource`` record every ``sampler.interval_s`` (default 5 s), from a daemon thread.
+"""The resource sampler (core): a ``resource`` record every ``sampler.interval_s`` (default 5 s), from a thread.
 
 Reads process RSS (USS once a minute), CPU %, threads, fds, every child's RSS (through /proc), system
-memory, active flows, and what each patched integration declares as ``sources`` in the integration
-table (DB pool use and waits, process-pool queue, loop lag, gateway latency); ``add_source(name, fn)``
-adds more. ``evaluate`` names the thresholds a record crosses (DB pool > 80 / 90 %, queue > 5 / 10,
-worker RSS > 500 MB). Started at install (its table row triggers on ``autoperf``): ``setup`` starts
-the thread, ``teardown`` stops it; never in multiprocessing workers (the parent samples them).
+memory and active flows, plus its sources: ``add_source(field, fn)``, which integrations call when
+patched for what their table row declares (DB pool use and waits, process-pool queue, loop lag,
+gateway latency; ``SHAPED`` fields are aggregated here, any other is written as ``fn()`` returns).
+``evaluate`` names the thresholds a record crosses. Started by its table row ``resources`` (which
+triggers on ``autoperf``: at install); never in multiprocessing workers (the parent samples them).
 """
 from __future__ import annotations
 
@@ -42,6 +42,10 @@ _MB = 1024 * 1024
 _sources: dict = {}
 _sampler = None
 _lock = threading.Lock()
+
+
+#: Sources whose values the sample shapes (pools aggregated, waits merged into ``db_pool``).
+SHAPED = frozenset({"process_pool", "db_pool", "db_pool_waits", "loop_lag_ms", "gateway_latency_ms"})
 
 
 def add_source(name, fn):
@@ -237,6 +241,8 @@ class Sampler(threading.Thread):
         if latency is not None:
             rec["gateway_latency_ms"] = latency
         for name, fn in list(_sources.items()):
+            if name in SHAPED:
+                continue
             try:
                 rec[name] = fn()
             except Exception as exc:
@@ -280,10 +286,8 @@ def _child_pids(root):
 
 
 def _read(field):
-    """The value of the source a patched integration declares for ``field`` (its table row's
-    ``sources``), or None."""
-    integrations = sys.modules.get("autoperf.integrations")
-    fn = integrations.source(field) if integrations is not None else None
+    """The value of source ``field`` (added by a patched integration), or None."""
+    fn = _sources.get(field)
     if fn is None:
         return None
     try:
