@@ -351,6 +351,7 @@ def wrap_run_event(original):
                     fs.error = exc
                 raise
 
+        # _flow_handler's closing steps, inline for its reason: no helper coroutine frame per resumption
         try:
             result = await original(self, traced, event_name, *args, **kwargs)
         except BaseException as exc:

@@ -97,6 +97,7 @@ def wrap_http_request(original):
         except Exception as exc:
             diagnostics.internal_error("discord: HTTPClient.request", exc)
             return await original(self, route, **kwargs)
+        # the shape of handlers._flow_handler's wrapper, inline for its reason (no helper coroutine frame)
         try:
             result = await original(self, route, **kwargs)
         except BaseException as exc:
