@@ -58,12 +58,19 @@ def merged(recs, **key):
     return total
 
 
+@pytest.fixture(scope="module")
+def known_retain_all(tmp_path_factory):
+    """The KNOWN program run once under retain all (read by both ground-truth tests)."""
+    run = Run(tmp_path_factory.mktemp("known_all"), KNOWN, KNOWN_CONFIG % "true")
+    run.start()
+    return run
+
+
 class TestGroundTruth:
-    def test_percentiles_from_metrics_match_the_exact_records(self, tmp_path):
+    def test_percentiles_from_metrics_match_the_exact_records(self, tmp_path, known_retain_all):
         """Under retain all, counts equal the span records and p50/p90/p95/p99/max are within 1 % of the
         exact values; the default run (retention on) counts exactly the same calls."""
-        full = Run(tmp_path / "all", KNOWN, KNOWN_CONFIG % "true")
-        full.start()
+        full = known_retain_all
         spans = [r for r in full.records("span") if r["name"] == "__main__.step"]
         assert len(spans) == 1800 and all(r["retained"] == "all" for r in spans)
         exact = sorted(r["duration_ms"] for r in spans)
@@ -86,11 +93,10 @@ class TestGroundTruth:
         assert merged(recs2, name="__main__.handle").count == 600
         assert len(default.records("flow_complete")) == 600
 
-    def test_exemplars_name_flows_that_exist_in_the_log(self, tmp_path):
+    def test_exemplars_name_flows_that_exist_in_the_log(self, known_retain_all):
         """Each metrics record names at most 5 of its slowest spans, slowest first, and their flows and
         spans exist in the log (retain all)."""
-        run = Run(tmp_path, KNOWN, KNOWN_CONFIG % "true")
-        run.start()
+        run = known_retain_all
         flow_ids = {r["flow_id"] for r in run.records("flow_complete")}
         span_ids = {r["span_id"]: r for r in run.records("span")}
         for rec in metrics_records(run):
