@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import atexit
 import collections
+import itertools
+import operator
 import os
 import sys
 import threading
@@ -161,15 +163,14 @@ CHUNK = 512
 
 
 def _take(n):
+    """The ``n`` oldest buffered items (there are at least ``n``: one consumer), popped at C level."""
     popleft = BUFFER.popleft
-    items = []
-    append = items.append
-    try:
-        for _ in range(n):
-            append(popleft())
-    except IndexError:  # pragma: no cover - only one consumer, but stay safe
-        pass
-    return items
+    if _call is not None:
+        return list(map(_call, itertools.repeat(popleft, n)))
+    return [popleft() for _ in range(n)]
+
+
+_call = getattr(operator, "call", None)   # Python >= 3.11
 
 
 def _drop_record():

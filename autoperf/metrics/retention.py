@@ -56,15 +56,12 @@ class RetainSettings:
                    metrics.get("interval_s", 10.0), metrics.get("exemplars", 5))
 
 
-class Pending:
-    """The children of one root that has not ended yet."""
+class Pending(list):
+    """The children of one root that has not ended yet (the list itself), since when it waits
+    (``since``, monotonic s) and whether one was slow. A list, so that making one per flow is a
+    C-level call (``Pending()``, then the two fields), not a Python ``__init__``."""
 
-    __slots__ = ("items", "since", "slow")
-
-    def __init__(self, since):
-        self.items = []
-        self.since = since
-        self.slow = False
+    __slots__ = ("since", "slow")
 
 
 def block_interval(rec: dict):
@@ -152,7 +149,7 @@ class Tail:
                 break
             del pending[root]
             self.roots_evicted += 1
-            self.children_evicted += len(p.items)
+            self.children_evicted += len(p)
         blocks = self.blocks   # a block older than any pending root overlaps no root still to come
         horizon = (time.time() - self.settings.pending_timeout_s) * 1e9
         while blocks and blocks[0][1] < horizon:

@@ -49,6 +49,8 @@ class Stage:
         ex_n = self.settings.exemplars
         tail = self.tail
         pending = tail.pending
+        remember = tail.remember
+        flow_complete_only = records.flow_complete_only
         max_pending = self.settings.max_pending
         warning_ns = settings.warning_ns
         now = time.monotonic()
@@ -149,6 +151,11 @@ class Stage:
                     # in comes after it (written once the loop step is over): decide after the next drain
                     held_now.append((item, p, agg, start_ns + offset, dur))
                     continue
+                if rule is None:                # _decided's unkept case, inline (most roots)
+                    if type(item) is not tuple and item.children is not None:
+                        append_flow(flow_complete_only(item, settings))
+                    remember(span_id, None)
+                    continue
                 self._decided(item, p, agg, rule, settings, append, append_flow)
                 continue
             if keep_all:
@@ -170,10 +177,12 @@ class Stage:
                         if rule is not None:
                             records._span_records((item,), settings, append, rule)   # noqa: SLF001
                         continue
-                    p = pending[root] = Pending(now)
+                    p = pending[root] = Pending()
+                    p.since = now
+                    p.slow = False
                 last_p = p
-            if len(p.items) < max_pending:
-                p.items.append(item)
+            if len(p) < max_pending:
+                p.append(item)
             else:
                 tail.children_dropped += 1
             if not p.slow:
@@ -214,7 +223,7 @@ class Stage:
             if late is not None:     # children that ended after their root
                 p = late if p is None else p
                 if late is not p:
-                    p.items.extend(late.items)
+                    p.extend(late)
             self._decided(item, p, agg, rule, settings, append, append_flow or append)
         return left
 
@@ -222,7 +231,7 @@ class Stage:
         """Write what ``rule`` keeps of a root and its pending children (the flow_complete always)."""
         _count_retained(agg, rule)
         if rule is not None:
-            group = p.items if p is not None else []
+            group = p if p is not None else []
             group.append(item)
             records._span_records(group, settings, append, rule)   # noqa: SLF001
         elif type(item) is not tuple and item.children is not None:
