@@ -314,7 +314,10 @@ class TestRetention:
         fcs = [r for r in fcs if r["type"] == "flow_complete"]
         late = [r for r in fcs if r["status"] != "success" or r["metadata"].get("deadline_missed")]
         assert late and all(r["retained"] for r in late)
-        assert sum(1 for r in fcs if r["retained"]) == rt["retained"]
+        # the report's retention line counts flows; a sampled matchmaking cycle (about one run in two)
+        # is kept by the same rules but is not a flow
+        flows = [r for r in fcs if r.get("flow_kind", "flow") == "flow"]
+        assert sum(1 for r in flows if r["retained"]) == rt["retained"]
 
     def test_report_answers_the_same_under_both(self, run, default_run, tmp_path):
         """Per command: count, errors, statuses and its kind (slash command, component, modal, event …) are the
