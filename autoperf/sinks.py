@@ -93,6 +93,14 @@ _SAID: set = set()      # (directory, failure) already said on stderr by one of 
 FLOWS_PREFIX = "flows_"
 
 
+def _offset_after_lines(data: bytes, lines: int) -> int:
+    """Bytes of ``data`` up to and with its ``lines``-th newline."""
+    end = 0
+    for _ in range(lines):
+        end = data.index(b"\n", end) + 1
+    return end
+
+
 class JsonLinesFile:
     """``{dir}/performance_{YYYY-MM-DD}.log``, appended (O_APPEND: whole lines from many processes).
 
@@ -212,10 +220,14 @@ class JsonLinesFile:
             day = self._day_now()
             if day != self._day or self._fd is None or not self._still_there():
                 self._open(day)
-            if self._failure is not None or self._torn:
-                self._recovered()
+            recovering = self._failure is not None or self._torn
             for done in range(0, len(records), _CHUNK):
-                self._write_whole(encode_lines(records[done:done + _CHUNK], errors))
+                data = encode_lines(records[done:done + _CHUNK], errors)
+                if recovering:
+                    recovering = False
+                    self._write_recovering(data)
+                else:
+                    self._write_whole(data)
             done = len(records)
         except OSError as exc:
             self._failed(exc, len(records) - done - getattr(exc, "autoperf_lines_kept", 0))
@@ -274,9 +286,8 @@ class JsonLinesFile:
         diagnostics.warn_once("log_write_failed", message, key=(where, self._failure), path=where,
                               error=self._failure)
 
-    def _recovered(self):
-        """Writing works again: end a torn fragment, then say what was lost."""
-        _SAID.discard((self.directory, self._failure))
+    def _recovery_head(self) -> bytes:
+        """What a recovered file writes first: the end of a torn fragment, then what was lost."""
         head = b"\n" if self._torn else b""
         if self.lost:
             from autoperf import records as model
@@ -285,8 +296,43 @@ class JsonLinesFile:
                 "since": model.iso_from_wall_ns(self._lost_since), "error": self._failure,
                 "message": f"{self.lost} records could not be written to this file ({self._failure})"},
                 _settings()))
-        if head:
-            self._write_whole(head)
+        return head
+
+    def _write_recovering(self, data):
+        """The first write after a failure: the recovery head and ``data`` go out whole or not at all (what
+        did go out is cut back), so a disk with room for a few lines is no recovery: no second "lost"
+        record, nothing said twice while the disk stays full."""
+        head, lost_lines = self._recovery_head(), 1 if self.lost else 0
+        payload = head + data
+        start = os.fstat(self._fd).st_size
+        try:
+            self._write_whole(payload)
+        except OSError as exc:
+            kept = exc.autoperf_lines_kept
+            if self._truncate_back(start, _offset_after_lines(payload, kept)):
+                exc.autoperf_lines_kept = 0     # nothing of it stays: the same failure goes on
+                raise
+            if self._torn and kept:             # it stays: the torn fragment has its end now
+                self._torn, kept = False, kept - 1
+            if self._torn or kept < lost_lines:
+                exc.autoperf_lines_kept = 0
+                raise
+            exc.autoperf_lines_kept = kept - lost_lines
+            self._recovered()                   # the lost record is out: what fails now is news
+            raise
+        self._recovered()
+
+    def _truncate_back(self, size, written) -> bool:
+        try:
+            if os.fstat(self._fd).st_size == size + written:     # nobody appended after us
+                os.ftruncate(self._fd, size)
+                return True
+        except OSError:
+            pass
+        return False
+
+    def _recovered(self):
+        _SAID.discard((self.directory, self._failure))
         self.lost, self._lost_since, self._failure, self._torn = 0, None, None, False
 
     def flush(self):

@@ -104,3 +104,33 @@ def test_a_log_file_deleted_or_rotated_away_is_made_again(tmp_path):
     three = [r for r in lines_of(prog.log_dir) if r["type"] == "span"]
     assert len([r for r in two if r["type"] == "span"]) == 200
     assert len(three) == 200
+
+
+def test_a_disk_with_room_for_a_few_lines_is_no_recovery(tmp_path, capfd):
+    """A full disk that frees a little (a page) takes no "lost" record and says nothing twice: the first write
+    after the failure goes out whole or not at all; once there is room, one record counts every loss."""
+    from autoperf import records as model
+    from autoperf.sinks import JsonLinesFile
+
+    def batch(n, start):
+        return [model.fill_record({"type": "span", "level": "INFO", "name": "work", "i": start + i, "pad": "x" * 200},
+                                  model.Settings()) for i in range(n)]
+
+    with small_fs(1 << 20) as fs:
+        sink = JsonLinesFile(fs)
+        sink.write(batch(1, 0))
+        filler = fill(fs, 0)
+        sink.write(batch(400, 1))                       # ~100 kB: lost
+        with open(filler, "r+b") as handle:             # one page free: room for the lost record, not the batch
+            handle.truncate(os.path.getsize(filler) - 4096)
+        sink.write(batch(400, 401))
+        sink.write(batch(400, 801))
+        os.unlink(filler)
+        sink.write(batch(3, 1201))
+        sink.close()
+        recs = lines_of(fs)
+    assert capfd.readouterr().err.count("autoperf: cannot write the log file") == 1
+    lost = [r for r in recs if r.get("code") == "log_records_lost"]
+    spans = [r for r in recs if r["type"] == "span"]
+    assert len(lost) == 1 and lost[0]["count"] == 1204 - len(spans), (lost, len(spans))
+    assert [r["i"] for r in spans][-3:] == [1201, 1202, 1203] and recs.index(lost[0]) == len(recs) - 4

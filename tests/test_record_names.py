@@ -46,7 +46,8 @@ HTTP_PROGRAM = """
 
 def test_http_spans_are_named_by_method_and_path_template(tmp_path):
     """aiohttp and httpx spans are named ``METHOD /template``: ``/orders/{id}`` and ``/report`` are two rows, not one per host."""
-    prog = Program(tmp_path, HTTP_PROGRAM, "targets:\n  - target: '__main__:handle'\n    kind: flow\n")
+    prog = Program(tmp_path, HTTP_PROGRAM, "targets:\n  - target: '__main__:handle'\n    kind: flow\n"
+                   "retain: {all: true}     # the test reads each http span\n")
     proc = prog.run()
     assert proc.returncode == 0, proc.stderr
     http = [r for r in prog.records() if r["type"] == "span" and r["kind"] == "http"]
