@@ -13,6 +13,7 @@ import sys
 import threading
 
 from autoperf import current, diagnostics, pipeline, posthooks, records, sinks, threads
+from autoperf._wrapt import wrapt
 
 ENV_LOG_DIR = "AUTOPERF_LOG_DIR"
 ENV_RETAIN_ALL = "AUTOPERF_RETAIN_ALL"
@@ -104,7 +105,7 @@ def _flush_before_os_exit():
     _exit.__autoperf__ = True
     _exit.__wrapped__ = original
     _exit.__doc__ = original.__doc__
-    os._exit = _exit
+    wrapt.apply_patch(os, "_exit", _exit)
 
 
 def _console_wanted(setting):

@@ -43,7 +43,7 @@ _dropped = 0
 _dropped_since_ns = None
 
 _processors: list = []
-_flow_observers: dict = {}          # processor -> what it calls instead for unretained flow_completes
+_observers: list = []               # read-only: see each delivered batch as one list
 _sinks: list = []
 _settings = records.Settings()
 #: Aggregates every finished span and decides which become records (metrics/stage.py).
@@ -120,22 +120,31 @@ def stage() -> Stage:
     return _stage
 
 
-def add_processor(fn, flows=None):
-    """Run ``fn(record) -> record or None`` over every record before the sinks. ``flows``: a callable
-    that observes a drain's unretained ``flow_complete`` records as one list instead (they cannot be
-    changed or dropped; one call per drain, where ``fn`` would be called once per flow)."""
+def add_processor(fn):
+    """Run ``fn(record) -> record or None`` over every record before the sinks (it may change or drop it)."""
     with _process_lock:
         if fn not in _processors:
             _processors.append(fn)
-        if flows is not None:
-            _flow_observers[fn] = flows
 
 
 def remove_processor(fn):
     with _process_lock:
         if fn in _processors:
             _processors.remove(fn)
-        _flow_observers.pop(fn, None)
+
+
+def add_observer(fn):
+    """Call ``fn(records)`` with each delivered batch (a list, after the processors, before the sinks):
+    one call per drain step where a processor is called once per record. It reads, never changes."""
+    with _process_lock:
+        if fn not in _observers:
+            _observers.append(fn)
+
+
+def remove_observer(fn):
+    with _process_lock:
+        if fn in _observers:
+            _observers.remove(fn)
 
 
 def add_sink(sink):
@@ -210,23 +219,23 @@ def _process_once():
 
 
 def _deliver(batch, flows=()):
-    """Run the processors over ``batch`` and hand the result to every sink. ``flows``: unretained
-    ``flow_complete`` records (``Stage.convert``), shown to a processor's ``flows`` observer as one
-    list, and written by a sink's ``write_flows`` (else after ``batch``)."""
+    """Run the processors over ``batch``, show it to the observers and hand it to every sink.
+    ``flows``: unretained ``flow_complete`` records (``Stage.convert``), a list of their own: the
+    file sink writes them to flows_*.log (``write_flows``; a sink without it gets them after ``batch``)."""
     for proc in list(_processors):
-        if flows:
-            observe = _flow_observers.get(proc)
-            if observe is not None:
-                try:
-                    observe(flows)
-                except Exception as exc:
-                    _internal_error(f"flow observer {getattr(observe, '__qualname__', observe)!r}", exc)
-            else:
-                flows = _run(proc, flows)
         if batch:
             batch = _run(proc, batch)
+        if flows:
+            flows = _run(proc, flows)
     if not batch and not flows:
         return
+    for observe in list(_observers):
+        for records in (batch, flows):
+            if records:
+                try:
+                    observe(records)
+                except Exception as exc:  # an observer's bug loses nothing
+                    _internal_error(f"observer {getattr(observe, '__qualname__', observe)!r}", exc)
     for sink in list(_sinks):
         try:
             if batch:

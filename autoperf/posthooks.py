@@ -33,6 +33,14 @@ def register(name: str, hook, every_import: bool = False) -> None:
             _every.setdefault(name, []).append(hook)
             if _observer not in sys.meta_path:
                 sys.meta_path.insert(0, _observer)
+    module = sys.modules.get(name)
+    if module is not None and getattr(getattr(module, "__spec__", None), "_initializing", False):
+        # Registered while the module's own code runs (install() at the top of it): wrapt would fire
+        # on the half-made module, whose later names do not exist yet. Not now; an every-import
+        # hook fires when the module's code runs again.
+        if every_import:
+            hook.fired = True
+        return
     wrapt.register_post_import_hook(hook, name)
 
 

@@ -112,8 +112,10 @@ def _aggregate_process_pools(pools):
 class Sampler(threading.Thread):
     """Emits one ``resource`` record per interval until ``stop()``."""
 
-    def __init__(self, interval_s=DEFAULT_INTERVAL_S, thresholds=None, uss_interval_s=DEFAULT_USS_INTERVAL_S):
+    def __init__(self, interval_s=DEFAULT_INTERVAL_S, thresholds=None, uss_interval_s=DEFAULT_USS_INTERVAL_S,
+                 clock=time.monotonic):
         super().__init__(name="autoperf-sampler", daemon=True)
+        self.clock = clock      # when USS is due (a test's fake clock)
         self.psutil = None  # imported in the sampler's own thread: not on the program's start-up
         self.process = None
         self.interval_s = float(interval_s)
@@ -192,7 +194,7 @@ class Sampler(threading.Thread):
         proc = self.process
         rec = {"type": "resource", "timestamp": _now_iso()}
         with proc.oneshot():
-            now = time.monotonic()
+            now = self.clock()
             mem = None
             if self._uss_at is None or now - self._uss_at >= self.uss_interval_s:
                 try:

@@ -44,12 +44,13 @@ def warning_lines() -> str:
     return "autoperf warnings:\n" + "".join(shown)
 
 
-def _unretained_flows(records):
-    """Unretained flows are counted in the metrics records: nothing to keep."""
+def _observe(records):
+    for record in records:
+        _collect(record)
 
 
 def install():
-    pipeline.add_processor(_collect, flows=_unretained_flows)
+    pipeline.add_observer(_observe)
 
 
 def print_summary(log_path, stream=None):

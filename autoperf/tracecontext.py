@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import collections
 import re
-from hashlib import blake2b
+
+try:  # the C blake2 module alone; `hashlib` also loads OpenSSL (~1.3 ms of start-up after asyncio, ~6 without)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover
+    from hashlib import blake2b
 
 __all__ = ["trace_id_of", "trace_hex", "parse_traceparent", "traceparent_of", "adopt", "adopted", "remote_parent"]
 

@@ -261,7 +261,8 @@ class TestDelivery:
         import orjson
         port = free_port()
         head = TARGET + "metrics: {interval_s: 1}\nsampler: {enabled: true, interval_s: 1}\n"
-        run = Run(tmp_path, UNTIL_STOPPED, _config(f"http://127.0.0.1:{port}", "    exit_timeout_s: 30\n", head))
+        extra = "    exit_timeout_s: 30\n    metrics_interval_s: 0\n"       # a point per metrics interval
+        run = Run(tmp_path, UNTIL_STOPPED, _config(f"http://127.0.0.1:{port}", extra, head))
         proc = subprocess.Popen([sys.executable, "-m", "autoperf", "run", "--config", str(run.config), "--log-dir",
                                  str(run.log_dir), "--no-console", str(run.script)], cwd=run.dir, env=clean_env())
         try:

@@ -6,13 +6,14 @@ exporter's public sink interface (write, sync, close).
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
 pytest.importorskip("opentelemetry.proto")
 
 from autoperf import tracecontext  # noqa: E402
-from autoperf.export import otlp_config  # noqa: E402
+from autoperf.export import otlp_config, otlp_encode  # noqa: E402
 from autoperf.export.otlp_sink import OtlpSink  # noqa: E402
 from autoperf.metrics.exphist import ExpHistogram  # noqa: E402
 from tests.otlp_receiver import Receiver, attributes  # noqa: E402
@@ -31,7 +32,9 @@ def metrics_record(values_ms, start, end, name="queue", kind="flow", status="suc
 
 
 def _sink(rx, tmp_path, **section):
-    settings = otlp_config.resolve({"endpoint": rx.endpoint, "flush_interval_ms": 50, **section}, {}, environ={})
+    """A sink sending a point per record (metrics_interval_s: 0) unless ``section`` says otherwise."""
+    section = {"endpoint": rx.endpoint, "flush_interval_ms": 50, "metrics_interval_s": 0, **section}
+    settings = otlp_config.resolve(section, {}, environ={})
     return OtlpSink(settings, tmp_path)
 
 
@@ -50,6 +53,60 @@ def _p95_of(point):
                                 "counts": list(point.positive.bucket_counts)},
                                count=point.count, sum=point.sum, min=point.min, max=point.max)
     return h.percentile(95)
+
+
+class TestExportInterval:
+    def test_a_key_is_sent_once_per_export_with_its_total(self, tmp_path):
+        """With metrics_interval_s: 60, three intervals written and a stop give one cumulative point per key: their total, from the first interval's start, with the intervals' exemplars."""
+        ex = [{"duration_ms": 3.0, "flow_id": f"{k:016x}", "span_id": f"{k + 9:016x}", "timestamp": "2026-01-01T00:00:01.000Z"}
+              for k in (1, 2, 3)]
+        with Receiver() as rx:
+            sink = _sink(rx, tmp_path, metrics_interval_s=60)
+            for k in range(3):
+                sink.write([metrics_record([5.0] * (k + 1), f"2026-01-01T00:00:{k}0.000Z", f"2026-01-01T00:00:{k + 1}0.000Z",
+                                           exemplars=[ex[k]])])
+                time.sleep(0.15)            # three batches: the exporter folds each, sends none
+            assert not rx.metrics()
+            sink.close()
+            (point, _), = _points(rx, "autoperf.flow.duration")
+            assert point.count == 6 and point.start_time_unix_nano == otlp_encode.iso_to_ns("2026-01-01T00:00:00.000Z")
+            assert point.time_unix_nano == otlp_encode.iso_to_ns("2026-01-01T00:00:30.000Z")
+            assert [e.span_id.hex() for e in point.exemplars] == [e["span_id"] for e in ex]
+
+    def test_delta_merges_the_intervals_of_one_export(self, tmp_path):
+        """temporality: delta with an export interval sends the intervals since the last export merged, then starts again."""
+        with Receiver() as rx:
+            sink = _sink(rx, tmp_path, temporality="delta", metrics_interval_s=60)
+            sink.write([metrics_record([5.0, 6.0], "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:10.000Z"),
+                        metrics_record([7.0], "2026-01-01T00:00:10.000Z", "2026-01-01T00:00:20.000Z")])
+            assert sink.sync(10)            # a sync sends what waits, as a stop does
+            sink.write([metrics_record([8.0], "2026-01-01T00:00:20.000Z", "2026-01-01T00:00:30.000Z")])
+            sink.close()
+            points = [p for p, _ in _points(rx, "autoperf.flow.duration")]
+            assert [p.count for p in points] == [3, 1] and points[0].sum == pytest.approx(0.018)
+            assert points[1].start_time_unix_nano == otlp_encode.iso_to_ns("2026-01-01T00:00:20.000Z")
+
+    def test_points_go_when_due_without_new_records(self, tmp_path):
+        """A pending point is sent once the export interval has passed, even when no record comes after it."""
+        with Receiver() as rx:
+            sink = _sink(rx, tmp_path, metrics_interval_s=0.5)
+            sink.write([metrics_record([5.0], "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:10.000Z")])
+            deadline = time.monotonic() + 10
+            while not rx.metrics() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert [p.count for p, _ in _points(rx, "autoperf.flow.duration")] == [1]
+            sink.write([metrics_record([6.0], "2026-01-01T00:00:10.000Z", "2026-01-01T00:00:20.000Z")])
+            sink.close()
+            assert [p.count for p, _ in _points(rx, "autoperf.flow.duration")] == [1, 2]
+
+    def test_interval_from_the_file_the_environment_or_the_default(self):
+        """metrics_interval_s wins; else OTEL_METRIC_EXPORT_INTERVAL (ms); else 60 s."""
+        base = {"endpoint": "http://127.0.0.1:9"}
+        assert otlp_config.resolve(base, {}, environ={})["metrics_interval_s"] == 60.0
+        assert otlp_config.resolve(base, {}, environ={"OTEL_METRIC_EXPORT_INTERVAL": "5000"})["metrics_interval_s"] == 5.0
+        assert otlp_config.resolve({**base, "metrics_interval_s": 0}, {},
+                                   environ={"OTEL_METRIC_EXPORT_INTERVAL": "5000"})["metrics_interval_s"] == 0.0
+        assert otlp_config.resolve(base, {}, environ={"OTEL_METRIC_EXPORT_INTERVAL": "soon"})["metrics_interval_s"] == 60.0
 
 
 class TestHistograms:
@@ -170,7 +227,7 @@ targets:
 metrics: {{interval_s: 0.3}}
 retain: {{all: false, sample_rate: 0.1}}
 export:
-  otlp: {{endpoint: "{rx.endpoint}", flush_interval_ms: 100}}
+  otlp: {{endpoint: "{rx.endpoint}", flush_interval_ms: 100, metrics_interval_s: 0}}
 """
             run = Run(tmp_path, program, config)
             run.start()

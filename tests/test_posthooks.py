@@ -66,3 +66,23 @@ def test_a_raising_hook_does_not_fail_the_import_and_a_raising_import_is_recorde
         print(hooked.VALUE, posthooks.failed, fired)
     """)
     assert out == ["1", "{'broken':", "'KeyError'}", "[]"]
+
+
+def test_a_hook_for_a_module_whose_code_is_running_waits_for_its_next_run(tmp_path):
+    """Registered by the module's own code (as ``install()`` at its top), a hook does not fire on the
+    half-made module; an every-import hook fires when its code runs again (reload), once."""
+    (tmp_path / "selfhooked.py").write_text(
+        "from autoperf import posthooks\n"
+        "if 'seen' not in globals():        # the first run only (a reload keeps the globals)\n"
+        "    seen = []\n"
+        "    posthooks.register(__name__, lambda m: seen.append('once'))\n"
+        "    posthooks.register(__name__, lambda m: seen.append(('every', hasattr(m, 'later'))), every_import=True)\n"
+        "later = 1\n")
+    out = _run(tmp_path, """
+        import importlib
+        import selfhooked
+        first = list(selfhooked.seen)
+        importlib.reload(selfhooked)
+        print(first, selfhooked.seen)
+    """)
+    assert out == ["[]", "[('every',", "True)]"]

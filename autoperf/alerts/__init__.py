@@ -121,7 +121,7 @@ BASELINES_FILE = ".autoperf-alert-baselines.json"
 
 
 def install(config_data: dict, emit=None, log_dir=None, config_path=None):
-    """Create the alert engine from the config, register its processor with the pipeline, start delivery.
+    """Create the alert engine from the config, register it with the pipeline (an observer of every delivered batch), start delivery.
 
     ``log_dir`` (given for the program's own process, not its workers): the baseline rules' windows are
     kept in ``log_dir/.autoperf-alert-baselines.json`` across restarts, and the daily summary is sent
@@ -139,7 +139,7 @@ def install(config_data: dict, emit=None, log_dir=None, config_path=None):
         from autoperf.alerts.engine import AlertEngine
 
         engine = AlertEngine(cfg, emit=emit, state_path=os.path.join(log_dir, BASELINES_FILE) if log_dir else None)
-        pipeline.add_processor(engine.process, flows=engine.process_flows)
+        pipeline.add_observer(engine.observe)
         _installed.append(engine)
         if log_dir and cfg.get("channels"):
             from autoperf.alerts import schedule
@@ -159,7 +159,7 @@ def install(config_data: dict, emit=None, log_dir=None, config_path=None):
 
 
 def uninstall() -> None:
-    """Remove every installed engine's processor and stop its delivery thread."""
+    """Remove every installed engine from the pipeline and stop its delivery thread."""
     from autoperf import pipeline
 
     while _schedules:
@@ -167,7 +167,7 @@ def uninstall() -> None:
     while _installed:
         engine = _installed.pop()
         try:
-            pipeline.remove_processor(engine.process)
+            pipeline.remove_observer(engine.observe)
         except Exception:  # noqa: BLE001
             pass
         engine.close()

@@ -1,7 +1,8 @@
 """AlertEngine: a pipeline processor that evaluates rules and a delivery thread that sends messages.
 
-* :meth:`AlertEngine.process` runs in the pipeline's writer thread: it evaluates the rules and only
-  enqueues events (bounded queue, overflow counted). It never blocks and never raises.
+* :meth:`AlertEngine.observe` runs in the pipeline's writer thread over each delivered batch (each rule
+  over the records of its types at once; ``process`` does the same for one record): it evaluates the
+  rules and only enqueues events (bounded queue, overflow counted). It never blocks and never raises.
 * The delivery thread groups events per (rule, key): the first message waits `group_wait_s` to
   collect a burst, then at most one message per (rule, key) per `window_s`; occurrences in between
   are counted and reported by the next message (`count`). Each message becomes an `alert` record and
@@ -118,19 +119,32 @@ class AlertEngine:
             self.counters["internal_errors"] += 1
         return record
 
-    def process_flows(self, records: list) -> None:
-        """Pipeline flow observer: the rules over one drain's unretained ``flow_complete`` records at
-        once (``Rule.check_many``: the same events as ``process`` on each)."""
+    def observe(self, records: list) -> None:
+        """Pipeline observer: the rules over one delivered batch at once, each rule over the records of
+        the types it matches (``Rule.check_many``: the same events as ``process`` on each record)."""
         try:
             if _forks[0] != self._forks and self._pid != os.getpid():
                 self._after_fork()
-            rules = self._rules_for_type.get("flow_complete")
-            if rules is None:
-                rules = self._rules_for("flow_complete")
+            try:
+                types = list(map(dict.get, records, itertools.repeat("type")))
+                kinds = set(types)
+            except TypeError:       # a record that is no dict, a type that is no text: one by one
+                for record in records:
+                    self.process(record)
+                return
             events: list = []
-            columns: dict = {}          # a field's values over the records, read once for all rules
-            for rule in rules:
-                rule.check_many(records, events, columns)
+            for rtype in kinds:
+                rules = self._rules_for_type.get(rtype)
+                if rules is None:
+                    rules = self._rules_for(rtype)
+                if not rules:
+                    continue
+                if len(kinds) == 1:
+                    rows, columns = records, {"type": types}
+                else:
+                    rows, columns = [r for r, t in zip(records, types) if t == rtype], {}
+                for rule in rules:
+                    rule.check_many(rows, events, columns)
             for ev in events:
                 try:
                     self._q.put_nowait(ev)

@@ -364,7 +364,7 @@ class Aggregator:
             op = self.ops[k] = OpState(self.op_cap)
         r = op.res
         c = r.count
-        if c < r.cap:
+        if c < r.cap:                       # Reservoir.add, exact phase, inlined (hot path; as above)
             r.count = c + 1
             r.values.append(d)
         else:
@@ -394,7 +394,7 @@ class Aggregator:
                     db.system = attrs.get("system")
                 r = db.res
                 c = r.count
-                if c < r.cap:
+                if c < r.cap:               # Reservoir.add inlined (hot path; as above)
                     r.count = c + 1
                     r.values.append(d)
                 else:

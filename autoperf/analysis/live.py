@@ -1,6 +1,6 @@
 """Run-time statistics a program can ask for (``autoperf.stats``): per command, flow and operation.
 
-``install()`` registers a pipeline processor that reads the ``metrics`` records (every finished span,
+``install()`` registers a pipeline observer that reads the ``metrics`` records (every finished span,
 retained or not) and keeps, per name, the newest intervals (count, errors, sum, max, histogram);
 ``command(name, minutes)``, ``flow``, ``operation`` and ``commands`` merge the window's intervals under
 a lock, without I/O: exact counts, averages, maxima and error rates, percentiles within 0.55 %.
@@ -18,6 +18,7 @@ __all__ = ["LiveStats", "install", "uninstall", "command", "flow", "operation", 
            "STATS"]
 
 _FLOW_KINDS = ("flow", "cycle")
+_READ = frozenset(("metrics", "flow_complete"))
 
 
 def _empty():
@@ -73,12 +74,13 @@ class LiveStats:
 
     __call__ = process
 
-    def process_flows(self, records):
-        """Pipeline flow observer (unretained flows, one list a drain): only the ``metadata.command``
-        aliases; the counts come from the ``metrics`` records."""
+    def observe(self, records):
+        """Pipeline observer (one list a drain step): the ``metrics`` records, and the ``metadata.command``
+        aliases of ``flow_complete`` records."""
         try:
-            for rec in [r for r in records if "command" in r["metadata"]]:
-                self.process(rec)
+            for rec in [r for r in records if r.get("type") in _READ]:
+                if rec["type"] == "metrics" or "command" in (rec.get("metadata") or ()):
+                    self.process(rec)
         except Exception:      # never break the pipeline
             pass
 
@@ -193,7 +195,7 @@ _install_lock = threading.Lock()
 
 
 def install(stats: LiveStats | None = None, specs=None) -> LiveStats:
-    """Register the processor with the pipeline (idempotent). Returns the LiveStats in use.
+    """Register the observer with the pipeline (idempotent). Returns the LiveStats in use.
     ``specs``: the configured targets (their names are known even before they are recorded)."""
     global _installed, STATS, _specs
     from autoperf import pipeline
@@ -202,11 +204,11 @@ def install(stats: LiveStats | None = None, specs=None) -> LiveStats:
             _specs = tuple(specs)
         if stats is not None and stats is not STATS:
             if _installed:
-                pipeline.remove_processor(STATS.process)
+                pipeline.remove_observer(STATS.observe)
                 _installed = False
             STATS = stats
         if not _installed:
-            pipeline.add_processor(STATS.process, flows=STATS.process_flows)
+            pipeline.add_observer(STATS.observe)
             _installed = True
     return STATS
 
@@ -216,7 +218,7 @@ def uninstall() -> None:
     from autoperf import pipeline
     with _install_lock:
         if _installed:
-            pipeline.remove_processor(STATS.process)
+            pipeline.remove_observer(STATS.observe)
             _installed = False
 
 

@@ -3,10 +3,13 @@
 Each ``metrics`` record (METRICS_CONTRACT: one key's interval aggregate, histogram over seconds)
 becomes an ExponentialHistogram data point; its errors, SLA misses and deadline misses feed
 monotonic sums. Temporality ``delta`` sends each interval as it is; ``cumulative`` (the default)
-merges every interval of a key since this process began (``ExpHistogram.merge``). ``resource``
-records become gauges. Names and attributes: docs/export.md.
+merges every interval of a key since this process began (``ExpHistogram.merge``). With an export
+interval, a key's point goes once per export instead of once per record. ``resource`` records
+become gauges. Names and attributes: docs/export.md.
 """
 from __future__ import annotations
+
+import time
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
@@ -129,21 +132,34 @@ def _add_buckets(series, offset, counts):
 
 
 class MetricsEncoder:
-    """Keeps the cumulative state of every key (bounded by the keys the program has)."""
+    """Keeps the cumulative state of every key (bounded by the keys the program has).
+
+    ``interval_s`` > 0: a key's point is sent once per export (at most every ``interval_s``, and
+    whenever ``final``), for everything its records brought since the last one: cumulative sends the
+    total, delta the intervals merged. 0: a point per record.
+    """
 
     MAX_SERIES = 20_000
+    MAX_EXEMPLARS = 10      # per key and export
 
-    def __init__(self, temporality: str = "cumulative", resource_extra: dict | None = None):
+    def __init__(self, temporality: str = "cumulative", resource_extra: dict | None = None,
+                 interval_s: float = 0.0, clock=time.monotonic):
         self.cumulative = temporality != "delta"
         self.resource_extra = resource_extra or {}
+        self.interval_s = interval_s
+        self._clock = clock
         self._series: dict = {}
+        self._pending: dict = {}        # key -> [latest record, data, exemplars] not yet sent
+        self._last_emit = clock()
 
-    def _fold(self, rec):
+    def _key(self, rec):
+        return (resource_key(rec),) + tuple(rec.get(f) for f in _KEY_FIELDS)
+
+    def _fold(self, rec, key):
         """The data to send for ``rec``: the interval itself (delta) or the running total."""
         interval = _Series(iso_to_ns(rec.get("interval_start") or rec.get("timestamp")), rec)
         if not self.cumulative:
             return interval
-        key = (resource_key(rec),) + tuple(rec.get(f) for f in _KEY_FIELDS)
         series = self._series.get(key)
         if series is None:
             if len(self._series) >= self.MAX_SERIES:
@@ -153,23 +169,54 @@ class MetricsEncoder:
         series.add(interval)
         return series
 
-    def request(self, records) -> ExportMetricsServiceRequest | None:
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def due_in(self):
+        """Seconds until the pending points are due (0: now), or None when none wait."""
+        if not self._pending:
+            return None
+        return max(0.0, self._last_emit + self.interval_s - self._clock())
+
+    def request(self, records, final: bool = False) -> ExportMetricsServiceRequest | None:
+        """The request for ``records`` (their gauges; their histogram points now or, with an export
+        interval, once due) — None when nothing is to be sent."""
         groups: dict = {}
         for rec in records:
             kind = rec.get("type")
             if kind not in ("metrics", "resource"):
                 continue
-            key = resource_key(rec)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = (rec, {})
             try:
-                if kind == "metrics":
-                    self._add_histogram(group[1], rec)
+                if kind == "resource":
+                    self._add_gauges(self._group(groups, rec), rec)
+                    continue
+                key = self._key(rec)
+                data = self._fold(rec, key)
+                if self.interval_s <= 0:
+                    self._add_histogram(self._group(groups, rec), rec, data, rec.get("exemplars"))
+                    continue
+                waiting = self._pending.get(key)
+                if waiting is None:
+                    self._pending[key] = [rec, data, list(rec.get("exemplars") or ())[:self.MAX_EXEMPLARS]]
                 else:
-                    self._add_gauges(group[1], rec)
+                    if not self.cumulative and waiting[1] is not data:
+                        waiting[1].add(data)        # delta: the intervals since the last export, merged
+                    else:
+                        waiting[1] = data
+                    waiting[0] = rec
+                    room = self.MAX_EXEMPLARS - len(waiting[2])
+                    if room > 0:
+                        waiting[2].extend(list(rec.get("exemplars") or ())[:room])
             except (KeyError, ValueError, TypeError):
                 continue     # a malformed record: the others still go
+        if self._pending and (final or self._clock() - self._last_emit >= self.interval_s):
+            for rec, data, exemplars in self._pending.values():
+                try:
+                    self._add_histogram(self._group(groups, rec), rec, data, exemplars)
+                except (KeyError, ValueError, TypeError):
+                    continue
+            self._pending.clear()
+            self._last_emit = self._clock()
         if not groups:
             return None
         request = ExportMetricsServiceRequest()
@@ -182,6 +229,14 @@ class MetricsEncoder:
             sm.scope.CopyFrom(SCOPE)
             sm.metrics.extend(metrics.values())
         return request if request.resource_metrics else None
+
+    @staticmethod
+    def _group(groups, rec) -> dict:
+        key = resource_key(rec)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = (rec, {})
+        return group[1]
 
     def _metric(self, metrics, name, unit, description, shape):
         metric = metrics.get(name)
@@ -196,8 +251,7 @@ class MetricsEncoder:
                 metric.gauge.SetInParent()
         return metric
 
-    def _add_histogram(self, metrics, rec):
-        data = self._fold(rec)
+    def _add_histogram(self, metrics, rec, data, exemplars):
         end = iso_to_ns(rec.get("timestamp"))
         attrs = key_values(key_attributes(rec))
         name = _HIST_NAMES.get((rec.get("kind"), rec.get("measure") or "duration"), "autoperf.span.duration")
@@ -211,7 +265,7 @@ class MetricsEncoder:
             point.max = data.max
         point.positive.offset = data.offset
         point.positive.bucket_counts.extend(data.counts)
-        for ex in rec.get("exemplars") or ():
+        for ex in exemplars or ():
             try:
                 flow = int(ex["flow_id"], 16)
                 point.exemplars.add(time_unix_nano=iso_to_ns(ex.get("timestamp")),

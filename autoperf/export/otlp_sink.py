@@ -167,12 +167,12 @@ class OtlpSink:
             rest = list(self._q)
             self._q.clear()
         sending, self._sending = self._sending, None
-        if not rest and sending is None:
+        if not rest and sending is None and not (self._metrics is not None and self._metrics.pending()):
             return
         spill = Spill(self.log_dir, self.settings["max_spill_bytes"])
         try:
             # the request in flight too: the receiver may never have it (or have it twice)
-            for signal, body, n_records in ([sending] if sending else []) + list(self._requests(rest)):
+            for signal, body, n_records in ([sending] if sending else []) + list(self._requests(rest, True)):
                 if not spill.append(signal, body):
                     self.counters["lost_records"] += n_records
         except Exception as exc:  # noqa: BLE001 - at exit: say it, lose nothing else
@@ -215,16 +215,15 @@ class OtlpSink:
             with self._cond:
                 while not (self._stop or self._flush_req or len(self._q) >= batch_n):
                     spill = self._spill.pending()
-                    if not self._q and not spill:
+                    metrics_due = self._metrics.due_in() if self._metrics is not None else None
+                    if not self._q and not spill and metrics_due is None:
                         self._cond.wait()      # idle: no wake-ups until a record comes (write rings)
                         continue
                     now = time.monotonic()
                     retry = max(self._next_attempt - now, 0.05) if spill else None   # the next replay
-                    if self._q:
-                        wait = self._last_send + interval - now
-                        wait = wait if retry is None else min(wait, retry)
-                    else:
-                        wait = retry
+                    waits = [w for w in (self._last_send + interval - now if self._q else None, retry,
+                                         metrics_due) if w is not None]
+                    wait = min(waits)
                     if wait <= 0 or not self._cond.wait(wait):
                         break
                 batch = [self._q.popleft() for _ in range(min(len(self._q), batch_n))]
@@ -234,7 +233,9 @@ class OtlpSink:
             try:
                 if batch:
                     self._last_send = time.monotonic()
-                    self._export(batch)
+                if batch or (self._metrics is not None and self._metrics.pending()):
+                    # at a stop or a sync the metrics points still waiting for their export go too
+                    self._export(batch, final=stopping or flushing)
                 self._replay(final=stopping)
                 self._report_losses()
             except Exception as exc:  # noqa: BLE001 - never let the thread die
@@ -249,14 +250,15 @@ class OtlpSink:
                 break
         self._shutdown()
 
-    def _export(self, batch):
-        for signal, body, n_records in self._requests(batch):
+    def _export(self, batch, final=False):
+        for signal, body, n_records in self._requests(batch, final):
             self._deliver(signal, body, n_records)
 
-    def _requests(self, batch):
-        """``(signal, encoded request, records in it)`` for a batch: traces, then metrics."""
+    def _requests(self, batch, final=False):
+        """``(signal, encoded request, records in it)`` for a batch: traces, then metrics (``final``:
+        with the points that wait for their export interval)."""
         s = self.settings
-        if s["traces_url"]:
+        if s["traces_url"] and batch:
             from autoperf.export import otlp_encode
             request = otlp_encode.traces_request(batch, s["resource"])
             if request is not None:
@@ -264,8 +266,8 @@ class OtlpSink:
         if s["metrics_url"]:
             if self._metrics is None:
                 from autoperf.export.otlp_metrics import MetricsEncoder
-                self._metrics = MetricsEncoder(s["temporality"], s["resource"])
-            request = self._metrics.request(batch)
+                self._metrics = MetricsEncoder(s["temporality"], s["resource"], s.get("metrics_interval_s", 0.0))
+            request = self._metrics.request(batch, final)
             if request is not None:
                 yield b"M", self._encode(request), sum(1 for r in batch if r.get("type") in ("metrics", "resource"))
 

@@ -20,7 +20,7 @@ from time import perf_counter_ns
 from autoperf import diagnostics, threads
 from autoperf.current import mute
 from autoperf.config.schema import Field, Float, Obj
-from autoperf.integrations import loop_blocked, loop_watchdog
+from autoperf.integrations import base, loop_blocked, loop_watchdog
 
 OPTIONS = Obj({
     "lag_interval_ms": Field(Float(min=0, min_exclusive=True), default=None,
@@ -384,8 +384,8 @@ def setup(module, options):
     _configure(options)
     _active = True
     # Class default read by Handle._run on loops not (yet) watched, e.g. one already running in
-    # another thread: a None check instead of an AttributeError per callback.
-    setattr(module.BaseEventLoop, _LOOP_ATTR, None)
+    # another thread: a None check instead of an AttributeError per callback (undone by base.restore).
+    base.replace(module.BaseEventLoop, _LOOP_ATTR, None, by="asyncio")
 
 
 def started(module):
@@ -409,5 +409,3 @@ def teardown(module):
                 pass
     _keep.clear()
     _stop_watchdog()
-    if _LOOP_ATTR in vars(module.BaseEventLoop):  # the class, never an instance (see _unhook)
-        delattr(module.BaseEventLoop, _LOOP_ATTR)

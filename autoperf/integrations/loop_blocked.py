@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
 import threading
 import time
 
@@ -103,10 +102,7 @@ def handle_sample(handle):
 
 # -- stacks ------------------------------------------------------------------------------------
 _AUTOPERF_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_STDLIB_DIRS = tuple({os.path.abspath(p) + os.sep for p in (sysconfig.get_paths().get("stdlib"),
-                                                               sysconfig.get_paths().get("platstdlib")) if p})
-_LIB_DIRS = tuple({os.path.abspath(p) + os.sep for p in (sysconfig.get_paths().get("purelib"),
-                                                           sysconfig.get_paths().get("platlib")) if p})
+_lib_dirs = None   # (stdlib dirs, site-packages dirs): from sysconfig at the first stack sample, not at start-up
 _ASYNCIO_DIR = os.path.dirname(os.path.abspath(threading.__file__)) + os.sep + "asyncio" + os.sep
 _CWD = os.getcwd() + os.sep
 #: asyncio functions that run the loop itself (runners, base_events, events.Handle._run)
@@ -117,14 +113,27 @@ def _short(filename):
     return filename[len(_CWD):] if filename.startswith(_CWD) else filename
 
 
+def _dirs():
+    global _lib_dirs
+    if _lib_dirs is None:
+        import sysconfig
+        paths = sysconfig.get_paths()
+
+        def dirs(*keys):
+            return tuple({os.path.abspath(paths[k]) + os.sep for k in keys if paths.get(k)})
+        _lib_dirs = (dirs("stdlib", "platstdlib"), dirs("purelib", "platlib"))
+    return _lib_dirs
+
+
 def _frame_kind(filename):
     if filename.startswith(_AUTOPERF_DIR):
         return 3
-    if filename.startswith(_LIB_DIRS):
+    stdlib, libs = _lib_dirs or _dirs()
+    if filename.startswith(libs):
         return 1
     if filename.startswith(_ASYNCIO_DIR):
         return 3
-    if filename.startswith(_STDLIB_DIRS) or filename.startswith("<frozen"):
+    if filename.startswith(stdlib) or filename.startswith("<frozen"):
         return 2
     return 0  # the program's own code
 

@@ -28,7 +28,9 @@ they attribute the overhead to components.
 
 ``--export prometheus`` compares autoperf with ``export: prometheus:`` on (its /metrics fetched every
 ``--scrape-s`` by this process, as Prometheus would) against autoperf without it: the "plain" column
-is then autoperf without export.
+is then autoperf without export. ``--export otlp`` sends OTLP to a receiver in a child process that
+answers 200 and discards; ``--export otlp,prometheus`` both. ``--export none`` runs autoperf without
+export in both columns: the noise between identical rounds (an A/A comparison).
 
 ``--inprocess`` measures the discord integration alone, without the noise of two processes: see
 bench_discord_inprocess.py. ``--minimal`` drives a bot with one slash command that answers at once
@@ -252,7 +254,30 @@ def _scraper(every_s, port, stop):
             pass
 
 
-def _export_configs(work: str, keys) -> dict:
+DISCARDING_RECEIVER = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def _otlp_receiver():
+    """An OTLP/HTTP endpoint in a child process that takes every request and discards it: (process, url)."""
+    proc = subprocess.Popen([sys.executable, "-c", DISCARDING_RECEIVER], stdout=subprocess.PIPE, text=True)
+    return proc, f"http://127.0.0.1:{int(proc.stdout.readline())}"
+
+
+def _export_configs(work: str, keys, otlp_url=None) -> dict:
     """autoperf.yaml as it is ("plain" in the table: export off) and with ``export:`` keys on ("autoperf")."""
     import socket
     with open(CONFIG) as fh:
@@ -260,12 +285,16 @@ def _export_configs(work: str, keys) -> dict:
     off = os.path.join(work, "autoperf_export_off.yaml")
     with open(off, "w") as fh:
         yaml.safe_dump(data, fh)
+    if "none" in keys:              # A/A: both columns the same configuration
+        return {"plain": ["--config", off], "autoperf": ["--config", off]}, None
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     export = {}
     if "prometheus" in keys:
         export["prometheus"] = {"port": port}
+    if "otlp" in keys:
+        export["otlp"] = {"endpoint": otlp_url}
     data["export"] = export
     on = os.path.join(work, "autoperf_export_on.yaml")
     with open(on, "w") as fh:
@@ -337,6 +366,8 @@ def print_table(title: str, results: dict) -> None:
         if key in RATIO_KEYS and a:
             per_round = [_summary([t])[key] / _summary([p])[key] for p, t in rounds if _summary([p])[key]]
             line += f"{b / a:>8.3f}x" + (f"{statistics.median(per_round):>8.3f}x" if per_round else "")
+            if per_round and key == "cpu_total":
+                line += f"  rounds {min(per_round):.3f}-{max(per_round):.3f}x"
         print(line)
     growth: collections.Counter = collections.Counter()
     for mode, sign in (("autoperf", 1), ("plain", -1)):
@@ -367,7 +398,7 @@ def main(argv=None) -> int:
     ap.add_argument("--inprocess", action="store_true", help="the discord integration alone, in-process")
     ap.add_argument("--options", default="{}", help="--inprocess: discord integration options as JSON")
     ap.add_argument("--minimal", action="store_true", help="a one-command bot that answers at once (not the ladder bot)")
-    ap.add_argument("--export", default="", help="compare autoperf with these export: keys on (comma list: prometheus) "
+    ap.add_argument("--export", default="", help="compare autoperf with these export: keys on (comma list: otlp, prometheus; none: A/A) "
                                                  "against autoperf without ('plain' column)")
     ap.add_argument("--scrape-s", type=float, default=15.0, help="--export prometheus: seconds between scrapes")
     args = ap.parse_args(argv)
@@ -393,9 +424,14 @@ def main(argv=None) -> int:
     if args.no_targets:
         extra += ["--config", _no_targets_config(work)]
     scrape = None
+    receiver = None
     if args.export:
-        extra, port = _export_configs(work, {k for k in args.export.split(",") if k})
-        if "prometheus" in args.export:
+        keys = {k for k in args.export.split(",") if k}
+        otlp_url = None
+        if "otlp" in keys:
+            receiver, otlp_url = _otlp_receiver()
+        extra, port = _export_configs(work, keys, otlp_url)
+        if "prometheus" in keys:
             scrape = (args.scrape_s, {"autoperf": port})
     results = {"plain": [], "autoperf": []}
     for i in range(args.repeat):
@@ -407,12 +443,16 @@ def main(argv=None) -> int:
             results[mode].append(res)
             print(f"  round {i + 1} {mode:<8}: {res['steps']} steps, {res['bad']} timeouts/errors, "
                   f"p95 {percentile(res['first_ms'], 95):.1f} ms, CPU {sum(res['cpu'].values()):.2f} s, "
+                  f"{1e6 * sum(res['cpu'].values()) / max(1, res['steps']):.0f} us/step, "
                   f"simulator {res['sim_cpu']:.2f} s, {res['interactions_per_s']:.0f} interactions/s",
                   file=sys.stderr)
+    if receiver is not None:
+        receiver.kill()
     what = " ".join(["autoperf.yaml", *(f"--disable {d}" for d in args.disable)]
                     + (["--no-targets"] if args.no_targets else [])
                     + ([f"plain = export off, autoperf = export {args.export} on (scraped every {args.scrape_s:g} s)"]
-                       if args.export else []))
+                       if args.export and args.export != "none" else [])
+                    + (["A/A: export off in both columns"] if args.export == "none" else []))
     print_table(f"{'minimal bot, /ping' if args.minimal else 'ladder bot, demo scenario'} at {args.rate:g} flows/s "
                 f"for {args.duration:g} s, "
                 f"{args.repeat} run(s) per mode ({what})", results)
