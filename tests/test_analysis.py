@@ -600,3 +600,23 @@ def test_cycles_are_not_commands():
     commands = result.get("commands") or result.get("flows")
     names = {c["name"] if isinstance(c, dict) else c for c in (commands if isinstance(commands, list) else commands.keys())}
     assert names == {"queue"}
+
+
+def test_time_buckets_absorbed_from_another_worker_equal_one_pass():
+    """Buckets filled in two halves and absorbed equal one pass over all values, also when one half
+    had to coarsen (more seconds than max_buckets) and the other did not."""
+    from autoperf.analysis.state import Buckets
+
+    def filled(stamps):
+        b = Buckets("res", max_buckets=20, cap=1000)
+        for ts in stamps:
+            b.get("flow", ts).add(float(ts[-5:].replace(":", "")))   # the value names its second
+        return b
+
+    stamps = [f"2026-12-07T10:{m:02d}:{s:02d}" for m in range(3) for s in range(0, 60, 2)]
+    one = filled(stamps)
+    a, b = filled(stamps[:10]), filled(stamps[10:])
+    assert a.level < b.level            # a fits at full resolution; b coarsened
+    a.absorb(b)
+    assert (a.level, a.keys) == (one.level, one.keys)
+    assert {k: sorted(v.values) for k, v in a.data.items()} == {k: sorted(v.values) for k, v in one.data.items()}

@@ -6,7 +6,7 @@ import heapq
 from .dist import merge_res
 from .flowtrack import finish_flow
 from .metricsfold import SLOWEST
-from .state import LEVELS, fold
+from .state import fold
 
 __all__ = ["merge"]
 
@@ -19,11 +19,7 @@ def merge(agg, other):
     agg._last = max(agg._last, other._last)
 
     def _combine_flows(mine, f):
-        mine.res = merge_res(mine.res, f.res)
-        mine.errors += f.errors
-        mine.sla_ms = mine.sla_ms if mine.sla_ms is not None else f.sla_ms
-        mine.sla_known += f.sla_known
-        mine.sla_missed += f.sla_missed
+        _combine_counts(mine, f)
         mine.over = [a + b for a, b in zip(mine.over, f.over)]
         mine.fr_n += f.fr_n
         mine.fr_ok += f.fr_ok
@@ -40,11 +36,7 @@ def merge(agg, other):
     agg.all_over = [a + b for a, b in zip(agg.all_over, other.all_over)]
 
     def _combine_ops(mine, op):
-        mine.res = merge_res(mine.res, op.res)
-        mine.errors += op.errors
-        mine.sla_ms = mine.sla_ms if mine.sla_ms is not None else op.sla_ms
-        mine.sla_known += op.sla_known
-        mine.sla_missed += op.sla_missed
+        _combine_counts(mine, op)
         mine.merge_budget(op)
     fold(agg.ops, other.ops, _combine_ops)
 
@@ -84,21 +76,8 @@ def merge(agg, other):
         x[0] += m[0]
         x[1] += m[1]
         x[2] = max(x[2], m[2])
-    for mine, theirs in ((agg.res_series, other.res_series), (agg.flow_series, other.flow_series)):
-        L = LEVELS[max(mine.level, theirs.level)]
-        merged = {}
-        for src in (mine.data, theirs.data):
-            for (s, b), v in src.items():
-                k = (s, b[:L])
-                if k in merged:
-                    merged[k] = mine.merge(merged[k], v)
-                else:
-                    merged[k] = v
-        mine.data = merged
-        mine.level = max(mine.level, theirs.level)
-        mine.keys = {b for (_s, b) in merged}
-        if len(mine.keys) > mine.max_buckets:
-            mine._coarsen()
+    agg.res_series.absorb(other.res_series)
+    agg.flow_series.absorb(other.flow_series)
 
     for k, r in other.daily.items():
         mine = agg.daily.get(k)
@@ -155,4 +134,13 @@ def merge(agg, other):
         mine.items.extend(of.items)
     fold(agg.open, other.open, _combine_open)
     return agg
+
+
+def _combine_counts(mine, other):
+    """What a flow's and an operation's state both keep: the reservoir, errors and the SLA counts."""
+    mine.res = merge_res(mine.res, other.res)
+    mine.errors += other.errors
+    mine.sla_ms = mine.sla_ms if mine.sla_ms is not None else other.sla_ms
+    mine.sla_known += other.sla_known
+    mine.sla_missed += other.sla_missed
 

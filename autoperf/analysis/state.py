@@ -170,15 +170,24 @@ class Buckets:
         while len(self.keys) > self.max_buckets and self.level < len(LEVELS) - 1:
             self.level += 1
             L = LEVELS[self.level]
-            data = {}
-            for (s, b), v in self.data.items():
-                k = (s, b[:L])
-                if k in data:
-                    data[k] = self.merge(data[k], v)
-                else:
-                    data[k] = v
-            self.data = data
+            self.data = self._rebucket(self.data.items(), L)
             self.keys = {b[:L] for b in self.keys}
+
+    def absorb(self, other):
+        """Merge ``other`` (Buckets of the same kind, another worker's) in, at the coarser level of the two."""
+        self.level = max(self.level, other.level)
+        self.data = self._rebucket([*self.data.items(), *other.data.items()], LEVELS[self.level])
+        self.keys = {b for (_s, b) in self.data}
+        if len(self.keys) > self.max_buckets:
+            self._coarsen()
+
+    def _rebucket(self, items, L):
+        """``(series, bucket) -> value`` of ``items`` with each bucket cut to ``L`` characters, merged."""
+        data = {}
+        for (s, b), v in items:
+            k = (s, b[:L])
+            data[k] = self.merge(data[k], v) if k in data else v
+        return data
 
     def series(self):
         L = LEVELS[self.level]
