@@ -296,7 +296,7 @@ class Aggregator:
         fid = rec.get("flow_id")
         if kind == "flow" and rec.get("span_id") == fid:
             return
-        d = rec.get("duration_ms")
+        d = rec.get("duration_ms")     # the duration check of _span, inline: once per record
         if d.__class__ is not float:
             if d.__class__ is not int:
                 return
