@@ -202,3 +202,84 @@ def test_count_above_from_a_record_equals_the_histograms():
     d = h.to_dict()
     for limit_ms in (0.0, 0.5, 10.0, 49.99, 50.0, 100.0, 500.0, 1e6):
         assert count_above(d, h.count, h.max * 1000, limit_ms) == h.count_above(limit_ms / 1000), limit_ms
+
+
+class TestSplitRead:
+    """With metrics, a worker folds them while this process reads the span files (analysis/split.py)."""
+
+    @staticmethod
+    def _serial(paths):
+        from autoperf.analysis.aggregate import Aggregator
+        agg = Aggregator()
+        agg.add_all(read_records(paths))
+        agg.flush_open()
+        return agg
+
+    @staticmethod
+    def _same(a, b):
+        """Equal results; floats to 12 digits (sums added in another order differ in the last bits)."""
+        def norm(x):
+            if isinstance(x, float):
+                return float(f"{x:.12g}")
+            if isinstance(x, dict):
+                return {k: norm(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return [norm(v) for v in x]
+            return x
+        assert norm(a.result()) == norm(b.result())
+
+    def test_the_split_read_answers_as_one_process(self, logs, tmp_path):
+        """The default's logs, and beside them an old process's every-span log: the report (counts,
+        percentiles, statements, suggestions, slowest flows) is the one-process report."""
+        from autoperf.analysis.split import aggregate_split
+        mixed = tmp_path / "mixed"
+        new = bot_records(3000, seed=5, pid=20)
+        m, kept = synth.metrics_and_retained(new)
+        synth.write_logs(str(mixed), m + kept + bot_records(1000, seed=6, pid=21))
+        for d in (logs["default"], logs["all"], str(mixed)):
+            paths = expand_inputs([d])
+            agg, stats = aggregate_split(paths, None, None, {})
+            serial = self._serial(paths)
+            self._same(agg, serial)
+            assert stats["records"] == sum(serial.types.values()) and agg.retention.from_metrics > 0
+
+    def test_a_wrong_prediction_reads_again_in_one_process(self, tmp_path, monkeypatch, capsys):
+        """A process whose records say it aggregates but whose metrics the inputs lack: no split answer,
+        and the CLI's answer is still the one-process one."""
+        from autoperf.analysis.split import aggregate_split
+        d = tmp_path / "logs"
+        m, kept = synth.metrics_and_retained(bot_records(1000, seed=7, pid=30))
+        _, orphan = synth.metrics_and_retained(bot_records(1000, seed=8, pid=31))   # its metrics lost
+        synth.write_logs(str(d), m + kept + orphan)
+        paths = expand_inputs([str(d)])
+        assert aggregate_split(paths, None, None, {}) is None
+        from autoperf import cli as main_cli
+        from autoperf.analysis import cli
+        monkeypatch.setattr(cli, "SPLIT_FROM_BYTES", 0)      # the CLI tries the split on these small logs
+        monkeypatch.delenv("AUTOPERF_CONFIG", raising=False)
+        monkeypatch.chdir(tmp_path)
+        assert main_cli.main(["report", "--format", "json", str(d)]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["commands"] == _report(str(d))["commands"]
+
+
+def test_a_histogram_sum_widens_its_buckets_before_a_count_can_overflow_them():
+    """Bucket counts are packed 32 bits wide while the sum's count is below 2**32, then 64 (add and merge)."""
+    from autoperf.analysis.dist import HistSum
+    big = 3_000_000_000
+    rec = {"scale": 6, "zero_count": 0, "offset": 10, "counts": [big, 0, 1]}
+    a, b = HistSum(), HistSum()
+    a.add(rec, big + 1, 1.0, 1.0, 2.0)
+    b.add(rec, big + 1, 1.0, 1.0, 2.0)
+    assert (a.w, a.hist().counts) == (32, [big, 0, 1])
+    a.add({"scale": 6, "zero_count": 0, "offset": 9, "counts": [5]}, 5, 1.0, 1.0, 2.0)
+    assert a.w == 32 and a.hist().counts == [5, big, 0, 1]
+    a.add(rec, big + 1, 1.0, 1.0, 2.0)
+    assert a.w == 64 and a.hist().counts == [5, 2 * big, 0, 2] and a.count == 2 * big + 7
+    b.merge(a)
+    assert b.w == 64 and b.hist().counts == [5, 3 * big, 0, 3] and a.w == 64
+    c, d = HistSum(), HistSum()
+    c.add(rec, big + 1, 1.0, 1.0, 2.0)
+    d.add(rec, big + 1, 1.0, 1.0, 2.0)
+    c.merge(d)                                  # two narrow sums past 2**32 together
+    assert c.w == 64 and c.hist().counts == [2 * big, 0, 2] and d.w == 32 and d.hist().counts == [big, 0, 1]

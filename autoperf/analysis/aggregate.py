@@ -91,6 +91,7 @@ class Aggregator:
         self.hosts: dict = {}               # host -> [Dist, errors] of root flows
         self.shards: dict = {}              # "0,1" (a process's shard ids) -> [Dist, errors]
         self.retained_seen = 0              # flows whose records were read whole (suggestions run over them)
+        self.db_on_demand = None            # split.py's span side: statements made by covered spans (a set)
 
     # ------------------------------------------------------------------ the parts (functions over this state)
     def merge(self, other: "Aggregator") -> "Aggregator":
@@ -312,6 +313,9 @@ class Aggregator:
                     db = self.db.get(st) if st.__class__ is str else None
                     if db is not None:
                         fp = st
+                    elif self.db_on_demand is not None:     # the metrics are folded elsewhere (split.py)
+                        db = self.db[fp] = DbState(self.op_cap)
+                        self.db_on_demand.add(fp)
                 if db is not None:
                     if attrs.get("statement"):
                         db.statement = attrs.get("statement")

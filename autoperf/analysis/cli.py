@@ -171,6 +171,7 @@ def _agg_kwargs(cfg, slo):
 
 
 PROCESSES_FROM_BYTES = 256 << 20     # smaller inputs: starting workers and merging costs more than it saves
+SPLIT_FROM_BYTES = 64 << 20          # with metrics: the worker's start and the merge cost ~0.1 s
 
 
 def _aggregate(args, cfg, slo, since, until, track_flows=True):
@@ -184,7 +185,14 @@ def _aggregate(args, cfg, slo, since, until, track_flows=True):
     auto = jobs is None or jobs == 0
     if paths is not None and any(is_metrics_file(p) for p in paths):
         # counts come from the metrics files and a process must know what they cover before its spans:
-        # one process (the span files are mostly skipped unread: reader.UNRETAINED)
+        # a worker folds them while this process reads the span files, the coverage predicted and then
+        # checked (split.py); else (one core, -j 1, small inputs, a failed prediction) one process
+        if jobs != 1 and (os.cpu_count() or 1) > 1 and sum(
+                os.path.getsize(p) for p in paths if os.path.exists(p)) >= SPLIT_FROM_BYTES:
+            from .split import aggregate_split
+            done = aggregate_split(paths, src.since, src.until, kw, progress=src.progress)
+            if done is not None:
+                return done
         jobs, auto = 1, False
     processes = paths is not None and jobs != 1 and (not auto or (os.cpu_count() or 1) > 1 and sum(
         os.path.getsize(p) for p in paths if os.path.exists(p)) >= PROCESSES_FROM_BYTES)

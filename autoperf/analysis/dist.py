@@ -1,8 +1,9 @@
 """Durations read from ``metrics`` records' exponential histograms, beside the span-fed Reservoir.
 
 ``HistSum`` adds many interval histograms of one key (the report's hot loop over a day of metrics):
-bucket counts are packed into one big integer, 64 bits a bucket, so adding a histogram is one
-integer addition in C instead of a Python step per bucket. ``Dist`` is what a state holder's ``res``
+bucket counts are packed into one big integer, 32 bits a bucket while the sum's count stays below
+2**32 (no bucket can overflow then; 64 bits beyond), so adding a histogram is one integer addition
+in C instead of a Python step per bucket. ``Dist`` is what a state holder's ``res``
 becomes once a metrics record feeds it: the Reservoir interface (count, total, min, max, percentile,
 summary, merge, values) over the histogram sum plus any span-fed values (uncovered processes).
 """
@@ -17,30 +18,33 @@ from .stats import Reservoir
 
 __all__ = ["HistSum", "Dist", "as_dist", "merge_res"]
 
-_W = 64                     # bits per bucket in the packed sum
+_W = 64                     # bits per bucket in a wide packed sum
+_NARROW = 32                # ... and in a sum whose count is below 2**32 (half the bytes to convert and add)
+_CODE = {32: "I", 64: "Q"}
+assert array("I").itemsize == 4 and array("Q").itemsize == 8
+
+_last = {32: [None, 0], 64: [None, 0]}   # the last list packed per width: one record feeds several sums
 
 
-_last = [None, 0]           # the last list packed and its value: one record feeds several sums
-
-
-def _pack(counts) -> int:
-    if _last[0] is counts:
-        return _last[1]
-    value = int.from_bytes(array("Q", counts).tobytes(), "little")
-    _last[0], _last[1] = counts, value
+def _pack(counts, width=_W) -> int:
+    last = _last[width]
+    if last[0] is counts:
+        return last[1]
+    value = int.from_bytes(array(_CODE[width], counts).tobytes(), "little")
+    last[0], last[1] = counts, value
     return value
 
 
-def _unpack(value: int, n: int) -> list:
-    a = array("Q")
-    a.frombytes(value.to_bytes(n * 8, "little"))
+def _unpack(value: int, n: int, width=_W) -> list:
+    a = array(_CODE[width])
+    a.frombytes(value.to_bytes(n * width // 8, "little"))
     return a.tolist()
 
 
 class HistSum:
     """The sum of histograms (durations in seconds, one scale) with exact count, sum, min and max (ms)."""
 
-    __slots__ = ("scale", "offset", "n", "packed", "zero", "count", "sum_ms", "min_ms", "max_ms", "_h")
+    __slots__ = ("scale", "offset", "n", "packed", "zero", "count", "sum_ms", "min_ms", "max_ms", "_h", "w")
 
     def __init__(self):
         self.scale = None
@@ -53,9 +57,12 @@ class HistSum:
         self.min_ms = math.inf
         self.max_ms = -math.inf
         self._h = None          # the ExpHistogram, built when read
+        self.w = _NARROW        # bits per bucket of ``packed``
 
     def add(self, hist: dict, count: int, sum_ms: float, min_ms, max_ms) -> None:
         """One ``metrics`` record's histogram and exact fields."""
+        if self.count + count >= 1 << _NARROW and self.w == _NARROW:
+            self._widen()
         self.count += count
         self.sum_ms += sum_ms
         if min_ms is not None and min_ms < self.min_ms:
@@ -75,18 +82,25 @@ class HistSum:
             else:               # rare: a downscaled interval; both go to the coarser scale
                 self._merge_slow(scale, offset, counts)
                 return
-        self._add_packed(offset, len(counts), _pack(counts))
+        self._add_packed(offset, len(counts), _pack(counts, self.w))
+
+    def _widen(self) -> None:
+        """64 bits a bucket from now on (the count reaches 2**32)."""
+        if self.n:
+            self.packed = _pack(_unpack(self.packed, self.n, self.w), _W)
+        self.w = _W
 
     def _add_packed(self, offset, n, value):
         if not self.n:
             self.offset, self.n, self.packed = offset, n, value
             return
+        w = self.w
         if offset < self.offset:
-            self.packed <<= _W * (self.offset - offset)
+            self.packed <<= w * (self.offset - offset)
             self.n += self.offset - offset
             self.offset = offset
         shift = offset - self.offset
-        self.packed += value << (_W * shift)
+        self.packed += value << (w * shift) if shift else value
         if shift + n > self.n:
             self.n = shift + n
 
@@ -97,12 +111,12 @@ class HistSum:
         other.min, other.max = h.min, h.max
         h.merge(other)
         self.scale, self.offset, self.n = h.scale, h.offset, len(h.counts)
-        self.packed = _pack(h.counts) if h.counts else 0
+        self.packed = _pack(h.counts, self.w) if h.counts else 0
 
     def _plain(self) -> ExpHistogram:
         h = ExpHistogram(self.scale if self.scale is not None else 6)
         h.offset = self.offset
-        h.counts = _unpack(self.packed, self.n) if self.n else []
+        h.counts = _unpack(self.packed, self.n, self.w) if self.n else []
         h.count = sum(h.counts)
         h.min, h.max = 0.0, math.inf
         return h
@@ -110,6 +124,10 @@ class HistSum:
     def merge(self, other: "HistSum") -> None:
         if not other.count:
             return
+        if self.w != _W and (other.w == _W or self.count + other.count >= 1 << _NARROW):
+            self._widen()
+        if other.w != self.w:               # (a copy: ``other`` is not changed)
+            other = _widened(other)
         self.count += other.count
         self.sum_ms += other.sum_ms
         self.min_ms = min(self.min_ms, other.min_ms)
@@ -123,7 +141,7 @@ class HistSum:
                 self.scale = other.scale
             self._add_packed(other.offset, other.n, other.packed)
         else:
-            self._merge_slow(other.scale, other.offset, _unpack(other.packed, other.n))
+            self._merge_slow(other.scale, other.offset, _unpack(other.packed, other.n, other.w))
 
     def hist(self) -> ExpHistogram:
         """The ExpHistogram (seconds) with the exact count, sum, min and max."""
@@ -131,7 +149,7 @@ class HistSum:
         if h is None:
             h = ExpHistogram(self.scale if self.scale is not None else 6)
             h.offset = self.offset
-            h.counts = _unpack(self.packed, self.n) if self.n else []
+            h.counts = _unpack(self.packed, self.n, self.w) if self.n else []
             h.zero_count = self.zero
             h.count = self.count
             h.sum = self.sum_ms / 1000.0
@@ -139,6 +157,14 @@ class HistSum:
             h.max = self.max_ms / 1000.0
             self._h = h
         return h
+
+
+def _widened(hs: HistSum) -> HistSum:
+    out = HistSum()
+    for name in HistSum.__slots__:
+        setattr(out, name, getattr(hs, name))
+    out._widen()
+    return out
 
 
 class Dist:

@@ -50,6 +50,7 @@ def merge(agg, other):
         mine.calls_by_flow.update(db.calls_by_flow)
         mine.statement = mine.statement or db.statement
         mine.operation = mine.operation or db.operation
+        mine.system = mine.system or db.system
         mine.rows += db.rows
         mine.seq_scans = db.seq_scans if db.seq_scans is not None else mine.seq_scans
         mine.explained += db.explained

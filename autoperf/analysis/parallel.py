@@ -139,7 +139,11 @@ def _report(slot, nbytes):
 
 def _work(task):
     (ranges, since, until, agg_kwargs, first, slot) = task
+    import itertools
+
+    from . import metricsfold
     from .aggregate import Aggregator
+    metricsfold._seq = itertools.count(slot << 40)     # slowest flows' tie-break: in input order, never equal
     kw = dict(agg_kwargs)
     if not first:            # flows may have begun in the previous span (or the previous day's file)
         kw.setdefault("defer_head", 5000)

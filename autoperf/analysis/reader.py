@@ -151,6 +151,7 @@ class RecordReader:
         self.files_missing: list[str] = []
         self.bytes_read = 0
         self.skim_unretained = True     # skip unretained flow_complete lines of files with metrics beside them
+        self.alongside: set = set()     # metrics files another reader folds (split.py): they count as beside
         self.unretained = 0
 
     def stats(self) -> dict:
@@ -172,7 +173,7 @@ class RecordReader:
                 self.files_missing.append(p)
         next_report = 8 << 20
         progress = self.progress
-        included = set(paths)
+        included = set(paths) | self.alongside
         for p in paths:
             self.files_read.append(p)
             skim = self.skim_unretained and metrics_beside(p) in included

@@ -158,8 +158,9 @@ def metrics_and_retained(records, interval_s: float = 10.0, sample_rate: float =
 
     def key_of(sp, measure="duration"):
         root = sp["span_id"] == sp["flow_id"]
+        attrs = sp.get("attrs") or {}       # a db key: the fingerprint, as the writer's (its statement a label)
         k = (sp.get("pid"), sp.get("host"), sp["name"], sp["kind"], sp["status"], None if root else sp.get("flow_name"),
-             root, measure, (sp.get("attrs") or {}).get("statement") if sp["kind"] == "db" else None)
+             root, measure, (attrs.get("fingerprint") or attrs.get("statement")) if sp["kind"] == "db" else None)
         return k
 
     def observe(sp, value, measure="duration"):
@@ -216,6 +217,9 @@ def metrics_and_retained(records, interval_s: float = 10.0, sample_rate: float =
             rec["shard_ids"] = a["sp"]["shard_ids"]
         if fp is not None:
             rec["fingerprint"] = fp
+            st = (a["sp"].get("attrs") or {}).get("statement")
+            if st:
+                rec["statement"] = st
         if "sla" in a:
             rec["sla_ms"], rec["over_sla"] = a["sla"], a["over_sla"]
         if "th" in a:
@@ -232,8 +236,7 @@ def metrics_and_retained(records, interval_s: float = 10.0, sample_rate: float =
             rule = rules.get(r["flow_id"])
             if rule is None:
                 continue
-            if r["span_id"] == r["flow_id"]:
-                r = dict(r, retained=rule)
+            r = dict(r, retained=rule)          # as the writer: on every span of a kept root
         elif t == "flow_complete":
             r = dict(r, retained=rules.get(r["flow_id"]))
         kept.append(r)

@@ -112,7 +112,7 @@ def generate(d: str, rate: int, hours: float, seed: int = 1, split: bool = False
                     attrs = ('{"statement":"%s","fingerprint":"%016x","operation":"SELECT","rows":1,"system":"postgresql"}'
                              % (q, j) if kind == "db" else '{"method":"POST","status":204}')
                     buf.append(SPAN % (ts, cn, kind, f"{fid:08x}{j:08x}", f'"{flow_id}"', flow_id, name, child[j],
-                                       "success", attrs, ""))
+                                       "success", attrs, f',"retained":"{rule}"'))    # as the writer: every span
                 buf.append(SPAN % (ts, name, "flow", flow_id, "null", flow_id, name, d, status, "{}",
                                    f',"retained":"{rule}"'))
             line = FC % (ts, name, flow_id, 100000 + fid % 5000, d, child[0], status, '"ValueError"' if err else "null",
@@ -151,6 +151,7 @@ def _write_interval(met, orjson, interval, sec, pools):
                    "interval_s": 10.0, "name": name, "kind": "flow", "status": status, "flow_name": None,
                    "root": True, "measure": measure, "count": h.count, "sum_ms": h.sum * 1000.0,
                    "min_ms": h.min * 1000.0, "max_ms": h.max * 1000.0, "hist": h.to_dict()}
+            rec["deadline_missed"] = 0          # as the writer: flows answering an interaction
             if measure == "duration":
                 sla = next(s for n, s, _m in CMDS if n == name)
                 ex = sorted(a[5], reverse=True)[:5]
@@ -166,8 +167,8 @@ def _write_interval(met, orjson, interval, sec, pools):
                    "interval_s": 10.0, "name": cn, "kind": kind, "status": "success", "flow_name": name,
                    "root": False, "measure": "duration", "count": h.count, "sum_ms": h.sum * 1000.0,
                    "min_ms": h.min * 1000.0, "max_ms": h.max * 1000.0, "hist": h.to_dict()}
-            if q:
-                rec["fingerprint"] = q
+            if q:                       # as the writer: the fingerprint keys, the statement labels
+                rec["fingerprint"], rec["statement"] = f"{j:016x}", q
             out.append(rec)
     met.write(b"".join(orjson.dumps(r) + b"\n" for r in out))
 
