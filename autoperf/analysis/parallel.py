@@ -7,7 +7,8 @@ for sampled reservoirs (still uniform) and flows whose spans straddle a range bo
 N+1 / concurrency bookkeeping may be split — a handful of flows per 64 MiB range).
 
 A worker reads its span line by line (orjson, ``Aggregator.add``). Used for big logs without metrics
-records (old logs, every span); with metrics the CLI reads in one process (analysis/cli.py).
+records (old logs, every span); with metrics the CLI folds them in a worker beside its own read of the
+span files (split.py).
 """
 from __future__ import annotations
 
