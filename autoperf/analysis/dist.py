@@ -14,7 +14,7 @@ from array import array
 
 from autoperf.metrics.exphist import ExpHistogram, lower_bound
 
-from .stats import Reservoir
+from .stats import Reservoir, percentile_at
 
 __all__ = ["HistSum", "Dist", "as_dist", "merge_res"]
 
@@ -122,6 +122,7 @@ class HistSum:
         return h
 
     def merge(self, other: "HistSum") -> None:
+        # the exact fields add as ExpHistogram.merge's do; the buckets differ (one packed integer here)
         if not other.count:
             return
         if self.w != _W and (other.w == _W or self.count + other.count >= 1 << _NARROW):
@@ -248,12 +249,9 @@ class Dist:
         return self._cache
 
     def percentile(self, q):
-        if self.count == 0:
-            return None
-        if q >= 100:
-            return self.max
-        if q <= 0:
-            return self.min
+        return percentile_at(self, q, self._interior)
+
+    def _interior(self, q):
         v = self._hist().percentile(q)        # within the exact min and max (one run: its value)
         return None if v is None else min(max(v * 1000.0, self.min), self.max)
 

@@ -31,6 +31,18 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     return float(a + (sorted_values[hi] - a) * frac)
 
 
+def percentile_at(dist, q: float, interior) -> float | None:
+    """``dist``'s q-th percentile by the rule every distribution here follows (Reservoir, Dist): None
+    when empty, the exact min and max at the ends, ``interior(q)`` between."""
+    if dist.count == 0:
+        return None
+    if q >= 100:
+        return dist.max
+    if q <= 0:
+        return dist.min
+    return interior(q)
+
+
 def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 95, 99)) -> list[float | None]:
     s = sorted(values)
     return [percentile(s, q) for q in qs]
@@ -208,12 +220,9 @@ class Reservoir:
         return self._sorted
 
     def percentile(self, q: float) -> float | None:
-        if self.count == 0:
-            return None
-        if q >= 100:
-            return self.max
-        if q <= 0:
-            return self.min
+        return percentile_at(self, q, self._interior)
+
+    def _interior(self, q: float) -> float | None:
         return percentile(self.sorted(), q)
 
     @property
