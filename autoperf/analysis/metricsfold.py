@@ -161,20 +161,12 @@ def fold_metrics(agg, rec, ts) -> None:
         if th.__class__ in (int, float):
             _budget(db, th, cnt, rec)
     elif kind == "job":
-        j = agg.jobs.get(name)
-        if j is None:
-            j = agg.new_job(name)
-        j[0] = as_dist_item(j, 0)
-        j[0].add_metrics(*args)
+        j = _fed_entry(agg.jobs, name, agg.new_job, args)
         ex = rec.get("executor")
         if ex.__class__ is str:
             j[4][ex] += cnt
     elif kind == "cycle":
-        c = agg.cycles.get(name)
-        if c is None:
-            c = agg.new_cycle(name)
-        c[0] = as_dist_item(c, 0)
-        c[0].add_metrics(*args)
+        c = _fed_entry(agg.cycles, name, agg.new_cycle, args)
         if err:
             c[2] += cnt
         c[3] = True                 # captured sums come from retained cycles only
@@ -182,9 +174,17 @@ def fold_metrics(agg, rec, ts) -> None:
         _retention(agg, rec, cnt, flow=False)
 
 
-def as_dist_item(lst, i):
-    r = lst[i]
-    return r if r.__class__ is Dist else Dist(r)
+def _fed_entry(table, name, new, args):
+    """A job's or cycle's entry in ``table`` (made by ``new(name)`` when first seen), its durations
+    (item 0, a Dist from now on) fed the metrics record's histogram ``args``."""
+    e = table.get(name)
+    if e is None:
+        e = new(name)
+    r = e[0]
+    if r.__class__ is not Dist:
+        r = e[0] = Dist(r)
+    r.add_metrics(*args)
+    return e
 
 
 def _budget(state, th, cnt, rec):
