@@ -318,12 +318,25 @@ def _threshold(text):
     return v / 100.0 if v > 1 else v
 
 
+def _compare(args, slo, base, cur):
+    """``regress``'s and ``compare``'s test of ``cur`` against ``base`` with the options they share."""
+    from .regress import compare_aggregators
+    return compare_aggregators(base, cur, threshold=_threshold(args.threshold), min_samples=args.min_samples,
+                               alpha=args.alpha, slow_query_ms=slo["slow_query_ms"])
+
+
+def _write_comparison(args, res, title):
+    """Writes a comparison; the exit code is 1 when anything regressed."""
+    from .render import render_compare
+    _write(args, render_compare(res, args.format, _colour(args), title=title))
+    return 1 if res["regressions"] else 0
+
+
 @_guard
 def cmd_regress(args):
     import datetime as dt
     from .reader import parse_time, to_ts
-    from .regress import compare_aggregators, trend
-    from .render import render_compare
+    from .regress import trend
     cfg, slo = _config(args)
     now = _now(args)
     w = args.window.strip().lower()
@@ -342,23 +355,19 @@ def cmd_regress(args):
         raise UsageError("--baseline must be a duration like 7d or 48h")
     bs = ws - (now - parse_time(b, now))
     base, cur, stats = _split_aggregates(args, cfg, slo, bs, ws, we)
-    res = compare_aggregators(base, cur, threshold=_threshold(args.threshold), min_samples=args.min_samples,
-                              alpha=args.alpha, slow_query_ms=slo["slow_query_ms"])
+    res = _compare(args, slo, base, cur)
     res["trend"] = trend(base, cur)
     res["window"] = {"start": to_ts(ws), "end": to_ts(we)}
     res["baseline_window"] = {"start": to_ts(bs), "end": to_ts(ws)}
     res["source"] = stats
-    _write(args, render_compare(res, args.format, _colour(args),
-                                title=f"Regressions: {res['window']['start']} → {res['window']['end']} vs "
-                                      f"{res['baseline_window']['start']} → {res['baseline_window']['end']}"))
-    return 1 if res["regressions"] else 0
+    return _write_comparison(args, res, f"Regressions: {res['window']['start']} → {res['window']['end']} vs "
+                                        f"{res['baseline_window']['start']} → {res['baseline_window']['end']}")
 
 
 @_guard
 def cmd_compare(args):
     from .aggregate import Aggregator
-    from .regress import compare_aggregators, split_by_tag
-    from .render import render_compare
+    from .regress import split_by_tag
     cfg, slo = _config(args)
     since, until = _window(args)
     tags = args.tag or []
@@ -384,13 +393,10 @@ def cmd_compare(args):
             agg.add_all(src)
             stats[key] = src.stats()
         labels = tuple(args.sides)
-    res = compare_aggregators(a, b, threshold=_threshold(args.threshold), min_samples=args.min_samples,
-                              alpha=args.alpha, slow_query_ms=slo["slow_query_ms"])
+    res = _compare(args, slo, a, b)
     res["labels"] = {"a": labels[0], "b": labels[1]}
     res["sources"] = stats
-    _write(args, render_compare(res, args.format, _colour(args), title=f"Compare A={labels[0]} (baseline) with "
-                                                                         f"B={labels[1]}"))
-    return 1 if res["regressions"] else 0
+    return _write_comparison(args, res, f"Compare A={labels[0]} (baseline) with B={labels[1]}")
 
 
 @_guard
