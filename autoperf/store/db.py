@@ -136,24 +136,24 @@ def _text(v):
     return s.replace("\x00", "\ufffd") if "\x00" in s else s
 
 
-def _int(v, bounds):
+def _number(v, kind):
+    """``kind(v)`` (int or float), or None for a bool, None or what does not convert."""
     if isinstance(v, bool) or v is None:
         return None
     try:
-        i = int(v)
+        return kind(v)
     except (TypeError, ValueError):
         return None
-    return i if bounds[0] <= i <= bounds[1] else None
+
+
+def _int(v, bounds):
+    i = _number(v, int)
+    return i if i is not None and bounds[0] <= i <= bounds[1] else None
 
 
 def _float(v):
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if f == f and f not in (float("inf"), float("-inf")) else None
+    f = _number(v, float)
+    return f if f is not None and f == f and f not in (float("inf"), float("-inf")) else None
 
 
 def _json(v) -> str:
