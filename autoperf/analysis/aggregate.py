@@ -40,6 +40,7 @@ class Aggregator:
                  defer_head: int = 0, track_flows: bool = True):
         self.sla = dict(sla or {})
         self.thresholds = tuple(float(t) for t in thresholds_ms)
+        # settings kept as given: alike in shape to other classes' fields (duplicates), nothing shared
         self.cap = reservoir
         self.op_cap = op_reservoir
         self.series_cap = series_reservoir
@@ -303,6 +304,7 @@ class Aggregator:
                 return
             d = float(d)
         name = rec.get("name") or "?"
+        # _span's db/http steps in shape, not in meaning: details only (no DbState made, nothing counted)
         if kind == "db" or kind == "http":
             fp = None
             if kind == "db":

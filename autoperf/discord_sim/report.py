@@ -53,6 +53,7 @@ def _summary(values: List[float]) -> Dict[str, Optional[float]]:
 
 @dataclass
 class StepStats:
+    # counters; alike in shape only to Scenario's settings (duplicates): fields, no logic to share
     step: str
     kind: str
     count: int = 0

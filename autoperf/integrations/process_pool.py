@@ -55,6 +55,7 @@ class _Outcome:
     __slots__ = ("result", "span_id", "start_ns", "end_ns", "pid", "attrs")
 
     def __init__(self, result, span_id, start_ns, end_ns, pid, attrs):
+        # plain fields, alike in shape only to other constructors' (duplicates): nothing to share
         self.result = result
         self.span_id = span_id
         self.start_ns = start_ns

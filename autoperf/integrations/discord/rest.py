@@ -48,6 +48,7 @@ def _start(route):
 
 
 def _finish(rest, token, exc=None):
+    # opens as state.end does (a reset that tolerates another context), over REST; the rest differs
     try:
         REST.reset(token)
     except ValueError:
