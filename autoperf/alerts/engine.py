@@ -15,6 +15,7 @@ import collections
 import heapq
 import itertools
 import json
+import operator
 import os
 import queue
 import threading
@@ -141,8 +142,9 @@ class AlertEngine:
                     continue
                 if len(kinds) == 1:
                     rows, columns = records, {"type": types}
-                else:
-                    rows, columns = [r for r, t in zip(records, types) if t == rtype], {}
+                else:               # this type's records, picked at C level
+                    rows = list(itertools.compress(records, map(operator.eq, types, itertools.repeat(rtype))))
+                    columns = {}
                 for rule in rules:
                     rule.check_many(rows, events, columns)
             for ev in events:

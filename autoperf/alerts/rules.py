@@ -144,7 +144,8 @@ class Rule:
         # check_many's fast form: one-part paths only (the default rules): filters other than the
         # record type, the value's and the key's field names
         self._plain = None
-        if not self._nested and "." not in self.field and "." not in self.key_path and self.key_path:
+        one_part_key = self.key_path and "." not in self.key_path     # a baseline groups by it there
+        if not self._nested and "." not in self.field and (self.factor is None or one_part_key):
             self._plain = (tuple((k, a) for k, a in self._flat if k != "type"), self.field, self.key_path)
         self._hist: collections.OrderedDict = collections.OrderedDict()
         if self.above is None and self.factor is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from itertools import compress, repeat
 
 from autoperf.metrics.exphist import ExpHistogram
 
@@ -78,7 +79,8 @@ class LiveStats:
         """Pipeline observer (one list a drain step): the ``metrics`` records, and the ``metadata.command``
         aliases of ``flow_complete`` records."""
         try:
-            for rec in [r for r in records if r.get("type") in _READ]:
+            wanted = map(_READ.__contains__, map(dict.get, records, repeat("type")))
+            for rec in compress(records, wanted):       # C-level: most records are neither
                 if rec["type"] == "metrics" or "command" in (rec.get("metadata") or ()):
                     self.process(rec)
         except Exception:      # never break the pipeline
