@@ -243,6 +243,15 @@ class TestSplitRead:
             self._same(agg, serial)
             assert stats["records"] == sum(serial.types.values()) and agg.retention.from_metrics > 0
 
+    def test_a_worker_that_dies_leaves_the_answer_to_one_process(self, logs, monkeypatch):
+        """The metrics worker raising (killed, out of memory) gives no split answer, not a failed report."""
+        from autoperf.analysis import split
+
+        def dies(*args):
+            raise MemoryError("worker")
+        monkeypatch.setattr(split, "_fold", dies)       # a forked worker runs the patched function
+        assert split.aggregate_split(expand_inputs([logs["default"]]), None, None, {}) is None
+
     def test_a_wrong_prediction_reads_again_in_one_process(self, tmp_path, monkeypatch, capsys):
         """A process whose records say it aggregates but whose metrics the inputs lack: no split answer,
         and the CLI's answer is still the one-process one."""

@@ -94,7 +94,10 @@ def aggregate_split(paths, since, until, agg_kwargs, progress=None):
     with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
         fut = ex.submit(_fold, metrics, since, until, dict(agg_kwargs))
         side, side_stats, predicted = _read_spans(spans, metrics, since, until, agg_kwargs, progress)
-        agg, stats = fut.result()
+        try:
+            agg, stats = fut.result()
+        except Exception:           # the worker died (killed, out of memory): the serial pass answers
+            return None
     if any(c != (key in agg.coverage) for key, c in predicted.items()) or not _fit_to_metrics(side, agg):
         return None
     agg.merge(side)
