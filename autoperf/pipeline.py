@@ -3,9 +3,9 @@
 Producers (finished spans: ``Span`` objects or ``spans.record_finished`` tuples, and ``emit()``) only
 append to ``BUFFER``. The writer wakes every ``flush_interval_ms`` while records come (or when the
 buffer is half full) and drains it a chunk at a time: every span feeds the interval's aggregates,
-retained ones become records (``metrics.stage``), processors run, the chunk goes to every sink. An
-idle writer, or one finding only a trickle (< ``TRICKLE_RECORDS``), doubles its wait up to
-``IDLE_WAIT_S``; ``emit()`` rings it out of an idle back-off. Flush and exit paths drain everything.
+retained ones become records (``metrics.stage``), processors (per record) and observers (per batch)
+run, the chunk goes to every sink. An idle writer, or one finding only a trickle (< ``TRICKLE_RECORDS``),
+doubles its wait up to ``IDLE_WAIT_S``; ``emit()`` rings it out of an idle back-off. Flush and exit paths drain everything.
 A full buffer drops new items and counts them (a ``dropped`` record). Why these wake-up rules, with
 the measurements: docs/performance.md, "The writer's wake-ups".
 """
