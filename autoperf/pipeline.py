@@ -172,8 +172,9 @@ CHUNK = 512
 
 
 def _take(n):
-    """The ``n`` oldest buffered items (there are at least ``n``: one consumer), popped at C level."""
+    """The ``n`` oldest buffered items (at most as many as are buffered), popped at C level."""
     popleft = BUFFER.popleft
+    n = min(n, len(BUFFER))     # one consumer: the buffer only grows meanwhile, no pop can fail
     if _call is not None:
         return list(map(_call, itertools.repeat(popleft, n)))
     return [popleft() for _ in range(n)]
