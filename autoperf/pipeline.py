@@ -120,37 +120,39 @@ def stage() -> Stage:
     return _stage
 
 
+def _register(registry: list, item):
+    with _process_lock:
+        if item not in registry:
+            registry.append(item)
+
+
+def _unregister(registry: list, item):
+    with _process_lock:
+        if item in registry:
+            registry.remove(item)
+
+
 def add_processor(fn):
     """Run ``fn(record) -> record or None`` over every record before the sinks (it may change or drop it)."""
-    with _process_lock:
-        if fn not in _processors:
-            _processors.append(fn)
+    _register(_processors, fn)
 
 
 def remove_processor(fn):
-    with _process_lock:
-        if fn in _processors:
-            _processors.remove(fn)
+    _unregister(_processors, fn)
 
 
 def add_observer(fn):
     """Call ``fn(records)`` with each delivered batch (a list, after the processors, before the sinks):
     one call per drain step where a processor is called once per record. It reads, never changes."""
-    with _process_lock:
-        if fn not in _observers:
-            _observers.append(fn)
+    _register(_observers, fn)
 
 
 def remove_observer(fn):
-    with _process_lock:
-        if fn in _observers:
-            _observers.remove(fn)
+    _unregister(_observers, fn)
 
 
 def add_sink(sink):
-    with _process_lock:
-        if sink not in _sinks:
-            _sinks.append(sink)
+    _register(_sinks, sink)
 
 
 def remove_sink(sink):

@@ -373,25 +373,8 @@ def flow_complete_only(span, settings: Settings) -> dict:
         level = "INFO"
     if span.checkpoints:
         checkpoints = checkpoint_entries(span)
-    else:                                   # _child_entries, inline (most flows)
-        checkpoints = []
-        last = -1
-        ordered = True
-        for child in span.children or ():
-            if type(child) is tuple:        # COMPACT_SPAN
-                name, kind, child_start, cdur, cstatus = child[0], child[1], child[8], child[9], child[10]
-            else:
-                name, kind, child_start = child.name, child.kind, child.start_ns
-                cdur, cstatus = child.duration_ns, child.status
-            if child_start < last:
-                ordered = False
-            last = child_start
-            offset = child_start - start
-            checkpoints.append({"name": name, "kind": kind, "duration_ms": cdur // 1000 / 1000,
-                                "offset_ms": (offset + 500) // 1000 / 1000 if offset >= 0 else round(offset / 1e6, 3),
-                                "status": cstatus})
-        if not ordered:
-            checkpoints.sort(key=_offset_of)
+    else:
+        checkpoints = _child_entries(span)
     span.children = None      # see _span_records: the spans are freed by reference counting
     wall = start + _wall_offset_ns
     sec = wall // 1_000_000_000

@@ -111,11 +111,7 @@ class AlertEngine:
             for rule in rules:
                 ev = rule.check(record)
                 if ev is not None:
-                    try:
-                        self._q.put_nowait(ev)
-                        self.counters["events"] += 1
-                    except queue.Full:
-                        self.counters["events_dropped"] += 1
+                    self._enqueue(ev)
         except Exception:  # noqa: BLE001 - alerting must never hurt the pipeline
             self.counters["internal_errors"] += 1
         return record
@@ -148,13 +144,16 @@ class AlertEngine:
                 for rule in rules:
                     rule.check_many(rows, events, columns)
             for ev in events:
-                try:
-                    self._q.put_nowait(ev)
-                    self.counters["events"] += 1
-                except queue.Full:
-                    self.counters["events_dropped"] += 1
+                self._enqueue(ev)
         except Exception:  # noqa: BLE001 - alerting must never hurt the pipeline
             self.counters["internal_errors"] += 1
+
+    def _enqueue(self, ev):
+        try:
+            self._q.put_nowait(ev)
+            self.counters["events"] += 1
+        except queue.Full:
+            self.counters["events_dropped"] += 1
 
     def _rules_for(self, rtype):
         if rtype in ("alert", "warning", "dropped") or not isinstance(rtype, str):

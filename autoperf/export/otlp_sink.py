@@ -20,6 +20,7 @@ import time
 import urllib.parse
 
 from autoperf import diagnostics, threads
+from autoperf.losses import Losses
 
 _TYPES = frozenset(("span", "metrics", "resource"))
 
@@ -102,7 +103,7 @@ class OtlpSink:
         self._down = False
         self._conns: dict = {}
         self._metrics = None
-        self._lost = [0, None]           # records lost and not yet reported, since when
+        self._losses = Losses("otlp_records_lost")      # records lost and not yet reported
         self._sending = None             # (signal, body, records) of the request in flight
         self._last_send = time.monotonic()
 
@@ -397,20 +398,11 @@ class OtlpSink:
     # ------------------------------------------------------------ losses, shutdown
     def _count_lost(self, n):
         self.counters["lost_records"] += n
-        self._lost[0] += n
-        if self._lost[1] is None:
-            from autoperf import records as model
-            self._lost[1] = model.now_iso()
+        self._losses.add(n)
 
     def _report_losses(self):
-        n, since = self._lost
-        if not n:
-            return
-        self._lost[:] = [0, None]
-        from autoperf import pipeline
-        pipeline.emit({"type": "warning", "level": "WARNING", "code": "otlp_records_lost", "count": n,
-                       "since": since, "message": f"{n} records could not be exported over OTLP nor kept "
-                                                  f"in the spill (queue or spill full)"})
+        self._losses.report("{n} records could not be exported over OTLP nor kept in the spill (queue or "
+                            "spill full)")
 
     def _shutdown(self):
         self._spill.close()

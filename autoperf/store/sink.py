@@ -17,6 +17,7 @@ import threading
 import time
 
 from autoperf import threads
+from autoperf.losses import Losses
 from autoperf.store import db
 from autoperf.redact import url_dsn
 from autoperf.store.spill import Spill
@@ -86,7 +87,7 @@ class PostgresSink:
         self.spill = Spill(self.log_dir, self.max_spill_bytes, self.batch_records, self.counters, self._drop)
         self._last_batch = time.monotonic()
         self._rolled_day = None
-        self._unreported = [0, None]      # records dropped and not yet reported, since when
+        self._losses = Losses("store_records_lost")     # records dropped and not yet reported
 
     # ------------------------------------------------------------ pipeline interface (any thread)
 
@@ -225,21 +226,12 @@ class PostgresSink:
         """Records the store lost (buffer or spill full, disk trouble): counted, and said with the
         count in a ``store_records_lost`` record (``_report_losses``)."""
         self.counters["dropped"] += n
-        self._unreported[0] += n
-        if self._unreported[1] is None:
-            from autoperf import records as model
-            self._unreported[1] = model.now_iso()
+        self._losses.add(n)
 
     def _report_losses(self):
-        n, since = self._unreported
-        if not n:
-            return
-        self._unreported[:] = [0, None]
         try:
-            from autoperf import pipeline
-            pipeline.emit({"type": "warning", "level": "WARNING", "code": "store_records_lost", "count": n,
-                           "since": since, "message": f"{n} records could not be stored in PostgreSQL "
-                                                      f"{self.where} nor kept in a spill file"})
+            self._losses.report(f"{{n}} records could not be stored in PostgreSQL {self.where} nor kept "
+                                f"in a spill file")
         except Exception:  # noqa: BLE001
             pass
 
