@@ -66,8 +66,9 @@ class TestExportInterval:
                 sink.write([metrics_record([5.0] * (k + 1), f"2026-01-01T00:00:{k}0.000Z", f"2026-01-01T00:00:{k + 1}0.000Z",
                                            exemplars=[ex[k]])])
                 time.sleep(0.15)            # three batches: the exporter folds each, sends none
-            assert not rx.metrics()
+            assert not rx.metrics() and sink.counters["sent_metrics"] == 0
             sink.close()
+            assert sink.counters["sent_metrics"] == 3        # the records the one point carries
             (point, _), = _points(rx, "autoperf.flow.duration")
             assert point.count == 6 and point.start_time_unix_nano == otlp_encode.iso_to_ns("2026-01-01T00:00:00.000Z")
             assert point.time_unix_nano == otlp_encode.iso_to_ns("2026-01-01T00:00:30.000Z")

@@ -150,6 +150,8 @@ class MetricsEncoder:
         self._clock = clock
         self._series: dict = {}
         self._pending: dict = {}        # key -> [latest record, data, exemplars] not yet sent
+        self._held = 0                  # records folded into the pending points
+        self.covered = 0                # records the last request carries (sent, spilled or lost with it)
         self._last_emit = clock()
 
     def _key(self, rec):
@@ -182,6 +184,7 @@ class MetricsEncoder:
         """The request for ``records`` (their gauges; their histogram points now or, with an export
         interval, once due) — None when nothing is to be sent."""
         groups: dict = {}
+        covered = 0
         for rec in records:
             kind = rec.get("type")
             if kind not in ("metrics", "resource"):
@@ -189,12 +192,15 @@ class MetricsEncoder:
             try:
                 if kind == "resource":
                     self._add_gauges(self._group(groups, rec), rec)
+                    covered += 1
                     continue
                 key = self._key(rec)
                 data = self._fold(rec, key)
                 if self.interval_s <= 0:
                     self._add_histogram(self._group(groups, rec), rec, data, rec.get("exemplars"))
+                    covered += 1
                     continue
+                self._held += 1
                 waiting = self._pending.get(key)
                 if waiting is None:
                     self._pending[key] = [rec, data, list(rec.get("exemplars") or ())[:self.MAX_EXEMPLARS]]
@@ -216,7 +222,10 @@ class MetricsEncoder:
                 except (KeyError, ValueError, TypeError):
                     continue
             self._pending.clear()
+            covered += self._held
+            self._held = 0
             self._last_emit = self._clock()
+        self.covered = covered
         if not groups:
             return None
         request = ExportMetricsServiceRequest()

@@ -270,7 +270,7 @@ class OtlpSink:
                 self._metrics = MetricsEncoder(s["temporality"], s["resource"], s.get("metrics_interval_s", 0.0))
             request = self._metrics.request(batch, final)
             if request is not None:
-                yield b"M", self._encode(request), sum(1 for r in batch if r.get("type") in ("metrics", "resource"))
+                yield b"M", self._encode(request), self._metrics.covered
 
     def _encode(self, message) -> bytes:
         """Protobuf or OTLP/JSON bytes of a request (a message, or traces already as protobuf bytes)."""
