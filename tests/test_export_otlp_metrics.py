@@ -109,6 +109,16 @@ class TestExportInterval:
                                    environ={"OTEL_METRIC_EXPORT_INTERVAL": "5000"})["metrics_interval_s"] == 0.0
         assert otlp_config.resolve(base, {}, environ={"OTEL_METRIC_EXPORT_INTERVAL": "soon"})["metrics_interval_s"] == 60.0
 
+    def test_flush_interval_from_the_file_the_environment_or_the_default(self):
+        """flush_interval_ms wins; else OTEL_BSP_SCHEDULE_DELAY (ms, as the SDKs' batch span processor); else 5 s."""
+        base = {"endpoint": "http://127.0.0.1:9"}
+        assert otlp_config.resolve(base, {}, environ={})["flush_interval_s"] == 5.0
+        assert otlp_config.resolve(base, {}, environ={"OTEL_BSP_SCHEDULE_DELAY": "2000"})["flush_interval_s"] == 2.0
+        assert otlp_config.resolve({**base, "flush_interval_ms": 100}, {},
+                                   environ={"OTEL_BSP_SCHEDULE_DELAY": "2000"})["flush_interval_s"] == 0.1
+        assert otlp_config.resolve(base, {}, environ={"OTEL_BSP_SCHEDULE_DELAY": "soon"})["flush_interval_s"] == 5.0
+        assert otlp_config.resolve(base, {}, environ={"OTEL_BSP_SCHEDULE_DELAY": "0"})["flush_interval_s"] == 0.01
+
 
 class TestHistograms:
     def test_cumulative_histograms_merge_intervals_and_keep_exact_counts(self, tmp_path):
