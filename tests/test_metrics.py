@@ -200,7 +200,9 @@ class TestStopPaths:
             jobs = [r for r in recs if r["name"] == "work.job" and r["kind"] == "span"]   # the workers'
             assert sum(r["count"] for r in jobs) == 40
             assert len(jobs) <= 4, "one interval per worker, not one per job"
-            assert sum(r["count"] for r in recs if r["kind"] == "job") == 40            # the parent's
+            parent = [r for r in recs if r["kind"] == "job"]                             # the parent's
+            for measure in ("duration", "queue_wait", "run", "transfer"):           # a job's parts: every job's
+                assert sum(r["count"] for r in parent if r["measure"] == measure) == 40, measure
             assert {r["pid"] for r in jobs} - {r["pid"] for r in recs if r["name"] == "__main__.step"}
 
 

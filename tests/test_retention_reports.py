@@ -112,3 +112,32 @@ def test_check_and_summary_agree_under_both(runs):
     assert verdicts["all"] == verdicts["default"] and len(verdicts["all"]) >= 3
     assert totals["all"] == totals["default"] == (N, ERRORS)
     assert lines["all"] == lines["default"] == [f"Total flows {N:,}", f"Errors {ERRORS} ({100 * ERRORS / N:.2f}%)"]
+
+
+JOBS = 30
+POOL_PROGRAM = f"""
+    import concurrent.futures, time
+
+
+    def sleepy(i):
+        time.sleep(0.02)
+        return i
+
+
+    if __name__ == "__main__":
+        with concurrent.futures.ProcessPoolExecutor(max_workers=2) as pool:
+            assert sum(pool.map(sleepy, range({JOBS}))) == {sum(range(JOBS))}
+"""
+
+
+def test_the_job_table_covers_every_job_under_the_default(tmp_path):
+    """Under the default no flow holds the jobs, yet queue wait, run and transfer cover all 30 (their own
+    measures in the metrics records); each job sleeps 20 ms, so its run time is at least that."""
+    run = Run(tmp_path, POOL_PROGRAM, "sampler: {enabled: false}\nretain: {sample_rate: 0}\n")
+    run.start()
+    code, text = run.cli("report", "--format", "json", engine=None)
+    job = next(j for j in json.loads(text)["jobs"] if j["name"].endswith("sleepy"))
+    assert job["count"] == JOBS and not run.records("span")     # nothing written whole
+    for part in ("queue_wait", "run", "transfer"):
+        assert job[part]["count"] == JOBS, part
+    assert 20 <= job["run"]["p50_ms"] < 1000

@@ -460,7 +460,7 @@ class Aggregator:
             j = self.new_job(name)
         if not detail_only:
             j[0].add(d)
-        for i, key in ((1, "queue_wait_ms"), (2, "run_ms"), (3, "transfer_ms")):
+        for i, key in () if detail_only else ((1, "queue_wait_ms"), (2, "run_ms"), (3, "transfer_ms")):
             v = attrs.get(key)
             if v is not None and (v.__class__ is float or v.__class__ is int):
                 j[i].add(v)

@@ -96,6 +96,10 @@ def _series(buckets, name, ts, hist, cnt, rec):
     r.add_metrics(hist, cnt, rec.get("sum_ms") or 0.0, rec.get("min_ms"), rec.get("max_ms"))
 
 
+#: a job's measures besides its duration (metrics/stage.py) -> their place in the report's job entry
+_JOB_PARTS = {"queue_wait": 1, "run": 2, "transfer": 3}
+
+
 def fold_metrics(agg, rec, ts) -> None:
     cnt = rec.get("count")
     hist = rec.get("hist")
@@ -122,6 +126,17 @@ def fold_metrics(agg, rec, ts) -> None:
     if rec.get("root") is True and kind == "flow":
         _root_flow(agg, rec, ts, name, status, err, cnt, args)
         return
+    if kind == "job":
+        part = _JOB_PARTS.get(rec.get("measure"))
+        if part is not None:        # a job's queue wait / run / transfer: no call of its own
+            j = agg.jobs.get(name)
+            if j is None:
+                j = agg.new_job(name)
+            r = j[part]
+            if r.__class__ is not Dist:
+                r = j[part] = Dist(r)
+            r.add_metrics(*args)
+            return
     k = (name, kind)
     op = agg.ops.get(k)
     if op is None:

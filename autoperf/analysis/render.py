@@ -164,8 +164,8 @@ def _jobs_table(jobs, executor) -> dict:
     title = "Process-pool jobs" if executor == "process" else "Thread-pool jobs"
     note = None if mine else f"No {title.lower()}."
     if any(j["queue_wait"]["count"] < j["count"] for j in mine):      # the split is in the job's record
-        note = ("Queue wait, run and transfer are from the jobs of the flows kept whole (retention); "
-                "count and total are every job's.")
+        note = ("Queue wait, run and transfer are from the jobs whose records carry them (in logs written before "
+                "they were aggregated: the jobs of the flows kept whole); count and total are every job's.")
     return {"id": f"jobs-{executor}", "title": f"{title}: queue wait vs run time", "flags": None,
             "headers": ["job", "count", "queue wait p50", "queue wait p95", "run p50", "run p95", "transfer p95",
                         "total p95"],

@@ -29,7 +29,10 @@ _HIST_NAMES = {("db", "duration"): "db.client.operation.duration",
                ("http", "duration"): "http.client.request.duration",
                ("flow", "duration"): "autoperf.flow.duration",
                ("cycle", "duration"): "autoperf.flow.duration",
-               ("flow", "first_response"): "autoperf.flow.first_response.duration"}
+               ("flow", "first_response"): "autoperf.flow.first_response.duration",
+               ("job", "queue_wait"): "autoperf.job.queue_wait.duration",
+               ("job", "run"): "autoperf.job.run.duration",
+               ("job", "transfer"): "autoperf.job.transfer.duration"}
 _KEY_FIELDS = ("name", "kind", "status", "flow_name", "root", "measure", "fingerprint")
 
 #: resource record field -> (metric name, unit, scale to the unit)
@@ -82,7 +85,9 @@ class _Series:
         self.count = int(rec.get("count") or 0)
         self.sum = float(rec.get("sum_ms") or 0.0) / 1000.0
         self.min, self.max = _div(rec.get("min_ms")), _div(rec.get("max_ms"))
-        self.errors = self.count if rec.get("status") not in (None, "success") else 0
+        # one count per span: a flow's first response and a job's parts are other measures of the same calls
+        counted = (rec.get("measure") or "duration") == "duration"
+        self.errors = self.count if counted and rec.get("status") not in (None, "success") else 0
         self.over_sla = int(rec.get("over_sla") or 0)
         self.deadline_missed = int(rec.get("deadline_missed") or 0)
 

@@ -16,6 +16,8 @@ from autoperf.metrics.aggregates import FOLD_AT, Agg, exemplar, key_labels, metr
 from autoperf.metrics.retention import Pending, RetainSettings, Tail
 
 _FLOW_KINDS = records.FLOW_KINDS
+#: a pool job's parts (attributes the pool integration sets) -> their measure in the metrics records
+_JOB_PARTS = (("queue_wait", "queue_wait_ms"), ("run", "run_ms"), ("transfer", "transfer_ms"))
 _ROOT = object()        # the flow-name slot of a root span's aggregate in Stage.fast
 
 
@@ -133,6 +135,8 @@ class Stage:
                     agg.over_sla += 1
                 if site.threshold_ms is not None and dur // 1000 / 1000 > site.threshold_ms:
                     agg.over_threshold += 1
+            if kind == "job" and attrs:
+                self._job_parts(name, status, flow_name, root is None, attrs, ex_n, span_id, flow_id, start_ns)
             # -- retention -------------------------------------------------------------------
             if root is None:
                 if attrs and ("answered" in attrs or "deadline_missed" in attrs):
@@ -237,6 +241,20 @@ class Stage:
         elif type(item) is not tuple and item.children is not None:
             append_flow(records.flow_complete_only(item, settings))
         self.tail.remember(item[5] if type(item) is tuple else item.span_id, rule)
+
+    def _job_parts(self, name, status, flow_name, is_root, attrs, ex_n, span_id, flow_id, start_ns):
+        """A pool job's queue wait, run and transfer times as measures of their own: the report's job
+        table then covers every job, not only those of the flows kept whole."""
+        table = self.table
+        for measure, attr in _JOB_PARTS:
+            ms = attrs.get(attr)
+            if type(ms) is float or type(ms) is int:
+                key = (name, "job", status, flow_name, is_root, measure, None)
+                agg = table.get(key)
+                if agg is None:
+                    agg = table[key] = Agg(None, ex_n)
+                    agg.kind = "job"
+                record_value(agg, int(ms * 1e6), ex_n, span_id, flow_id, start_ns)
 
     def _interaction(self, name, kind, status, agg, attrs, ex_n, span_id, start_ns):
         """A flow answering an interaction: its deadline, and its first response as a measure."""

@@ -86,6 +86,8 @@ class Fold:
     def _add_metrics(self, rec):
         if rec.get("root"):
             table, key = self.flows, flow_key(rec)
+        elif (rec.get("measure") or "duration") != "duration":
+            return      # a pool job's queue wait / run / transfer: not calls of the span's series
         else:
             table, key = self.spans, span_key(rec)
         totals = table.get(key)
