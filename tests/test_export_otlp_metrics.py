@@ -257,3 +257,36 @@ export:
             spans = {s.span_id.hex() for s, _ in rx.spans()}
             written = {r["span_id"] for r in run.records("span")}
             assert spans == written and 0 < len(written) < 150     # only the retained flows' spans
+
+
+class TestFold:
+    def test_cumulative_buckets_equal_the_merged_histograms_and_records_are_untouched(self):
+        """Intervals folded into a key's total (sparse and dense, shifting offsets, both temporalities)
+        give exactly ExpHistogram.merge's buckets; the records' own bucket lists are never changed."""
+        from autoperf.export.otlp_metrics import MetricsEncoder
+
+        rng = random.Random(7)
+        samples = [[rng.uniform(0.5, 2.0) for _ in range(3)],                  # few, narrow: sparse
+                   [rng.uniform(0.1, 900.0) for _ in range(2000)],              # dense, wider on both sides
+                   [rng.uniform(5.0, 6.0) for _ in range(40)],                  # inside
+                   [rng.uniform(0.05, 3000.0) for _ in range(25)]]              # sparse, widest
+        records = [metrics_record(vals, f"2026-01-01T00:00:{10 * i:02d}.000Z", f"2026-01-01T00:00:{10 * i + 10:02d}.000Z")
+                   for i, vals in enumerate(samples)]
+        before = [list(r["hist"]["counts"]) for r in records]
+        for temporality in ("cumulative", "delta"):
+            enc = MetricsEncoder(temporality, {}, interval_s=3600, clock=lambda: 0.0)
+            for rec in records:
+                assert enc.request([rec]) is None          # folded, not yet due
+            request = enc.request([], final=True)
+            (point,) = [p for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+                        if m.name == "autoperf.flow.duration" for p in m.exponential_histogram.data_points]
+            expected = ExpHistogram()
+            for vals in samples:
+                for v in vals:
+                    expected.record(v / 1000.0)
+            want = expected.to_dict()
+            got = ExpHistogram.from_dict({"scale": point.scale, "offset": point.positive.offset,
+                                          "counts": list(point.positive.bucket_counts)}).to_dict()
+            assert point.count == sum(map(len, samples))
+            assert (got["scale"], got["offset"], got["counts"]) == (want["scale"], want["offset"], want["counts"])
+            assert [r["hist"]["counts"] for r in records] == before

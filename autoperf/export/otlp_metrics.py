@@ -17,6 +17,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from autoperf import tracecontext
 from autoperf.export.otlp_encode import SCOPE, iso_to_ns, key_values, resource_attributes, resource_key
+from itertools import compress
 from operator import add as _add
 
 from autoperf.metrics.exphist import DEFAULT_SCALE, MAX_BUCKETS, ExpHistogram
@@ -72,8 +73,8 @@ def key_attributes(rec: dict) -> dict:
 class _Series:
     """One key's histogram in OTLP's layout (scale, zero_count, offset, counts) with exact count, sum, min, max."""
 
-    __slots__ = ("start_ns", "scale", "zero_count", "offset", "counts", "count", "sum", "min", "max", "errors",
-                 "over_sla", "deadline_missed")
+    __slots__ = ("start_ns", "scale", "zero_count", "offset", "counts", "owned", "count", "sum", "min", "max",
+                 "errors", "over_sla", "deadline_missed")
 
     def __init__(self, start_ns, rec):
         hist = rec.get("hist") or {}
@@ -81,7 +82,8 @@ class _Series:
         self.scale = int(hist.get("scale", DEFAULT_SCALE))
         self.zero_count = int(hist.get("zero_count") or 0)
         self.offset = int(hist.get("offset") or 0)
-        self.counts = list(hist.get("counts") or ())
+        self.counts = hist.get("counts") or []     # the record's list, copied only if this one is added to
+        self.owned = False
         self.count = int(rec.get("count") or 0)
         self.sum = float(rec.get("sum_ms") or 0.0) / 1000.0
         self.min, self.max = _div(rec.get("min_ms")), _div(rec.get("max_ms"))
@@ -96,12 +98,13 @@ class _Series:
         if other.counts:
             if not self.counts:
                 self.scale, self.offset, self.counts = other.scale, other.offset, list(other.counts)
+                self.owned = True
             elif other.scale == self.scale:
                 _add_buckets(self, other.offset, other.counts)
             else:                     # a histogram that was downscaled: the general merge
                 mine, theirs = self.histogram(), other.histogram()
                 mine.merge(theirs)
-                self.scale, self.offset, self.counts = mine.scale, mine.offset, mine.counts
+                self.scale, self.offset, self.counts, self.owned = mine.scale, mine.offset, mine.counts, True
         self.zero_count += other.zero_count
         self.count += other.count
         self.sum += other.sum
@@ -118,7 +121,11 @@ class _Series:
 
 
 def _add_buckets(series, offset, counts):
-    """``series.counts += counts`` placed at ``offset`` (same scale), widening as needed; C-level loops."""
+    """``series.counts += counts`` placed at ``offset`` (same scale), widening as needed. An interval's
+    buckets are mostly zeros (a few dozen observations over ~150 buckets): then only the non-zero ones
+    are added (found by ``compress``, a C loop), else one ``map(add)`` over the range."""
+    if not series.owned:
+        series.counts, series.owned = list(series.counts), True
     mine = series.counts
     lo = min(series.offset, offset)
     hi = max(series.offset + len(mine), offset + len(counts))
@@ -133,7 +140,12 @@ def _add_buckets(series, offset, counts):
     if hi > series.offset + len(mine):
         mine.extend([0] * (hi - series.offset - len(mine)))
     k = offset - series.offset
-    mine[k:k + len(counts)] = map(_add, mine[k:k + len(counts)], counts)
+    n = len(counts)
+    if (n - counts.count(0)) * 3 < n:
+        for i in compress(range(n), counts):
+            mine[k + i] += counts[i]
+    else:
+        mine[k:k + n] = map(_add, mine[k:k + n], counts)
 
 
 class MetricsEncoder:
