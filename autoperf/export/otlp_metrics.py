@@ -166,6 +166,7 @@ class MetricsEncoder:
         self.interval_s = interval_s
         self._clock = clock
         self._series: dict = {}
+        self._attrs: dict = {}          # key -> its points' KeyValue list (made once per key, not per point)
         self._pending: dict = {}        # key -> [latest record, data, exemplars] not yet sent
         self._held = 0                  # records folded into the pending points
         self.covered = 0                # records the last request carries (sent, spilled or lost with it)
@@ -214,7 +215,7 @@ class MetricsEncoder:
                 key = self._key(rec)
                 data = self._fold(rec, key)
                 if self.interval_s <= 0:
-                    self._add_histogram(self._group(groups, rec), rec, data, rec.get("exemplars"))
+                    self._add_histogram(self._group(groups, rec), rec, data, rec.get("exemplars"), key)
                     covered += 1
                     continue
                 self._held += 1
@@ -233,9 +234,9 @@ class MetricsEncoder:
             except (KeyError, ValueError, TypeError):
                 continue     # a malformed record: the others still go
         if self._pending and (final or self._clock() - self._last_emit >= self.interval_s):
-            for rec, data, exemplars in self._pending.values():
+            for key, (rec, data, exemplars) in self._pending.items():
                 try:
-                    self._add_histogram(self._group(groups, rec), rec, data, exemplars)
+                    self._add_histogram(self._group(groups, rec), rec, data, exemplars, key)
                 except (KeyError, ValueError, TypeError):
                     continue
             self._pending.clear()
@@ -277,9 +278,17 @@ class MetricsEncoder:
                 metric.gauge.SetInParent()
         return metric
 
-    def _add_histogram(self, metrics, rec, data, exemplars):
+    def _attributes(self, key, rec) -> list:
+        attrs = self._attrs.get(key)
+        if attrs is None:
+            if len(self._attrs) >= self.MAX_SERIES:
+                self._attrs.clear()
+            attrs = self._attrs[key] = key_values(key_attributes(rec))
+        return attrs
+
+    def _add_histogram(self, metrics, rec, data, exemplars, key):
         end = iso_to_ns(rec.get("timestamp"))
-        attrs = key_values(key_attributes(rec))
+        attrs = self._attributes(key, rec)
         name = _HIST_NAMES.get((rec.get("kind"), rec.get("measure") or "duration"), "autoperf.span.duration")
         metric = self._metric(metrics, name, "s", "Duration of autoperf spans (exact count, sum, min, max)", "exp")
         point = metric.exponential_histogram.data_points.add(
