@@ -119,6 +119,19 @@ def pg_dsn() -> str:
 
 # ---------------------------------------------------------------- DSN helpers
 
+def fetchval(dsn: str, query: str):
+    """One value of ``query`` over a connection of its own (a test's or bench's look at what was stored)."""
+    import asyncpg
+
+    async def one():
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval(query)
+        finally:
+            await conn.close()
+    return asyncio.run(one())
+
+
 def dsn_parts(dsn: str) -> dict:
     """Split a postgresql:// DSN into user, password, host, port, database and extra query params."""
     u = urlsplit(dsn)

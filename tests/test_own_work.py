@@ -44,17 +44,8 @@ def _store_config(dsn):
 
 
 def _stored(dsn):
-    import asyncio
-
-    import asyncpg
-
-    async def count():
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetchval("SELECT count(*) FROM performance_metrics")
-        finally:
-            await conn.close()
-    return asyncio.run(count())
+    from tests import pgserver
+    return pgserver.fetchval(dsn, "SELECT count(*) FROM performance_metrics")
 
 
 @pytest.mark.postgres

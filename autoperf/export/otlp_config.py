@@ -58,15 +58,21 @@ DEFAULT_METRICS_INTERVAL_S = 60.0
 DEFAULT_FLUSH_INTERVAL_MS = 5000.0      # OTEL_BSP_SCHEDULE_DELAY's default
 
 
+def _env_ms(env, name, default_ms) -> float:
+    """Milliseconds from the variable ``name`` (the OpenTelemetry SDKs' unit); unset, unreadable or
+    negative: ``default_ms``."""
+    try:
+        value = float(env.get(name, ""))
+    except ValueError:
+        return default_ms
+    return value if value >= 0 else default_ms
+
+
 def _flush_interval_ms(explicit, env) -> float:
     """The file's ``flush_interval_ms``, else OTEL_BSP_SCHEDULE_DELAY (clamped to the schema's range), else 5000."""
     if explicit:
         return float(explicit)
-    try:
-        value = float(env.get("OTEL_BSP_SCHEDULE_DELAY", ""))
-    except ValueError:
-        return DEFAULT_FLUSH_INTERVAL_MS
-    return min(max(value, 10.0), 60000.0) if value >= 0 else DEFAULT_FLUSH_INTERVAL_MS
+    return min(max(_env_ms(env, "OTEL_BSP_SCHEDULE_DELAY", DEFAULT_FLUSH_INTERVAL_MS), 10.0), 60000.0)
 
 
 def _truthy(text) -> bool:
@@ -121,11 +127,7 @@ def resolve(section: dict | None, data: dict | None = None, environ=None) -> dic
         else "cumulative")
     interval = s.get("metrics_interval_s")
     if interval is None:
-        try:
-            interval = float(env.get("OTEL_METRIC_EXPORT_INTERVAL", "")) / 1000.0
-        except ValueError:
-            interval = DEFAULT_METRICS_INTERVAL_S
-        interval = interval if interval >= 0 else DEFAULT_METRICS_INTERVAL_S
+        interval = _env_ms(env, "OTEL_METRIC_EXPORT_INTERVAL", DEFAULT_METRICS_INTERVAL_S * 1000.0) / 1000.0
     resource = parse_pairs(env.get("OTEL_RESOURCE_ATTRIBUTES"))
     service = (data or {}).get("service") or env.get("OTEL_SERVICE_NAME") or resource.get("service.name")
     resource.update(s.get("resource") or {})

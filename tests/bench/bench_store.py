@@ -213,13 +213,7 @@ def main():
             st = sink.stats()
             sink.close()
 
-        async def count():
-            c = await asyncpg.connect(dsn)
-            try:
-                return await c.fetchval("SELECT count(*) FROM performance_metrics")
-            finally:
-                await c.close()
-        rows = asyncio.run(count())
+        rows = pgserver.fetchval(dsn, "SELECT count(*) FROM performance_metrics")
         vacuum = asyncio.run(_vacuum_cpu(dsn))
     finally:
         drop()
