@@ -137,16 +137,16 @@ def hex_id(value) -> str:
     if text is None:
         if len(_hex_cache) > 50_000:
             _hex_cache.clear()
-        text = _hex_cache[value] = _hex16(value)
+        text = _hex_cache[value] = hex16(value)
     return text
 
 
-def _hex16(value) -> str:
-    """``f"{value:016x}"`` in a third of the time (ids are 62-bit: always 8 bytes)."""
+def hex16(value) -> str:
+    """An id as 16 hex digits: ``f"{value:016x}"`` in a third of the time (ids are 62-bit: always 8 bytes)."""
     try:
         return value.to_bytes(8, "big").hex()
     except (OverflowError, AttributeError, TypeError):
-        return f"{value:016x}"
+        return f"{value:016x}" if isinstance(value, int) else str(value)
 
 
 # -- conversion ----------------------------------------------------------------------------

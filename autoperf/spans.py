@@ -334,11 +334,7 @@ def record_finished(name, kind, attrs, parent, site, start_ns, duration_ns, stat
 
 def _linked(attrs, root):
     """``attrs`` (never written to: it may be shared) plus ``link_flow_id``, the flow ``root`` belongs to."""
-    flow = root.flow_id if root.is_remote else root.span_id
-    try:
-        link = flow.to_bytes(8, "big").hex()
-    except (OverflowError, AttributeError):
-        link = f"{flow:016x}"
+    link = records.hex16(root.flow_id if root.is_remote else root.span_id)
     return {"link_flow_id": link} if not attrs else {**attrs, "link_flow_id": link}
 
 

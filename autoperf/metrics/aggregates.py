@@ -14,6 +14,7 @@ import heapq
 import math
 
 from autoperf.metrics.exphist import DEFAULT_SCALE, ExpHistogram
+from autoperf.records import hex16
 
 _log = math.log
 _ceil = math.ceil
@@ -132,13 +133,6 @@ def record_value(agg: Agg, dur: int, exemplars: int, span_id, flow_id, start_ns)
         exemplar(agg, exemplars, dur, span_id, flow_id, start_ns)
 
 
-def _hex(value) -> str:
-    try:
-        return value.to_bytes(8, "big").hex()
-    except (OverflowError, AttributeError, TypeError):
-        return f"{value:016x}" if isinstance(value, int) else str(value)
-
-
 def metrics_record(key, agg: Agg, start_iso: str, end_iso: str, interval_s: float, iso_of) -> dict:
     """The ``metrics`` record of one key over one interval (``iso_of``: perf ns -> ISO text)."""
     name, kind, status, flow_name, root, measure, fingerprint = key
@@ -166,7 +160,7 @@ def metrics_record(key, agg: Agg, start_iso: str, end_iso: str, interval_s: floa
     if agg.interactions:
         rec["deadline_missed"] = agg.deadline_missed
     rec["exemplars"] = [
-        {"duration_ms": dur // 1000 / 1000, "flow_id": _hex(flow_id), "span_id": _hex(span_id),
+        {"duration_ms": dur // 1000 / 1000, "flow_id": hex16(flow_id), "span_id": hex16(span_id),
          "timestamp": iso_of(start_ns)}
         for dur, span_id, flow_id, start_ns in sorted(agg.ex, reverse=True)]
     if root and measure == "duration":
