@@ -9,6 +9,7 @@ writers' types) and lines that are not JSON are skipped.
 from __future__ import annotations
 
 import fnmatch
+import heapq
 import os
 import sys
 import time
@@ -175,11 +176,13 @@ def backlog(source, n, convert, followers=()):
         return []
     if not os.path.isdir(source):
         return _last_of([source], n, convert, followers[0] if followers else None)
-    found = []
+    families = []
     for i, pattern in enumerate(logfollow.RECORD_PATTERNS):
         follower = followers[i] if i < len(followers) else None
-        found += _last_of(logfollow.log_files(source, pattern), n, convert, follower)
-    found.sort(key=lambda item: item[0].get("timestamp") or "")      # stable: a file's order within a ms
+        families.append(_last_of(logfollow.log_files(source, pattern), n, convert, follower))
+    # A file is in write order (a span before the flow it ends in, whose timestamp is its earlier
+    # start): keep that order and only interleave the families by timestamp.
+    found = list(heapq.merge(*families, key=lambda item: item[0].get("timestamp") or ""))
     return found[-n:]
 
 

@@ -103,6 +103,17 @@ def test_tail_prints_what_the_console_printed(tmp_path):
     assert shown.stdout.splitlines() == console
 
 
+def test_a_directory_keeps_each_files_order_and_interleaves_the_families(tmp_path):
+    """A span is written before the flow it ends in although its timestamp (its start) is later: the backlog of a
+    directory keeps the main log's order and places the flows log's lines between by timestamp."""
+    span = dict(_span("db.fetch", level="WARNING"), timestamp="2026-01-01T10:00:00.399Z")
+    _write(tmp_path / "performance_2026-01-01.log", span, _flow("queue", ts="2026-01-01T10:00:00.398Z"),
+           _flow("queue", ts="2026-01-01T10:00:00.500Z", status="error"))
+    _write(tmp_path / "flows_2026-01-01.log", _flow("lean", ts="2026-01-01T10:00:00.450Z"))
+    shown = _tail(tmp_path, "-n", "100").stdout.splitlines()
+    assert [line.split()[3] for line in shown] == ["db.fetch", "queue", "lean", "queue"], shown
+
+
 def test_filters(tmp_path):
     """Flow, name, kind, level, minimum duration and status select records; unknown types and broken lines are
     skipped; a flow is one line with its checkpoints."""
