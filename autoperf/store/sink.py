@@ -6,6 +6,7 @@ primary key refuses, and every spill replay, goes through ``INSERT … ON CONFLI
 the database is unreachable every batch goes to a JSON-lines spill file
 ``<log_dir>/pg_spill_<pid>_<time>.log``; once it answers again the spill files are replayed
 (idempotently: a record maps to the same primary key every time) and deleted (spill.py).
+Opening a connection, and telling a lost server from bad data: connection.py.
 """
 from __future__ import annotations
 
@@ -19,26 +20,9 @@ import time
 from autoperf import threads
 from autoperf.losses import Losses
 from autoperf.store import db
+from autoperf.store.connection import is_transient, open_connection
 from autoperf.redact import url_dsn
 from autoperf.store.spill import Spill
-
-def _is_transient(exc: BaseException, conn) -> bool:
-    """True when ``exc`` means "the server is (temporarily) not there" rather than "this data is bad"."""
-    if conn is None or conn.is_closed():
-        return True
-    if isinstance(exc, (OSError, asyncio.TimeoutError, ConnectionError, EOFError)):
-        return True
-    try:
-        import asyncpg
-    except ImportError:  # pragma: no cover
-        return True
-    if isinstance(exc, (asyncpg.InterfaceError, asyncpg.exceptions.ConnectionDoesNotExistError,
-                        asyncpg.exceptions.PostgresConnectionError)):
-        return True
-    state = getattr(exc, "sqlstate", None) or ""
-    # 08 connection, 40 serialization/deadlock, 53 resources, 57 operator intervention, 58 system,
-    # 42P01/3F000 schema not there (yet), 55P03 lock not available
-    return state[:2] in ("08", "40", "53", "57", "58") or state in ("42P01", "3F000", "55P03")
 
 
 class PostgresSink:
@@ -291,23 +275,7 @@ class PostgresSink:
         if now < self._next_connect:
             return False
         try:
-            import asyncpg
-
-            async def connect():
-                conn = await asyncpg.connect(self._dsn, timeout=self.connect_timeout,
-                                             command_timeout=self.command_timeout,
-                                             server_settings={"temp_buffers": "64MB",
-                                                              "application_name": "autoperf-sink"})
-                self._keepalive(conn)
-                try:
-                    await db.migrate(conn, rewrite_ok=False)
-                    await db.prepare_connection(conn)
-                except BaseException:
-                    await conn.close()
-                    raise
-                return conn
-
-            self._conn = self._run_coro(connect())
+            self._conn = self._run_coro(self._open(migrate=True))
         except Exception as exc:  # noqa: BLE001
             self._conn = None
             self._note_down(exc)
@@ -315,7 +283,7 @@ class PostgresSink:
         self._extra = []
         for _ in range(self.connections - 1):
             try:
-                self._extra.append(self._run_coro(self._open_extra()))
+                self._extra.append(self._run_coro(self._open(migrate=False)))
             except Exception:  # noqa: BLE001 - fewer connections still work
                 break
         self._known_days = set()
@@ -326,33 +294,10 @@ class PostgresSink:
             self._down_since = None
         return True
 
-    async def _open_extra(self):
-        import asyncpg
-
-        conn = await asyncpg.connect(self._dsn, timeout=self.connect_timeout, command_timeout=self.command_timeout,
-                                     server_settings={"temp_buffers": "64MB", "application_name": "autoperf-sink"})
-        self._keepalive(conn)
-        try:
-            await db.prepare_connection(conn)
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
-
-    def _keepalive(self, conn):
-        """TCP keepalive, and TCP_USER_TIMEOUT so unacknowledged data fails the connection (Linux)."""
-        import socket
-        try:
-            sock = conn._transport.get_extra_info("socket")
-            if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-                return
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            for name, value in (("TCP_KEEPIDLE", self.keepalive), ("TCP_KEEPINTVL", max(1, self.keepalive / 3)),
-                                ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", self.command_timeout * 1000)):
-                if hasattr(socket, name):
-                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), int(value))
-        except (AttributeError, OSError):   # another transport, or an OS without these options
-            pass
+    def _open(self, migrate):
+        """The coroutine opening one connection with this sink's settings (connection.py)."""
+        return open_connection(self._dsn, connect_timeout=self.connect_timeout, command_timeout=self.command_timeout,
+                               keepalive=self.keepalive, migrate=migrate)
 
     def _note_down(self, exc):
         self.counters["connect_failures"] += 1
@@ -431,7 +376,7 @@ class PostgresSink:
             acc["inserted"] += n
             acc["duplicates"] += len(rows) - n
         except Exception as exc:  # noqa: BLE001
-            if _is_transient(exc, conn):
+            if is_transient(exc, conn):
                 raise
             if len(rows) == 1:
                 acc["rejected"] += 1
@@ -478,7 +423,7 @@ class PostgresSink:
             self._run_coro(run())
             self.counters["rollups"] += 1
         except Exception as exc:  # noqa: BLE001
-            if _is_transient(exc, self._conn):
+            if is_transient(exc, self._conn):
                 self._lost(exc)
                 self._rolled_day = None
             else:
