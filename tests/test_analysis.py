@@ -11,7 +11,7 @@ from autoperf.analysis import synth
 from autoperf.analysis.aggregate import Aggregator, aggregate
 from autoperf.analysis.reader import read_records, to_ts
 from autoperf.analysis.regress import compare, compare_samples, regress, split_by_tag
-from autoperf.analysis.render import sections
+from autoperf.analysis.render_sections import sections
 from autoperf.analysis.slo import CONFIG_SCHEMA, check_records, evaluate, sla_from_config
 from autoperf.analysis.stats import Reservoir, exceedance_test, mann_whitney_u, percentile
 from autoperf.analysis.aggregate import suggest

@@ -296,7 +296,7 @@ def test_prefix_only_bot_is_not_told_to_enable_the_discord_integration(tmp_path)
     pytest.importorskip("discord")
     run = discord_run(tmp_path, ["hello"], 3)
     code, out = run.cli("report", "--format", "json")
-    from autoperf.analysis.render import sections
+    from autoperf.analysis.render_sections import sections
     deadline = next(t for t in sections(json.loads(out)) if t["id"] == "deadline")
     assert deadline["rows"] == [] and "prefix commands and events answer none" in deadline["note"]
     assert "enable the discord integration" not in deadline["note"]

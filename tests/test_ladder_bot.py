@@ -352,7 +352,7 @@ class TestRetention:
         """`autoperf check` gives the same verdicts from the metrics as from every record of the same run, under
         the default and under retain all (two runs' timings differ on this machine: verdicts near a limit are
         compared within one run); `--summary` under the default says the totals of retain all."""
-        from autoperf.analysis.render import summary_lines
+        from autoperf.analysis.render_sections import summary_lines
         flow_level = ("commands_p95", "commands_p99", "interaction_deadline", "error_rate", "first_response_p95")
         for logs, name in ((_LOGS["all"], "all"), (default_run[1], "default")):
             metrics, records = self._check(logs), self._check(self._old_log(logs, tmp_path / f"old_{name}"))

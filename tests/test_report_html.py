@@ -15,7 +15,7 @@ import pytest
 
 from autoperf.analysis import synth
 from autoperf.analysis.aggregate import aggregate
-from autoperf.analysis.render import json_for_script, render_html
+from autoperf.analysis.render_html import json_for_script, render_html
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

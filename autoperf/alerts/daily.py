@@ -35,7 +35,7 @@ def _ms(v):
 def summary_text(day: str, r: dict, regressions: dict | None, check: dict | None) -> str:
     """Seed 7.2's daily report: commands run, response times per command, the slowest operations, resource
     use, error rate — plus the SLO check and the regressions of the day."""
-    from autoperf.analysis.render import summary_lines
+    from autoperf.analysis.render_sections import summary_lines
 
     lines = [f"{k}: {v}" for k, v in summary_lines(r) if not k.startswith(("Skipped", "Dropped")) or v != "0"]
     lines += ["", "Commands (count, avg, p95, errors):"]

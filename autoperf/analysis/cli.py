@@ -255,7 +255,8 @@ def _send_daily(args):
 
     from .reader import parse_time
     from .regress import compare_aggregators
-    from .render import render, render_html
+    from .render import render
+    from .render_html import render_html
     from .slo import evaluate
     if args.since or args.until or args.week:
         raise UsageError("--send sends one UTC day: give --day (default: yesterday)")
@@ -299,7 +300,7 @@ def _send_daily(args):
 
 @_guard
 def cmd_check(args):
-    from .render import render_check
+    from .render_verdicts import render_check
     from .slo import evaluate
     cfg, slo = _config(args)
     since, until = _window(args)
@@ -327,7 +328,7 @@ def _compare(args, slo, base, cur):
 
 def _write_comparison(args, res, title):
     """Writes a comparison; the exit code is 1 when anything regressed."""
-    from .render import render_compare
+    from .render_verdicts import render_compare
     _write(args, render_compare(res, args.format, _colour(args), title=title))
     return 1 if res["regressions"] else 0
 
@@ -401,13 +402,13 @@ def cmd_compare(args):
 
 @_guard
 def cmd_suggest(args):
-    from .render import render_suggestions
+    from .render_verdicts import render_suggestions
     from .suggest import suggestions_from
     cfg, slo = _config(args)
     since, until = _window(args)
     agg, _stats = _aggregate(args, cfg, slo, since, until)
     items = suggestions_from(agg, slow_query_ms=slo["slow_query_ms"])
-    from .render import _suggest_note
+    from .render_sections import _suggest_note
     scope = _suggest_note({"retention": agg.retention.to_dict(), "suggestions_flows": agg.retained_seen}, items)
     _write(args, render_suggestions(items, args.format, _colour(args), scope=scope if items else None))
     return 0
