@@ -14,11 +14,11 @@ from typing import Iterable
 
 from . import merge as _merge
 from . import result as _result
-from .flowtrack import finish_flow, flush_open, open_flow
+from .flowtrack import finish_flow, flush_open
 from .loopblocks import LoopBlocks
 from .metricsfold import SLOWEST, Retention, covered, fold_metrics, host_label, note_flow, shard_label, _by
-from .state import (DEADLINE_MS, HIST_EDGES, LEVELS, RESOURCE_METRICS, Buckets, DbState, FlowState, OpenFlow,
-                    OpState, seq_scans_from_explain)
+from .spanfold import fold_explain, fold_retained_span, fold_span
+from .state import DEADLINE_MS, HIST_EDGES, LEVELS, RESOURCE_METRICS, Buckets, DbState, FlowState, OpenFlow, OpState
 from .stats import Reservoir
 from .suggest import suggestions_from
 
@@ -131,9 +131,9 @@ class Aggregator:
             ts = None
         if t == "span":
             if self.coverage and covered(self, rec, ts):
-                self._retained_span(rec, ts)
+                fold_retained_span(self, rec, ts)
             else:
-                self._span(rec, ts)
+                fold_span(self, rec, ts)
         elif t == "flow_complete":
             if self.coverage and covered(self, rec, ts):
                 self._retained_flow(rec, ts)
@@ -247,9 +247,11 @@ class Aggregator:
             err = 1 if status != "success" and status is not None else 0
             _by(self, self.hosts, host_label(rec), 1, err, d=d)
             _by(self, self.shards, shard_label(rec), 1, err, d=d)
-        self._end_flow(fid, name)
+        self.end_flow(fid, name)
 
-    def _end_flow(self, fid, name):
+    def end_flow(self, fid, name):
+        """A flow ended (its root record or root cycle span): its spans are judged now, or in merge() while
+        deferring."""
         if fid is not None:
             if self._defer_left > 0:
                 self._defer_left -= 1
@@ -280,69 +282,7 @@ class Aggregator:
         fid = rec.get("flow_id")
         if d.__class__ in (int, float):
             note_flow(self, float(d), name, fid, ts, rule if rule.__class__ is str else "all")
-        self._end_flow(fid, name)
-
-    def _explained(self, db, attrs):
-        """A captured plan's sequential scans (index advice) onto the statement's state."""
-        ex = attrs.get("explain")
-        if ex is not None:
-            scans = seq_scans_from_explain(ex, self.index_min_rows)
-            if scans is not None:
-                db.seq_scans = scans
-                db.explained += 1
-
-    def _retained_span(self, rec, ts):
-        """A span of a process with metrics: no count; statements, plans, job and cycle details and the
-        per-flow bookkeeping of the suggestions."""
-        kind = rec.get("kind")
-        fid = rec.get("flow_id")
-        if kind == "flow" and rec.get("span_id") == fid:
-            return
-        d = rec.get("duration_ms")     # the duration check of _span, inline: once per record
-        if d.__class__ is not float:
-            if d.__class__ is not int:
-                return
-            d = float(d)
-        name = rec.get("name") or "?"
-        # _span's db/http steps in shape, not in meaning: details only (no DbState made, nothing counted)
-        if kind == "db" or kind == "http":
-            fp = None
-            if kind == "db":
-                attrs, fp = _db_key(rec, name)
-                db = self.db.get(fp)
-                if db is None:
-                    st = attrs.get("statement")
-                    db = self.db.get(st) if st.__class__ is str else None
-                    if db is not None:
-                        fp = st
-                    elif self.db_on_demand is not None:     # the metrics are folded elsewhere (split.py)
-                        db = self.db[fp] = DbState(self.op_cap)
-                        self.db_on_demand.add(fp)
-                if db is not None:
-                    if attrs.get("statement"):
-                        db.statement = attrs.get("statement")
-                    db.operation = attrs.get("operation") or db.operation
-                    db.system = attrs.get("system") or db.system
-                    self._explained(db, attrs)
-            if self.track_flows and fid is not None and rec.get("span_id") != fid:
-                of = self.open.get(fid)
-                if of is None:
-                    of = open_flow(self, fid, rec.get("flow_name"))
-                if len(of.items) < 500:
-                    of.items.append((rec.get("parent_id"), ts, d, name, kind, fp))
-        elif kind == "job":
-            self._job(rec, name, d, detail_only=True)
-        elif kind == "cycle":
-            attrs = rec.get("attrs")
-            c = self.cycles.get(name) or self.new_cycle(name)
-            if attrs.__class__ is dict:
-                sums = c[1]
-                for k2, v in attrs.items():
-                    if v.__class__ is int or v.__class__ is float:
-                        sums[k2] = sums.get(k2, 0) + v
-            if fid is not None and rec.get("span_id") == fid:
-                self.retained_seen += 1
-                self._end_flow(fid, name)
+        self.end_flow(fid, name)
 
     def new_job(self, name):
         c = self.op_cap
@@ -352,89 +292,6 @@ class Aggregator:
     def new_cycle(self, name):
         c = self.cycles[name] = [Reservoir(self.op_cap), {}, 0, False]
         return c
-
-    def _span(self, rec, ts):
-        kind = rec.get("kind")
-        if kind == "flow" and rec.get("span_id") == rec.get("flow_id"):
-            return                      # root flows are counted from flow_complete; a nested one is a step
-        d = rec.get("duration_ms")
-        if d.__class__ is not float:
-            if d.__class__ is not int:
-                return
-            d = float(d)
-        name = rec.get("name") or "?"
-        err = rec.get("status") != "success"
-        k = (name, kind)
-        op = self.ops.get(k)
-        if op is None:
-            op = self.ops[k] = OpState(self.op_cap)
-        r = op.res
-        c = r.count
-        if c < r.cap:                       # Reservoir.add, exact phase, inlined (hot path; as above)
-            r.count = c + 1
-            r.values.append(d)
-        else:
-            r.add(d)
-        if err and rec.get("status") is not None:
-            op.errors += 1
-        else:
-            err = False
-        sla = rec.get("sla_ms")
-        if sla is not None and (sla.__class__ is float or sla.__class__ is int):
-            op.sla_ms = sla
-            op.sla_known += 1
-            if d > sla:
-                op.sla_missed += 1
-        th = rec.get("threshold_ms")
-        if th is not None and (th.__class__ is float or th.__class__ is int):
-            op.count(th, d)
-        if kind == "db" or kind == "http":
-            fp = None
-            if kind == "db":
-                attrs, fp = _db_key(rec, name)
-                db = self.db.get(fp)
-                if db is None:
-                    db = self.db[fp] = DbState(self.op_cap)
-                    db.statement = attrs.get("statement")
-                    db.operation = attrs.get("operation")
-                    db.system = attrs.get("system")
-                r = db.res
-                c = r.count
-                if c < r.cap:               # Reservoir.add inlined (hot path; as above)
-                    r.count = c + 1
-                    r.values.append(d)
-                else:
-                    r.add(d)
-                self.db_count += 1
-                self.db_total += d
-                if err:
-                    db.errors += 1
-                if th is not None and (th.__class__ is float or th.__class__ is int):
-                    db.count(th, d)
-                rows = attrs.get("rows")
-                if rows.__class__ is int:
-                    db.rows += rows
-                self._explained(db, attrs)
-            fid = rec.get("flow_id") if self.track_flows else None
-            if fid is not None and rec.get("span_id") != fid:
-                of = self.open.get(fid)
-                if of is None:
-                    of = open_flow(self, fid, rec.get("flow_name"))
-                items = of.items
-                if len(items) < 500:
-                    items.append((rec.get("parent_id"), ts, d, name, kind, fp))
-            return
-        if kind == "job":
-            self._job(rec, name, d)
-        elif kind == "cycle":
-            self._cycle(rec, name, d, err)
-            fid = rec.get("flow_id")
-            if fid is not None and rec.get("span_id") == fid:
-                if self._defer_left > 0:
-                    self._defer_left -= 1
-                    self.head_pending[fid] = name
-                else:
-                    finish_flow(self, fid, name)
 
     def _other(self, rec, t, ts):
         """Record types other than span, flow_complete and metrics (rare)."""
@@ -449,57 +306,7 @@ class Aggregator:
             c = rec.get("count")
             self.dropped += c if c.__class__ is int else 0
         elif t == "explain":
-            self._explain(rec)
-
-    def _job(self, rec, name, d, detail_only=False):
-        attrs = rec.get("attrs")
-        if attrs.__class__ is not dict:
-            attrs = {}
-        j = self.jobs.get(name)
-        if j is None:
-            j = self.new_job(name)
-        if not detail_only:
-            j[0].add(d)
-        for i, key in () if detail_only else ((1, "queue_wait_ms"), (2, "run_ms"), (3, "transfer_ms")):
-            v = attrs.get(key)
-            if v is not None and (v.__class__ is float or v.__class__ is int):
-                j[i].add(v)
-        ex = attrs.get("executor")
-        if ex is not None and not detail_only:      # a covered process: its metrics counted every job's
-            j[4][str(ex)] += 1
-
-    def _cycle(self, rec, name, d, err):
-        """A cycle span's own numbers (its end also ends its flow: see _span)."""
-        attrs = rec.get("attrs")
-        if attrs.__class__ is not dict:
-            attrs = {}
-        c = self.cycles.get(name)
-        if c is None:
-            c = self.new_cycle(name)
-        c[0].add(d)
-        if err:
-            c[2] += 1
-        sums = c[1]
-        for k2, v in attrs.items():
-            if v.__class__ is int or v.__class__ is float:
-                sums[k2] = sums.get(k2, 0) + v
-
-    def _explain(self, rec):
-        """An `explain` record (asyncpg `explain: true`): remember big sequential scans of the fingerprint."""
-        fp = rec.get("fingerprint") or rec.get("statement")
-        if fp is None:
-            return
-        fp = str(fp)
-        db = self.db.get(fp)
-        if db is None:
-            db = self.db[fp] = DbState(self.op_cap)
-            db.statement = rec.get("statement")
-            db.operation = "SELECT"
-            db.system = rec.get("system")
-        scans = seq_scans_from_explain(rec.get("plan"), self.index_min_rows, rec.get("relations"))
-        if scans is not None:
-            db.seq_scans = scans
-            db.explained += 1
+            fold_explain(self, rec)
 
     def _resource(self, rec, ts):
         self.res_n += 1
@@ -543,13 +350,3 @@ def suggest(records: Iterable[dict], **options) -> list[dict]:
     agg.add_all(records)
     agg.flush_open()
     return suggestions_from(agg, **options)
-
-
-def _db_key(rec: dict, name: str):
-    """A db span's attrs (a dict) and the key its statement is aggregated under: the fingerprint, else
-    the statement, else the span's name."""
-    attrs = rec.get("attrs")
-    if attrs.__class__ is not dict:
-        attrs = {}
-    fp = attrs.get("fingerprint") or attrs.get("statement") or name
-    return attrs, fp if fp.__class__ is str else str(fp)
