@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from autoperf import current, diagnostics, pipeline, posthooks, records, sinks, threads
+from autoperf import current, diagnostics, pipeline, posthooks, records, sigwake, sinks, threads
 from autoperf._wrapt import wrapt
 
 ENV_LOG_DIR = "AUTOPERF_LOG_DIR"
@@ -187,6 +187,7 @@ def restore_default_sigterm():
     """Uninstall: SIGTERM's default action again (main thread only)."""
     if threading.current_thread() is threading.main_thread():
         _restore_default_sigterm()
+        sigwake.uninstall()
 
 
 # -- signals -------------------------------------------------------------------------------
@@ -205,6 +206,7 @@ def install_sigterm():
         return  # a spawned multiprocessing child keeps the default: see _default_sigterm_in_mp_children
     _previous_sigterm = current
     signal.signal(signal.SIGTERM, on_sigterm)
+    sigwake.install(signal.SIGTERM, on_sigterm)   # handled now even while the main thread waits
     threads.guard_forks()   # a SIGTERM reaching a child just after its fork must not be forgotten
     hook("multiprocessing.util", _default_sigterm_in_mp_children)
 
@@ -236,6 +238,7 @@ def _restore_default_sigterm(_marker=None):
 
 
 def on_sigterm(signum, frame):
+    sigwake.handled()
     if pipeline.draining_in_this_thread():
         # The signal interrupted a flush on this thread: finishing that batch comes first.
         pipeline.after_drain(lambda: on_sigterm(signum, frame))

@@ -252,7 +252,7 @@ class TestLosslessStop:
         masks = json.loads(proc.stdout)
         assert masks["MainThread"] == masks["program-thread"] == [False] * 4
         ours = {name: m for name, m in masks.items() if name.startswith("autoperf-")}
-        assert {"autoperf-writer", "autoperf-sampler", "autoperf-loop-watchdog"} <= set(ours), masks
+        assert {"autoperf-writer", "autoperf-sampler", "autoperf-loop-watchdog", "autoperf-signals"} <= set(ours), masks
         assert all(m == [True, True, True, False] for m in ours.values()), ours
 
     def test_sigterm_right_after_a_fork_still_ends_the_child(self, tmp_path):

@@ -139,3 +139,31 @@ def test_a_thread_producing_spans_cannot_hold_the_stop(tmp_path, how):
     dropped = sum(r["count"] for r in records if r["type"] == "dropped")
     assert before_stop > 10000
     assert logged + dropped >= before_stop, (before_stop, logged, dropped)
+
+
+SIGNAL_TO_A_THREAD = """
+    import signal, sys, threading, time
+    def work(i):
+        return i
+    for i in range(3):
+        work(i)
+    def terminate_from_this_thread():
+        time.sleep(0.3)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)   # delivered here, not to the main thread
+    threading.Thread(target=terminate_from_this_thread).start()
+    print("running", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_sigterm_another_thread_takes_still_stops_a_sleeping_main_thread(tmp_path):
+    """SIGTERM taken by a thread other than the main one, which sleeps: the program stops by the signal
+    within seconds (as with the default action) with its spans written, not when the sleep ends."""
+    prog = Program(tmp_path, SIGNAL_TO_A_THREAD, "targets:\n  - target: '__main__:work'\nsampler: {enabled: false}\n"
+                                                 "retain: {all: true}\n")
+    started = time.monotonic()
+    proc = subprocess.run(prog.autoperf_cmd(), cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stderr)
+    assert time.monotonic() - started < 20
+    assert sum(1 for r in prog.records() if r.get("name") == "__main__.work") == 3
