@@ -1,8 +1,9 @@
 """Reports over real runs answer the same under retention (`retain: {all: false}`, "default" below: the rules'
 defaults) as under `retain: {all: true}` (issue 14 tests).
 
-A program whose calls have known durations (busy-waits of 0.5, 1 and 2.5 ms in known shares, every
-500th call failing) runs twice under ``python -m autoperf run``: with every span written and with the
+A program whose calls have known durations (busy-waits of 0.5, 1 and 2.5 ms in shares of 55/35/10 %, every
+500th call failing; the 10 % above the 2-ms SLA put the check's verdicts far from their limits, so load
+cannot flip them) runs twice under ``python -m autoperf run``: with every span written and with the
 retention rules. The report counts from the `metrics` records; the every-span run is the ground truth.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ PROGRAM = f"""
     for i in range({N}):
         r = rng.random()
         try:
-            work(0.5 if r < 0.6 else 1.0 if r < 0.98 else 2.5, i % 500 == 499)
+            work(0.5 if r < 0.55 else 1.0 if r < 0.9 else 2.5, i % 500 == 499)
         except ValueError:
             pass
 """
@@ -110,6 +111,7 @@ def test_check_and_summary_agree_under_both(runs):
         lines[mode] = [" ".join(ln.split()) for ln in run.summary.splitlines()
                        if ln.startswith(("Total flows", "Errors"))]
     assert verdicts["all"] == verdicts["default"] and len(verdicts["all"]) >= 3
+    assert {True, False} <= set(verdicts["all"].values()), verdicts       # some pass, some fail
     assert totals["all"] == totals["default"] == (N, ERRORS)
     assert lines["all"] == lines["default"] == [f"Total flows {N:,}", f"Errors {ERRORS} ({100 * ERRORS / N:.2f}%)"]
 
