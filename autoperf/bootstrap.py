@@ -14,7 +14,6 @@ import threading
 
 from autoperf import current, diagnostics, lifecycle, pipeline, posthooks, targets
 from autoperf.lifecycle import ENV_CONSOLE, ENV_LOG_DIR, ensure_pipeline, log_path, stop  # noqa: F401  (the public names)
-from autoperf.lifecycle import on_sigterm as _on_sigterm  # noqa: F401  (tests compare the handler)
 
 ENV_CONFIG = "AUTOPERF_CONFIG"
 ENV_DISABLE = "AUTOPERF_DISABLE"
@@ -115,9 +114,9 @@ def _install(cfg, log_dir, console, disable, child):
         for module_name in _specs_by_module:
             if module_name not in ("__main__", "__mp_main__"):
                 _hook(module_name, _patch_targets, every_import=True)   # again after a reload
-        # A spawned multiprocessing child re-runs the main script as __mp_main__.
-        if not child or _specs_by_module.get("__main__"):
-            _hook("multiprocessing.spawn", _patch_spawn_main)
+        # A spawned multiprocessing child re-runs the main script as __mp_main__ (its targets may be
+        # written `__main__:f` or with the script's module name: known once the child has its path).
+        _hook("multiprocessing.spawn", _patch_spawn_main)
 
         _start_features(data, disabled)
         lifecycle.at_stop(_exit_report)

@@ -138,8 +138,15 @@ def site_name(spec, owner, attr):
     if spec.name:
         return f"{spec.name}.{attr}" if _has_wildcard(spec.qualname) else spec.name
     if inspect.ismodule(owner):
-        return f"{owner.__name__}.{attr}"
-    return f"{getattr(owner, '__module__', None) or owner.__name__}.{getattr(owner, '__qualname__', '')}.{attr}"
+        return f"{_program_name(owner.__name__)}.{attr}"
+    module = _program_name(getattr(owner, '__module__', None) or owner.__name__)
+    return f"{module}.{getattr(owner, '__qualname__', '')}.{attr}"
+
+
+def _program_name(module_name):
+    # A spawned multiprocessing worker runs the program's script as __mp_main__: its records carry the
+    # names the program's own process gives them.
+    return "__main__" if module_name == "__mp_main__" else module_name
 
 
 def make_site(spec, owner, attr, value):

@@ -349,15 +349,34 @@ class TestChildren:
         assert len({s["pid"] for s in spans}) >= 3
 
     @pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+    @pytest.mark.parametrize("target", ["__main__:work", "prog:work"])
+    def test_a_function_of_the_script_is_recorded_in_workers_under_its_parents_name(self, tmp_path, method, target):
+        """A target in the script itself (``__main__:f`` or ``prog:f``) records its calls in pool workers of every
+        start method, named as in the program's process (a spawned worker runs the script as __mp_main__)."""
+        prog = Program(tmp_path, """
+            import concurrent.futures, multiprocessing as mp, sys
+            def work(i):
+                return i * 2
+            if __name__ == "__main__":
+                with concurrent.futures.ProcessPoolExecutor(2, mp_context=mp.get_context(sys.argv[1])) as pool:
+                    print(sum(pool.map(work, range(10))))
+        """, ALL_SPANS + f"targets:\n  - target: '{target}'\n")
+        proc = prog.run(method)
+        assert proc.returncode == 0 and proc.stdout.strip() == "90", proc.stderr
+        spans = [r for r in prog.records() if r["type"] == "span" and r["kind"] == "span"]
+        assert [s["name"] for s in spans] == ["__main__.work"] * 10, spans
+        assert os.getpid() not in {s["pid"] for s in spans}
+
+    @pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
     def test_multiprocessing_children_keep_sigterms_default(self, tmp_path, method):
         """The program's SIGTERM flushes through autoperf's handler; a multiprocessing child gets the default
         action back between jobs (Process/Pool.terminate() count on it: a Python handler can miss a SIGTERM
         that lands just before the worker blocks), autoperf's only while a job runs, and records its job."""
         (tmp_path / "worker_mod.py").write_text(WORKER_MODULE + textwrap.dedent("""
             import signal
-            from autoperf import bootstrap
+            from autoperf import lifecycle
             def handler(_):
-                return signal.getsignal(signal.SIGTERM) is bootstrap._on_sigterm
+                return signal.getsignal(signal.SIGTERM) is lifecycle.on_sigterm
         """))
         prog = Program(tmp_path, """
             import multiprocessing as mp, signal, sys
