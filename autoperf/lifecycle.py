@@ -97,7 +97,7 @@ def _flush_before_os_exit():
 
     def _exit(status):
         try:
-            pipeline.final_flush()
+            pipeline.exit_flush()
         except BaseException:
             pass
         original(status)

@@ -6,6 +6,11 @@ one picked by our thread left a main thread blocked in ``sem_wait`` hung. With t
 our threads they reach the program's own threads, as without autoperf. :func:`guard_forks` blocks
 them across every fork, so one arriving just after it is delivered once the child is set up (CPython
 forgets pending signals at fork).
+
+A fork while one of our threads imports (the OTLP encoders and protobuf, orjson, asyncpg load in the
+thread that first needs them) would leave that module's import lock held in the child by a thread
+that does not exist there: the child's next import of it hangs for ever. So a fork first waits, for
+a bounded time, until none of our threads is inside an import, and holds the import lock across it.
 """
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ from __future__ import annotations
 # die as the default would). Before guard_forks, Pool.terminate() right after a worker was forked
 # hung too (the SIGTERM that arrived between fork and the child's set-up was dropped).
 
+import os
 import signal
 import threading
+import time
 
 from autoperf.current import mute
 
@@ -62,9 +69,15 @@ def start(thread: threading.Thread) -> None:
 
     def muted():
         mute()
-        first()
+        ident = threading.get_ident()
+        _ours.add(ident)
+        try:
+            first()
+        finally:
+            _ours.discard(ident)
 
     setattr(thread, name, muted)
+    _guard_imports_at_fork()
     old = block_async_signals()
     try:
         thread.start()
@@ -96,3 +109,64 @@ def guard_forks() -> None:
     import os
     os.register_at_fork(before=_block_for_fork, after_in_parent=_unblock_after_fork,
                         after_in_child=_unblock_after_fork)
+
+
+# -- imports across a fork -------------------------------------------------------------------
+FORK_IMPORT_WAIT_S = 5.0     # an import of ours still running after this is not waited for
+_ours: set = set()           # idents of the running threads started by start()
+_holding_import_lock: dict = {}   # forking thread -> True while it holds the import lock
+_import_guard = False
+
+
+def _guard_imports_at_fork() -> None:
+    global _import_guard
+    if not _import_guard:
+        _import_guard = True
+        os.register_at_fork(before=_wait_for_our_imports, after_in_parent=_release_import_lock,
+                            after_in_child=_after_fork_child)
+
+
+def _after_fork_child():
+    _ours.intersection_update(t.ident for t in threading.enumerate())   # the parent's threads are gone
+    _release_import_lock()
+
+
+def _importing(owners) -> bool:
+    """Whether a thread in ``owners`` holds a module's import lock (CPython's importlib internals;
+    where they differ, nothing is waited for)."""
+    try:
+        from importlib import _bootstrap
+        refs = list(_bootstrap._module_locks.values())
+    except Exception:
+        return False
+    for ref in refs:
+        lock = ref()
+        if lock is not None and getattr(lock, "owner", None) in owners and getattr(lock, "count", 0):
+            return True
+    return False
+
+
+def _wait_for_our_imports():
+    import _imp
+    others = _ours - {threading.get_ident()}
+    deadline = time.monotonic() + FORK_IMPORT_WAIT_S
+    while others:
+        # Holding the import lock, no thread can start importing another module until the fork is done.
+        _imp.acquire_lock()
+        if not _importing(others):
+            _holding_import_lock[threading.get_ident()] = True
+            return
+        _imp.release_lock()
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.002)           # the import may need the import lock to finish
+        others = _ours - {threading.get_ident()}
+
+
+def _release_import_lock():
+    if _holding_import_lock.pop(threading.get_ident(), False):
+        import _imp
+        try:
+            _imp.release_lock()
+        except RuntimeError:         # pragma: no cover - the child's lock was re-made unheld
+            pass

@@ -348,6 +348,37 @@ class TestChildren:
         assert not parent_pid
         assert len({s["pid"] for s in spans}) >= 3
 
+    def test_a_fork_while_an_autoperf_thread_imports_leaves_the_child_free_to_import(self, tmp_path):
+        """A fork while one of autoperf's threads is inside an import (its exporter loading protobuf, its writer
+        orjson): the child imports that module too and ends. Before, the child inherited the module's import lock
+        held by a thread that does not exist there and hung for ever."""
+        (tmp_path / "slowmod.py").write_text("import time\ntime.sleep(0.6)\nVALUE = 42\n")
+        prog = Program(tmp_path, """
+            import os, threading, time
+            from autoperf import threads
+            def load():
+                import slowmod
+            threads.start(threading.Thread(target=load, daemon=True))   # as autoperf starts its own threads
+            time.sleep(0.2)                                              # load() is inside slowmod's import
+            pid = os.fork()
+            if pid == 0:
+                import slowmod
+                os._exit(slowmod.VALUE)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    print(os.waitstatus_to_exitcode(status))
+                    break
+                time.sleep(0.05)
+            else:
+                os.kill(pid, 9)
+                print("child hung")
+        """)
+        proc = prog.run()
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "42"
+
     @pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
     @pytest.mark.parametrize("target", ["__main__:work", "prog:work"])
     def test_a_function_of_the_script_is_recorded_in_workers_under_its_parents_name(self, tmp_path, method, target):

@@ -253,6 +253,30 @@ class TestTraces:
             assert attributes(flows[1])["error.type"] == "KeyError"
 
 
+    def test_a_forked_child_leaving_by_os_exit_exports_its_spans(self, tmp_path):
+        """An os.fork() child (forked at once, while the exporter thread may still load its encoders) records,
+        leaves by os._exit and its spans arrive, as the parent's do; neither process hangs."""
+        program = """
+            import os
+            def work(i):
+                return i
+            pid = os.fork()
+            if pid == 0:
+                for i in range(5):
+                    work(i)
+                os._exit(0)
+            os.waitpid(pid, 0)
+            work(99)
+        """
+        with Receiver() as rx:
+            run = Run(tmp_path, program, _config(rx.endpoint, head="targets:\n  - target: '__main__:work'\n"
+                                                                  "    kind: flow\nretain: {all: true}\n"))
+            run.start(timeout=60)
+            logged = [r for r in run.records("flow_complete")]
+            assert len(logged) == 6 and len({r["pid"] for r in logged}) == 2
+            assert _received_ids(rx) == {r["flow_id"] for r in logged}
+
+
 class TestDelivery:
     @pytest.mark.slow
     def test_a_60_s_outage_loses_nothing(self, tmp_path):

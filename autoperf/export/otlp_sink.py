@@ -184,10 +184,12 @@ class OtlpSink:
     def register_mp_finalizer(self, mp_util):
         """multiprocessing children leave through os._exit() after their finalizers: the pipeline's
         flush runs at priority -100, then this one sends (or spills) what it queued."""
-        mp_util.Finalize(None, self._at_exit, exitpriority=-101)
-        mp_util.register_after_fork(self, lambda sink: mp_util.Finalize(None, sink._at_exit, exitpriority=-101))
+        mp_util.Finalize(None, self.at_exit, exitpriority=-101)
+        mp_util.register_after_fork(self, lambda sink: mp_util.Finalize(None, sink.at_exit, exitpriority=-101))
 
-    def _at_exit(self):
+    def at_exit(self):
+        """The process leaves without closing its sinks (``os._exit``, a multiprocessing worker's end):
+        send what is queued, or spill it, within ``exit_timeout_s``."""
         if os.getpid() == self._pid and not self.sync(self.settings["exit_timeout_s"]):
             self._spill_rest()
 
