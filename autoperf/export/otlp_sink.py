@@ -91,6 +91,7 @@ class OtlpSink:
 
         s = self.settings
         self._pid = os.getpid()
+        self._exit_done = False
         self._q = collections.deque()
         self._cond = threading.Condition()
         self._stop = False
@@ -190,7 +191,13 @@ class OtlpSink:
     def at_exit(self):
         """The process leaves without closing its sinks (``os._exit``, a multiprocessing worker's end):
         send what is queued, or spill it, within ``exit_timeout_s``."""
-        if os.getpid() == self._pid and not self.sync(self.settings["exit_timeout_s"]):
+        if os.getpid() != self._pid:
+            return
+        with self._cond:
+            if self._exit_done and not self._q:
+                return          # a worker's finalizer did it, then os._exit: do not wait twice
+            self._exit_done = True
+        if not self.sync(self.settings["exit_timeout_s"]):
             self._spill_rest()
 
     def after_fork(self):
