@@ -106,7 +106,6 @@ def guard_forks() -> None:
     if _guarding or not hasattr(signal, "pthread_sigmask"):
         return
     _guarding = True
-    import os
     os.register_at_fork(before=_block_for_fork, after_in_parent=_unblock_after_fork,
                         after_in_child=_unblock_after_fork)
 
