@@ -77,14 +77,7 @@ def fold_span(agg, rec, ts):
             if rows.__class__ is int:
                 db.rows += rows
             _explained(agg, db, attrs)
-        fid = rec.get("flow_id") if agg.track_flows else None
-        if fid is not None and rec.get("span_id") != fid:
-            of = agg.open.get(fid)
-            if of is None:
-                of = open_flow(agg, fid, rec.get("flow_name"))
-            items = of.items
-            if len(items) < 500:
-                items.append((rec.get("parent_id"), ts, d, name, kind, fp))
+        _hold_step(agg, rec, rec.get("flow_id"), ts, d, name, kind, fp)
         return
     if kind == "job":
         _job(agg, rec, name, d)
@@ -93,6 +86,16 @@ def fold_span(agg, rec, ts):
         fid = rec.get("flow_id")
         if fid is not None and rec.get("span_id") == fid:
             agg.end_flow(fid, name)
+
+
+def _hold_step(agg, rec, fid, ts, d, name, kind, fp):
+    """A db/http step held in its open flow for the suggestions (at most 500 per flow)."""
+    if agg.track_flows and fid is not None and rec.get("span_id") != fid:
+        of = agg.open.get(fid)
+        if of is None:
+            of = open_flow(agg, fid, rec.get("flow_name"))
+        if len(of.items) < 500:
+            of.items.append((rec.get("parent_id"), ts, d, name, kind, fp))
 
 
 def fold_retained_span(agg, rec, ts):
@@ -128,12 +131,7 @@ def fold_retained_span(agg, rec, ts):
                 db.operation = attrs.get("operation") or db.operation
                 db.system = attrs.get("system") or db.system
                 _explained(agg, db, attrs)
-        if agg.track_flows and fid is not None and rec.get("span_id") != fid:
-            of = agg.open.get(fid)
-            if of is None:
-                of = open_flow(agg, fid, rec.get("flow_name"))
-            if len(of.items) < 500:
-                of.items.append((rec.get("parent_id"), ts, d, name, kind, fp))
+        _hold_step(agg, rec, fid, ts, d, name, kind, fp)
     elif kind == "job":
         _job(agg, rec, name, d, detail_only=True)
     elif kind == "cycle":
