@@ -97,7 +97,14 @@ def _flush_before_os_exit():
 
     def _exit(status):
         try:
-            pipeline.exit_flush()
+            pipeline.final_flush()
+            # A sink sending from a thread of its own (OTLP) sends what it holds, as closing it would.
+            for sink in pipeline.sinks():
+                if hasattr(sink, "at_exit"):
+                    try:
+                        sink.at_exit()
+                    except Exception as exc:
+                        diagnostics.internal_error(f"{type(sink).__name__}.at_exit", exc)
         except BaseException:
             pass
         original(status)

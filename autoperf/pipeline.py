@@ -400,15 +400,6 @@ def final_flush():
     flush()
 
 
-def exit_flush():
-    """``os._exit``: the final flush, then each sink that sends from a thread of its own (``at_exit``)
-    sends what it holds, as closing it at a normal exit would."""
-    final_flush()
-    for sink in list(_sinks):
-        if hasattr(sink, "at_exit"):
-            _call_quietly(sink, "at_exit")
-
-
 def shutdown():
     """Flush and close the sinks. Safe to call more than once (atexit, signals, runner)."""
     try:
